@@ -1,0 +1,143 @@
+#pragma once
+// The parsed, validated, immutable tunneld configuration. Nothing here touches the network.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tunneld::config {
+
+using duration = std::chrono::milliseconds;
+
+/// "host:port" as written; `host` is an IP literal or a name, resolved by whoever connects.
+struct endpoint {
+    std::string host;
+    std::uint16_t port = 0;
+
+    std::string to_string() const;
+    friend bool operator==(const endpoint&, const endpoint&) = default;
+};
+
+/// A backend is reached directly, or through the tunnel named by `via`.
+struct backend {
+    endpoint address;
+    std::optional<std::string> via;
+
+    friend bool operator==(const backend&, const backend&) = default;
+};
+
+enum class service_kind { tcp, redis, postgres };
+enum class switch_mode { kill, drain, pause };
+/// How a redis switch stops the old primary from acknowledging writes.
+enum class redis_fence { replicaof, min_replicas, none };
+
+std::string_view to_string(service_kind) noexcept;
+std::string_view to_string(switch_mode) noexcept;
+std::string_view to_string(redis_fence) noexcept;
+
+struct daemon_config {
+    std::filesystem::path control_socket = "/run/tunneld/control.sock";
+    std::filesystem::path state_file = "/var/lib/tunneld/state.json";
+    std::optional<endpoint> health_listen; ///< unset: no HTTP endpoint
+    std::string log_level = "info";        ///< trace|debug|info|warn|error
+    std::optional<std::string> control_group; ///< members may operate the control socket
+    duration shutdown_timeout = std::chrono::seconds(30);
+    unsigned threads = 0; ///< 0: one event loop per core
+
+    friend bool operator==(const daemon_config&, const daemon_config&) = default;
+};
+
+struct tunnel_config {
+    std::string name;
+    endpoint address;
+    std::string user;
+    std::filesystem::path identity; ///< private key file, or the literal "agent" for ssh-agent
+    std::filesystem::path known_hosts;
+    unsigned sessions = 2;
+    duration keepalive = std::chrono::seconds(5);
+    unsigned keepalive_max_missed = 3;
+    duration connect_timeout = std::chrono::seconds(10); ///< TCP connect + handshake + auth
+    duration reconnect_max = std::chrono::seconds(30);    ///< cap of the jittered backoff
+
+    bool uses_agent() const { return identity == "agent"; }
+    friend bool operator==(const tunnel_config&, const tunnel_config&) = default;
+};
+
+struct service_config {
+    std::string name;
+    service_kind kind = service_kind::tcp;
+    endpoint listen;
+    backend old_backend;
+    backend new_backend;
+    switch_mode mode = switch_mode::drain; ///< default mode of `switch`; pause for redis/postgres
+    duration connect_timeout = std::chrono::seconds(5);
+    duration drain_timeout = std::chrono::seconds(30);
+    duration pause_timeout = std::chrono::seconds(5);
+    unsigned max_clients = 1024;
+    std::size_t buffer_size = 64 * 1024; ///< per direction, per client
+
+    // Lag gate and probes (redis, postgres).
+    std::optional<std::uint64_t> max_lag;    ///< bytes; unset: only link/unknown gate
+    std::optional<duration> max_lag_seconds; ///< replay delay (postgres)
+    duration probe_interval = std::chrono::seconds(1);
+    duration probe_timeout = std::chrono::seconds(2);
+    /// redis: a file holding the AUTH password ("user password" or "password");
+    /// postgres: a file of libpq conninfo keywords (user=, password=, dbname=).
+    std::optional<std::filesystem::path> credentials_file;
+
+    // Promotion and fencing.
+    redis_fence fence = redis_fence::replicaof;
+    /// Address of the new primary as the old primary can reach it (for fence = "replicaof").
+    std::optional<endpoint> fence_replicaof;
+    std::optional<std::string> promote_command; ///< run with /bin/sh -c instead of the built-in promotion
+    std::optional<std::string> fence_command;   ///< run with /bin/sh -c after promotion
+
+    friend bool operator==(const service_config&, const service_config&) = default;
+};
+
+struct config {
+    std::filesystem::path source; ///< the file it was read from
+    daemon_config daemon;
+    std::vector<tunnel_config> tunnels;   ///< sorted by name
+    std::vector<service_config> services; ///< sorted by name
+
+    const tunnel_config* find_tunnel(std::string_view name) const;
+    const service_config* find_service(std::string_view name) const;
+};
+
+/// One problem in a config file, printed as `PATH:LINE:COL: message`.
+struct config_error {
+    std::filesystem::path file;
+    std::uint32_t line = 0;   ///< 1-based; 0 when the file could not be read at all
+    std::uint32_t column = 0; ///< 1-based
+    std::string message;
+
+    std::string to_string() const;
+};
+
+/// Either a frozen config or every error found (never both, never neither).
+struct load_result {
+    std::shared_ptr<const config> value;
+    std::vector<config_error> errors;
+
+    explicit operator bool() const { return value != nullptr; }
+};
+
+/// Reads, parses and validates `path` (TOML). Checks key files' permissions too.
+load_result load(const std::filesystem::path& path);
+
+/// Parses `text` as if read from `path`; no filesystem access except the key-permission check.
+load_result parse(std::string_view text, const std::filesystem::path& path);
+
+/// Parses "250ms", "5s", "2m", "1h"; nullopt on anything else.
+std::optional<duration> parse_duration(std::string_view text);
+/// Parses "0B", "512B", "64KiB", "1MiB", "2GiB" (also KB/MB/GB as powers of 1000); nullopt otherwise.
+std::optional<std::uint64_t> parse_size(std::string_view text);
+/// Parses "host:port" or "[v6]:port"; nullopt on a missing or out-of-range port.
+std::optional<endpoint> parse_endpoint(std::string_view text);
+
+} // namespace tunneld::config

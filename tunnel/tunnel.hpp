@@ -1,0 +1,83 @@
+#pragma once
+// The public face of tunnel/: a pool of libssh2 sessions per [tunnels.NAME], handing out
+// direct-tcpip channels that look like any other Asio byte stream to proxy/.
+
+#include "config/config.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace tunneld::tunnel {
+
+namespace asio = boost::asio;
+
+class channel; // tunnel/channel.hpp: async_read_some / async_write_some / shutdown_send / close
+
+/// What `tunnelctl tunnels` and `status --json` show for one tunnel.
+struct tunnel_status {
+    std::string name;
+    std::string address;
+    unsigned sessions = 0;    ///< configured pool size
+    unsigned sessions_up = 0; ///< authenticated and healthy
+    unsigned channels = 0;    ///< open now
+    std::uint64_t bytes_up = 0;   ///< client -> gateway, all channels ever
+    std::uint64_t bytes_down = 0; ///< gateway -> client
+    std::uint64_t reconnects = 0;
+    std::uint64_t channel_open_failures = 0;
+    std::string last_error;   ///< empty when none; never contains secrets
+    std::optional<std::chrono::milliseconds> since_last_receive; ///< nullopt: nothing received yet
+};
+
+/// One tunnel: `sessions` libssh2 sessions to the gateway, each living on one io_context.
+/// Thread-safe: open_channel and status may be called from any thread.
+class pool {
+public:
+    virtual ~pool() = default;
+
+    /// Opens a direct-tcpip channel to host:port on the least-loaded healthy session; never waits
+    /// for a reconnect: fails at once with tunnel_errc::no_healthy_session when none is up.
+    /// The channel lives on its session's executor (channel::get_executor()); the caller moves its
+    /// client socket there so that the pumps never cross threads. Completes on the caller's executor.
+    virtual asio::awaitable<std::pair<std::error_code, std::shared_ptr<channel>>>
+    open_channel(std::string host, std::uint16_t port) = 0;
+
+    virtual tunnel_status status() const = 0;
+    virtual bool healthy() const = 0; ///< at least one session up
+    virtual const config::tunnel_config& settings() const = 0;
+
+    /// Closes every session and channel; idempotent.
+    virtual void stop() = 0;
+};
+
+/// Starts the sessions of `settings`, spreading them over `loops` (each run by its own thread).
+/// Connecting happens in the background; check healthy()/status(). Throws std::system_error
+/// only for problems found before any network I/O (unreadable or group/other-readable key,
+/// unreadable known_hosts).
+std::shared_ptr<pool> start_pool(const config::tunnel_config& settings,
+                                 std::vector<asio::io_context*> loops);
+
+enum class tunnel_errc {
+    no_healthy_session = 1,
+    host_key_unknown,
+    host_key_mismatch,
+    authentication_failed,
+    channel_open_refused,
+    session_lost,
+    connect_timeout,
+    key_permissions,
+};
+const std::error_category& tunnel_category() noexcept;
+std::error_code make_error_code(tunnel_errc) noexcept;
+
+} // namespace tunneld::tunnel
+
+template <>
+struct std::is_error_code_enum<tunneld::tunnel::tunnel_errc> : std::true_type {};
