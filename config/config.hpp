@@ -79,6 +79,10 @@ struct service_config {
     duration pause_timeout = std::chrono::seconds(5);
     unsigned max_clients = 1024;
     std::size_t buffer_size = 64 * 1024; ///< per direction, per client
+    /// kind = "tcp" only: the split (0..100 % of new clients to new) used when the state file
+    /// has no entry for this service yet; unset means all clients go to old.
+    std::optional<unsigned> split_percent;
+    bool split_sticky = false;
 
     // Lag gate and probes (redis, postgres).
     std::optional<std::uint64_t> max_lag;    ///< bytes; unset: only link/unknown gate
