@@ -131,10 +131,17 @@ struct load_result {
     explicit operator bool() const { return value != nullptr; }
 };
 
-/// Reads, parses and validates `path` (TOML). Checks key files' permissions too.
-load_result load(const std::filesystem::path& path);
+/// Whether `load` looks at the files a config names (identity keys, known_hosts).
+enum class file_checks { on, off };
 
-/// Parses `text` as if read from `path`; no filesystem access except the key-permission check.
+/// Reads `path`, then `parse`s it; with file_checks::on also requires every `identity` key file
+/// (unless "agent") to be a regular file not readable or writable by group or others, and every
+/// `known_hosts` file to be readable. Errors point at the key's value in the file.
+load_result load(const std::filesystem::path& path, file_checks checks = file_checks::on);
+
+/// Parses and validates `text` as if read from `path`; never touches the filesystem. Relative
+/// paths in the text (state_file, control_socket, identity, known_hosts, credentials_file) are
+/// made relative to the directory of `path`.
 load_result parse(std::string_view text, const std::filesystem::path& path);
 
 /// Parses "250ms", "5s", "2m", "1h"; nullopt on anything else.

@@ -1,0 +1,24 @@
+#pragma once
+// Internal to tunneld_config: what `parse` knows that `load` needs for its file checks.
+
+#include "config/config.hpp"
+
+namespace tunneld::config::detail {
+
+/// A file named in the config, with where its value was written.
+struct named_file {
+    enum class role { identity, known_hosts } role;
+    std::filesystem::path path;
+    std::uint32_t line = 0;
+    std::uint32_t column = 0;
+};
+
+struct parse_output {
+    load_result result;
+    std::vector<named_file> files; ///< filled only when result holds a config
+};
+
+/// `parse`, also returning the files `load` must check.
+parse_output parse_with_files(std::string_view text, const std::filesystem::path& path);
+
+} // namespace tunneld::config::detail
