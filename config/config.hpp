@@ -42,8 +42,8 @@ std::string_view to_string(redis_fence) noexcept;
 struct daemon_config {
     std::filesystem::path control_socket = "/run/tunneld/control.sock";
     std::filesystem::path state_file = "/var/lib/tunneld/state.json";
-    std::optional<endpoint> health_listen; ///< unset: no HTTP endpoint
-    std::string log_level = "info";        ///< trace|debug|info|warn|error
+    std::optional<endpoint> health_listen;    ///< unset: no HTTP endpoint
+    std::string log_level = "info";           ///< trace|debug|info|warn|error
     std::optional<std::string> control_group; ///< members may operate the control socket
     duration shutdown_timeout = std::chrono::seconds(30);
     unsigned threads = 0; ///< 0: one event loop per core
@@ -61,7 +61,7 @@ struct tunnel_config {
     duration keepalive = std::chrono::seconds(5);
     unsigned keepalive_max_missed = 3;
     duration connect_timeout = std::chrono::seconds(10); ///< TCP connect + handshake + auth
-    duration reconnect_max = std::chrono::seconds(30);    ///< cap of the jittered backoff
+    duration reconnect_max = std::chrono::seconds(30);   ///< cap of the jittered backoff
 
     bool uses_agent() const { return identity == "agent"; }
     friend bool operator==(const tunnel_config&, const tunnel_config&) = default;

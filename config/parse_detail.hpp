@@ -15,7 +15,7 @@ struct named_file {
 
 struct parse_output {
     load_result result;
-    std::vector<named_file> files; ///< filled only when result holds a config
+    std::vector<named_file> files; ///< every one that parsed, even when other errors were found
 };
 
 /// `parse`, also returning the files `load` must check.

@@ -100,9 +100,12 @@ std::string endpoint::to_string() const
 std::string_view to_string(service_kind kind) noexcept
 {
     switch (kind) {
-    case service_kind::tcp: return "tcp";
-    case service_kind::redis: return "redis";
-    case service_kind::postgres: return "postgres";
+    case service_kind::tcp:
+        return "tcp";
+    case service_kind::redis:
+        return "redis";
+    case service_kind::postgres:
+        return "postgres";
     }
     return "?";
 }
@@ -110,9 +113,12 @@ std::string_view to_string(service_kind kind) noexcept
 std::string_view to_string(switch_mode mode) noexcept
 {
     switch (mode) {
-    case switch_mode::kill: return "kill";
-    case switch_mode::drain: return "drain";
-    case switch_mode::pause: return "pause";
+    case switch_mode::kill:
+        return "kill";
+    case switch_mode::drain:
+        return "drain";
+    case switch_mode::pause:
+        return "pause";
     }
     return "?";
 }
@@ -120,9 +126,12 @@ std::string_view to_string(switch_mode mode) noexcept
 std::string_view to_string(redis_fence fence) noexcept
 {
     switch (fence) {
-    case redis_fence::replicaof: return "replicaof";
-    case redis_fence::min_replicas: return "min-replicas";
-    case redis_fence::none: return "none";
+    case redis_fence::replicaof:
+        return "replicaof";
+    case redis_fence::min_replicas:
+        return "min-replicas";
+    case redis_fence::none:
+        return "none";
     }
     return "?";
 }
