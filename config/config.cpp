@@ -20,25 +20,24 @@ std::vector<config_error> check_files(const std::filesystem::path& source,
 {
     std::vector<config_error> errors;
     for (const detail::named_file& file : files) {
-        const bool identity = file.role == detail::named_file::role::identity;
-        const std::string_view key = identity ? "identity" : "known_hosts";
+
         auto fail = [&](std::string message) {
             errors.push_back({source, file.line, file.column, std::move(message)});
         };
         struct stat st {};
         if (::stat(file.path.c_str(), &st) != 0) {
-            fail(fmt::format("{} {} cannot be read: {}", key, file.path.string(), std::strerror(errno)));
+            fail(fmt::format("{} {} cannot be read: {}", file.key, file.path.string(), std::strerror(errno)));
             continue;
         }
         if (!S_ISREG(st.st_mode)) {
-            fail(fmt::format("{} {} is not a regular file", key, file.path.string()));
+            fail(fmt::format("{} {} is not a regular file", file.key, file.path.string()));
             continue;
         }
         if (::access(file.path.c_str(), R_OK) != 0) {
-            fail(fmt::format("{} {} cannot be read: {}", key, file.path.string(), std::strerror(errno)));
+            fail(fmt::format("{} {} cannot be read: {}", file.key, file.path.string(), std::strerror(errno)));
             continue;
         }
-        if (!identity) continue;
+        if (file.key != "identity") continue;
         // ssh refuses such keys too: a private key others can read or replace is not private.
         const unsigned mode = st.st_mode & 07777;
         if (mode & (S_IRGRP | S_IROTH))

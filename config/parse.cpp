@@ -10,6 +10,7 @@ namespace tunneld::config {
 
 namespace {
 
+constexpr std::string_view top_level = "the top level";
 constexpr std::string_view duration_example = R"(e.g. "250ms", "5s", "2m" or "1h")";
 constexpr std::string_view size_example = R"(e.g. "0B", "64KiB", "1MiB" or "2GiB")";
 constexpr std::string_view endpoint_example = R"(e.g. "127.0.0.1:6379" or "[::1]:6379")";
@@ -151,7 +152,7 @@ public:
 
         auto result = std::make_shared<config>();
         result->source = file_;
-        table_reader top(*this, root, "the top level");
+        table_reader top(*this, root, std::string(top_level));
         if (const toml::node* node = top.find("daemon")) {
             if (const toml::table* table = as_table(*node, "daemon")) read_daemon(*table, result->daemon);
         }
@@ -228,15 +229,13 @@ private:
                 tunnel.identity = *v == "agent" ? *v : resolve(*v);
                 if (!tunnel.uses_agent()) {
                     const position at = position_of(table->get("identity")->source());
-                    files.push_back(
-                        {detail::named_file::role::identity, tunnel.identity, at.line, at.column});
+                    files.push_back({"identity", tunnel.identity, at.line, at.column});
                 }
             }
             if (auto v = r.path("known_hosts")) {
                 tunnel.known_hosts = resolve(*v);
                 const position at = position_of(table->get("known_hosts")->source());
-                files.push_back(
-                    {detail::named_file::role::known_hosts, tunnel.known_hosts, at.line, at.column});
+                files.push_back({"known_hosts", tunnel.known_hosts, at.line, at.column});
             }
             if (auto v = r.integer("sessions", 1, 64)) tunnel.sessions = static_cast<unsigned>(*v);
             if (auto v = r.duration_value("keepalive", true)) tunnel.keepalive = *v;
@@ -523,7 +522,8 @@ void table_reader::report_unknown_keys()
 {
     for (auto&& [key, node] : table_) {
         if (std::find(known_.begin(), known_.end(), key.str()) != known_.end()) continue;
-        std::string message = fmt::format("unknown key \"{}\" in {}", key.str(), where_);
+        std::string message =
+            fmt::format("unknown key \"{}\" {}{}", key.str(), where_ == top_level ? "at " : "in ", where_);
         std::string_view nearest;
         std::size_t best = 3; // more than two edits away is not a typo
         for (std::string_view candidate : known_) {

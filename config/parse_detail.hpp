@@ -7,7 +7,7 @@ namespace tunneld::config::detail {
 
 /// A file named in the config, with where its value was written.
 struct named_file {
-    enum class role { identity, known_hosts } role;
+    std::string_view key; ///< "identity" or "known_hosts"
     std::filesystem::path path;
     std::uint32_t line = 0;
     std::uint32_t column = 0;

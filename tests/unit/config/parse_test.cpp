@@ -330,7 +330,7 @@ TEST(ParseErrors, UnknownKeysNameTheKeyAndTheTable)
     EXPECT_THAT(
         errors_of("[daemon]\nlog_levl = \"info\"\n\n[daemons]\n"),
         ElementsAre("t.toml:2:1: unknown key \"log_levl\" in [daemon]; did you mean \"log_level\"?",
-                    "t.toml:4:2: unknown key \"daemons\" in the top level; did you mean \"daemon\"?"));
+                    "t.toml:4:2: unknown key \"daemons\" at the top level; did you mean \"daemon\"?"));
     EXPECT_THAT(errors_of(R"([tunnels.gw]
 address = "192.0.2.1:22"
 user = "u"
