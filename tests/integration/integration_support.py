@@ -1,0 +1,117 @@
+"""Shared pieces of the integration tests: a test case with a bed, redis pairs, configs.
+
+Every test starts its own sealed bed (tools/tunneld_testbed.py): real redis-servers (and sshd,
+postgres where needed) on loopback, a real tunneld driven through tunnelctl. The binaries come
+from TUNNELD_BIN / TUNNELCTL_BIN (set by ctest) or build/default.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+
+import tunneld_testbed as tb  # noqa: E402
+
+SERVICE = "svc"
+
+
+def service_config(listen_port: int, old, new, kind: str = "tcp", **extra) -> dict:
+    """A [services.svc] table; `old`/`new` are ports (direct) or backend strings/dicts."""
+    def backend(value):
+        return f"{tb.HOST}:{value}" if isinstance(value, int) else value
+    table = {"kind": kind, "listen": f"{tb.HOST}:{listen_port}", "old": backend(old),
+             "new": backend(new)}
+    table.update(extra)
+    return table
+
+
+def daemon_config(services: dict, tunnels: dict | None = None, **daemon) -> dict:
+    settings = {"log_level": "debug", "shutdown_timeout": "5s"}
+    settings.update(daemon)
+    config = {"daemon": settings}
+    if tunnels:
+        config["tunnels"] = tunnels
+    config["services"] = services
+    return config
+
+
+class IntegrationTest(unittest.TestCase):
+    """A test with its own bed; on failure the tunneld log tail goes to stderr."""
+
+    def setUp(self) -> None:
+        for binary in (tb.tunneld_bin(), tb.tunnelctl_bin()):
+            if not binary.exists():
+                self.skipTest(f"{binary} not built (set TUNNELD_BIN/TUNNELCTL_BIN)")
+        self.bed = tb.TestBed()
+        self.addCleanup(self.bed.close)
+
+    def tearDown(self) -> None:
+        outcome = getattr(self, "_outcome", None)
+        if outcome is not None and not getattr(outcome, "success", True):
+            for piece in self.bed.pieces:
+                if isinstance(piece, tb.Tunneld):
+                    sys.stderr.write(f"\n--- {piece.log} (tail)\n{tb.log_tail(piece.log, 60)}\n")
+
+    # ---- pieces
+
+    def redis_pair(self) -> tuple[tb.Redis, tb.Redis]:
+        """Two independent redis-servers; `GET whoami` answers "old" or "new"."""
+        old = self.bed.redis("old")
+        new = self.bed.redis("new")
+        old.cli("SET", "whoami", "old")
+        new.cli("SET", "whoami", "new")
+        return old, new
+
+    def start_tcp_service(self, old_port: int, new_port: int, daemon_settings: dict | None = None,
+                          **service) -> tuple[tb.Tunneld, int]:
+        """tunneld with one kind = "tcp" service `svc`; returns (daemon, listen port)."""
+        port = tb.free_port()
+        config = daemon_config({SERVICE: service_config(port, old_port, new_port, **service)},
+                               **(daemon_settings or {}))
+        return self.bed.tunneld(config), port
+
+    # ---- assertions
+
+    def ctl_ok(self, daemon: tb.Tunneld, *args, timeout: float = 60) -> str:
+        result = daemon.ctl(*args, timeout=timeout)
+        self.assertEqual(result.returncode, 0,
+                         f"tunnelctl {' '.join(map(str, args))} failed:\n"
+                         f"{result.stdout}{result.stderr}")
+        return result.stdout
+
+    def eventually(self, predicate, timeout: float, what: str, interval: float = 0.05):
+        """Polls until `predicate()` is truthy; fails the test at the deadline."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            try:
+                last = predicate()
+                if last:
+                    return last
+            except Exception as e:  # noqa: BLE001 - "not yet"
+                last = e
+            if time.monotonic() >= deadline:
+                self.fail(f"not within {timeout}s: {what} (last: {last!r})")
+            time.sleep(interval)
+
+    def service_status(self, daemon: tb.Tunneld) -> dict:
+        return daemon.service(SERVICE)
+
+    def assert_closed_within(self, client: tb.RespClient | socket.socket, timeout: float,
+                             what: str) -> None:
+        sock = client.sock if isinstance(client, tb.RespClient) else client
+        self.assertTrue(tb.connection_closed(sock, timeout), f"{what}: still open after {timeout}s")
+
+
+def answers(client: tb.RespClient) -> str | None:
+    """`GET whoami` on an existing connection; None if it fails (closed, reset, timeout)."""
+    try:
+        return client.command("GET", "whoami")
+    except (OSError, ConnectionError, tb.RespError):
+        return None

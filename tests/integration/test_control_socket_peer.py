@@ -1,0 +1,70 @@
+"""Scenario 8: the control socket checks its peers.
+
+Goal: a peer with another uid (nobody) cannot operate tunneld. With the socket at its normal
+mode 0660 the connect itself is refused; with the socket opened to everyone (chmod 0666) the
+daemon's own SO_PEERCRED check must still answer `forbidden` and change nothing.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+from integration_support import SERVICE, IntegrationTest, tb
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+
+RAW_CLIENT = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(b'{"cmd": "switch", "service": "svc", "mode": "kill"}\n')
+data = b""
+while not data.endswith(b"\n"):
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode().strip())
+"""
+
+
+class ControlSocketPeerTest(IntegrationTest):
+    def setUp(self):
+        super().setUp()
+        old, new = self.redis_pair()
+        self.daemon, self.port = self.start_tcp_service(old.port, new.port)
+        os.chmod(self.daemon.dir, 0o755)  # nobody must reach the socket to be refused by it
+
+    def test_8a_socket_mode_is_0660(self):
+        mode = os.stat(self.daemon.control_socket).st_mode & 0o777
+        self.assertEqual(mode, 0o660, oct(mode))
+
+    def test_8b_tunnelctl_as_another_uid_is_refused(self):
+        result = self.daemon.ctl("status", as_user="65534")
+        output = (result.stdout + result.stderr).lower()
+        self.assertNotEqual(result.returncode, 0, output)
+        self.assertTrue("forbidden" in output or "permission" in output, output)
+
+    def test_8c_daemon_refuses_other_uid_even_when_socket_is_world_writable(self):
+        os.chmod(self.daemon.control_socket, 0o666)
+        result = self.daemon.ctl("switch", SERVICE, "--mode", "kill", as_user="65534")
+        output = (result.stdout + result.stderr).lower()
+        self.assertNotEqual(result.returncode, 0, output)
+        self.assertIn("forbidden", output)
+
+        raw = subprocess.run(NOBODY + [sys.executable, "-c", RAW_CLIENT,
+                                       str(self.daemon.control_socket)],
+                             capture_output=True, text=True, timeout=30)
+        reply = json.loads(raw.stdout.strip().splitlines()[-1])
+        self.assertIs(reply.get("ok"), False, reply)
+        self.assertEqual(reply.get("code"), "forbidden", reply)
+
+        self.assertEqual(self.daemon.service(SERVICE)["active"], "old")
+        self.assertEqual(tb.whoami(self.port), "old")
+
+
+if __name__ == "__main__":
+    unittest.main()
