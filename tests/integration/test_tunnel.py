@@ -1,0 +1,86 @@
+"""Scenario 14: the new side through an SSH tunnel.
+
+Goal: with `new = { address, via = "gateway" }` and a real sshd as the gateway (ed25519 keys,
+strict known_hosts), a switched client reaches new through a direct-tcpip channel: replies come
+back, half-close travels through the channel, `tunnels --json` reports the pool, and sshd logs
+the public-key login. A gateway whose host key is not in known_hosts is refused (no trust on
+first use) and clients on that side are not served.
+"""
+
+import json
+import os
+import socket
+import unittest
+
+from integration_support import SERVICE, IntegrationTest, daemon_config, service_config, tb
+
+
+def exchange(port: int, payload: bytes) -> bytes:
+    with socket.create_connection((tb.HOST, port), timeout=20) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+        return bytes(received)
+
+
+def tunnel_table(sshd: tb.Sshd, known_hosts=None) -> dict:
+    return {"address": f"{tb.HOST}:{sshd.port}", "user": sshd.user,
+            "identity": str(sshd.user_key), "known_hosts": str(known_hosts or sshd.known_hosts),
+            "sessions": 2, "keepalive": "1s", "keepalive_max_missed": 3,
+            "connect_timeout": "5s", "reconnect_max": "2s"}
+
+
+class TunnelTest(IntegrationTest):
+    def start(self, known_hosts=None, new_port=None):
+        self.sshd = self.bed.sshd()
+        self.old, self.new = self.redis_pair()
+        self.port = tb.free_port()
+        new = {"address": f"{tb.HOST}:{new_port or self.new.port}", "via": "gateway"}
+        config = daemon_config({SERVICE: service_config(self.port, self.old.port, new)},
+                               tunnels={"gateway": tunnel_table(self.sshd, known_hosts)})
+        self.daemon = self.bed.tunneld(config)
+
+    def test_14a_switched_client_reaches_new_through_the_tunnel(self):
+        self.start()
+        self.ctl_ok(self.daemon, "switch", SERVICE, "--mode", "kill")
+        for _ in range(10):
+            self.assertEqual(tb.whoami(self.port), "new")
+        self.eventually(lambda: self.sshd.accepted_count() >= 1, 10,
+                        "sshd logs 'Accepted publickey'")
+        tunnels = json.loads(self.ctl_ok(self.daemon, "tunnels", "--json"))
+        tunnels = tunnels.get("tunnels", tunnels)
+        gateway = next(t for t in tunnels if t["name"] == "gateway")
+        self.assertEqual(gateway["sessions"], 2)
+        self.assertGreaterEqual(gateway["sessions_up"], 1)
+        for field in ("channels", "reconnects"):
+            self.assertIn(field, gateway)
+        svc = self.daemon.service(SERVICE)
+        self.assertEqual(svc["new"]["via"], "gateway")
+
+    def test_14b_half_close_travels_through_the_channel(self):
+        echo = self.bed.echo_server(b"new:", mode="after_eof")
+        self.start(new_port=echo.port)
+        self.ctl_ok(self.daemon, "switch", SERVICE, "--mode", "kill")
+        payload = os.urandom(256 * 1024)
+        self.assertEqual(exchange(self.port, payload), b"new:" + payload)
+
+    def test_14c_unknown_gateway_host_key_is_refused(self):
+        empty = self.bed.dir / "empty_known_hosts"
+        empty.write_text("")
+        self.start(known_hosts=empty)
+        self.assertEqual(tb.whoami(self.port), "old", "the direct side still works")
+        self.ctl_ok(self.daemon, "switch", SERVICE, "--mode", "kill", "--force")
+        client = tb.RespClient(self.port, timeout=15)
+        self.addCleanup(client.close)
+        try:
+            reply = client.command("GET", "whoami")
+        except (OSError, ConnectionError):
+            reply = None
+        self.assertIsNone(reply, "a client must not be served through an untrusted gateway")
+        self.assertEqual(self.sshd.accepted_count(), 0, "no login to an untrusted gateway")
+
+
+if __name__ == "__main__":
+    unittest.main()
