@@ -1,0 +1,29 @@
+#pragma once
+// Runs an operator's hook (promote_command, fence_command) with /bin/sh -c and a deadline.
+// Blocking: call it off the event loop.
+
+#include <chrono>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tunneld::cutover {
+
+struct hook_result {
+    bool ok = false;        ///< exited with status 0 before the deadline
+    bool timed_out = false; ///< killed (with its whole process group) at the deadline
+    int exit_status = -1;   ///< exit code, or 128 + signal, or -1 if it never ran
+    std::string output;     ///< stdout and stderr interleaved, at most `max_output` bytes
+    std::string message;    ///< one line for the log: "exited 0 after 12ms", "killed after 5s"
+};
+
+/// Runs `command` with /bin/sh -c in its own process group, stdin from /dev/null, the
+/// environment of the daemon plus `environment`; kills the group with SIGKILL when `timeout`
+/// runs out; whatever the hook left running in its group is killed when it exits. Never throws
+/// for a failing command.
+hook_result run_hook(const std::string& command, std::chrono::milliseconds timeout,
+                     const std::vector<std::pair<std::string, std::string>>& environment = {});
+
+inline constexpr std::size_t max_hook_output = 16 * 1024;
+
+} // namespace tunneld::cutover
