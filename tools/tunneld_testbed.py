@@ -425,10 +425,20 @@ class Sshd:
         # extra lines first: for most keywords sshd uses the first value it reads
         self.config_path.write_text("\n".join(self.extra_config + lines) + "\n")
         _run([SSHD_BIN, "-t", "-f", str(self.config_path)], "sshd -t (config check)")
+        self.timeout = timeout
+        self.start()
+
+    def start(self) -> None:
+        """Starts the listener (again) on the same port with the same keys."""
         self.process = Process([SSHD_BIN, "-D", "-f", str(self.config_path), "-E", str(self.log)],
                                self.dir / "sshd.stdout")
-        wait_until(self._banner, timeout, f"sshd on port {self.port}", self.log,
+        wait_until(self._banner, self.timeout, f"sshd on port {self.port}", self.log,
                    proc=self.process.popen)
+
+    def restart(self) -> None:
+        """Stops the listener and every session, then starts again (same port, same keys)."""
+        self.stop()
+        self.start()
 
     def _banner(self) -> bool:
         with socket.create_connection((HOST, self.port), timeout=1) as s:
