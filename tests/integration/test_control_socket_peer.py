@@ -37,6 +37,9 @@ class ControlSocketPeerTest(IntegrationTest):
         old, new = self.redis_pair()
         self.daemon, self.port = self.start_tcp_service(old.port, new.port)
         os.chmod(self.daemon.dir, 0o755)  # nobody must reach the socket to be refused by it
+        # otherwise "permission denied" could come from exec, not from the control socket
+        reach = subprocess.run(NOBODY + ["test", "-x", str(tb.tunnelctl_bin())])
+        self.assertEqual(reach.returncode, 0, f"nobody cannot run {tb.tunnelctl_bin()}")
 
     def test_8a_socket_mode_is_0660(self):
         mode = os.stat(self.daemon.control_socket).st_mode & 0o777
