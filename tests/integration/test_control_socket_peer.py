@@ -58,7 +58,8 @@ class ControlSocketPeerTest(IntegrationTest):
         self.assertNotEqual(result.returncode, 0, output)
         self.assertIn("forbidden", output)
 
-        raw = subprocess.run(NOBODY + [sys.executable, "-c", RAW_CLIENT,
+        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+        raw = subprocess.run(NOBODY + [python, "-c", RAW_CLIENT,
                                        str(self.daemon.control_socket)],
                              capture_output=True, text=True, timeout=30)
         reply = json.loads(raw.stdout.strip().splitlines()[-1])
