@@ -135,6 +135,18 @@ TEST(Parse, ExampleFileHoldsTheDocumentedExampleAndIsAccepted)
     EXPECT_EQ(from_file->services, from_doc->services);
 }
 
+TEST(Parse, EveryPrefixOfTheExampleGivesAValueOrErrorsWithPositions)
+{
+    for (std::size_t n = 0; n <= documented_example.size(); ++n) {
+        const load_result result = parse(documented_example.substr(0, n), "t.toml");
+        ASSERT_NE(result.value == nullptr, result.errors.empty()) << n;
+        for (const config_error& e : result.errors) {
+            EXPECT_GE(e.line, 1u) << n << ": " << e.to_string();
+            EXPECT_GE(e.column, 1u) << n << ": " << e.to_string();
+        }
+    }
+}
+
 constexpr std::string_view minimal = R"([tunnels.gw]
 address = "192.0.2.1:22"
 user = "u"
