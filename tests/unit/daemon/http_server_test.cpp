@@ -1,24 +1,21 @@
 #include "daemon/http_server.hpp"
-
-#include <sys/socket.h>
+#include "daemon/metrics.hpp"
 
 #include <atomic>
-#include <chrono>
-#include <future>
-#include <memory>
-#include <optional>
-#include <thread>
-#include <vector>
-
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <chrono>
+#include <future>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include "daemon/metrics.hpp"
+#include <memory>
+#include <optional>
+#include <sys/socket.h>
+#include <thread>
+#include <vector>
 
 namespace tunneld::daemon {
 namespace {
@@ -38,7 +35,10 @@ http_request get(std::string target)
 http_sources fixed_sources(std::vector<std::string> reasons = {})
 {
     return {
-        .status = [] { return nlohmann::json{{"services", nlohmann::json::array()}}; },
+        .status =
+            [] {
+                return nlohmann::json{{"services", nlohmann::json::array()}};
+            },
         .metrics = [] { return std::string("tunneld_paused{service=\"redis\"} 0\n"); },
         .not_ready_reasons = [reasons] { return reasons; },
     };
@@ -56,7 +56,8 @@ TEST(HandleHttpRequest, HealthzIsOk)
 TEST(HandleHttpRequest, ReadyzListsEveryReasonOnItsOwnLine)
 {
     EXPECT_EQ(handle_http_request(get("/readyz"), fixed_sources()).result(), http::status::ok);
-    const auto response = handle_http_request(get("/readyz"), fixed_sources({"redis: new backend unreachable", "tunnel vpc: 0 of 2 sessions up"}));
+    const auto response = handle_http_request(
+        get("/readyz"), fixed_sources({"redis: new backend unreachable", "tunnel vpc: 0 of 2 sessions up"}));
     EXPECT_EQ(response.result(), http::status::service_unavailable);
     EXPECT_EQ(response.body(), "redis: new backend unreachable\ntunnel vpc: 0 of 2 sessions up\n");
 }
@@ -66,7 +67,8 @@ TEST(HandleHttpRequest, MetricsUsePrometheusContentType)
     const auto response = handle_http_request(get("/metrics"), fixed_sources());
     EXPECT_EQ(response.result(), http::status::ok);
     EXPECT_EQ(response[http::field::content_type], metrics_content_type);
-    EXPECT_THAT(std::string(response[http::field::content_type]), ::testing::StartsWith("text/plain; version=0.0.4"));
+    EXPECT_THAT(std::string(response[http::field::content_type]),
+                ::testing::StartsWith("text/plain; version=0.0.4"));
     EXPECT_EQ(response.body(), "tunneld_paused{service=\"redis\"} 0\n");
 }
 
@@ -75,7 +77,8 @@ TEST(HandleHttpRequest, StatusIsTheStatusJson)
     const auto response = handle_http_request(get("/status"), fixed_sources());
     EXPECT_EQ(response.result(), http::status::ok);
     EXPECT_EQ(response[http::field::content_type], "application/json");
-    EXPECT_EQ(nlohmann::json::parse(response.body()), (nlohmann::json{{"services", nlohmann::json::array()}}));
+    EXPECT_EQ(nlohmann::json::parse(response.body()),
+              (nlohmann::json{{"services", nlohmann::json::array()}}));
 }
 
 TEST(HandleHttpRequest, QueryStringIsIgnored)
@@ -117,7 +120,8 @@ class HttpServer : public ::testing::Test {
 protected:
     void start(http_limits limits = {}, http_sources sources = fixed_sources())
     {
-        server_.emplace(io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0), std::move(sources), limits);
+        server_.emplace(io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0), std::move(sources),
+                        limits);
         server_->start();
         thread_ = std::thread([this] { io_.run(); });
     }
@@ -233,7 +237,8 @@ TEST_F(HttpServer, AnswersWhileFiveHundredIdleConnectionsAreOpen)
 {
     start();
     std::vector<tcp::socket> idle;
-    for (int i = 0; i < 500; ++i) idle.push_back(connect());
+    for (int i = 0; i < 500; ++i)
+        idle.push_back(connect());
     auto fresh = connect();
     EXPECT_EQ(exchange(fresh, get("/healthz")).body(), "ok\n");
     EXPECT_EQ(exchange(fresh, get("/metrics")).result(), http::status::ok);

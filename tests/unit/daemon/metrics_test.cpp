@@ -1,9 +1,8 @@
 #include "daemon/metrics.hpp"
 
-#include <string>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <string>
 
 namespace tunneld::daemon {
 namespace {
@@ -85,7 +84,8 @@ TEST(RenderMetrics, LinkDownIsZero)
 
 TEST(RenderMetrics, MissingFieldsOmitTheirSamples)
 {
-    const std::string text = render_metrics({{"services", {{{"name", "bare"}}}}, {"tunnels", {{{"name", "t"}}}}});
+    const std::string text =
+        render_metrics({{"services", {{{"name", "bare"}}}}, {"tunnels", {{{"name", "t"}}}}});
     EXPECT_EQ(text, "");
 }
 
@@ -113,7 +113,8 @@ TEST(RenderMetrics, PausedStateIsOne)
 {
     json service = redis_service();
     service["state"] = "paused";
-    EXPECT_THAT(render_metrics({{"services", {service}}}), HasSubstr("tunneld_paused{service=\"redis\"} 1\n"));
+    EXPECT_THAT(render_metrics({{"services", {service}}}),
+                HasSubstr("tunneld_paused{service=\"redis\"} 1\n"));
 }
 
 TEST(RenderMetrics, TunnelSamples)
