@@ -77,7 +77,7 @@ struct position {
 
 position position_of(const toml::source_region& region)
 {
-    // Nodes toml++ made up (none here today) have no region; point at the file's start.
+    // A node without a source region (such as an empty document's root) points at the file's start.
     if (region.begin.line == 0) return {};
     return {region.begin.line, region.begin.column};
 }
