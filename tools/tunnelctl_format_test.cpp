@@ -1,0 +1,180 @@
+#include "tools/tunnelctl_format.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace tunneld::tools {
+namespace {
+
+using json = nlohmann::json;
+using ::testing::HasSubstr;
+
+json service(std::string name, std::string active, json lag, std::string old_via = "",
+             std::string new_via = "vpc")
+{
+    return {
+        {"name", name},
+        {"kind", "redis"},
+        {"listen", "127.0.0.1:6379"},
+        {"active", active},
+        {"split_percent", 0},
+        {"sticky", false},
+        {"state", "serving"},
+        {"connections", {{"old", 3}, {"new", 0}}},
+        {"old", {{"address", "10.0.1.20:6379"}, {"via", old_via.empty() ? json(nullptr) : json(old_via)}}},
+        {"new", {{"address", "10.8.1.20:6379"}, {"via", new_via.empty() ? json(nullptr) : json(new_via)}}},
+        {"lag", lag},
+        {"fenced", false}};
+}
+
+json tunnel(std::string name, unsigned sessions, unsigned up)
+{
+    return {{"name", name},           {"address", "203.0.113.10:22"},
+            {"sessions", sessions},   {"sessions_up", up},
+            {"channels", 5},          {"bytes_up", 1536},
+            {"bytes_down", 5u << 20}, {"reconnects", 1},
+            {"last_error", ""},       {"since_last_receive_ms", 1200}};
+}
+
+json lag(std::uint64_t bytes, std::string link = "up")
+{
+    return {{"bytes", bytes}, {"seconds", 0.0}, {"link", link}};
+}
+
+TEST(HumanSize, BinaryUnitsWithOneDecimal)
+{
+    EXPECT_EQ(human_size(0), "0B");
+    EXPECT_EQ(human_size(1023), "1023B");
+    EXPECT_EQ(human_size(1024), "1.0KiB");
+    EXPECT_EQ(human_size(1536), "1.5KiB");
+    EXPECT_EQ(human_size(4404019), "4.2MiB");
+    EXPECT_EQ(human_size(3ull << 30), "3.0GiB");
+    EXPECT_EQ(human_size(~0ull), "16.0EiB");
+}
+
+TEST(HumanAge, PicksAUnit)
+{
+    EXPECT_EQ(human_age(120), "120ms");
+    EXPECT_EQ(human_age(3400), "3.4s");
+    EXPECT_EQ(human_age(312'000), "5m12s");
+    EXPECT_EQ(human_age(7'380'000), "2h3m");
+}
+
+TEST(FormatTable, AlignsColumnsWithoutTrailingBlanks)
+{
+    EXPECT_EQ(format_table({{"A", "BB", "C"}, {"aaa", "b", ""}}), "A    BB  C\naaa  b\n");
+}
+
+TEST(FormatServices, OneRowPerService)
+{
+    auto split = service("app", "split", lag(0));
+    split["split_percent"] = 30;
+    split["sticky"] = true;
+    split["kind"] = "tcp";
+    split["lag"] = {{"bytes", nullptr}, {"seconds", nullptr}, {"link", "unknown"}};
+    const auto text = format_services(json::array({service("redis", "old", lag(2 << 20)), split}));
+    EXPECT_EQ(text,
+              "SERVICE  KIND   LISTEN          ACTIVE            STATE    OLD  NEW  LAG     LINK     FENCED\n"
+              "redis    redis  127.0.0.1:6379  old               serving  3    0    2.0MiB  up       no\n"
+              "app      tcp    127.0.0.1:6379  split 30% sticky  serving  3    0    -       unknown  no\n");
+}
+
+TEST(FormatServices, SurvivesMissingFields)
+{
+    EXPECT_EQ(format_services(json::array({json::object(), 5})),
+              "SERVICE  KIND  LISTEN  ACTIVE  STATE  OLD  NEW  LAG  LINK  FENCED\n"
+              "-        -     -       -       -      -    -    -    -     -\n"
+              "-        -     -       -       -      -    -    -    -     -\n");
+    EXPECT_EQ(format_services("junk"), "SERVICE  KIND  LISTEN  ACTIVE  STATE  OLD  NEW  LAG  LINK  FENCED\n");
+}
+
+TEST(FormatTunnels, OneRowPerTunnel)
+{
+    auto broken = tunnel("dc2", 2, 0);
+    broken["last_error"] = "connect: Connection refused";
+    broken.erase("since_last_receive_ms");
+    EXPECT_EQ(
+        format_tunnels(json::array({tunnel("vpc", 2, 2), broken})),
+        "TUNNEL  ADDRESS          SESSIONS  CHANNELS  BYTES_UP  BYTES_DOWN  RECONNECTS  LAST_RX  LAST_ERROR\n"
+        "vpc     203.0.113.10:22  2/2       5         1.5KiB    5.0MiB      1           1.2s     -\n"
+        "dc2     203.0.113.10:22  0/2       5         1.5KiB    5.0MiB      1           -        connect: "
+        "Connection refused\n");
+}
+
+health_report judge(json services, json tunnels, health_thresholds limits = {})
+{
+    // `{}` in a test means "none".
+    if (services.is_null()) services = json::array();
+    if (tunnels.is_null()) tunnels = json::array();
+    return evaluate_health({{"services", services}, {"tunnels", tunnels}}, limits);
+}
+
+TEST(Health, AllWellIsOkWithPerfdata)
+{
+    auto app = service("app", "new", {{"bytes", nullptr}, {"seconds", nullptr}, {"link", "unknown"}});
+    const auto report = judge({service("redis", "old", lag(0)), app}, {tunnel("vpc", 2, 2)});
+    EXPECT_EQ(report.state, health_state::ok);
+    EXPECT_EQ(report.line, "TUNNELD OK - 2 services serving, 1 tunnel 2/2 sessions | "
+                           "redis_lag_bytes=0;1048576;4194304 vpc_sessions_up=2;;;0;2");
+}
+
+TEST(Health, LagLevelsAreInclusiveAndOnlyBeforeNew)
+{
+    EXPECT_EQ(judge({service("redis", "old", lag(1048575))}, {}).state, health_state::ok);
+    const auto warning = judge({service("redis", "old", lag(1048576))}, {});
+    EXPECT_EQ(warning.state, health_state::warning);
+    EXPECT_THAT(warning.line, HasSubstr("TUNNELD WARNING - redis lag 1.0MiB >= 1.0MiB; 1 service serving"));
+    EXPECT_EQ(judge({service("redis", "old", lag(4 << 20))}, {}).state, health_state::critical);
+    EXPECT_EQ(judge({service("redis", "new", lag(4 << 20))}, {}).state, health_state::ok);
+    EXPECT_EQ(judge({service("redis", "old", lag(100))}, {}, {.lag_warning = 10, .lag_critical = 1000}).state,
+              health_state::warning);
+}
+
+TEST(Health, LinkDown)
+{
+    EXPECT_EQ(judge({service("redis", "old", lag(0, "down"))}, {}).state, health_state::warning);
+    const auto critical = judge({service("redis", "new", lag(0, "down"))}, {});
+    EXPECT_EQ(critical.state, health_state::critical);
+    EXPECT_THAT(critical.line, HasSubstr("redis on new reports its lag link down"));
+}
+
+TEST(Health, ActiveTunnelWithoutSessionsIsCritical)
+{
+    const auto critical = judge({service("redis", "new", lag(0))}, {tunnel("vpc", 2, 0)});
+    EXPECT_EQ(critical.state, health_state::critical);
+    EXPECT_THAT(critical.line, HasSubstr("tunnel vpc 0/2 sessions up and carries an active side"));
+    // A tunnel only the inactive side needs is a warning.
+    EXPECT_EQ(judge({service("redis", "old", lag(0))}, {tunnel("vpc", 2, 0)}).state, health_state::warning);
+    // Split sends some clients each way.
+    auto split = service("app", "split", lag(0));
+    split["split_percent"] = 10;
+    EXPECT_EQ(judge({split}, {tunnel("vpc", 2, 0)}).state, health_state::critical);
+    split["split_percent"] = 0;
+    EXPECT_EQ(judge({split}, {tunnel("vpc", 2, 0)}).state, health_state::warning);
+}
+
+TEST(Health, SessionsDownLevels)
+{
+    EXPECT_EQ(judge({}, {tunnel("vpc", 4, 3)}).state, health_state::warning);
+    EXPECT_EQ(judge({}, {tunnel("vpc", 4, 3)}, {.sessions_down_warning = 2}).state, health_state::ok);
+    EXPECT_EQ(
+        judge({}, {tunnel("vpc", 4, 2)}, {.sessions_down_warning = 0, .sessions_down_critical = 2}).state,
+        health_state::critical);
+}
+
+TEST(Health, MalformedStatusIsUnknown)
+{
+    EXPECT_EQ(evaluate_health(json::array(), {}).state, health_state::unknown);
+    EXPECT_EQ(evaluate_health({{"services", 1}}, {}).state, health_state::unknown);
+    EXPECT_EQ(unknown_health("cannot connect").line, "TUNNELD UNKNOWN - cannot connect");
+}
+
+TEST(Health, NotServingIsCounted)
+{
+    auto paused = service("redis", "old", lag(0));
+    paused["state"] = "paused";
+    EXPECT_THAT(judge({paused, service("app", "old", lag(0))}, {}).line, HasSubstr("1/2 services serving"));
+}
+
+} // namespace
+} // namespace tunneld::tools
