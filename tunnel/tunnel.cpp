@@ -1,0 +1,299 @@
+#include "tunnel/tunnel.hpp"
+
+#include "tunnel/channel.hpp"
+#include "tunnel/decisions.hpp"
+#include "tunnel/transport.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+#include <fmt/format.h>
+#include <fstream>
+#include <libssh2.h>
+#include <mutex>
+#include <random>
+#include <spdlog/spdlog.h>
+#include <stdexcept>
+#include <sys/stat.h>
+
+namespace tunneld::tunnel {
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using detail::clock;
+
+class tunnel_category_impl final : public std::error_category {
+public:
+    const char* name() const noexcept override { return "tunnel"; }
+    std::string message(int value) const override
+    {
+        switch (static_cast<tunnel_errc>(value)) {
+        case tunnel_errc::no_healthy_session:
+            return "no healthy SSH session to the gateway";
+        case tunnel_errc::host_key_unknown:
+            return "the gateway's host key is not in known_hosts";
+        case tunnel_errc::host_key_mismatch:
+            return "the gateway's host key does not match known_hosts";
+        case tunnel_errc::authentication_failed:
+            return "authentication to the gateway failed";
+        case tunnel_errc::channel_open_refused:
+            return "the gateway refused the channel";
+        case tunnel_errc::session_lost:
+            return "the SSH session to the gateway was lost";
+        case tunnel_errc::connect_timeout:
+            return "no SSH session within connect_timeout";
+        case tunnel_errc::key_permissions:
+            return "the identity file is readable by group or others";
+        case tunnel_errc::handshake_failed:
+            return "SSH handshake failed";
+        }
+        return "unknown tunnel error";
+    }
+};
+
+/// One slot of the pool: keeps one transport up on its io_context, reconnecting with backoff.
+class session : public std::enable_shared_from_this<session> {
+public:
+    session(asio::io_context& loop, std::shared_ptr<const config::tunnel_config> settings, unsigned index)
+        : executor_(loop.get_executor()), settings_owner_(std::move(settings)), settings_(*settings_owner_),
+          index_(index), stats_(std::make_shared<detail::session_stats>()), backoff_timer_(executor_),
+          random_(std::random_device{}() + index)
+    {
+    }
+
+    asio::any_io_executor executor() const { return executor_; }
+    const std::shared_ptr<detail::session_stats>& stats() const { return stats_; }
+
+    void start() { asio::co_spawn(executor_, run(shared_from_this()), asio::detached); }
+
+    /// Thread-safe.
+    void stop()
+    {
+        asio::post(executor_, [self = shared_from_this()] {
+            self->stopped_ = true;
+            self->backoff_timer_.cancel();
+            if (self->transport_) self->transport_->fail(asio::error::operation_aborted, "tunnel stopped");
+        });
+    }
+
+    /// Runs on executor().
+    asio::awaitable<std::pair<std::error_code, std::shared_ptr<channel>>> open(std::string host,
+                                                                               std::uint16_t port)
+    {
+        auto current = transport_;
+        if (!current || current->failed() || !stats_->up)
+            co_return std::pair{make_error_code(tunnel_errc::no_healthy_session), std::shared_ptr<channel>{}};
+        auto [ec, ch] = co_await asio::async_initiate<decltype(use_tuple), void(boost::system::error_code,
+                                                                                std::shared_ptr<channel>)>(
+            [&](auto handler) {
+                current->async_open(std::move(host), port,
+                                    detail::transport::open_handler(std::move(handler)));
+            },
+            use_tuple);
+        co_return std::pair{static_cast<std::error_code>(ec), std::move(ch)};
+    }
+
+private:
+    std::string label() const { return fmt::format("tunnel={} session={}", settings_.name, index_); }
+
+    asio::awaitable<void> run([[maybe_unused]] std::shared_ptr<session> self)
+    {
+        unsigned attempt = 0;
+        bool was_up = false;
+        std::uniform_real_distribution<double> unit(0.0, 1.0);
+        while (!stopped_) {
+            auto current = std::make_shared<detail::transport>(executor_, settings_owner_, index_, stats_);
+            transport_ = current;
+            asio::steady_timer deadline(executor_);
+            deadline.expires_after(settings_.connect_timeout);
+            deadline.async_wait(
+                [weak = std::weak_ptr(current), timeout = settings_.connect_timeout](auto ec) {
+                    if (ec) return;
+                    if (auto t = weak.lock())
+                        t->fail(make_error_code(tunnel_errc::connect_timeout),
+                                fmt::format("no session within connect_timeout ({} ms)", timeout.count()));
+                });
+            auto ec = co_await current->establish();
+            deadline.cancel();
+            if (!ec && !current->failed()) {
+                if (was_up) ++stats_->reconnects;
+                was_up = true;
+                attempt = 0;
+                stats_->up = true;
+                stats_->set_error({});
+                spdlog::info("{} state=up address={}:{} user={}", label(), settings_.address.host,
+                             settings_.address.port, settings_.user);
+                co_await current->serve();
+                stats_->up = false;
+                if (!stopped_)
+                    spdlog::warn("{} state=down reason=\"{}\"", label(), current->failure_reason());
+            } else if (!stopped_) {
+                spdlog::warn("{} state=connect_failed reason=\"{}\"", label(), current->failure_reason());
+            }
+            stats_->set_error(current->failure_reason());
+            transport_.reset();
+            if (stopped_) break;
+            const auto delay = backoff_delay(attempt++, backoff_base, settings_.reconnect_max, unit(random_));
+            spdlog::info("{} state=reconnect in_ms={}", label(), delay.count());
+            backoff_timer_.expires_after(delay);
+            co_await backoff_timer_.async_wait(use_tuple);
+        }
+        spdlog::info("{} state=stopped", label());
+    }
+
+    asio::any_io_executor executor_;
+    std::shared_ptr<const config::tunnel_config> settings_owner_;
+    const config::tunnel_config& settings_; ///< *settings_owner_
+    unsigned index_;
+    std::shared_ptr<detail::session_stats> stats_;
+    asio::steady_timer backoff_timer_;
+    std::mt19937_64 random_;
+    std::shared_ptr<detail::transport> transport_; ///< the current one; loop thread only
+    bool stopped_ = false;                         ///< loop thread only
+};
+
+class session_pool final : public pool {
+public:
+    session_pool(const config::tunnel_config& settings, const std::vector<asio::io_context*>& loops)
+        : settings_owner_(std::make_shared<const config::tunnel_config>(settings)),
+          settings_(*settings_owner_)
+    {
+        for (unsigned i = 0; i < std::max(1U, settings_.sessions); ++i)
+            sessions_.push_back(std::make_shared<session>(*loops[i % loops.size()], settings_owner_, i));
+        for (auto& s : sessions_)
+            s->start();
+    }
+    ~session_pool() override { stop(); }
+
+    asio::awaitable<std::pair<std::error_code, std::shared_ptr<channel>>>
+    open_channel(std::string host, std::uint16_t port) override
+    {
+        std::vector<session_load> loads;
+        loads.reserve(sessions_.size());
+        for (auto& s : sessions_)
+            loads.push_back({s->stats()->up.load(), s->stats()->channels.load()});
+        const auto pick = least_loaded(loads, next_++ % sessions_.size());
+        if (stopped_ || !pick)
+            co_return std::pair{make_error_code(tunnel_errc::no_healthy_session), std::shared_ptr<channel>{}};
+        auto chosen = sessions_[*pick];
+        // Runs on the session's thread; co_spawn completes back on the caller's executor.
+        auto result = co_await asio::co_spawn(chosen->executor(), chosen->open(std::move(host), port),
+                                              asio::use_awaitable);
+        co_return result;
+    }
+
+    tunnel_status status() const override
+    {
+        tunnel_status out;
+        out.name = settings_.name;
+        out.address = fmt::format("{}:{}", settings_.address.host, settings_.address.port);
+        out.sessions = static_cast<unsigned>(sessions_.size());
+        std::int64_t latest = 0;
+        for (auto& s : sessions_) {
+            const auto& st = *s->stats();
+            out.sessions_up += st.up ? 1 : 0;
+            out.channels += st.channels;
+            out.bytes_up += st.bytes_up;
+            out.bytes_down += st.bytes_down;
+            out.reconnects += st.reconnects;
+            out.channel_open_failures += st.open_failures;
+            latest = std::max(latest, st.last_receive_ns.load());
+            if (auto e = st.error(); !e.empty() && out.last_error.empty()) out.last_error = std::move(e);
+        }
+        if (latest != 0) {
+            const auto since = clock::now().time_since_epoch() - std::chrono::nanoseconds(latest);
+            out.since_last_receive = std::chrono::duration_cast<std::chrono::milliseconds>(since);
+        }
+        return out;
+    }
+
+    bool healthy() const override
+    {
+        for (auto& s : sessions_)
+            if (s->stats()->up) return true;
+        return false;
+    }
+
+    const config::tunnel_config& settings() const override { return settings_; }
+
+    void stop() override
+    {
+        if (stopped_.exchange(true)) return;
+        for (auto& s : sessions_)
+            s->stop();
+    }
+
+private:
+    std::shared_ptr<const config::tunnel_config> settings_owner_; ///< shared with sessions and transports
+    const config::tunnel_config& settings_;
+    std::vector<std::shared_ptr<session>> sessions_;
+    std::atomic<std::size_t> next_{0};
+    std::atomic<bool> stopped_{false};
+};
+
+[[noreturn]] void refuse(tunnel_errc errc, const std::string& what)
+{
+    throw std::system_error(make_error_code(errc), what);
+}
+
+void check_files(const config::tunnel_config& settings)
+{
+    if (!settings.uses_agent()) {
+        const auto path = settings.identity.string();
+        struct stat info {};
+        if (::stat(path.c_str(), &info) != 0)
+            refuse(tunnel_errc::authentication_failed,
+                   fmt::format("tunnel {}: cannot read identity file {}: {}", settings.name, path,
+                               std::strerror(errno)));
+        if (key_mode_too_open(info.st_mode))
+            refuse(
+                tunnel_errc::key_permissions,
+                fmt::format("tunnel {}: identity file {} has mode {}; it must not be accessible by group or "
+                            "others (chmod 600 {})",
+                            settings.name, path, mode_string(info.st_mode), path));
+        if (!std::ifstream(path))
+            refuse(tunnel_errc::authentication_failed,
+                   fmt::format("tunnel {}: cannot read identity file {}: {}", settings.name, path,
+                               std::strerror(errno)));
+    }
+    if (!std::ifstream(settings.known_hosts))
+        refuse(tunnel_errc::host_key_unknown,
+               fmt::format("tunnel {}: cannot read known_hosts {}: {}", settings.name,
+                           settings.known_hosts.string(), std::strerror(errno)));
+}
+
+} // namespace
+
+const std::error_category& tunnel_category() noexcept
+{
+    static const tunnel_category_impl category;
+    return category;
+}
+
+std::error_code make_error_code(tunnel_errc errc) noexcept
+{
+    return {static_cast<int>(errc), tunnel_category()};
+}
+
+void init_library()
+{
+    static std::once_flag once;
+    std::call_once(once, [] {
+        if (libssh2_init(0) != 0) throw std::runtime_error("libssh2_init failed");
+    });
+}
+
+std::shared_ptr<pool> start_pool(const config::tunnel_config& settings, std::vector<asio::io_context*> loops)
+{
+    if (loops.empty()) throw std::invalid_argument("start_pool: no io_context to run sessions on");
+    init_library();
+    check_files(settings);
+    return std::make_shared<session_pool>(settings, loops);
+}
+
+} // namespace tunneld::tunnel

@@ -7,7 +7,6 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
-
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -25,14 +24,14 @@ class channel; // tunnel/channel.hpp: async_read_some / async_write_some / shutd
 struct tunnel_status {
     std::string name;
     std::string address;
-    unsigned sessions = 0;    ///< configured pool size
-    unsigned sessions_up = 0; ///< authenticated and healthy
-    unsigned channels = 0;    ///< open now
+    unsigned sessions = 0;        ///< configured pool size
+    unsigned sessions_up = 0;     ///< authenticated and healthy
+    unsigned channels = 0;        ///< open now
     std::uint64_t bytes_up = 0;   ///< client -> gateway, all channels ever
     std::uint64_t bytes_down = 0; ///< gateway -> client
     std::uint64_t reconnects = 0;
     std::uint64_t channel_open_failures = 0;
-    std::string last_error;   ///< empty when none; never contains secrets
+    std::string last_error;                                      ///< empty when none; never contains secrets
     std::optional<std::chrono::milliseconds> since_last_receive; ///< nullopt: nothing received yet
 };
 
@@ -61,8 +60,11 @@ public:
 /// Connecting happens in the background; check healthy()/status(). Throws std::system_error
 /// only for problems found before any network I/O (unreadable or group/other-readable key,
 /// unreadable known_hosts).
-std::shared_ptr<pool> start_pool(const config::tunnel_config& settings,
-                                 std::vector<asio::io_context*> loops);
+std::shared_ptr<pool> start_pool(const config::tunnel_config& settings, std::vector<asio::io_context*> loops);
+
+/// Initializes libssh2 (libssh2_init(0)); call once before starting threads. start_pool calls it
+/// too (thread-safe, once), for callers that start pools before their threads.
+void init_library();
 
 enum class tunnel_errc {
     no_healthy_session = 1,
@@ -73,11 +75,12 @@ enum class tunnel_errc {
     session_lost,
     connect_timeout,
     key_permissions,
+    handshake_failed, ///< TCP connected but no SSH session could be negotiated
 };
 const std::error_category& tunnel_category() noexcept;
 std::error_code make_error_code(tunnel_errc) noexcept;
 
 } // namespace tunneld::tunnel
 
-template <>
-struct std::is_error_code_enum<tunneld::tunnel::tunnel_errc> : std::true_type {};
+template <> struct std::is_error_code_enum<tunneld::tunnel::tunnel_errc> : std::true_type {
+};

@@ -1,0 +1,137 @@
+// Pure decisions of tunnel/: backoff, session choice, keepalive deadline, host-key verdicts.
+
+#include "tunnel/decisions.hpp"
+
+#include <array>
+#include <gtest/gtest.h>
+#include <libssh2.h>
+
+using namespace std::chrono_literals;
+using namespace tunneld::tunnel;
+
+TEST(BackoffDelay, DoublesFromBaseWithFullJitterRange)
+{
+    EXPECT_EQ(backoff_delay(0, 500ms, 30s, 0.0), 250ms);
+    EXPECT_EQ(backoff_delay(0, 500ms, 30s, 1.0), 500ms);
+    EXPECT_EQ(backoff_delay(1, 500ms, 30s, 1.0), 1000ms);
+    EXPECT_EQ(backoff_delay(3, 500ms, 30s, 0.0), 2000ms);
+}
+
+TEST(BackoffDelay, NeverExceedsTheCapEvenForHugeAttempts)
+{
+    EXPECT_EQ(backoff_delay(6, 500ms, 30s, 1.0), 30s);
+    EXPECT_EQ(backoff_delay(1000, 500ms, 30s, 0.999), backoff_delay(60, 500ms, 30s, 0.999));
+    EXPECT_LE(backoff_delay(1000, 500ms, 30s, 1.0), 30s);
+    EXPECT_GE(backoff_delay(1000, 500ms, 30s, 0.0), 15s);
+}
+
+TEST(BackoffDelay, CapBelowBaseWinsAndZeroCapMeansNoDelay)
+{
+    EXPECT_EQ(backoff_delay(0, 500ms, 100ms, 1.0), 100ms);
+    EXPECT_EQ(backoff_delay(4, 500ms, 0ms, 1.0), 0ms);
+}
+
+TEST(BackoffDelay, OutOfRangeRandomIsClamped)
+{
+    EXPECT_EQ(backoff_delay(0, 500ms, 30s, -3.0), 250ms);
+    EXPECT_EQ(backoff_delay(0, 500ms, 30s, 7.0), 500ms);
+}
+
+TEST(LeastLoaded, PicksHealthySessionWithFewestChannels)
+{
+    const std::array<session_load, 3> loads{{{true, 5}, {false, 0}, {true, 2}}};
+    EXPECT_EQ(least_loaded(loads), 2U);
+}
+
+TEST(LeastLoaded, NoneHealthyMeansNoChoice)
+{
+    const std::array<session_load, 2> loads{{{false, 0}, {false, 0}}};
+    EXPECT_EQ(least_loaded(loads), std::nullopt);
+    EXPECT_EQ(least_loaded(std::span<const session_load>{}), std::nullopt);
+}
+
+TEST(LeastLoaded, TiesGoToTheFirstAtOrAfterStart)
+{
+    const std::array<session_load, 3> loads{{{true, 1}, {true, 1}, {true, 1}}};
+    EXPECT_EQ(least_loaded(loads, 0), 0U);
+    EXPECT_EQ(least_loaded(loads, 1), 1U);
+    EXPECT_EQ(least_loaded(loads, 5), 2U);
+}
+
+TEST(KeepaliveExpired, DeadExactlyAtIntervalTimesMaxMissed)
+{
+    const auto t0 = std::chrono::steady_clock::time_point{} + 1h;
+    EXPECT_FALSE(keepalive_expired(t0, t0 + 5999ms, 2s, 3));
+    EXPECT_TRUE(keepalive_expired(t0, t0 + 6000ms, 2s, 3));
+}
+
+TEST(KeepaliveExpired, DisabledByZeroIntervalOrZeroMisses)
+{
+    const auto t0 = std::chrono::steady_clock::time_point{};
+    EXPECT_FALSE(keepalive_expired(t0, t0 + 24h, 0ms, 3));
+    EXPECT_FALSE(keepalive_expired(t0, t0 + 24h, 5s, 0));
+}
+
+TEST(KeepaliveTick, QuarterIntervalWithFloor)
+{
+    EXPECT_EQ(keepalive_tick(4s), 1s);
+    EXPECT_EQ(keepalive_tick(200ms), 100ms);
+    EXPECT_EQ(keepalive_seconds(500ms), 1U);
+    EXPECT_EQ(keepalive_seconds(5s), 5U);
+}
+
+TEST(HostKeyVerdict, MapsEveryLibssh2Result)
+{
+    EXPECT_EQ(verdict_from_check(LIBSSH2_KNOWNHOST_CHECK_MATCH), host_key_verdict::trusted);
+    EXPECT_EQ(verdict_from_check(LIBSSH2_KNOWNHOST_CHECK_MISMATCH), host_key_verdict::mismatch);
+    EXPECT_EQ(verdict_from_check(LIBSSH2_KNOWNHOST_CHECK_NOTFOUND), host_key_verdict::unknown);
+    EXPECT_EQ(verdict_from_check(LIBSSH2_KNOWNHOST_CHECK_FAILURE), host_key_verdict::check_failed);
+    EXPECT_EQ(verdict_from_check(12345), host_key_verdict::check_failed);
+}
+
+TEST(HostKeyVerdict, OnlyTrustedIsAccepted)
+{
+    EXPECT_EQ(refusal_for(host_key_verdict::trusted), std::nullopt);
+    EXPECT_EQ(refusal_for(host_key_verdict::mismatch), tunnel_errc::host_key_mismatch);
+    EXPECT_EQ(refusal_for(host_key_verdict::unknown), tunnel_errc::host_key_unknown);
+    EXPECT_EQ(refusal_for(host_key_verdict::check_failed), tunnel_errc::host_key_unknown);
+}
+
+TEST(HostKeyType, KeyBitsAndNames)
+{
+    EXPECT_EQ(knownhost_key_bits(LIBSSH2_HOSTKEY_TYPE_ED25519), LIBSSH2_KNOWNHOST_KEY_ED25519);
+    EXPECT_EQ(knownhost_key_bits(LIBSSH2_HOSTKEY_TYPE_ECDSA_256), LIBSSH2_KNOWNHOST_KEY_ECDSA_256);
+    EXPECT_EQ(knownhost_key_bits(LIBSSH2_HOSTKEY_TYPE_RSA), LIBSSH2_KNOWNHOST_KEY_SSHRSA);
+    EXPECT_EQ(knownhost_key_bits(LIBSSH2_HOSTKEY_TYPE_UNKNOWN), 0);
+    EXPECT_EQ(host_key_type_name(LIBSSH2_HOSTKEY_TYPE_ED25519), "ssh-ed25519");
+    EXPECT_EQ(host_key_type_name(99), "unknown");
+}
+
+TEST(Sha256Fingerprint, MatchesSshKeygenFormat)
+{
+    // sha256("") = e3b0c442...; ssh-keygen style base64 without padding.
+    const std::array<unsigned char, 32> digest{
+        0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+        0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55};
+    EXPECT_EQ(sha256_fingerprint(digest), "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU");
+}
+
+TEST(KeyMode, GroupOrOtherAccessIsTooOpen)
+{
+    EXPECT_FALSE(key_mode_too_open(0100600));
+    EXPECT_FALSE(key_mode_too_open(0400));
+    EXPECT_TRUE(key_mode_too_open(0640));
+    EXPECT_TRUE(key_mode_too_open(0604));
+    EXPECT_TRUE(key_mode_too_open(0610));
+    EXPECT_EQ(mode_string(0100640), "0640");
+}
+
+TEST(TunnelErrc, IsAStdErrorCodeEnum)
+{
+    const std::error_code ec = tunnel_errc::channel_open_refused;
+    EXPECT_EQ(ec, tunnel_errc::channel_open_refused);
+    EXPECT_STREQ(ec.category().name(), "tunnel");
+    const boost::system::error_code boost_ec = ec;
+    EXPECT_TRUE(boost_ec == tunnel_errc::channel_open_refused);
+    EXPECT_EQ(static_cast<std::error_code>(boost_ec), tunnel_errc::channel_open_refused);
+}

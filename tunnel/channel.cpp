@@ -1,0 +1,195 @@
+#include "tunnel/channel.hpp"
+
+#include "tunnel/transport.hpp"
+
+#include <boost/asio/append.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+#include <libssh2.h>
+
+namespace tunneld::tunnel {
+
+namespace {
+
+/// Errors that end one channel but say nothing about its session.
+bool is_channel_error(int rc) noexcept
+{
+    return rc == LIBSSH2_ERROR_CHANNEL_CLOSED || rc == LIBSSH2_ERROR_CHANNEL_EOF_SENT ||
+           rc == LIBSSH2_ERROR_CHANNEL_UNKNOWN || rc == LIBSSH2_ERROR_CHANNEL_FAILURE ||
+           rc == LIBSSH2_ERROR_CHANNEL_WINDOW_EXCEEDED || rc == LIBSSH2_ERROR_CHANNEL_PACKET_EXCEEDED;
+}
+
+} // namespace
+
+channel::channel(private_tag, std::shared_ptr<detail::transport> transport, _LIBSSH2_CHANNEL* raw,
+                 std::shared_ptr<detail::session_stats> stats)
+    : executor_(transport->executor()), transport_(std::move(transport)), stats_(std::move(stats)), raw_(raw)
+{
+    ++stats_->channels;
+}
+
+channel::~channel()
+{
+    if (read_handler_) complete(read_handler_, asio::error::operation_aborted, 0);
+    if (write_handler_) complete(write_handler_, asio::error::operation_aborted, 0);
+    // The destructor may run on any thread: hand the raw channel to the session's thread.
+    if (counted_) --stats_->channels;
+    if (raw_ != nullptr)
+        asio::post(executor_, [transport = transport_, raw = raw_] { transport->retire(raw); });
+}
+
+bool channel::is_open() const noexcept
+{
+    return raw_ != nullptr && !closed_;
+}
+
+void channel::complete(io_handler& pending, boost::system::error_code ec, std::size_t n)
+{
+    auto handler = std::move(pending);
+    pending = nullptr;
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    if (slot.is_connected()) slot.clear();
+    auto& ex = &pending == &read_handler_ ? read_executor_ : write_executor_;
+    asio::post(ex, asio::append(std::move(handler), ec, n));
+}
+
+void channel::arm_cancellation(io_handler& handler, bool read)
+{
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    if (!slot.is_connected()) return;
+    slot.assign([this, read](asio::cancellation_type type) {
+        if (type == asio::cancellation_type::none) return;
+        auto& pending = read ? read_handler_ : write_handler_;
+        if (pending) complete(pending, asio::error::operation_aborted, 0);
+    });
+}
+
+void channel::start_read(asio::mutable_buffer buffer, io_handler handler, executor_type handler_executor)
+{
+    read_executor_ = std::move(handler_executor);
+    read_handler_ = std::move(handler);
+    if (closed_) return complete(read_handler_, asio::error::bad_descriptor, 0);
+    if (failure_) return complete(read_handler_, failure_, 0);
+    if (eof_received_) return complete(read_handler_, asio::error::eof, 0);
+    if (buffer.size() == 0) return complete(read_handler_, {}, 0);
+    read_buffer_ = buffer;
+    arm_cancellation(read_handler_, true);
+    transport_->notify();
+}
+
+void channel::start_write(asio::const_buffer buffer, io_handler handler, executor_type handler_executor)
+{
+    write_executor_ = std::move(handler_executor);
+    write_handler_ = std::move(handler);
+    if (closed_) return complete(write_handler_, asio::error::bad_descriptor, 0);
+    if (failure_) return complete(write_handler_, failure_, 0);
+    if (eof_requested_) return complete(write_handler_, asio::error::broken_pipe, 0);
+    if (buffer.size() == 0) return complete(write_handler_, {}, 0);
+    write_buffer_ = buffer;
+    arm_cancellation(write_handler_, false);
+    transport_->notify();
+}
+
+void channel::shutdown_send()
+{
+    if (closed_ || failure_ || eof_requested_) return;
+    eof_requested_ = true;
+    transport_->notify();
+}
+
+void channel::close()
+{
+    if (closed_) return;
+    closed_ = true;
+    if (read_handler_) complete(read_handler_, asio::error::operation_aborted, 0);
+    if (write_handler_) complete(write_handler_, asio::error::operation_aborted, 0);
+    if (counted_) {
+        counted_ = false;
+        --stats_->channels;
+    }
+    if (raw_ != nullptr) transport_->retire(std::exchange(raw_, nullptr));
+}
+
+void channel::session_lost()
+{
+    raw_ = nullptr; // libssh2_session_free frees it
+    if (!failure_) failure_ = make_error_code(tunnel_errc::session_lost);
+    if (read_handler_) complete(read_handler_, failure_, 0);
+    if (write_handler_) complete(write_handler_, failure_, 0);
+    if (counted_) {
+        counted_ = false;
+        --stats_->channels;
+    }
+}
+
+bool channel::fail_on(int rc, bool reading)
+{
+    if (!is_channel_error(rc)) {
+        // Anything else is the session's failure; it resets every channel, this one included.
+        transport_->fail(make_error_code(tunnel_errc::session_lost),
+                         detail::libssh2_error_text(nullptr, rc) + " on a channel");
+        return true;
+    }
+    if (reading && read_handler_) {
+        eof_received_ = true; // the gateway closed the channel: nothing more will come
+        complete(read_handler_, asio::error::eof, 0);
+    } else if (!reading && write_handler_) {
+        complete(write_handler_, asio::error::broken_pipe, 0);
+    }
+    return false;
+}
+
+bool channel::service()
+{
+    bool progress = false;
+    if (raw_ != nullptr && read_handler_) {
+        const auto rc =
+            libssh2_channel_read(raw_, static_cast<char*>(read_buffer_.data()), read_buffer_.size());
+        if (rc > 0) {
+            const auto n = static_cast<std::size_t>(rc);
+            bytes_down_ += n;
+            transport_->add_bytes_down(n);
+            complete(read_handler_, {}, n);
+            progress = true;
+        } else if (rc == 0 || rc == LIBSSH2_ERROR_EAGAIN) {
+            // 0 is EOF only when libssh2 says so; EAGAIN may hide an EOF already received.
+            if (libssh2_channel_eof(raw_) == 1) {
+                eof_received_ = true;
+                complete(read_handler_, asio::error::eof, 0);
+                progress = true;
+            }
+        } else {
+            if (fail_on(static_cast<int>(rc), true)) return true;
+            progress = true;
+        }
+    }
+    if (raw_ != nullptr && write_handler_ && !transport_->output_full()) {
+        const auto rc =
+            libssh2_channel_write(raw_, static_cast<const char*>(write_buffer_.data()), write_buffer_.size());
+        if (rc > 0) {
+            const auto n = static_cast<std::size_t>(rc);
+            bytes_up_ += n;
+            transport_->add_bytes_up(n);
+            complete(write_handler_, {}, n);
+            progress = true;
+        } else if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN) {
+            if (fail_on(static_cast<int>(rc), false)) return true;
+            progress = true;
+        }
+        // rc == 0: the gateway's window is full; its WINDOW_ADJUST wakes us.
+    }
+    if (raw_ != nullptr && eof_requested_ && !eof_sent_ && !write_handler_) {
+        const int rc = libssh2_channel_send_eof(raw_);
+        if (rc == 0) {
+            eof_sent_ = true;
+            progress = true;
+        } else if (rc != LIBSSH2_ERROR_EAGAIN) {
+            eof_sent_ = true;
+            if (fail_on(rc, false)) return true;
+        }
+    }
+    return progress;
+}
+
+} // namespace tunneld::tunnel

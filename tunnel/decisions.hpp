@@ -1,0 +1,70 @@
+#pragma once
+// Pure decisions of tunnel/: no sockets, clocks or randomness inside; callers pass them in.
+
+#include "tunnel/tunnel.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace tunneld::tunnel {
+
+/// First reconnect delay before doubling; the cap comes from the config (reconnect_max).
+inline constexpr std::chrono::milliseconds backoff_base{500};
+
+/// Delay before reconnect attempt `attempt` (0 = first retry): min(cap, base * 2^attempt),
+/// scaled into [50%, 100%] by `unit` in [0, 1) so that sessions do not reconnect in lockstep.
+std::chrono::milliseconds backoff_delay(unsigned attempt, std::chrono::milliseconds base,
+                                        std::chrono::milliseconds cap, double unit) noexcept;
+
+/// What the pool knows of one session when it picks where a new channel goes.
+struct session_load {
+    bool healthy = false;
+    unsigned channels = 0;
+};
+
+/// Index of the healthy session with the fewest channels; ties go to the first one at or after
+/// `start` (rotating `start` spreads ties); nullopt when none is healthy.
+std::optional<std::size_t> least_loaded(std::span<const session_load> sessions,
+                                        std::size_t start = 0) noexcept;
+
+/// True when nothing has been received for `max_missed` keepalive intervals.
+bool keepalive_expired(std::chrono::steady_clock::time_point last_receive,
+                       std::chrono::steady_clock::time_point now, std::chrono::milliseconds interval,
+                       unsigned max_missed) noexcept;
+
+/// How often the keepalive timer ticks: a quarter interval (at least 100 ms), so that a dead
+/// session is noticed well within interval x max_missed.
+std::chrono::milliseconds keepalive_tick(std::chrono::milliseconds interval) noexcept;
+
+/// libssh2 sends keepalives at whole seconds, and treats 1 as 2.
+unsigned keepalive_seconds(std::chrono::milliseconds interval) noexcept;
+
+enum class host_key_verdict { trusted, unknown, mismatch, check_failed };
+
+/// Maps libssh2_knownhost_checkp's result (LIBSSH2_KNOWNHOST_CHECK_*) to a verdict.
+host_key_verdict verdict_from_check(int libssh2_check_result) noexcept;
+
+/// The error a session fails with for a verdict; nullopt for trusted.
+std::optional<tunnel_errc> refusal_for(host_key_verdict) noexcept;
+
+/// LIBSSH2_HOSTKEY_TYPE_* -> LIBSSH2_KNOWNHOST_KEY_* bits; 0 when unknown (check then fails).
+int knownhost_key_bits(int libssh2_hostkey_type) noexcept;
+
+/// LIBSSH2_HOSTKEY_TYPE_* -> the OpenSSH name ("ssh-ed25519", ...).
+std::string_view host_key_type_name(int libssh2_hostkey_type) noexcept;
+
+/// "SHA256:<base64 without padding>", as ssh-keygen -l prints it.
+std::string sha256_fingerprint(std::span<const unsigned char, 32> digest);
+
+/// True when a private key file's mode lets group or others read, write or execute it.
+bool key_mode_too_open(std::uint32_t mode) noexcept;
+
+/// "0640"-style rendering of the permission bits.
+std::string mode_string(std::uint32_t mode);
+
+} // namespace tunneld::tunnel

@@ -1,0 +1,167 @@
+#pragma once
+// Internal to tunnel/: one TCP connection to the gateway and the libssh2 session on it. A
+// transport is used once: when it fails, the session drops it and builds a new one.
+
+#include "config/config.hpp"
+#include "tunnel/tunnel.hpp"
+
+#include <atomic>
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/system/error_code.hpp>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <libssh2.h>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace tunneld::tunnel {
+
+class channel;
+
+namespace detail {
+
+namespace asio = boost::asio;
+using clock = std::chrono::steady_clock;
+
+/// Counters of one pool slot, read by pool::status() from any thread.
+struct session_stats {
+    std::atomic<bool> up{false};
+    std::atomic<unsigned> channels{0};
+    std::atomic<std::uint64_t> bytes_up{0};
+    std::atomic<std::uint64_t> bytes_down{0};
+    std::atomic<std::uint64_t> reconnects{0};
+    std::atomic<std::uint64_t> open_failures{0};
+    std::atomic<std::int64_t> last_receive_ns{0}; ///< steady clock; 0 = never
+
+    mutable std::mutex mutex;
+    std::string last_error; ///< guarded by mutex
+
+    void set_error(std::string text);
+    std::string error() const;
+};
+
+/// A flag a coroutine can wait for; raise() before wait() is not lost.
+class wake_signal {
+public:
+    explicit wake_signal(asio::any_io_executor ex) : timer_(std::move(ex), clock::time_point::max()) {}
+    void raise()
+    {
+        raised_ = true;
+        timer_.cancel();
+    }
+    asio::awaitable<void> wait();
+
+private:
+    asio::steady_timer timer_;
+    bool raised_ = false;
+};
+
+class transport : public std::enable_shared_from_this<transport> {
+public:
+    using open_handler =
+        asio::any_completion_handler<void(boost::system::error_code, std::shared_ptr<channel>)>;
+
+    transport(asio::any_io_executor ex, std::shared_ptr<const config::tunnel_config> settings, unsigned index,
+              std::shared_ptr<session_stats> stats);
+    ~transport();
+    transport(const transport&) = delete;
+    transport& operator=(const transport&) = delete;
+
+    asio::any_io_executor executor() const { return executor_; }
+
+    /// TCP connect, SSH handshake, host-key check and authentication. Completes with an error
+    /// (and the transport failed) or success. The caller bounds it with connect_timeout.
+    asio::awaitable<boost::system::error_code> establish();
+
+    /// Services channels until the transport fails; returns the reason.
+    asio::awaitable<boost::system::error_code> serve();
+
+    /// Queues a direct-tcpip open; one open is in flight at a time.
+    void async_open(std::string host, std::uint16_t port, open_handler handler);
+
+    /// Fails the transport once: closes the socket, resets channels and pending opens.
+    void fail(boost::system::error_code ec, std::string reason);
+
+    bool failed() const noexcept { return failed_; }
+    const std::string& failure_reason() const noexcept { return failure_reason_; }
+
+    /// Wakes the driver: a channel has a new operation, or I/O progressed.
+    void notify() { wake_.raise(); }
+
+    /// A closed channel's raw handle, freed by the driver (channel_free retried on EAGAIN).
+    void retire(LIBSSH2_CHANNEL* raw);
+
+    /// The bounded output buffer is above its high-water mark: stop calling channel writes.
+    bool output_full() const noexcept { return out_.size() >= out_high_water; }
+
+    void add_bytes_down(std::size_t n) { stats_->bytes_down += n; }
+    void add_bytes_up(std::size_t n) { stats_->bytes_up += n; }
+
+    static constexpr std::size_t out_high_water = 512 * 1024;
+    static constexpr std::size_t in_capacity = 4 * 1024 * 1024;
+
+private:
+    struct open_request {
+        std::string host;
+        std::uint16_t port;
+        open_handler handler;
+        clock::time_point started{};
+        bool started_ = false;
+    };
+
+    static ssize_t on_send(libssh2_socket_t, const void* buffer, size_t length, int, void** abstract);
+    static ssize_t on_recv(libssh2_socket_t, void* buffer, size_t length, int, void** abstract);
+
+    asio::awaitable<void> reader(std::shared_ptr<transport> self);
+    asio::awaitable<void> writer(std::shared_ptr<transport> self);
+    asio::awaitable<void> ticker(std::shared_ptr<transport> self);
+    /// Retries `step` while it returns LIBSSH2_ERROR_EAGAIN, waiting for I/O in between.
+    template <class Step> asio::awaitable<int> retry(Step step);
+
+    boost::system::error_code check_host_key();
+    asio::awaitable<boost::system::error_code> authenticate();
+    bool service_once();
+    bool service_opens();
+    bool service_retired();
+    void complete_open(open_request& request, boost::system::error_code ec, std::shared_ptr<channel> ch);
+    std::string label() const;
+
+    asio::any_io_executor executor_;
+    std::shared_ptr<const config::tunnel_config> settings_owner_;
+    const config::tunnel_config& settings_; ///< *settings_owner_
+    unsigned index_;
+    std::shared_ptr<session_stats> stats_;
+    asio::ip::tcp::socket socket_;
+    LIBSSH2_SESSION* ssh_ = nullptr;
+
+    std::vector<char> in_;   ///< received from the gateway, not yet taken by libssh2
+    std::size_t in_pos_ = 0; ///< in_[in_pos_..] is unread
+    std::vector<char> out_;  ///< whole packets from libssh2, not yet handed to the socket
+    wake_signal wake_;       ///< driver
+    wake_signal reader_wake_;
+    wake_signal writer_wake_;
+    clock::time_point last_receive_;
+    clock::time_point last_keepalive_;
+
+    std::vector<std::weak_ptr<channel>> channels_;
+    std::vector<LIBSSH2_CHANNEL*> retired_;
+    std::deque<open_request> opens_;
+
+    bool reader_blocked_ = false;
+    bool established_ = false;
+    bool failed_ = false;
+    boost::system::error_code failure_;
+    std::string failure_reason_;
+};
+
+/// A libssh2 error number as text, for logs.
+std::string libssh2_error_text(LIBSSH2_SESSION* ssh, int rc);
+
+} // namespace detail
+} // namespace tunneld::tunnel
