@@ -16,6 +16,7 @@ set(CPACK_DEBIAN_PACKAGE_SECTION "net")
 set(CPACK_DEBIAN_PACKAGE_PRIORITY "optional")
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_PACKAGING_INSTALL_PREFIX "/usr")
+set(CPACK_INSTALL_PREFIX "/usr") # the prefix used with CPACK_SET_DESTDIR
 # The example config goes to an absolute /etc path: DESTDIR staging keeps it inside the package.
 set(CPACK_SET_DESTDIR ON)
 set(CPACK_STRIP_FILES ON)
