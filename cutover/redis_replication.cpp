@@ -1,0 +1,424 @@
+// Redis replication through hiredis (blocking, with timeouts): see replication.hpp.
+
+#include "cutover/replication_detail.hpp"
+
+#include <hiredis/hiredis.h>
+#include <sys/time.h>
+#include <thread>
+
+namespace tunneld::cutover {
+namespace {
+
+using namespace detail;
+
+struct context_deleter {
+    void operator()(redisContext* context) const { redisFree(context); }
+};
+struct reply_deleter {
+    void operator()(redisReply* reply) const { freeReplyObject(reply); }
+};
+using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
+
+/// Exchanges every `a` and `b` in `text`.
+std::string swap_words(const std::string& text, std::string_view a, std::string_view b)
+{
+    std::string swapped;
+    for (std::size_t at = 0; at < text.size();) {
+        if (text.compare(at, a.size(), a) == 0) {
+            swapped += b;
+            at += a.size();
+        } else if (text.compare(at, b.size(), b) == 0) {
+            swapped += a;
+            at += b.size();
+        } else
+            swapped += text[at++];
+    }
+    return swapped;
+}
+
+timeval to_timeval(milliseconds timeout)
+{
+    return timeval{.tv_sec = static_cast<time_t>(timeout.count() / 1000),
+                   .tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
+}
+
+/// The text of a reply, or why there is none.
+struct redis_answer {
+    bool ok = false;
+    std::string text; ///< status, bulk string or integer as text; the error message if !ok
+};
+
+/// One authenticated connection to one redis server, named "old" or "new" in messages.
+class redis_session {
+public:
+    redis_session(std::string side, config::endpoint endpoint,
+                  std::optional<std::filesystem::path> credentials)
+        : side_(std::move(side)), endpoint_(std::move(endpoint)), credentials_(std::move(credentials))
+    {
+    }
+
+    const std::string& side() const { return side_; }
+    std::string name() const { return side_ + " " + endpoint_text(endpoint_); }
+
+    /// Runs one command; (re)connects and authenticates first if needed; `timeout` bounds each of
+    /// connect, AUTH and the command.
+    redis_answer run(std::initializer_list<std::string_view> arguments, milliseconds timeout)
+    {
+        const bool reused = context_ != nullptr;
+        if (!context_) {
+            auto error = connect(timeout);
+            if (!error.empty()) return {false, name() + ": " + error};
+        }
+        auto answer = command(arguments, timeout);
+        if (!answer.ok && reused && !context_) {
+            // The kept connection had died (server restart, idle cut): one fresh try. Every
+            // command sent here is idempotent.
+            auto error = connect(timeout);
+            if (!error.empty()) return {false, name() + ": " + error};
+            answer = command(arguments, timeout);
+        }
+        if (!answer.ok) answer.text = name() + ": " + answer.text;
+        return answer;
+    }
+
+private:
+    std::string connect(milliseconds timeout)
+    {
+        std::optional<redis_credentials> credentials;
+        if (credentials_) {
+            std::string error;
+            credentials = read_redis_credentials(*credentials_, error);
+            if (!credentials) return error;
+        }
+        const auto tv = to_timeval(timeout);
+        context_.reset(redisConnectWithTimeout(endpoint_.host.c_str(), endpoint_.port, tv));
+        if (!context_) return "cannot allocate a redis context";
+        if (context_->err) {
+            std::string error = "cannot connect: " + std::string(context_->errstr);
+            context_.reset();
+            return error;
+        }
+        if (credentials) {
+            secret_ = credentials->password;
+            auto answer = credentials->user
+                              ? command({"AUTH", *credentials->user, credentials->password}, timeout)
+                              : command({"AUTH", credentials->password}, timeout);
+            if (!answer.ok) {
+                context_.reset();
+                return "AUTH failed: " + answer.text;
+            }
+        }
+        return {};
+    }
+
+    redis_answer command(std::initializer_list<std::string_view> arguments, milliseconds timeout)
+    {
+        redisSetTimeout(context_.get(), to_timeval(timeout));
+        std::vector<const char*> argv;
+        std::vector<std::size_t> lengths;
+        for (auto argument : arguments) {
+            argv.push_back(argument.data());
+            lengths.push_back(argument.size());
+        }
+        reply_ptr reply(static_cast<redisReply*>(
+            redisCommandArgv(context_.get(), static_cast<int>(argv.size()), argv.data(), lengths.data())));
+        if (!reply) {
+            // Why reset: after an I/O error or timeout the context is unusable.
+            std::string error = context_->err ? std::string(context_->errstr) : "no reply";
+            if (error.empty() || error == "Resource temporarily unavailable") error = "timed out";
+            context_.reset();
+            return {false, scrub(std::move(error), secret_)};
+        }
+        switch (reply->type) {
+        case REDIS_REPLY_STATUS:
+        case REDIS_REPLY_STRING:
+            return {true, std::string(reply->str, reply->len)};
+        case REDIS_REPLY_INTEGER:
+            return {true, std::to_string(reply->integer)};
+        case REDIS_REPLY_ERROR:
+            return {false, scrub(std::string(reply->str, reply->len), secret_)};
+        case REDIS_REPLY_ARRAY: {
+            std::string text;
+            for (std::size_t i = 0; i < reply->elements; ++i) {
+                const auto* element = reply->element[i];
+                if (i) text += ' ';
+                if (element->type == REDIS_REPLY_STRING || element->type == REDIS_REPLY_STATUS)
+                    text.append(element->str, element->len);
+            }
+            return {true, scrub(std::move(text), secret_)};
+        }
+        default:
+            return {true, {}};
+        }
+    }
+
+    std::string side_;
+    config::endpoint endpoint_;
+    std::optional<std::filesystem::path> credentials_;
+    std::unique_ptr<redisContext, context_deleter> context_; ///< null until connected, or after an I/O error
+    std::string secret_;                                     ///< scrubbed from every message
+};
+
+class redis_replication final : public replication {
+public:
+    redis_replication(const config::service_config& service, config::endpoint old_endpoint,
+                      config::endpoint new_endpoint)
+        : service_(service), old_endpoint_(std::move(old_endpoint)), new_endpoint_(std::move(new_endpoint)),
+          old_("old", old_endpoint_, service.credentials_file),
+          new_("new", new_endpoint_, service.credentials_file)
+    {
+    }
+
+    lag_reading probe() override
+    {
+        const auto at = clock::now();
+        return measure(old_, new_, at + service_.probe_timeout, at);
+    }
+
+    step_result pause_writes(duration hold) override
+    {
+        const auto answer =
+            old_.run({"CLIENT", "PAUSE", std::to_string(hold.count()), "WRITE"}, service_.probe_timeout);
+        if (!answer.ok) return step_result::failure("pause writes: " + answer.text);
+        return step_result::success("old: writes paused for at most " + std::to_string(hold.count()) + "ms");
+    }
+
+    step_result wait_caught_up(clock::time_point deadline) override
+    {
+        return wait_until_caught_up(old_, new_, deadline);
+    }
+
+    step_result promote(clock::time_point deadline) override
+    {
+        const auto start = clock::now();
+        if (service_.promote_command) {
+            const auto hook = run_service_hook(*service_.promote_command, "promote", service_, old_endpoint_,
+                                               new_endpoint_, deadline);
+            if (!hook.ok) return step_result::failure("promote_command " + hook.message);
+        } else {
+            const auto answer =
+                new_.run({"REPLICAOF", "NO", "ONE"}, time_left(deadline, service_.probe_timeout));
+            if (!answer.ok) return step_result::failure("promote: " + answer.text);
+        }
+        auto role = wait_for_role(new_, redis_role::master, deadline);
+        if (!role.ok) return step_result::failure("promote: " + role.message);
+        return step_result::success("new promoted (role:master) in " + since(start));
+    }
+
+    step_result verify_promoted() override
+    {
+        const auto info = replication_of(new_, clock::now() + service_.probe_timeout);
+        if (!info.ok) return step_result::failure("verify promotion: " + info.message);
+        return role_is(info.info, redis_role::master)
+                   ? step_result::success("new is a primary (role:master)")
+                   : step_result::failure("verify promotion: new is not a primary (" + info.message + ")");
+    }
+
+    step_result fence(clock::time_point deadline) override
+    {
+        auto mode = service_.fence;
+        std::string note;
+        if (mode == config::redis_fence::replicaof && !service_.fence_replicaof) {
+            // Fail safe rather than leave old writable: a fence that cannot be a replica refuses writes.
+            mode = config::redis_fence::min_replicas;
+            note = " (fence_replicaof unset: fell back to min_replicas)";
+        }
+        step_result outcome = step_result::success("old: no built-in fence (fence = none)");
+        if (mode == config::redis_fence::replicaof)
+            outcome = fence_as_replica(old_, *service_.fence_replicaof, deadline);
+        else if (mode == config::redis_fence::min_replicas)
+            outcome = fence_min_replicas(old_, deadline);
+        outcome.message += note;
+        if (!outcome.ok) return outcome;
+        if (service_.fence_command) {
+            const auto hook = run_service_hook(*service_.fence_command, "fence", service_, old_endpoint_,
+                                               new_endpoint_, deadline);
+            if (!hook.ok) return step_result::failure(outcome.message + "; fence_command " + hook.message);
+            outcome.message += "; fence_command " + hook.message;
+        }
+        return outcome;
+    }
+
+    step_result unpause() override
+    {
+        const auto answer = old_.run({"CLIENT", "UNPAUSE"}, service_.probe_timeout);
+        if (!answer.ok) return step_result::failure("unpause: " + answer.text);
+        return step_result::success("old: writes unpaused");
+    }
+
+    step_result rollback(const rollback_options& options, clock::time_point deadline) override
+    {
+        const auto start = clock::now();
+        // 1. Quiesce new, the current primary.
+        auto answer = new_.run({"CLIENT", "PAUSE", std::to_string(options.pause_hold.count()), "WRITE"},
+                               time_left(deadline, service_.probe_timeout));
+        if (!answer.ok) return step_result::failure("rollback: pause writes: " + answer.text);
+        const auto give_up = [&](std::string why) {
+            new_.run({"CLIENT", "UNPAUSE"}, service_.probe_timeout);
+            return step_result::failure("rollback: " + why + "; nothing changed, new unpaused");
+        };
+
+        // 2. Old must hold every write new acknowledged: wait until old, a replica of new, caught up.
+        const auto old_info = replication_of(old_, deadline);
+        if (!old_info.ok) return give_up(old_info.message);
+        std::string caught_up =
+            "old was not a replica of new: writes made on new since the switch are lost (forced)";
+        if (role_is(old_info.info, redis_role::slave)) {
+            // Roles are reversed: new is the primary being followed, old the replica.
+            auto waited = wait_until_caught_up(new_, old_, deadline);
+            if (!waited.ok) return give_up(waited.message);
+            caught_up = waited.message;
+        } else if (!options.force) {
+            return give_up("old is a primary, not a replica of new, so writes made on new since the switch "
+                           "would be lost (fence = replicaof keeps old warm; force to roll back anyway)");
+        }
+
+        // 3. Promote old back and lift a min_replicas fence.
+        answer = old_.run({"REPLICAOF", "NO", "ONE"}, time_left(deadline, service_.probe_timeout));
+        if (!answer.ok) return give_up("promote old: " + answer.text);
+        answer =
+            old_.run({"CONFIG", "SET", "min-replicas-to-write", std::to_string(options.restore_min_replicas)},
+                     time_left(deadline, service_.probe_timeout));
+        if (!answer.ok)
+            return step_result::failure(
+                "rollback: old promoted but restoring min-replicas-to-write failed: " + answer.text +
+                "; new still paused until the hold expires");
+        auto role = wait_for_role(old_, redis_role::master, deadline);
+        if (!role.ok) return step_result::failure("rollback: old: " + role.message);
+
+        // 4. Demote new so it acknowledges nothing more, then let it go.
+        std::string demoted;
+        if (options.new_replicaof) {
+            auto host = options.new_replicaof->host;
+            answer = new_.run({"REPLICAOF", host, std::to_string(options.new_replicaof->port)},
+                              time_left(deadline, service_.probe_timeout));
+            demoted = "new is a replica of " + endpoint_text(*options.new_replicaof);
+        } else {
+            answer = new_.run({"CONFIG", "SET", "min-replicas-to-write", "100"},
+                              time_left(deadline, service_.probe_timeout));
+            demoted = "new refuses writes (min-replicas-to-write 100)";
+        }
+        if (!answer.ok)
+            return step_result::failure("rollback: old is the primary again but demoting new failed: " +
+                                        answer.text + "; new stays paused until the hold expires");
+        answer = new_.run({"CLIENT", "UNPAUSE"}, service_.probe_timeout);
+        if (!answer.ok) demoted += " (unpause failed: " + answer.text + ")";
+        return step_result::success("rolled back in " + since(start) + ": " + caught_up + "; old promoted; " +
+                                    demoted);
+    }
+
+private:
+    struct info_answer {
+        bool ok = false;
+        replication_info info;
+        std::string text;
+        std::string message; ///< error, or "role:..." description
+    };
+
+    static bool role_is(const replication_info& info, redis_role role) { return info.role == role; }
+
+    info_answer replication_of(redis_session& session, clock::time_point deadline)
+    {
+        const auto answer = session.run({"INFO", "replication"}, time_left(deadline, service_.probe_timeout));
+        if (!answer.ok) return {false, {}, {}, answer.text};
+        auto info = parse_replication(answer.text);
+        std::string role = info.role ? "role:" + std::string(to_string(*info.role)) : "role unknown";
+        return {true, std::move(info), answer.text, std::move(role)};
+    }
+
+    /// Lag of `replica` behind `primary`; `replica` is queried first (see redis_lag).
+    lag_reading measure(redis_session& primary, redis_session& replica, clock::time_point deadline,
+                        clock::time_point at)
+    {
+        const auto replica_info = replication_of(replica, deadline);
+        if (!replica_info.ok) return unknown_lag(replica_info.message, at);
+        const auto primary_info = replication_of(primary, deadline);
+        if (!primary_info.ok) return unknown_lag(primary_info.message, at);
+        auto reading = redis_lag(primary_info.info, replica_info.info, at);
+        if (primary.side() != "old") {
+            // Rollback measures old behind new: redis_lag's "old"/"new" mean primary/replica here.
+            reading.detail = swap_words(reading.detail, "old", "new");
+        }
+        return reading;
+    }
+
+    step_result wait_until_caught_up(redis_session& primary, redis_session& replica,
+                                     clock::time_point deadline)
+    {
+        const auto start = clock::now();
+        lag_reading last;
+        for (;;) {
+            last = measure(primary, replica, deadline, clock::now());
+            if (last.link == link_state::up && last.bytes == 0u)
+                return step_result::success(replica.side() + " caught up with " + primary.side() + " in " +
+                                            since(start) + " (" + last.detail + ")");
+            if (clock::now() + poll_interval >= deadline) break;
+            std::this_thread::sleep_for(poll_interval);
+        }
+        std::string lag = last.bytes ? format_bytes(*last.bytes) + " behind" : "lag unknown";
+        return step_result::failure(replica.side() + " not caught up with " + primary.side() +
+                                    " by the deadline (" + lag + ", link " +
+                                    std::string(to_string(last.link)) + ": " + last.detail + ")");
+    }
+
+    step_result wait_for_role(redis_session& session, redis_role role, clock::time_point deadline)
+    {
+        std::string last;
+        for (;;) {
+            const auto info = replication_of(session, deadline);
+            if (info.ok && role_is(info.info, role)) return step_result::success(info.message);
+            last = info.message;
+            if (clock::now() + poll_interval >= deadline) break;
+            std::this_thread::sleep_for(poll_interval);
+        }
+        return step_result::failure(session.side() + " did not become role:" + std::string(to_string(role)) +
+                                    " by the deadline (" + last + ")");
+    }
+
+    step_result fence_as_replica(redis_session& session, const config::endpoint& primary,
+                                 clock::time_point deadline)
+    {
+        // A replica with replica-read-only off would still take writes: make sure it is on.
+        auto answer = session.run({"CONFIG", "SET", "replica-read-only", "yes"},
+                                  time_left(deadline, service_.probe_timeout));
+        if (!answer.ok) return step_result::failure("fence: " + answer.text);
+        answer = session.run({"REPLICAOF", primary.host, std::to_string(primary.port)},
+                             time_left(deadline, service_.probe_timeout));
+        if (!answer.ok) return step_result::failure("fence: " + answer.text);
+        auto role = wait_for_role(session, redis_role::slave, deadline);
+        if (!role.ok) return step_result::failure("fence: " + role.message);
+        return step_result::success(session.side() + " fenced: read-only replica of " +
+                                    endpoint_text(primary));
+    }
+
+    step_result fence_min_replicas(redis_session& session, clock::time_point deadline)
+    {
+        // No deployment has 100 replicas, so every write fails with NOREPLICAS.
+        auto answer = session.run({"CONFIG", "SET", "min-replicas-to-write", "100"},
+                                  time_left(deadline, service_.probe_timeout));
+        if (!answer.ok) return step_result::failure("fence: " + answer.text);
+        answer = session.run({"CONFIG", "GET", "min-replicas-to-write"},
+                             time_left(deadline, service_.probe_timeout));
+        if (!answer.ok) return step_result::failure("fence: " + answer.text);
+        if (answer.text != "min-replicas-to-write 100")
+            return step_result::failure("fence: min-replicas-to-write did not stick (" + answer.text + ")");
+        return step_result::success(session.side() + " fenced: min-replicas-to-write 100, writes refused");
+    }
+
+    config::service_config service_;
+    config::endpoint old_endpoint_;
+    config::endpoint new_endpoint_;
+    redis_session old_; ///< reused across calls; reconnects after any I/O error
+    redis_session new_;
+};
+
+} // namespace
+
+std::unique_ptr<replication> make_redis_replication(const config::service_config& service,
+                                                    const config::endpoint& old_endpoint,
+                                                    const config::endpoint& new_endpoint)
+{
+    return std::make_unique<redis_replication>(service, old_endpoint, new_endpoint);
+}
+
+} // namespace tunneld::cutover

@@ -1,0 +1,116 @@
+#include "cutover/replication.hpp"
+
+#include "cutover/replication_detail.hpp"
+
+#include <fstream>
+#include <sstream>
+
+namespace tunneld::cutover {
+namespace detail {
+
+std::string endpoint_text(const config::endpoint& endpoint)
+{
+    const bool v6 = endpoint.host.find(':') != std::string::npos;
+    return (v6 ? "[" + endpoint.host + "]" : endpoint.host) + ":" + std::to_string(endpoint.port);
+}
+
+milliseconds time_left(clock::time_point deadline, milliseconds cap)
+{
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
+    return std::clamp(left, milliseconds(1), std::max(cap, milliseconds(1)));
+}
+
+std::string scrub(std::string text, const std::string& secret)
+{
+    if (secret.empty()) return text;
+    for (auto at = text.find(secret); at != std::string::npos; at = text.find(secret, at + 3))
+        text.replace(at, secret.size(), "***");
+    return text;
+}
+
+std::string since(clock::time_point start)
+{
+    return std::to_string(std::chrono::duration_cast<milliseconds>(clock::now() - start).count()) + "ms";
+}
+
+hook_result run_service_hook(const std::string& command, std::string_view step,
+                             const config::service_config& service, const config::endpoint& old_endpoint,
+                             const config::endpoint& new_endpoint, clock::time_point deadline)
+{
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
+    return run_hook(command, std::max(left, milliseconds(1)),
+                    {{"TUNNELD_SERVICE", service.name},
+                     {"TUNNELD_KIND", service.kind == config::service_kind::redis ? "redis" : "postgres"},
+                     {"TUNNELD_STEP", std::string(step)},
+                     {"TUNNELD_OLD", endpoint_text(old_endpoint)},
+                     {"TUNNELD_NEW", endpoint_text(new_endpoint)}});
+}
+
+} // namespace detail
+
+std::optional<redis_credentials> read_redis_credentials(const std::filesystem::path& file, std::string& error)
+{
+    std::ifstream in(file);
+    std::string line;
+    if (!in || !std::getline(in, line)) {
+        error = "cannot read credentials file " + file.string();
+        return std::nullopt;
+    }
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    std::istringstream words(line);
+    std::vector<std::string> parts;
+    for (std::string word; words >> word;)
+        parts.push_back(word);
+    if (parts.size() == 1) return redis_credentials{.user = std::nullopt, .password = parts[0]};
+    if (parts.size() == 2) return redis_credentials{.user = parts[0], .password = parts[1]};
+    // Why no detail: the line holds a password.
+    error = "credentials file " + file.string() + ": first line must be \"password\" or \"user password\"";
+    return std::nullopt;
+}
+
+std::optional<std::vector<std::pair<std::string, std::string>>>
+read_postgres_credentials(const std::filesystem::path& file, std::string& error)
+{
+    std::ifstream in(file);
+    if (!in) {
+        error = "cannot read credentials file " + file.string();
+        return std::nullopt;
+    }
+    std::vector<std::pair<std::string, std::string>> keywords;
+    for (std::string line; std::getline(in, line);) {
+        if (!line.empty() && line.front() == '#') continue;
+        std::istringstream words(line);
+        for (std::string word; words >> word;) {
+            const auto equals = word.find('=');
+            if (equals == std::string::npos || equals == 0) {
+                error = "credentials file " + file.string() + ": expected keyword=value pairs";
+                return std::nullopt;
+            }
+            auto key = word.substr(0, equals);
+            if (key == "host" || key == "hostaddr" || key == "port") {
+                error = "credentials file " + file.string() + ": " + key +
+                        " comes from the config, not from here";
+                return std::nullopt;
+            }
+            keywords.emplace_back(std::move(key), word.substr(equals + 1));
+        }
+    }
+    return keywords;
+}
+
+std::unique_ptr<replication> make_replication(const config::service_config& service,
+                                              const config::endpoint& old_endpoint,
+                                              const config::endpoint& new_endpoint)
+{
+    switch (service.kind) {
+    case config::service_kind::redis:
+        return make_redis_replication(service, old_endpoint, new_endpoint);
+    case config::service_kind::postgres:
+        return make_postgres_replication(service, old_endpoint, new_endpoint);
+    case config::service_kind::tcp:
+        break;
+    }
+    return nullptr;
+}
+
+} // namespace tunneld::cutover

@@ -1,0 +1,102 @@
+#pragma once
+// Blocking replication operations on a service's two backends (redis via hiredis, postgres via
+// libpq): lag probes, write pause, catch-up, promotion, fencing, rollback. Every call has a
+// deadline and never throws; run them OFF the event loop (a worker thread). The endpoints are
+// where this host reaches each backend (a loopback forward for a tunnelled backend).
+// Credentials are read from the service's credentials_file at each connect and never appear in
+// any message.
+
+#include "config/config.hpp"
+#include "cutover/lag.hpp"
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tunneld::cutover {
+
+/// Outcome of one step; `message` is one human line for logs and tunnelctl output.
+struct step_result {
+    bool ok = false;
+    std::string message;
+
+    static step_result success(std::string message) { return {true, std::move(message)}; }
+    static step_result failure(std::string message) { return {false, std::move(message)}; }
+};
+
+/// What a rollback (new -> old) needs that the forward switch does not.
+struct rollback_options {
+    /// Address of the old backend as the NEW backend can reach it: new becomes its replica.
+    /// Unset (redis): new is fenced with min-replicas-to-write instead.
+    std::optional<config::endpoint> new_replicaof;
+    /// How long new's writes stay paused while old catches up (auto-expires if we die).
+    std::chrono::milliseconds pause_hold{5000};
+    /// Roll back even when old cannot hold new's writes (old is not a replica of new):
+    /// writes made on new since the switch are then lost.
+    bool force = false;
+    /// redis: min-replicas-to-write restored on old (what it was before fence = min_replicas).
+    unsigned restore_min_replicas = 0;
+};
+
+/// Keeps its connections between calls (reconnecting after an error); one caller at a time.
+class replication {
+public:
+    using clock = std::chrono::steady_clock;
+    using duration = std::chrono::milliseconds;
+
+    virtual ~replication() = default;
+
+    /// Measures how far new is behind old (probe_timeout per query); a failed or garbled
+    /// answer gives link unknown, bytes nullopt, and says why in `detail`.
+    virtual lag_reading probe() = 0;
+    /// Makes old refuse to execute writes for at most `hold` (redis: CLIENT PAUSE hold WRITE; it
+    /// expires by itself should the daemon die). Postgres: nothing to do, clients are held.
+    virtual step_result pause_writes(duration hold) = 0;
+    /// Polls until new has replayed everything old has, with the link up, or `deadline`.
+    virtual step_result wait_caught_up(clock::time_point deadline) = 0;
+    /// Makes new a primary (built-in, or promote_command), then verifies it before `deadline`.
+    virtual step_result promote(clock::time_point deadline) = 0;
+    /// Checks that new is a primary now (redis role:master, postgres not in recovery).
+    virtual step_result verify_promoted() = 0;
+    /// Makes old refuse every further write from anyone (redis: per `fence` mode), then runs
+    /// fence_command if configured; verifies what it can before `deadline`.
+    virtual step_result fence(clock::time_point deadline) = 0;
+    /// Lifts pause_writes on old (a no-op where nothing was paused).
+    virtual step_result unpause() = 0;
+    /// Reverses a completed switch: pause writes on new, wait until old (a replica of new after a
+    /// replicaof fence) has caught up, promote old, make new a replica of old (or fence it),
+    /// unpause new. Changes nothing and fails if old cannot catch up before `deadline`.
+    virtual step_result rollback(const rollback_options& options, clock::time_point deadline) = 0;
+};
+
+/// Replication for `service.kind` redis or postgres; nullptr for tcp.
+std::unique_ptr<replication> make_replication(const config::service_config& service,
+                                              const config::endpoint& old_endpoint,
+                                              const config::endpoint& new_endpoint);
+std::unique_ptr<replication> make_redis_replication(const config::service_config& service,
+                                                    const config::endpoint& old_endpoint,
+                                                    const config::endpoint& new_endpoint);
+std::unique_ptr<replication> make_postgres_replication(const config::service_config& service,
+                                                       const config::endpoint& old_endpoint,
+                                                       const config::endpoint& new_endpoint);
+
+/// Reads a redis credentials file: first line "password" or "user password".
+struct redis_credentials {
+    std::optional<std::string> user;
+    std::string password;
+};
+/// nullopt (and `error` set, without any file content) when unreadable or empty.
+std::optional<redis_credentials> read_redis_credentials(const std::filesystem::path& file,
+                                                        std::string& error);
+
+/// Reads a postgres credentials file: whitespace-separated `keyword=value` pairs (libpq
+/// conninfo keywords such as user=, password=, dbname=); lines starting with '#' are comments.
+/// host, port and hostaddr are refused (the endpoint comes from the config).
+std::optional<std::vector<std::pair<std::string, std::string>>>
+read_postgres_credentials(const std::filesystem::path& file, std::string& error);
+
+} // namespace tunneld::cutover

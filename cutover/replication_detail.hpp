@@ -1,0 +1,40 @@
+#pragma once
+// Helpers shared by the redis and postgres replication implementations; not a public API.
+
+#include "config/config.hpp"
+#include "cutover/hook.hpp"
+#include "cutover/replication.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tunneld::cutover::detail {
+
+using clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+/// "host:port" ("[v6]:port" for an IPv6 literal).
+std::string endpoint_text(const config::endpoint& endpoint);
+
+/// Time left until `deadline`, capped at `cap`, never below 1ms (a zero timeout means "forever"
+/// to both client libraries).
+milliseconds time_left(clock::time_point deadline, milliseconds cap);
+
+/// Replaces every occurrence of `secret` in `text` with "***".
+std::string scrub(std::string text, const std::string& secret);
+
+/// Milliseconds since `start`, as "12ms".
+std::string since(clock::time_point start);
+
+/// Runs a promote/fence hook with the service's names in its environment (no credentials).
+hook_result run_service_hook(const std::string& command, std::string_view step,
+                             const config::service_config& service, const config::endpoint& old_endpoint,
+                             const config::endpoint& new_endpoint, clock::time_point deadline);
+
+/// The pause between two polls of a catch-up or promotion wait.
+inline constexpr milliseconds poll_interval{5};
+
+} // namespace tunneld::cutover::detail

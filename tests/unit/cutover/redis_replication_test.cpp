@@ -1,0 +1,441 @@
+// Real redis-server tests of the redis replication layer (test names RedisReplication_*). Each
+// test starts its own throwaway servers on free loopback ports and kills them in TearDown.
+//  1. probe sees a warm replica with the link up and zero lag
+//  2. a full switch under a live writer: pause, catch up, promote, fence, unpause; every
+//     acknowledged write is on new and old refuses writes afterwards
+//  3. the min_replicas fence makes old refuse writes
+//  4. a stopped replica makes wait_caught_up fail at its deadline and the probe unknown
+//  5. rollback after a switch loses nothing and demotes new
+//  6. rollback refuses when old is not a replica of new, and changes nothing
+//  7. AUTH from a credentials file; a wrong password never shows up in a message
+//  8. promote_command hook
+
+#include "cutover/replication.hpp"
+
+#include <arpa/inet.h>
+#include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace tunneld::cutover {
+namespace {
+
+using namespace std::chrono_literals;
+using clock = std::chrono::steady_clock;
+
+std::uint16_t free_port()
+{
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+    socklen_t length = sizeof address;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+    ::close(fd);
+    return ntohs(address.sin_port);
+}
+
+/// A plain hiredis client for the test's own reads and writes.
+class client {
+public:
+    client(std::uint16_t port, const std::string& password = {})
+    {
+        context_ = redisConnectWithTimeout("127.0.0.1", port, timeval{2, 0});
+        if (context_ && !context_->err) {
+            redisSetTimeout(context_, timeval{5, 0});
+            if (!password.empty()) command({"AUTH", password});
+        }
+    }
+    ~client()
+    {
+        if (context_) redisFree(context_);
+    }
+    client(const client&) = delete;
+    client& operator=(const client&) = delete;
+
+    bool connected() const { return context_ && !context_->err; }
+
+    /// "ERR..." style text for an error reply, the string/status otherwise, "" for nil.
+    std::string command(std::initializer_list<std::string> arguments)
+    {
+        if (!connected()) return "!disconnected";
+        std::vector<const char*> argv;
+        std::vector<std::size_t> lengths;
+        for (const auto& argument : arguments) {
+            argv.push_back(argument.data());
+            lengths.push_back(argument.size());
+        }
+        auto* reply = static_cast<redisReply*>(
+            redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data()));
+        if (!reply) return "!io " + std::string(context_->errstr);
+        std::string text;
+        if (reply->type == REDIS_REPLY_ERROR)
+            text = "!" + std::string(reply->str, reply->len);
+        else if (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_STATUS)
+            text.assign(reply->str, reply->len);
+        else if (reply->type == REDIS_REPLY_INTEGER)
+            text = std::to_string(reply->integer);
+        freeReplyObject(reply);
+        return text;
+    }
+
+private:
+    redisContext* context_ = nullptr;
+};
+
+/// One throwaway redis-server.
+class redis_server {
+public:
+    explicit redis_server(const std::filesystem::path& directory, std::vector<std::string> extra = {})
+        : port_(free_port())
+    {
+        std::filesystem::create_directories(directory);
+        std::vector<std::string> arguments = {
+            "redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", directory.string(), "--logfile",
+            (directory / "redis.log").string(),
+            // Why: the default 5s wait before a full sync would dominate every test.
+            "--repl-diskless-sync-delay", "0"};
+        arguments.insert(arguments.end(), extra.begin(), extra.end());
+        std::vector<char*> argv;
+        for (auto& argument : arguments)
+            argv.push_back(argument.data());
+        argv.push_back(nullptr);
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            ::execvp("redis-server", argv.data());
+            ::_exit(127);
+        }
+        password_ = password_of(extra);
+        for (int attempt = 0; attempt < 200; ++attempt) {
+            client probe(port_, password_);
+            if (probe.connected() && probe.command({"PING"}) == "PONG") return;
+            std::this_thread::sleep_for(20ms);
+        }
+        ADD_FAILURE() << "redis-server on port " << port_ << " did not start";
+    }
+    ~redis_server()
+    {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGCONT);
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+    }
+
+    std::uint16_t port() const { return port_; }
+    pid_t pid() const { return pid_; }
+    config::endpoint endpoint() const { return {"127.0.0.1", port_}; }
+    client connect() const { return client(port_, password_); }
+
+private:
+    static std::string password_of(const std::vector<std::string>& extra)
+    {
+        for (std::size_t i = 0; i + 1 < extra.size(); ++i)
+            if (extra[i] == "--requirepass") return extra[i + 1];
+        return {};
+    }
+
+    std::uint16_t port_;
+    pid_t pid_ = -1;
+    std::string password_;
+};
+
+bool eventually(const std::function<bool()>& condition, clock::duration limit = 10s)
+{
+    const auto until = clock::now() + limit;
+    while (clock::now() < until) {
+        if (condition()) return true;
+        std::this_thread::sleep_for(20ms);
+    }
+    return condition();
+}
+
+class RedisReplication : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        if (std::system("command -v redis-server >/dev/null 2>&1") != 0)
+            GTEST_SKIP() << "redis-server not installed";
+        char pattern[] = "/tmp/tunneld-redis-XXXXXX";
+        directory_ = ::mkdtemp(pattern);
+    }
+    void TearDown() override
+    {
+        new_.reset();
+        old_.reset();
+        if (!directory_.empty()) std::filesystem::remove_all(directory_);
+    }
+
+    /// Starts old (primary) and new (its replica) and waits for the link to be up.
+    void start_pair(std::vector<std::string> old_extra = {}, std::vector<std::string> new_extra = {})
+    {
+        old_ = std::make_unique<redis_server>(directory_ / "old", old_extra);
+        new_ = std::make_unique<redis_server>(directory_ / "new", new_extra);
+        auto replica = new_->connect();
+        ASSERT_EQ(replica.command({"REPLICAOF", "127.0.0.1", std::to_string(old_->port())}), "OK");
+        ASSERT_TRUE(eventually([&] {
+            return replica.command({"INFO", "replication"}).find("master_link_status:up") !=
+                   std::string::npos;
+        }));
+        service_.name = "redis";
+        service_.kind = config::service_kind::redis;
+        service_.probe_timeout = 1s;
+        service_.fence = config::redis_fence::replicaof;
+        service_.fence_replicaof = new_->endpoint();
+    }
+
+    std::unique_ptr<replication> make()
+    {
+        return make_redis_replication(service_, old_->endpoint(), new_->endpoint());
+    }
+
+    lag_reading probe_until_caught_up(replication& replication)
+    {
+        lag_reading reading;
+        eventually([&] {
+            reading = replication.probe();
+            return reading.bytes == 0u;
+        });
+        return reading;
+    }
+
+    std::filesystem::path directory_;
+    std::unique_ptr<redis_server> old_, new_;
+    config::service_config service_;
+};
+
+TEST_F(RedisReplication, ProbeSeesWarmReplicaWithZeroLag)
+{
+    start_pair();
+    auto primary = old_->connect();
+    for (int i = 0; i < 100; ++i)
+        ASSERT_EQ(primary.command({"SET", "k" + std::to_string(i), "v"}), "OK");
+    auto replication = make();
+    const auto reading = probe_until_caught_up(*replication);
+    EXPECT_EQ(reading.link, link_state::up) << reading.detail;
+    EXPECT_EQ(reading.bytes, 0u) << reading.detail;
+    EXPECT_TRUE(check_gate(reading, 1024 * 1024, std::nullopt, false, clock::now(), 5s).allowed);
+}
+
+TEST_F(RedisReplication, SwitchUnderLoadLosesNoAcknowledgedWriteAndFencesOld)
+{
+    start_pair();
+    auto replication = make();
+    // A writer keeps writing to old; keys acknowledged by old before the fence must be on new.
+    std::atomic<bool> stop{false};
+    std::vector<std::string> acknowledged;
+    std::size_t refused = 0;
+    std::thread writer([&] {
+        auto primary = old_->connect();
+        for (int i = 0; !stop; ++i) {
+            const auto key = "key:" + std::to_string(i);
+            if (primary.command({"SET", key, "v"}) == "OK")
+                acknowledged.push_back(key);
+            else
+                ++refused;
+        }
+    });
+    std::this_thread::sleep_for(200ms);
+
+    const auto start = clock::now();
+    const auto paused = replication->pause_writes(3000ms);
+    ASSERT_TRUE(paused.ok) << paused.message;
+    const auto caught_up = replication->wait_caught_up(clock::now() + 2s);
+    ASSERT_TRUE(caught_up.ok) << caught_up.message;
+    const auto promoted = replication->promote(clock::now() + 2s);
+    ASSERT_TRUE(promoted.ok) << promoted.message;
+    EXPECT_TRUE(replication->verify_promoted().ok);
+    const auto fenced = replication->fence(clock::now() + 2s);
+    ASSERT_TRUE(fenced.ok) << fenced.message;
+    const auto unpaused = replication->unpause();
+    ASSERT_TRUE(unpaused.ok) << unpaused.message;
+    const auto held = clock::now() - start;
+    std::this_thread::sleep_for(200ms);
+    stop = true;
+    writer.join();
+
+    auto primary = new_->connect();
+    std::size_t missing = 0;
+    for (const auto& key : acknowledged)
+        missing += primary.command({"EXISTS", key}) != "1";
+    EXPECT_EQ(missing, 0u) << "of " << acknowledged.size() << " acknowledged writes";
+    EXPECT_GT(acknowledged.size(), 0u);
+    EXPECT_GT(refused, 0u) << "the writer should have seen old refuse writes after the fence";
+    auto old_client = old_->connect();
+    EXPECT_EQ(old_client.command({"SET", "after", "fence"}).rfind("!READONLY", 0), 0u);
+    EXPECT_EQ(primary.command({"SET", "after", "switch"}), "OK");
+    std::cout << "[ switch ] held " << std::chrono::duration_cast<std::chrono::milliseconds>(held).count()
+              << "ms, acknowledged " << acknowledged.size() << ", refused " << refused << ": "
+              << caught_up.message << "; " << fenced.message << "\n";
+}
+
+TEST_F(RedisReplication, MinReplicasFenceRefusesWrites)
+{
+    start_pair();
+    service_.fence = config::redis_fence::min_replicas;
+    auto replication = make();
+    probe_until_caught_up(*replication);
+    ASSERT_TRUE(replication->pause_writes(2000ms).ok);
+    ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
+    const auto fenced = replication->fence(clock::now() + 2s);
+    ASSERT_TRUE(fenced.ok) << fenced.message;
+    ASSERT_TRUE(replication->unpause().ok);
+    auto old_client = old_->connect();
+    EXPECT_EQ(old_client.command({"SET", "after", "fence"}).rfind("!NOREPLICAS", 0), 0u);
+}
+
+TEST_F(RedisReplication, StoppedReplicaFailsCatchUpAtDeadline)
+{
+    start_pair();
+    service_.probe_timeout = 300ms;
+    auto replication = make();
+    probe_until_caught_up(*replication);
+    ::kill(new_->pid(), SIGSTOP);
+    auto primary = old_->connect();
+    for (int i = 0; i < 50; ++i)
+        ASSERT_EQ(primary.command({"SET", "late" + std::to_string(i), "v"}), "OK");
+    ASSERT_TRUE(replication->pause_writes(2000ms).ok);
+    const auto start = clock::now();
+    const auto caught_up = replication->wait_caught_up(start + 600ms);
+    const auto took = clock::now() - start;
+    EXPECT_FALSE(caught_up.ok);
+    EXPECT_GE(took, 550ms);
+    EXPECT_LT(took, 1500ms);
+    const auto reading = replication->probe();
+    EXPECT_FALSE(reading.bytes);
+    EXPECT_EQ(reading.link, link_state::unknown);
+    EXPECT_FALSE(check_gate(reading, std::nullopt, std::nullopt, false, clock::now(), 5s).allowed);
+    // Undo: old takes writes again, nothing was promoted.
+    ASSERT_TRUE(replication->unpause().ok);
+    EXPECT_EQ(primary.command({"SET", "after", "abort"}), "OK");
+    ::kill(new_->pid(), SIGCONT);
+    std::cout << "[ stopped ] " << caught_up.message << "\n";
+}
+
+TEST_F(RedisReplication, RollbackAfterSwitchLosesNothing)
+{
+    start_pair();
+    auto replication = make();
+    probe_until_caught_up(*replication);
+    ASSERT_TRUE(replication->pause_writes(2000ms).ok);
+    ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->fence(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->unpause().ok);
+
+    auto on_new = new_->connect();
+    for (int i = 0; i < 200; ++i)
+        ASSERT_EQ(on_new.command({"SET", "new" + std::to_string(i), "v"}), "OK");
+    rollback_options options;
+    options.new_replicaof = old_->endpoint();
+    options.pause_hold = 3000ms;
+    const auto rolled_back = replication->rollback(options, clock::now() + 3s);
+    ASSERT_TRUE(rolled_back.ok) << rolled_back.message;
+
+    auto on_old = old_->connect();
+    for (int i = 0; i < 200; ++i)
+        EXPECT_EQ(on_old.command({"EXISTS", "new" + std::to_string(i)}), "1") << i;
+    EXPECT_EQ(on_old.command({"SET", "after", "rollback"}), "OK");
+    EXPECT_EQ(on_new.command({"SET", "after", "rollback"}).rfind("!READONLY", 0), 0u);
+    // And the pair is warm again the right way round.
+    const auto reading = probe_until_caught_up(*replication);
+    EXPECT_EQ(reading.link, link_state::up) << reading.detail;
+    std::cout << "[ rollback ] " << rolled_back.message << "\n";
+}
+
+TEST_F(RedisReplication, RollbackRefusedWhenOldIsNotAReplica)
+{
+    start_pair();
+    service_.fence = config::redis_fence::min_replicas;
+    auto replication = make();
+    probe_until_caught_up(*replication);
+    ASSERT_TRUE(replication->pause_writes(2000ms).ok);
+    ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->fence(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->unpause().ok);
+
+    rollback_options options;
+    options.new_replicaof = old_->endpoint();
+    const auto refused = replication->rollback(options, clock::now() + 2s);
+    EXPECT_FALSE(refused.ok);
+    EXPECT_NE(refused.message.find("would be lost"), std::string::npos) << refused.message;
+    auto on_new = new_->connect();
+    EXPECT_EQ(on_new.command({"SET", "still", "writable"}), "OK"); // unpaused, still primary
+
+    options.force = true;
+    const auto forced = replication->rollback(options, clock::now() + 3s);
+    ASSERT_TRUE(forced.ok) << forced.message;
+    auto on_old = old_->connect();
+    EXPECT_EQ(on_old.command({"SET", "after", "rollback"}), "OK"); // min_replicas fence lifted
+}
+
+TEST_F(RedisReplication, AuthFromCredentialsFileAndNoPasswordInMessages)
+{
+    const std::string password = "s3cret-Pa55";
+    start_pair({"--requirepass", password}, {"--requirepass", password, "--masterauth", password});
+    const auto credentials = directory_ / "credentials";
+    std::ofstream(credentials) << password << "\n";
+    service_.credentials_file = credentials;
+    auto replication = make();
+    const auto reading = probe_until_caught_up(*replication);
+    EXPECT_EQ(reading.link, link_state::up) << reading.detail;
+
+    const auto wrong = directory_ / "wrong";
+    std::ofstream(wrong) << "default wrong-Pa55word\n";
+    service_.credentials_file = wrong;
+    auto refused = make();
+    const auto bad = refused->probe();
+    EXPECT_FALSE(bad.bytes);
+    EXPECT_NE(bad.detail.find("AUTH failed"), std::string::npos) << bad.detail;
+    EXPECT_EQ(bad.detail.find("wrong-Pa55word"), std::string::npos) << bad.detail;
+    const auto paused = refused->pause_writes(100ms);
+    EXPECT_FALSE(paused.ok);
+    EXPECT_EQ(paused.message.find("wrong-Pa55word"), std::string::npos) << paused.message;
+
+    service_.credentials_file = directory_ / "absent";
+    EXPECT_NE(make()->probe().detail.find("cannot read credentials file"), std::string::npos);
+}
+
+TEST_F(RedisReplication, PromoteCommandHookPromotes)
+{
+    start_pair();
+    service_.promote_command =
+        "redis-cli -p " + std::to_string(new_->port()) + " REPLICAOF NO ONE >/dev/null";
+    auto replication = make();
+    const auto promoted = replication->promote(clock::now() + 3s);
+    ASSERT_TRUE(promoted.ok) << promoted.message;
+    EXPECT_TRUE(replication->verify_promoted().ok);
+
+    service_.promote_command = "sleep 5";
+    const auto start = clock::now();
+    const auto timed_out = make()->promote(start + 300ms);
+    EXPECT_FALSE(timed_out.ok);
+    EXPECT_LT(clock::now() - start, 2s);
+}
+
+TEST_F(RedisReplication, UnreachableBackendIsUnknown)
+{
+    service_.probe_timeout = 300ms;
+    auto replication =
+        make_redis_replication(service_, {"127.0.0.1", free_port()}, {"127.0.0.1", free_port()});
+    const auto reading = replication->probe();
+    EXPECT_EQ(reading.link, link_state::unknown);
+    EXPECT_NE(reading.detail.find("cannot connect"), std::string::npos) << reading.detail;
+    EXPECT_FALSE(replication->wait_caught_up(clock::now() + 200ms).ok);
+}
+
+} // namespace
+} // namespace tunneld::cutover
