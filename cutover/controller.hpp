@@ -1,0 +1,114 @@
+#pragma once
+// Carries out switches: drives each service's switch_machine, applies its route to the proxy,
+// runs the replication steps off the loop, persists the state file, and reports progress.
+// Every method runs on the control loop (one io_context); status() may be called from any thread.
+
+#include "config/config.hpp"
+#include "cutover/lag.hpp"
+#include "cutover/replication.hpp"
+#include "cutover/state_file.hpp"
+#include "cutover/switch_machine.hpp"
+#include "proxy/service.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace tunneld::cutover {
+
+namespace asio = boost::asio;
+
+/// The answer to one control command.
+struct command_result {
+    bool ok = false;
+    std::string code;  ///< on failure: refused, failed, busy, unknown_service, bad_request
+    std::string error; ///< on failure: the reason, one line
+    nlohmann::json result;
+
+    static command_result success(nlohmann::json result) { return {true, {}, {}, std::move(result)}; }
+    static command_result failure(std::string code, std::string error)
+    {
+        return {false, std::move(code), std::move(error), {}};
+    }
+};
+
+using progress_fn = std::function<void(const std::string&)>;
+
+/// Where a service's probes reach its backends (a loopback forward for a tunnelled backend).
+struct probe_endpoints {
+    config::endpoint old_endpoint;
+    config::endpoint new_endpoint;
+};
+
+class controller {
+public:
+    controller(asio::io_context& loop, std::filesystem::path state_file, state initial);
+    ~controller();
+
+    /// The route a service starts with: its persisted record, else its config's split, else old.
+    route initial_route(const config::service_config& settings) const;
+
+    /// Takes charge of `svc`; starts lag probes for redis/postgres kinds.
+    void add_service(std::shared_ptr<proxy::service> svc, std::optional<probe_endpoints> probes);
+    /// Forgets the service (its listener is stopped by the caller).
+    void remove_service(const std::string& name);
+    /// Applies reloaded settings to a running service (probes are recreated).
+    void update_service(const std::string& name, std::shared_ptr<const config::service_config> settings,
+                        std::optional<probe_endpoints> probes);
+
+    asio::awaitable<command_result> switch_side(std::string name, side to, std::optional<config::switch_mode> mode,
+                                                bool force, progress_fn progress);
+    asio::awaitable<command_result> rollback(std::string name, progress_fn progress);
+    asio::awaitable<command_result> split(std::string name, unsigned percent, bool sticky);
+    asio::awaitable<command_result> pause(std::string name, std::optional<config::duration> timeout);
+    asio::awaitable<command_result> resume(std::string name);
+
+    /// Per-service objects of the status contract; `name` empty: all services. Thread-safe.
+    nlohmann::json status(const std::string& name = {}) const;
+    /// Reasons the daemon is not ready (empty: ready). Thread-safe.
+    std::vector<std::string> not_ready_reasons() const;
+    bool has_service(const std::string& name) const;
+
+    /// Stops timers and probes.
+    void stop();
+
+private:
+    struct entry;
+
+    std::shared_ptr<entry> find(const std::string& name) const;
+    void arm_deadline(const std::shared_ptr<entry>& e);
+    void on_deadline(const std::shared_ptr<entry>& e);
+    void apply_route(entry& e);
+    void cut_other_side(entry& e);
+    asio::awaitable<void> watch_drain(std::shared_ptr<entry> e);
+    asio::awaitable<std::optional<std::string>> persist();
+    asio::awaitable<command_result> run_pause_switch(std::shared_ptr<entry> e, side to, bool force,
+                                                     progress_fn progress);
+    asio::awaitable<void> probe_loop(std::shared_ptr<entry> e, std::uint64_t generation);
+    template <class F>
+    asio::awaitable<std::invoke_result_t<F>> off_loop(F f);
+    nlohmann::json describe(const entry& e) const;
+    void record_result(entry& e, const std::string& result, const std::string& message);
+
+    asio::io_context& loop_;
+    asio::thread_pool blocking_{2}; ///< probes, replication steps, hooks and state file writes
+    std::filesystem::path state_file_;
+    state persisted_; ///< last state read or written
+    std::mutex save_mutex_;
+    std::uint64_t save_sequence_ = 0;     ///< bumped for each snapshot; guarded by save_mutex_
+    std::uint64_t saved_sequence_ = 0;    ///< newest snapshot on disk; guarded by save_mutex_
+
+    mutable std::mutex mutex_; ///< guards entries_ and every entry's fields read by status()
+    std::map<std::string, std::shared_ptr<entry>> entries_;
+    bool stopped_ = false;
+};
+
+} // namespace tunneld::cutover

@@ -1,0 +1,82 @@
+#include "proxy/backend_path.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <string>
+
+namespace tunneld::proxy {
+
+using asio::as_tuple;
+using asio::use_awaitable;
+using tcp = asio::ip::tcp;
+
+std::string close_reason(pump_end up, pump_end down, bool up_ended_first)
+{
+    if (up_ended_first) {
+        switch (up) {
+        case pump_end::eof: return "client_eof";
+        case pump_end::read_error: return "client_reset";
+        case pump_end::write_error: return "backend_reset";
+        }
+    }
+    switch (down) {
+    case pump_end::eof: return "backend_eof";
+    case pump_end::read_error: return "backend_reset";
+    case pump_end::write_error: return "client_reset";
+    }
+    return "unknown";
+}
+
+asio::awaitable<client_outcome> run_client(tcp::socket client, std::shared_ptr<client_handle> handle,
+                                           const config::service_config& settings, const config::backend& target,
+                                           const tunnel_lookup& tunnels, service_counters& counters)
+{
+    using namespace asio::experimental::awaitable_operators;
+    if (target.via) co_return co_await run_tunnelled(std::move(client), handle, settings, target, tunnels, counters);
+
+    client_outcome outcome;
+    const auto executor = co_await asio::this_coro::executor;
+    tcp::socket backend(executor);
+    tcp::resolver resolver(executor);
+    asio::steady_timer deadline(executor);
+    deadline.expires_after(settings.connect_timeout);
+    handle->on_cut([&] {
+        close_all(client);
+        resolver.cancel();
+        deadline.cancel();
+    });
+
+    auto connect = [&]() -> asio::awaitable<boost::system::error_code> {
+        auto [resolve_ec, endpoints] = co_await resolver.async_resolve(
+            target.address.host, std::to_string(target.address.port), as_tuple(use_awaitable));
+        if (resolve_ec) co_return resolve_ec;
+        auto [connect_ec, endpoint] = co_await asio::async_connect(backend, endpoints, as_tuple(use_awaitable));
+        co_return connect_ec;
+    };
+    auto result = co_await (connect() || deadline.async_wait(as_tuple(use_awaitable)));
+    handle->on_cut(nullptr);
+    if (handle->was_cut()) {
+        outcome.reason = handle->cut_reason();
+        co_return outcome;
+    }
+    if (result.index() == 1) {
+        outcome.reason = "connect_timeout";
+        outcome.connect_failed = true;
+        co_return outcome;
+    }
+    if (const auto ec = std::get<0>(result)) {
+        outcome.reason = "connect_failed";
+        outcome.detail = ec.message();
+        outcome.connect_failed = true;
+        co_return outcome;
+    }
+    boost::system::error_code ignored;
+    backend.set_option(tcp::no_delay(true), ignored);
+    co_await pump_both(client, backend, *handle, settings.buffer_size, counters, outcome);
+    co_return outcome;
+}
+
+} // namespace tunneld::proxy

@@ -1,0 +1,85 @@
+#pragma once
+// Connecting a routed client to its backend (directly or through a tunnel channel) and pumping
+// bytes until both directions end. The caller has already chosen the side.
+
+#include "config/config.hpp"
+#include "proxy/pump.hpp"
+#include "proxy/registry.hpp"
+#include "proxy/service.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include <span>
+#include <string>
+#include <vector>
+
+namespace tunneld::proxy {
+
+/// How a client ended, for its log line and the counters.
+struct client_outcome {
+    std::string reason; ///< client_eof, backend_eof, client_reset, backend_reset, connect_failed, ...
+    std::string detail; ///< why a connect failed, for the log line
+    bool connect_failed = false;
+    std::uint64_t bytes_up = 0;
+    std::uint64_t bytes_down = 0;
+};
+
+/// Connects `client` to `target` within the service's connect_timeout and pumps until the client
+/// ends or `handle` is cut. Returns on the caller's executor.
+asio::awaitable<client_outcome> run_client(asio::ip::tcp::socket client, std::shared_ptr<client_handle> handle,
+                                           const config::service_config& settings, const config::backend& target,
+                                           const tunnel_lookup& tunnels, service_counters& counters);
+
+/// The tunnelled half of run_client (proxy/tunnel_path.cpp).
+asio::awaitable<client_outcome> run_tunnelled(asio::ip::tcp::socket client, std::shared_ptr<client_handle> handle,
+                                              const config::service_config& settings, const config::backend& target,
+                                              const tunnel_lookup& tunnels, service_counters& counters);
+
+/// Pumps both directions between `client` and `backend` (same executor) until both end; a read
+/// error on either side resets both. Cutting `handle` closes both. Fills the outcome's bytes and reason.
+template <class Backend>
+asio::awaitable<void> pump_both(asio::ip::tcp::socket& client, Backend& backend, client_handle& handle,
+                                std::size_t buffer_size, service_counters& counters, client_outcome& outcome)
+{
+    using namespace asio::experimental::awaitable_operators;
+    handle.on_cut([&] {
+        close_all(client);
+        close_all(backend);
+    });
+    if (handle.was_cut()) close_all(client);
+
+    std::vector<char> buffers(2 * buffer_size);
+    const std::span<char> up_buffer(buffers.data(), buffer_size);
+    const std::span<char> down_buffer(buffers.data() + buffer_size, buffer_size);
+    int first = 0; // 1: up ended first, 2: down ended first
+    auto up = [&]() -> asio::awaitable<pump_end> {
+        const pump_end end = co_await pump(client, backend, up_buffer, outcome.bytes_up, counters.bytes_up);
+        if (first == 0) first = 1;
+        if (end != pump_end::eof) {
+            close_all(client);
+            close_all(backend);
+        }
+        co_return end;
+    };
+    auto down = [&]() -> asio::awaitable<pump_end> {
+        const pump_end end = co_await pump(backend, client, down_buffer, outcome.bytes_down, counters.bytes_down);
+        if (first == 0) first = 2;
+        if (end != pump_end::eof) {
+            close_all(client);
+            close_all(backend);
+        }
+        co_return end;
+    };
+    const auto [up_end, down_end] = co_await (up() && down());
+    handle.on_cut(nullptr); // the sockets die with this frame; a late cut must not touch them
+    outcome.reason = handle.was_cut() ? handle.cut_reason() : close_reason(up_end, down_end, first == 1);
+}
+
+/// Close reason from how each direction ended; `up` is client -> backend, `up_ended_first` says
+/// which direction finished first. Pure.
+std::string close_reason(pump_end up, pump_end down, bool up_ended_first);
+
+} // namespace tunneld::proxy

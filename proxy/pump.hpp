@@ -1,0 +1,62 @@
+#pragma once
+// A proxy is two pumps; half-close travels. The same template serves a TCP socket and a tunnel
+// channel, so routing and switching never know which kind of backend a client has.
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <span>
+
+namespace tunneld::proxy {
+
+namespace asio = boost::asio;
+
+/// How one direction ended.
+enum class pump_end : std::uint8_t { eof, read_error, write_error };
+
+/// Sends FIN on a socket; a tunnel channel has its own overload (channel EOF).
+inline void close_write(asio::ip::tcp::socket& socket)
+{
+    boost::system::error_code ignored;
+    socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+}
+
+/// Resets a socket: both pumps of the client end promptly.
+inline void close_all(asio::ip::tcp::socket& socket)
+{
+    boost::system::error_code ignored;
+    socket.close(ignored);
+}
+
+/// Copies `from` to `to` until EOF or an error. Holds at most `buffer.size()` bytes, and reads
+/// again only once the last write completed, so a slow reader stalls its writer instead of
+/// making tunneld buffer without bound. On EOF it passes the half-close on to `to`.
+template <class From, class To>
+asio::awaitable<pump_end> pump(From& from, To& to, std::span<char> buffer, std::uint64_t& count,
+                               std::atomic<std::uint64_t>& total)
+{
+    using asio::as_tuple;
+    using asio::use_awaitable;
+    for (;;) {
+        auto [read_ec, n] = co_await from.async_read_some(asio::buffer(buffer), as_tuple(use_awaitable));
+        if (read_ec == asio::error::eof) {
+            close_write(to);
+            co_return pump_end::eof;
+        }
+        if (read_ec) co_return pump_end::read_error;
+        auto [write_ec, written] =
+            co_await asio::async_write(to, asio::buffer(buffer.data(), n), as_tuple(use_awaitable));
+        count += written;
+        total.fetch_add(written, std::memory_order_relaxed);
+        if (write_ec) co_return pump_end::write_error;
+    }
+}
+
+} // namespace tunneld::proxy

@@ -1,0 +1,215 @@
+#include "proxy/service.hpp"
+
+#include "proxy/backend_path.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <random>
+
+namespace tunneld::proxy {
+
+using asio::as_tuple;
+using asio::use_awaitable;
+using tcp = asio::ip::tcp;
+
+std::string human_size(std::uint64_t bytes)
+{
+    if (bytes < 1024) return fmt::format("{}B", bytes);
+    if (bytes < 1024 * 1024) return fmt::format("{:.1f}KiB", bytes / 1024.0);
+    if (bytes < 1024ull * 1024 * 1024) return fmt::format("{:.1f}MiB", bytes / (1024.0 * 1024));
+    return fmt::format("{:.2f}GiB", bytes / (1024.0 * 1024 * 1024));
+}
+
+service::service(std::shared_ptr<const config::service_config> settings, std::vector<asio::io_context*> loops,
+                 tunnel_lookup tunnels, route initial)
+    : name_(settings->name), loops_(std::move(loops)), tunnels_(std::move(tunnels)), settings_(std::move(settings)),
+      route_(initial)
+{
+}
+
+service::~service() = default;
+
+void service::start()
+{
+    const auto cfg = this->settings();
+    auto& loop = *loops_.front();
+    const auto address = asio::ip::make_address(cfg->listen.host);
+    const tcp::endpoint endpoint(address, cfg->listen.port);
+    acceptor_ = std::make_unique<tcp::acceptor>(loop);
+    acceptor_->open(endpoint.protocol());
+    acceptor_->set_option(tcp::acceptor::reuse_address(true));
+    acceptor_->bind(endpoint);
+    acceptor_->listen(asio::socket_base::max_listen_connections);
+    asio::co_spawn(loop, [self = shared_from_this()] { return self->accept_loop(); }, asio::detached);
+}
+
+void service::stop_accepting()
+{
+    if (!acceptor_) return;
+    // The acceptor belongs to loops_[0]: close it there so no accept is mid-flight on another thread.
+    asio::post(*loops_.front(), [self = shared_from_this()] {
+        boost::system::error_code ignored;
+        if (self->acceptor_) self->acceptor_->close(ignored);
+    });
+}
+
+std::shared_ptr<const config::service_config> service::settings() const
+{
+    std::lock_guard lock(mutex_);
+    return settings_;
+}
+
+void service::update_settings(std::shared_ptr<const config::service_config> settings)
+{
+    std::lock_guard lock(mutex_);
+    settings_ = std::move(settings);
+}
+
+route service::current_route() const
+{
+    std::lock_guard lock(mutex_);
+    return route_;
+}
+
+void service::set_route(const route& r)
+{
+    {
+        std::lock_guard lock(mutex_);
+        route_ = r;
+    }
+    if (!r.hold) release_held();
+}
+
+std::size_t service::held() const
+{
+    std::lock_guard lock(mutex_);
+    return held_.size();
+}
+
+void service::release_held()
+{
+    std::lock_guard lock(mutex_);
+    for (auto& [id, waiter] : held_) {
+        // The timer belongs to the client's loop; cancel it there. The client removes its own entry.
+        asio::post(waiter.executor, [timer = waiter.timer] { timer->cancel(); });
+    }
+}
+
+void service::cut_everything(const std::string& reason)
+{
+    stopping_ = true;
+    release_held();
+    clients_.cut_all(reason);
+}
+
+asio::awaitable<void> service::accept_loop()
+{
+    asio::steady_timer backoff(co_await asio::this_coro::executor);
+    for (;;) {
+        auto& target = *loops_[next_loop_++ % loops_.size()];
+        auto [ec, client] = co_await acceptor_->async_accept(target, as_tuple(use_awaitable));
+        if (ec == asio::error::operation_aborted || !acceptor_->is_open()) co_return;
+        if (ec) {
+            // Out of file descriptors (or another transient failure): the pending connection stays in
+            // the backlog, so retrying at once would spin. Pause briefly, then accept again.
+            spdlog::warn("service={} accept failed: {}; retrying in 100ms", name_, ec.message());
+            backoff.expires_after(std::chrono::milliseconds(100));
+            co_await backoff.async_wait(as_tuple(use_awaitable));
+            continue;
+        }
+        // The lambda keeps the service alive as long as any of its clients.
+        asio::co_spawn(
+            target, [self = shared_from_this(), c = std::move(client)]() mutable { return self->serve(std::move(c)); },
+            asio::detached);
+    }
+}
+
+asio::awaitable<bool> service::wait_while_held(std::uint64_t id, tcp::socket& client)
+{
+    asio::steady_timer timer(client.get_executor());
+    for (;;) {
+        {
+            std::lock_guard lock(mutex_);
+            if (stopping_) {
+                held_.erase(id);
+                co_return false;
+            }
+            if (!route_.hold) {
+                held_.erase(id);
+                co_return true;
+            }
+            timer.expires_at(asio::steady_timer::time_point::max());
+            held_.insert_or_assign(id, held_client{client.get_executor(), &timer});
+        }
+        co_await timer.async_wait(as_tuple(use_awaitable));
+    }
+}
+
+asio::awaitable<void> service::serve(tcp::socket client)
+{
+    const auto started = std::chrono::steady_clock::now();
+    const std::uint64_t id = next_client_id_.fetch_add(1);
+    const auto cfg = settings(); // this client keeps the settings it started with, across reloads
+    const std::size_t now_active = ++active_;
+    struct active_guard {
+        std::atomic<std::size_t>& active;
+        ~active_guard() { --active; }
+    } guard{active_};
+
+    if (now_active > cfg->max_clients) {
+        counters_.refused_max_clients.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("client={} service={} reason=max_clients limit={}", id, name_, cfg->max_clients);
+        co_return; // the socket closes as it goes out of scope
+    }
+    counters_.clients_total.fetch_add(1, std::memory_order_relaxed);
+
+    boost::system::error_code ignored;
+    client.set_option(tcp::no_delay(true), ignored);
+    const auto peer = client.remote_endpoint(ignored);
+
+    if (current_route().hold && !co_await wait_while_held(id, client)) {
+        spdlog::info("client={} service={} reason=shutdown_while_held", id, name_);
+        co_return;
+    }
+
+    const route r = current_route();
+    std::uint32_t roll = 0;
+    if (r.split_percent) {
+        if (r.sticky) {
+            const auto address = peer.address();
+            if (address.is_v4()) roll = sticky_roll(address.to_v4().to_bytes());
+            else roll = sticky_roll(address.to_v6().to_bytes());
+        } else {
+            thread_local std::minstd_rand random{std::random_device{}()};
+            roll = static_cast<std::uint32_t>(random() % 100);
+        }
+    }
+    const side chosen = choose_side(r, roll);
+    const config::backend& target = chosen == side::old_side ? cfg->old_backend : cfg->new_backend;
+
+    auto handle = std::make_shared<client_handle>(id, chosen, client.get_executor());
+    clients_.add(handle);
+    struct registry_guard {
+        client_registry& registry;
+        std::uint64_t id;
+        ~registry_guard() { registry.remove(id); }
+    } registered{clients_, id};
+
+    client_outcome outcome = co_await run_client(std::move(client), handle, *cfg, target, tunnels_, counters_);
+
+    if (outcome.connect_failed)
+        counters_.connect_errors[static_cast<std::size_t>(chosen)].fetch_add(1, std::memory_order_relaxed);
+    const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    spdlog::info("client={} service={} side={} via={} reason={} up={} down={} ms={}{}{}", id, name_,
+                 to_string(chosen), target.via.value_or("-"), outcome.reason, human_size(outcome.bytes_up),
+                 human_size(outcome.bytes_down), elapsed.count(), outcome.detail.empty() ? "" : " error=",
+                 outcome.detail.empty() ? "" : fmt::format("\"{}\"", outcome.detail));
+}
+
+} // namespace tunneld::proxy

@@ -1,0 +1,91 @@
+#include "proxy/backend_path.hpp"
+#include "tunnel/channel.hpp"
+#include "tunnel/tunnel.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace tunneld::tunnel {
+
+// Found by argument-dependent lookup from the pump templates, next to the socket overloads.
+
+/// Half-close towards the gateway: channel EOF after the pending writes.
+inline void close_write(channel& c)
+{
+    c.shutdown_send();
+}
+
+inline void close_all(channel& c)
+{
+    c.close();
+}
+
+} // namespace tunneld::tunnel
+
+namespace tunneld::proxy {
+
+using asio::as_tuple;
+using asio::use_awaitable;
+using tcp = asio::ip::tcp;
+
+asio::awaitable<client_outcome> run_tunnelled(tcp::socket client, std::shared_ptr<client_handle> handle,
+                                              const config::service_config& settings, const config::backend& target,
+                                              const tunnel_lookup& tunnels, service_counters& counters)
+{
+    using namespace asio::experimental::awaitable_operators;
+    client_outcome outcome;
+    auto pool = tunnels ? tunnels(*target.via) : nullptr;
+    if (!pool || !pool->healthy()) {
+        // Refuse at once: waiting for a reconnect would hang the application instead of failing it.
+        outcome.reason = "tunnel_down";
+        outcome.detail = pool ? pool->status().last_error : "no tunnel named " + *target.via;
+        outcome.connect_failed = true;
+        co_return outcome;
+    }
+
+    const auto executor = co_await asio::this_coro::executor;
+    asio::steady_timer deadline(executor);
+    deadline.expires_after(settings.connect_timeout);
+    handle->on_cut([&] {
+        close_all(client);
+        deadline.cancel();
+    });
+    auto result = co_await (pool->open_channel(target.address.host, target.address.port) ||
+                            deadline.async_wait(as_tuple(use_awaitable)));
+    handle->on_cut(nullptr);
+    if (result.index() == 1) {
+        outcome.reason = handle->was_cut() ? handle->cut_reason() : "channel_open_timeout";
+        outcome.connect_failed = !handle->was_cut();
+        co_return outcome;
+    }
+    auto [ec, channel] = std::move(std::get<0>(result));
+    if (ec || !channel) {
+        outcome.reason = "channel_open_failed";
+        outcome.detail = ec ? ec.message() : "no channel";
+        outcome.connect_failed = true;
+        co_return outcome;
+    }
+    if (handle->was_cut()) {
+        channel->close();
+        outcome.reason = handle->cut_reason();
+        co_return outcome;
+    }
+
+    // An SSH session and its channels live on one loop: move the client socket there so its pumps
+    // never cross threads.
+    const auto channel_executor = channel->get_executor();
+    const auto protocol = client.local_endpoint().protocol();
+    tcp::socket moved(channel_executor, protocol, client.release());
+    handle->rehome(channel_executor);
+
+    auto run = [&, channel, moved = std::move(moved)]() mutable -> asio::awaitable<void> {
+        co_await pump_both(moved, *channel, *handle, settings.buffer_size, counters, outcome);
+        channel->close();
+    };
+    co_await asio::co_spawn(channel_executor, run(), use_awaitable);
+    co_return outcome;
+}
+
+} // namespace tunneld::proxy
