@@ -20,6 +20,13 @@ bool is_channel_error(int rc) noexcept
            rc == LIBSSH2_ERROR_CHANNEL_WINDOW_EXCEEDED || rc == LIBSSH2_ERROR_CHANNEL_PACKET_EXCEEDED;
 }
 
+/// Boost 1.81's any_completion_handler move assignment recurses forever: swap instead.
+void assign(channel::io_handler& to, channel::io_handler&& from) noexcept
+{
+    channel::io_handler moved(std::move(from));
+    to.swap(moved);
+}
+
 } // namespace
 
 channel::channel(private_tag, std::shared_ptr<detail::transport> transport, _LIBSSH2_CHANNEL* raw,
@@ -68,7 +75,7 @@ void channel::arm_cancellation(io_handler& handler, bool read)
 void channel::start_read(asio::mutable_buffer buffer, io_handler handler, executor_type handler_executor)
 {
     read_executor_ = std::move(handler_executor);
-    read_handler_ = std::move(handler);
+    assign(read_handler_, std::move(handler));
     if (closed_) return complete(read_handler_, asio::error::bad_descriptor, 0);
     if (failure_) return complete(read_handler_, failure_, 0);
     if (eof_received_) return complete(read_handler_, asio::error::eof, 0);
@@ -81,7 +88,7 @@ void channel::start_read(asio::mutable_buffer buffer, io_handler handler, execut
 void channel::start_write(asio::const_buffer buffer, io_handler handler, executor_type handler_executor)
 {
     write_executor_ = std::move(handler_executor);
-    write_handler_ = std::move(handler);
+    assign(write_handler_, std::move(handler));
     if (closed_) return complete(write_handler_, asio::error::bad_descriptor, 0);
     if (failure_) return complete(write_handler_, failure_, 0);
     if (eof_requested_) return complete(write_handler_, asio::error::broken_pipe, 0);

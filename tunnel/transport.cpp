@@ -239,6 +239,7 @@ boost::system::error_code transport::check_host_key()
             LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW | knownhost_key_bits(type), &found);
         verdict = verdict_from_check(check);
     }
+    known.reset(); // uses the session's allocator: free it before fail() frees the session
     const auto refusal = refusal_for(verdict);
     if (!refusal) return {};
     const char* what = verdict == host_key_verdict::mismatch  ? "CHANGED host key"
