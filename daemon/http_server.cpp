@@ -6,6 +6,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -150,8 +151,11 @@ awaitable<void> accept_loop(std::shared_ptr<http_server::state> st)
         if (st->stopped) co_return;
         if (ec) {
             if (ec == asio::error::operation_aborted) co_return;
-            // EMFILE and friends: keep the listener; a later accept may succeed.
+            // EMFILE and friends: keep the listener, but back off instead of spinning on an
+            // error that only goes away once some descriptor is closed.
             spdlog::warn("http: accept failed: {}", ec.message());
+            asio::steady_timer backoff(st->acceptor.get_executor(), std::chrono::milliseconds(100));
+            co_await backoff.async_wait(use_tuple);
             continue;
         }
         if (st->connections.size() >= st->limits.max_connections) {

@@ -54,7 +54,7 @@ public:
     http_server(asio::io_context& io, const asio::ip::tcp::endpoint& endpoint, http_sources sources,
                 http_limits limits = {});
     /// Stops (see stop()); coroutines still in flight keep the shared state alive until the
-    /// io_context runs them to their end.
+    /// io_context runs them to their end. Destroy the server before its io_context.
     ~http_server();
 
     http_server(const http_server&) = delete;
