@@ -21,12 +21,26 @@ using result_ptr = std::unique_ptr<PGresult, result_deleter>;
 
 using row = std::vector<std::optional<std::string>>;
 
-std::string trimmed(std::string text)
+/// libpq's messages span lines ("...failed: Connection refused\n\tIs the server running..."):
+/// make them one log line.
+std::string one_line(std::string_view text)
 {
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
-        text.pop_back();
-    return text;
+    std::string line;
+    for (char c : text) {
+        if (c == '\n')
+            line += "; ";
+        else if (c == '\t' || c == '\r')
+            line += ' ';
+        else
+            line += c;
+    }
+    while (!line.empty() && (line.back() == ' ' || line.back() == ';'))
+        line.pop_back();
+    return line;
 }
+
+/// Server notices (e.g. "terminating connection due to ...") must not go to stderr.
+void ignore_notice(void*, const char*) {}
 
 /// One connection to one postgres server, named "old" or "new" in messages.
 class postgres_session {
@@ -66,7 +80,7 @@ private:
         result_ptr setting(PQexec(connection_.get(), set.c_str()));
         result_ptr result(PQexec(connection_.get(), sql.c_str()));
         if (!result || PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
-            error = name() + ": " + scrub(trimmed(PQerrorMessage(connection_.get())), secret_);
+            error = name() + ": " + scrub(one_line(PQerrorMessage(connection_.get())), secret_);
             if (PQstatus(connection_.get()) != CONNECTION_OK) connection_.reset();
             return std::nullopt;
         }
@@ -111,8 +125,9 @@ private:
         values.push_back(nullptr);
         connection_.reset(PQconnectdbParams(keys.data(), values.data(), 0));
         if (!connection_) return "cannot allocate a libpq connection";
+        PQsetNoticeProcessor(connection_.get(), ignore_notice, nullptr);
         if (PQstatus(connection_.get()) != CONNECTION_OK) {
-            auto error = "cannot connect: " + scrub(trimmed(PQerrorMessage(connection_.get())), secret_);
+            auto error = "cannot connect: " + scrub(one_line(PQerrorMessage(connection_.get())), secret_);
             connection_.reset();
             return error;
         }
