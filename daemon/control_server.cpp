@@ -1,0 +1,203 @@
+#include "daemon/control_server.hpp"
+
+#include "daemon/runtime.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace tunneld::daemon {
+
+using asio::as_tuple;
+using asio::use_awaitable;
+using local = asio::local::stream_protocol;
+
+bool peer_allowed(uid_t peer_uid, gid_t peer_gid, uid_t daemon_uid, std::optional<gid_t> group,
+                  const std::vector<gid_t>& peer_groups)
+{
+    if (peer_uid == 0 || peer_uid == daemon_uid) return true;
+    if (!group) return false;
+    return peer_gid == *group || std::find(peer_groups.begin(), peer_groups.end(), *group) != peer_groups.end();
+}
+
+namespace {
+
+std::vector<gid_t> groups_of(uid_t uid, gid_t primary)
+{
+    const passwd* user = ::getpwuid(uid);
+    if (!user) return {};
+    int count = 64;
+    std::vector<gid_t> groups(static_cast<std::size_t>(count));
+    if (::getgrouplist(user->pw_name, primary, groups.data(), &count) < 0) {
+        groups.resize(static_cast<std::size_t>(count));
+        if (::getgrouplist(user->pw_name, primary, groups.data(), &count) < 0) return {};
+    }
+    groups.resize(static_cast<std::size_t>(count));
+    return groups;
+}
+
+std::optional<gid_t> lookup_group(const std::optional<std::string>& name)
+{
+    if (!name) return std::nullopt;
+    const group* g = ::getgrnam(name->c_str());
+    if (!g) throw std::runtime_error(fmt::format("control_group \"{}\" does not exist", *name));
+    return g->gr_gid;
+}
+
+} // namespace
+
+control_server::control_server(asio::io_context& loop, runtime& daemon, const std::filesystem::path& path,
+                               const std::optional<std::string>& group_name)
+    : loop_(loop), daemon_(daemon), path_(path), group_(lookup_group(group_name)), acceptor_(loop)
+{
+    std::error_code ignored;
+    // A socket file left by a previous run would make bind fail; only a socket is removed.
+    if (std::filesystem::is_socket(path_, ignored)) std::filesystem::remove(path_, ignored);
+    acceptor_.open(local());
+    // Created 0660 from the start: no window in which others could connect.
+    const mode_t old_mask = ::umask(0117);
+    boost::system::error_code ec;
+    acceptor_.bind(local::endpoint(path_.string()), ec);
+    ::umask(old_mask);
+    if (ec) throw std::system_error(ec, fmt::format("control socket {}", path_.string()));
+    if (group_ && ::chown(path_.c_str(), static_cast<uid_t>(-1), *group_) != 0)
+        throw std::system_error(errno, std::generic_category(),
+                                fmt::format("control socket {}: chown to group", path_.string()));
+    ::chmod(path_.c_str(), 0660);
+    acceptor_.listen();
+}
+
+control_server::~control_server()
+{
+    stop();
+}
+
+void control_server::start()
+{
+    asio::co_spawn(loop_, accept_loop(), asio::detached);
+}
+
+void control_server::stop()
+{
+    if (!acceptor_.is_open()) return;
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    std::error_code fs_ignored;
+    std::filesystem::remove(path_, fs_ignored);
+}
+
+asio::awaitable<void> control_server::accept_loop()
+{
+    for (;;) {
+        auto [ec, peer] = co_await acceptor_.async_accept(as_tuple(use_awaitable));
+        if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
+        if (ec) {
+            spdlog::warn("control socket accept failed: {}", ec.message());
+            asio::steady_timer pause(loop_, std::chrono::milliseconds(100));
+            co_await pause.async_wait(as_tuple(use_awaitable));
+            continue;
+        }
+        asio::co_spawn(loop_, serve(std::move(peer)), asio::detached);
+    }
+}
+
+asio::awaitable<void> control_server::serve(local::socket peer)
+{
+    ucred credentials{};
+    socklen_t length = sizeof credentials;
+    if (::getsockopt(peer.native_handle(), SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0 ||
+        !peer_allowed(credentials.uid, credentials.gid, ::geteuid(), group_,
+                      groups_of(credentials.uid, credentials.gid))) {
+        spdlog::warn("control socket: refused peer uid={} gid={} pid={}", credentials.uid, credentials.gid,
+                     credentials.pid);
+        const auto line = error_line({error_code::forbidden,
+                                      fmt::format("uid {} may not operate tunneld (root, the daemon's user and "
+                                                  "members of control_group may)",
+                                                  credentials.uid)});
+        co_await asio::async_write(peer, asio::buffer(line), as_tuple(use_awaitable));
+        co_return;
+    }
+
+    line_reader reader;
+    std::array<char, 4096> buffer;
+    for (;;) {
+        while (auto line = reader.next_line()) {
+            auto parsed = parse_request(*line);
+            std::string reply;
+            if (auto* error = std::get_if<protocol_error>(&parsed)) reply = error_line(*error);
+            else reply = co_await execute(std::get<request>(parsed), peer);
+            auto [write_ec, written] = co_await asio::async_write(peer, asio::buffer(reply), as_tuple(use_awaitable));
+            if (write_ec) co_return;
+        }
+        if (reader.overflowed()) {
+            const auto line = error_line({error_code::bad_request,
+                                          fmt::format("request line longer than {} bytes", max_line_length)});
+            co_await asio::async_write(peer, asio::buffer(line), as_tuple(use_awaitable));
+            co_return;
+        }
+        auto [ec, n] = co_await peer.async_read_some(asio::buffer(buffer), as_tuple(use_awaitable));
+        if (ec) co_return;
+        reader.feed(std::string_view(buffer.data(), n));
+    }
+}
+
+asio::awaitable<std::string> control_server::execute(const request& r, local::socket& peer)
+{
+    // Progress is advisory: written without blocking the loop; a peer that does not read loses it.
+    auto progress = [&peer](const std::string& message) {
+        const auto line = progress_line(message);
+        boost::system::error_code ec;
+        peer.non_blocking(true, ec);
+        std::size_t sent = 0;
+        while (sent < line.size() && !ec) sent += peer.write_some(asio::buffer(line.data() + sent, line.size() - sent), ec);
+        peer.non_blocking(false, ec);
+    };
+    auto finish = [](const cutover::command_result& result) {
+        if (result.ok) return ok_line(result.result);
+        const auto code = parse_error_code(result.code).value_or(error_code::failed);
+        return error_line({code, result.error});
+    };
+    auto& controller = daemon_.controller();
+    const std::string service = r.service.value_or("");
+    const auto to_side = r.to == side_choice::new_side ? proxy::side::new_side : proxy::side::old_side;
+
+    if (r.service && !controller.has_service(service))
+        co_return error_line({error_code::unknown_service, fmt::format("no service named \"{}\"", service)});
+
+    switch (r.cmd) {
+    case command::status: co_return ok_line(daemon_.status(service));
+    case command::tunnels: co_return ok_line({{"tunnels", daemon_.tunnels_status()}});
+    case command::switch_side:
+        spdlog::info("control: switch {} to {} requested (uid-checked peer){}", service, to_string(r.to),
+                     r.force ? " with --force" : "");
+        co_return finish(co_await controller.switch_side(service, to_side, r.mode, r.force, progress));
+    case command::rollback:
+        spdlog::info("control: rollback {} requested", service);
+        co_return finish(co_await controller.rollback(service, progress));
+    case command::split: co_return finish(co_await controller.split(service, r.percent, r.sticky));
+    case command::pause: co_return finish(co_await controller.pause(service, r.timeout));
+    case command::resume: co_return finish(co_await controller.resume(service));
+    case command::reload: {
+        const auto errors = daemon_.reload();
+        if (errors.empty()) co_return ok_line({{"reloaded", true}});
+        std::string message = "reload refused, the running config is kept:";
+        for (const auto& e : errors) message += "\n" + e;
+        co_return error_line({error_code::refused, message});
+    }
+    }
+    co_return error_line({error_code::bad_request, "unknown command"});
+}
+
+} // namespace tunneld::daemon

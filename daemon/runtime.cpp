@@ -1,0 +1,387 @@
+#include "daemon/runtime.hpp"
+
+#include "daemon/control_server.hpp"
+#include "daemon/http_server.hpp"
+#include "daemon/metrics.hpp"
+#include "daemon/notify.hpp"
+#include "tunnel/tunnel.hpp"
+
+#include <boost/asio/post.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <future>
+
+namespace tunneld::daemon {
+
+namespace {
+
+cutover::state read_state(const std::filesystem::path& path)
+{
+    auto loaded = cutover::load_state(path);
+    if (auto* error = std::get_if<cutover::state_error>(&loaded)) throw std::runtime_error(error->message);
+    return std::get<cutover::state>(std::move(loaded));
+}
+
+unsigned loop_count(const config::daemon_config& d)
+{
+    if (d.threads > 0) return d.threads;
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
+/// Runs `f` on `loop` and waits for it: used only before the loops carry traffic, and by reload.
+template <class F>
+void run_on(asio::io_context& loop, F f)
+{
+    if (loop.get_executor().running_in_this_thread()) {
+        f();
+        return;
+    }
+    std::promise<void> done;
+    asio::post(loop, [&] {
+        try {
+            f();
+            done.set_value();
+        } catch (...) {
+            done.set_exception(std::current_exception());
+        }
+    });
+    done.get_future().get();
+}
+
+} // namespace
+
+runtime::runtime(std::shared_ptr<const config::config> settings)
+    : settings_(std::move(settings)), signals_([this]() -> asio::io_context& {
+          for (unsigned i = 0; i < loop_count(settings_->daemon); ++i)
+              loops_.push_back(std::make_unique<asio::io_context>(1));
+          return *loops_.front();
+      }()),
+      watchdog_timer_(*loops_.front()), shutdown_timer_(*loops_.front())
+{
+    controller_ = std::make_unique<cutover::controller>(*loops_.front(), settings_->daemon.state_file,
+                                                        read_state(settings_->daemon.state_file));
+}
+
+runtime::~runtime()
+{
+    for (auto& guard : work_) guard.reset();
+    for (auto& loop : loops_) loop->stop();
+    for (auto& t : threads_)
+        if (t.joinable()) t.join();
+}
+
+std::shared_ptr<tunnel::pool> runtime::find_tunnel(std::string_view name) const
+{
+    std::lock_guard lock(tunnels_mutex_);
+    const auto it = tunnels_.find(name);
+    return it == tunnels_.end() ? nullptr : it->second;
+}
+
+void runtime::start_tunnels(const config::config& settings)
+{
+    std::vector<asio::io_context*> loops;
+    for (auto& loop : loops_) loops.push_back(loop.get());
+    for (const auto& t : settings.tunnels) {
+        auto existing = find_tunnel(t.name);
+        if (existing && existing->settings() == t) continue;
+        auto pool = tunnel::start_pool(t, loops);
+        std::lock_guard lock(tunnels_mutex_);
+        // Make before break: the old pool keeps its live channels until they end.
+        if (existing) retiring_.push_back(existing);
+        tunnels_[t.name] = std::move(pool);
+        spdlog::info("tunnel={} {} ({} sessions to {})", t.name, existing ? "restarted with new settings" : "started",
+                     t.sessions, t.address.to_string());
+    }
+}
+
+std::optional<cutover::probe_endpoints> runtime::probe_endpoints_for(const config::service_config& settings)
+{
+    if (settings.kind == config::service_kind::tcp) return std::nullopt;
+    std::vector<asio::io_context*> loops;
+    for (auto& loop : loops_) loops.push_back(loop.get());
+    auto& forwarders = forwarders_[settings.name];
+    for (auto& f : forwarders) f->stop_accepting();
+    forwarders.clear();
+    // A tunnelled backend is probed through the same tunnel its clients use: a loopback forwarder
+    // (an internal tcp service) gives the probe a plain host:port.
+    auto reach = [&](const config::backend& b) -> config::endpoint {
+        if (!b.via) return b.address;
+        auto forward = std::make_shared<config::service_config>();
+        forward->name = settings.name + "-probe";
+        forward->kind = config::service_kind::tcp;
+        forward->listen = config::endpoint{"127.0.0.1", 0};
+        forward->old_backend = b;
+        forward->new_backend = b;
+        forward->connect_timeout = settings.probe_timeout;
+        forward->max_clients = 16;
+        auto svc = std::make_shared<proxy::service>(forward, loops,
+                                                    [this](std::string_view n) { return find_tunnel(n); },
+                                                    proxy::route_to(proxy::side::old_side));
+        svc->start();
+        forwarders.push_back(svc);
+        return config::endpoint{"127.0.0.1", svc->local_port()};
+    };
+    return cutover::probe_endpoints{reach(settings.old_backend), reach(settings.new_backend)};
+}
+
+void runtime::start_service(std::shared_ptr<const config::service_config> settings)
+{
+    std::vector<asio::io_context*> loops;
+    for (auto& loop : loops_) loops.push_back(loop.get());
+    auto svc = std::make_shared<proxy::service>(settings, loops,
+                                                [this](std::string_view n) { return find_tunnel(n); },
+                                                controller_->initial_route(*settings));
+    svc->start();
+    services_[settings->name] = svc;
+    controller_->add_service(svc, probe_endpoints_for(*settings));
+    const auto r = svc->current_route();
+    spdlog::info("service={} listening on {} active={}", settings->name, settings->listen.to_string(),
+                 r.split_percent ? fmt::format("split {}%", *r.split_percent) : std::string(proxy::to_string(r.active)));
+}
+
+void runtime::stop_service(const std::string& name)
+{
+    const auto it = services_.find(name);
+    if (it == services_.end()) return;
+    it->second->stop_accepting();
+    for (auto& f : forwarders_[name]) f->stop_accepting();
+    forwarders_.erase(name);
+    controller_->remove_service(name);
+    services_.erase(it);
+    spdlog::info("service={} removed; its live clients keep running", name);
+}
+
+int runtime::run()
+{
+    for (auto& loop : loops_) work_.push_back(asio::make_work_guard(*loop));
+    for (auto& loop : loops_) threads_.emplace_back([&l = *loop] { l.run(); });
+
+    run_on(control_loop(), [this] {
+        start_tunnels(*settings_);
+        for (const auto& s : settings_->services)
+            start_service(std::make_shared<const config::service_config>(s));
+        control_ = std::make_unique<control_server>(control_loop(), *this, settings_->daemon.control_socket,
+                                                    settings_->daemon.control_group);
+        control_->start();
+        if (settings_->daemon.health_listen) {
+            const auto& h = *settings_->daemon.health_listen;
+            http_sources sources{
+                .status = [this] { return status(); },
+                .metrics = [this] { return render_metrics(status()); },
+                .not_ready_reasons = [this] { return not_ready_reasons(); },
+            };
+            http_ = std::make_unique<http_server>(
+                control_loop(), asio::ip::tcp::endpoint(asio::ip::make_address(h.host), h.port), std::move(sources));
+            http_->start();
+        }
+        handle_signals();
+        feed_watchdog();
+        retire_idle_tunnels();
+    });
+    spdlog::info("tunneld ready: {} services, {} tunnels, {} event loops", settings_->services.size(),
+                 settings_->tunnels.size(), loops_.size());
+    notify::ready();
+
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+    return exit_code_;
+}
+
+void runtime::handle_signals()
+{
+    if (stopping_) return;
+    signals_.async_wait([this](boost::system::error_code ec, int signal) {
+        if (ec) return;
+        if (signal == SIGHUP) {
+            spdlog::info("SIGHUP: reloading {}", settings_->source.string());
+            notify::reloading();
+            for (const auto& error : reload()) spdlog::error("reload refused: {}", error);
+            notify::ready();
+            handle_signals();
+            return;
+        }
+        spdlog::info("{}: stopping", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+        begin_shutdown();
+    });
+}
+
+void runtime::begin_shutdown()
+{
+    if (stopping_) return;
+    stopping_ = true;
+    notify::stopping();
+    for (auto& [name, svc] : services_) svc->stop_accepting();
+    if (control_) control_->stop();
+    if (http_) http_->stop();
+    controller_->stop();
+    const auto deadline = std::chrono::steady_clock::now() + settings_->daemon.shutdown_timeout;
+    // Let clients finish until shutdown_timeout, checking every 50ms; then cut whoever is left.
+    auto check = std::make_shared<std::function<void()>>();
+    *check = [this, deadline, check] {
+        std::size_t active = 0;
+        for (auto& [name, svc] : services_) active += svc->active();
+        if (active > 0 && std::chrono::steady_clock::now() < deadline) {
+            shutdown_timer_.expires_after(std::chrono::milliseconds(50));
+            shutdown_timer_.async_wait([check](boost::system::error_code) { (*check)(); });
+            return;
+        }
+        if (active > 0) {
+            spdlog::info("shutdown_timeout reached: cutting {} clients", active);
+            for (auto& [name, svc] : services_) svc->cut_everything("shutdown");
+        }
+        for (auto& [name, list] : forwarders_)
+            for (auto& f : list) f->stop_accepting();
+        {
+            std::lock_guard lock(tunnels_mutex_);
+            for (auto& [name, pool] : tunnels_) pool->stop();
+            for (auto& pool : retiring_) pool->stop();
+        }
+        watchdog_timer_.cancel();
+        boost::system::error_code ignored;
+        signals_.cancel(ignored);
+        // Give the cuts a moment to run on their loops, then stop every loop.
+        shutdown_timer_.expires_after(std::chrono::milliseconds(100));
+        shutdown_timer_.async_wait([this](boost::system::error_code) {
+            for (auto& guard : work_) guard.reset();
+            for (auto& loop : loops_) loop->stop();
+        });
+    };
+    (*check)();
+}
+
+void runtime::feed_watchdog()
+{
+    const auto interval = notify::watchdog_interval();
+    if (!interval || stopping_) return;
+    notify::watchdog();
+    // Fed from the control loop: a stuck loop stops the pings and systemd restarts us.
+    watchdog_timer_.expires_after(std::chrono::duration_cast<std::chrono::milliseconds>(*interval) / 2);
+    watchdog_timer_.async_wait([this](boost::system::error_code ec) {
+        if (!ec) feed_watchdog();
+    });
+}
+
+void runtime::retire_idle_tunnels()
+{
+    {
+        std::lock_guard lock(tunnels_mutex_);
+        std::erase_if(retiring_, [](const std::shared_ptr<tunnel::pool>& pool) {
+            if (pool->status().channels > 0) return false;
+            pool->stop();
+            return true;
+        });
+    }
+    if (stopping_) return;
+    auto timer = std::make_shared<asio::steady_timer>(control_loop(), std::chrono::seconds(1));
+    timer->async_wait([this, timer](boost::system::error_code ec) {
+        if (!ec) retire_idle_tunnels();
+    });
+}
+
+std::vector<std::string> runtime::reload()
+{
+    std::vector<std::string> errors;
+    auto loaded = config::load(settings_->source);
+    if (!loaded) {
+        for (const auto& e : loaded.errors) errors.push_back(e.to_string());
+        return errors;
+    }
+    auto next = loaded.value;
+    try {
+        run_on(control_loop(), [&] {
+            // Services whose listen address changed are restarted; the old listener goes first so
+            // the new one can bind the same port family.
+            std::vector<std::string> removed;
+            for (const auto& [name, svc] : services_) {
+                const auto* wanted = next->find_service(name);
+                if (!wanted || wanted->listen != svc->settings()->listen) removed.push_back(name);
+            }
+            for (const auto& name : removed) stop_service(name);
+            start_tunnels(*next);
+            for (const auto& s : next->services) {
+                auto shared = std::make_shared<const config::service_config>(s);
+                const auto it = services_.find(s.name);
+                if (it == services_.end()) {
+                    start_service(shared);
+                } else if (!(*it->second->settings() == s)) {
+                    controller_->update_service(s.name, shared, probe_endpoints_for(s));
+                    spdlog::info("service={} settings reloaded; live clients keep the old ones", s.name);
+                }
+            }
+            {
+                std::lock_guard lock(tunnels_mutex_);
+                for (auto it = tunnels_.begin(); it != tunnels_.end();) {
+                    if (next->find_tunnel(it->first)) {
+                        ++it;
+                        continue;
+                    }
+                    retiring_.push_back(it->second);
+                    it = tunnels_.erase(it);
+                }
+            }
+            if (next->daemon != settings_->daemon)
+                spdlog::warn("[daemon] settings changed; log_level applies now, the rest after a restart");
+            spdlog::set_level(spdlog::level::from_str(next->daemon.log_level));
+            settings_ = next;
+        });
+    } catch (const std::exception& e) {
+        errors.push_back(fmt::format("{}: {}", next->source.string(), e.what()));
+        return errors;
+    }
+    spdlog::info("config reloaded from {}", next->source.string());
+    return errors;
+}
+
+nlohmann::json runtime::tunnels_status() const
+{
+    nlohmann::json out = nlohmann::json::array();
+    std::lock_guard lock(tunnels_mutex_);
+    for (const auto& [name, pool] : tunnels_) {
+        const auto s = pool->status();
+        out.push_back({
+            {"name", s.name},
+            {"address", s.address},
+            {"sessions", s.sessions},
+            {"sessions_up", s.sessions_up},
+            {"channels", s.channels},
+            {"bytes_up", s.bytes_up},
+            {"bytes_down", s.bytes_down},
+            {"reconnects", s.reconnects},
+            {"channel_open_failures", s.channel_open_failures},
+            {"last_error", s.last_error},
+            {"since_last_receive_ms",
+             s.since_last_receive ? nlohmann::json(s.since_last_receive->count()) : nlohmann::json(nullptr)},
+        });
+    }
+    return out;
+}
+
+nlohmann::json runtime::status(const std::string& service) const
+{
+    return {{"services", controller_->status(service)}, {"tunnels", tunnels_status()}};
+}
+
+std::vector<std::string> runtime::not_ready_reasons() const
+{
+    auto reasons = controller_->not_ready_reasons();
+    for (const auto& svc : controller_->status()) {
+        const auto& active = svc["active"].get_ref<const std::string&>();
+        for (const char* s : {"old", "new"}) {
+            if (active != s && active != "split") continue;
+            const auto& via = svc[s]["via"];
+            if (via.is_null()) continue;
+            const auto pool = find_tunnel(via.get<std::string>());
+            if (!pool || !pool->healthy())
+                reasons.push_back(fmt::format("service {}: tunnel {} for its {} backend has no healthy session{}",
+                                              svc["name"].get<std::string>(), via.get<std::string>(), s,
+                                              pool && !pool->status().last_error.empty()
+                                                  ? " (" + pool->status().last_error + ")"
+                                                  : ""));
+        }
+    }
+    return reasons;
+}
+
+} // namespace tunneld::daemon

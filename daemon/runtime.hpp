@@ -1,0 +1,84 @@
+#pragma once
+// tunneld at run time: the event loops, tunnels, services, controller, control socket, HTTP
+// endpoint and signals, wired together. main() builds one and runs it.
+
+#include "config/config.hpp"
+#include "cutover/controller.hpp"
+#include "proxy/service.hpp"
+#include "tunnel/tunnel.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <memory>
+#include <thread>
+#include <vector>
+
+namespace tunneld::daemon {
+
+namespace asio = boost::asio;
+
+class control_server;
+class http_server;
+
+class runtime {
+public:
+    /// Reads the state file (a corrupt one throws std::runtime_error with the reason).
+    explicit runtime(std::shared_ptr<const config::config> settings);
+    ~runtime();
+
+    /// Starts everything, notifies systemd, and blocks until SIGTERM/SIGINT has drained the
+    /// clients. Returns the process exit code. Throws std::system_error when a listener cannot bind.
+    int run();
+
+    /// Re-reads the config file: new clients get the new settings, live clients keep theirs. On
+    /// errors nothing changes and the errors are returned (each `PATH:LINE:COL: message`).
+    std::vector<std::string> reload();
+
+    /// The `status` result: {"services": [...], "tunnels": [...]}. Thread-safe.
+    nlohmann::json status(const std::string& service = {}) const;
+    nlohmann::json tunnels_status() const;
+    std::vector<std::string> not_ready_reasons() const;
+
+    cutover::controller& controller() { return *controller_; }
+    asio::io_context& control_loop() { return *loops_.front(); }
+
+private:
+    struct forwarder; // loopback listener that reaches a tunnelled backend for probes
+
+    void start_tunnels(const config::config& settings);
+    void start_service(std::shared_ptr<const config::service_config> settings);
+    std::optional<cutover::probe_endpoints> probe_endpoints_for(const config::service_config& settings);
+    void stop_service(const std::string& name);
+    std::shared_ptr<tunnel::pool> find_tunnel(std::string_view name) const;
+    void handle_signals();
+    void begin_shutdown();
+    void feed_watchdog();
+    void retire_idle_tunnels();
+
+    std::shared_ptr<const config::config> settings_;
+    std::vector<std::unique_ptr<asio::io_context>> loops_;
+    std::vector<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+    std::vector<std::thread> threads_;
+
+    mutable std::mutex tunnels_mutex_;
+    std::map<std::string, std::shared_ptr<tunnel::pool>, std::less<>> tunnels_; // guarded by tunnels_mutex_
+    std::vector<std::shared_ptr<tunnel::pool>> retiring_;                       // guarded by tunnels_mutex_
+
+    std::unique_ptr<cutover::controller> controller_;
+    std::map<std::string, std::shared_ptr<proxy::service>> services_; ///< touched on the control loop only
+    std::map<std::string, std::vector<std::shared_ptr<proxy::service>>> forwarders_;
+
+    std::unique_ptr<control_server> control_;
+    std::unique_ptr<http_server> http_;
+    asio::signal_set signals_;
+    asio::steady_timer watchdog_timer_;
+    asio::steady_timer shutdown_timer_;
+    bool stopping_ = false;
+    int exit_code_ = 0;
+};
+
+} // namespace tunneld::daemon
