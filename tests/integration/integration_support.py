@@ -52,11 +52,15 @@ class IntegrationTest(unittest.TestCase):
         self.addCleanup(self.bed.close)
 
     def tearDown(self) -> None:
-        outcome = getattr(self, "_outcome", None)
-        if outcome is not None and not getattr(outcome, "success", True):
+        result = getattr(getattr(self, "_outcome", None), "result", None)
+        problems = (getattr(result, "failures", []) or []) + (getattr(result, "errors", []) or [])
+        if any(test is self for test, _ in problems):
             for piece in self.bed.pieces:
                 if isinstance(piece, tb.Tunneld):
-                    sys.stderr.write(f"\n--- {piece.log} (tail)\n{tb.log_tail(piece.log, 60)}\n")
+                    code = piece.process.poll() if piece.process else None
+                    state = "running" if code is None else f"EXITED with {code}"
+                    sys.stderr.write(f"\n--- tunneld {state}; {piece.log} (tail)\n"
+                                     f"{tb.log_tail(piece.log, 60)}\n")
 
     # ---- pieces
 
