@@ -100,6 +100,7 @@ info_map parse_info(std::string_view text)
 std::optional<std::uint64_t> parse_uint(std::string_view text) noexcept
 {
     if (text.empty() || text.front() < '0' || text.front() > '9') return std::nullopt;
+    if (text.size() > 1 && text.front() == '0') return std::nullopt; // redis never pads: malformed
     std::uint64_t value = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
     if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
@@ -108,7 +109,8 @@ std::optional<std::uint64_t> parse_uint(std::string_view text) noexcept
 
 std::optional<std::int64_t> parse_int(std::string_view text) noexcept
 {
-    if (text.empty()) return std::nullopt;
+    const auto digits = text.substr(!text.empty() && text.front() == '-' ? 1 : 0);
+    if (digits.empty() || (digits.size() > 1 && digits.front() == '0')) return std::nullopt;
     std::int64_t value = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
     if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;

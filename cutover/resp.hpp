@@ -40,9 +40,9 @@ private:
 /// Parses a whole INFO answer at once.
 info_map parse_info(std::string_view text);
 
-/// Parses a decimal unsigned integer with no sign, blank or suffix; nullopt otherwise.
+/// Parses a decimal unsigned integer with no sign, blank, suffix or leading zero; nullopt otherwise.
 std::optional<std::uint64_t> parse_uint(std::string_view text) noexcept;
-/// Parses a decimal signed integer (optional '-'); nullopt otherwise.
+/// Parses a decimal signed integer (optional '-', no leading zero); nullopt otherwise.
 std::optional<std::int64_t> parse_int(std::string_view text) noexcept;
 
 enum class redis_role { master, slave };

@@ -159,6 +159,10 @@ TEST(ParseUint, StrictDecimal)
     EXPECT_EQ(parse_uint("18446744073709551615"), 18446744073709551615u);
     EXPECT_FALSE(parse_uint("18446744073709551616"));
     EXPECT_FALSE(parse_uint("-0"));
+    EXPECT_FALSE(parse_uint("007"));
+    EXPECT_FALSE(parse_uint("09223372036854775807"));
+    EXPECT_FALSE(parse_int("-07"));
+    EXPECT_EQ(parse_int("0"), 0);
     EXPECT_EQ(parse_int("-7"), -7);
     EXPECT_FALSE(parse_int("- 7"));
 }
