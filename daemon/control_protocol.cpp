@@ -348,10 +348,14 @@ bool needs_service(command cmd) noexcept
     return cmd != command::status && cmd != command::tunnels && cmd != command::reload;
 }
 
+protocol_error line_too_long_error()
+{
+    return bad_request("request longer than " + std::to_string(max_line_length) + " bytes");
+}
+
 std::variant<request, protocol_error> parse_request(std::string_view line)
 {
-    if (line.size() > max_line_length)
-        return bad_request("request longer than " + std::to_string(max_line_length) + " bytes");
+    if (line.size() > max_line_length) return line_too_long_error();
     if (nesting_depth(line) > max_depth) return bad_request("request nested too deeply");
     json object;
     try {

@@ -89,6 +89,10 @@ struct protocol_error {
     friend bool operator==(const protocol_error&, const protocol_error&) = default;
 };
 
+/// The error to answer before closing a connection whose line_reader overflowed:
+/// bad_request, "request longer than 65536 bytes".
+protocol_error line_too_long_error();
+
 /// Parses and validates one request line (without its terminator). Every problem comes back as
 /// a bad_request error with a message naming the field; never throws.
 std::variant<request, protocol_error> parse_request(std::string_view line);

@@ -158,6 +158,8 @@ TEST(LineReader, OverflowDoesNotDependOnChunking)
 
 TEST(LineReader, DefaultLimitIs64KiB)
 {
+    EXPECT_EQ(line_too_long_error(),
+              (protocol_error{error_code::bad_request, "request longer than 65536 bytes"}));
     line_reader reader;
     const std::string fits(max_line_length, 'a');
     reader.feed(fits + "\n");
