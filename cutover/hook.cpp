@@ -146,4 +146,19 @@ hook_result run_hook(const std::string& command, std::chrono::milliseconds timeo
     return result;
 }
 
+std::string describe(const hook_result& result)
+{
+    if (result.ok) return result.message;
+    std::string_view output = result.output;
+    while (!output.empty() && (output.back() == '\n' || output.back() == '\r' || output.back() == ' '))
+        output.remove_suffix(1);
+    const auto start = output.rfind('\n');
+    auto last = output.substr(start == std::string_view::npos ? 0 : start + 1);
+    if (last.empty()) return result.message;
+    std::string line;
+    for (char c : last.substr(0, 200))
+        line += (c >= 0x20 && c <= 0x7e) ? c : '?';
+    return result.message + ": " + line;
+}
+
 } // namespace tunneld::cutover

@@ -24,6 +24,10 @@ struct hook_result {
 hook_result run_hook(const std::string& command, std::chrono::milliseconds timeout,
                      const std::vector<std::pair<std::string, std::string>>& environment = {});
 
+/// `message`, plus the hook's last non-empty output line (at most 200 bytes) when it failed:
+/// "exited 1 after 12ms: ERROR: permission denied".
+std::string describe(const hook_result& result);
+
 inline constexpr std::size_t max_hook_output = 16 * 1024;
 
 } // namespace tunneld::cutover

@@ -193,7 +193,7 @@ public:
         if (service_.promote_command) {
             const auto hook = run_service_hook(*service_.promote_command, "promote", service_, old_endpoint_,
                                                new_endpoint_, deadline);
-            if (!hook.ok) return step_result::failure("promote_command " + hook.message);
+            if (!hook.ok) return step_result::failure("promote_command " + describe(hook));
         } else {
             const auto left = time_left(deadline, std::chrono::hours(1));
             const auto wait_seconds = std::max<long long>(1, left.count() / 1000);
@@ -233,8 +233,8 @@ public:
                 "postgres: no built-in fence (set fence_command); old-side clients are cut");
         const auto hook = run_service_hook(*service_.fence_command, "fence", service_, old_endpoint_,
                                            new_endpoint_, deadline);
-        if (!hook.ok) return step_result::failure("fence_command " + hook.message);
-        return step_result::success("fence_command " + hook.message);
+        if (!hook.ok) return step_result::failure("fence_command " + describe(hook));
+        return step_result::success("fence_command " + describe(hook));
     }
 
     step_result unpause() override { return step_result::success("postgres: nothing paused"); }

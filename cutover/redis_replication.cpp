@@ -194,7 +194,7 @@ public:
         if (service_.promote_command) {
             const auto hook = run_service_hook(*service_.promote_command, "promote", service_, old_endpoint_,
                                                new_endpoint_, deadline);
-            if (!hook.ok) return step_result::failure("promote_command " + hook.message);
+            if (!hook.ok) return step_result::failure("promote_command " + describe(hook));
         } else {
             const auto answer =
                 new_.run({"REPLICAOF", "NO", "ONE"}, time_left(deadline, service_.probe_timeout));
@@ -233,8 +233,8 @@ public:
         if (service_.fence_command) {
             const auto hook = run_service_hook(*service_.fence_command, "fence", service_, old_endpoint_,
                                                new_endpoint_, deadline);
-            if (!hook.ok) return step_result::failure(outcome.message + "; fence_command " + hook.message);
-            outcome.message += "; fence_command " + hook.message;
+            if (!hook.ok) return step_result::failure(outcome.message + "; fence_command " + describe(hook));
+            outcome.message += "; fence_command " + describe(hook);
         }
         return outcome;
     }

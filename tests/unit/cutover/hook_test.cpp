@@ -19,6 +19,11 @@ TEST(RunHook, ReportsExitStatusAndOutput)
     EXPECT_FALSE(failed.ok);
     EXPECT_EQ(failed.exit_status, 3);
     EXPECT_NE(failed.message.find("exited 3"), std::string::npos);
+    EXPECT_EQ(describe(run_hook("echo first; echo 'no such replica' >&2; exit 1", 5s)).substr(0, 8),
+              "exited 1");
+    EXPECT_TRUE(describe(run_hook("echo first; echo 'no such replica' >&2; exit 1", 5s))
+                    .ends_with(": no such replica"));
+    EXPECT_EQ(describe(ok), ok.message);
 }
 
 TEST(RunHook, PassesEnvironment)
