@@ -164,6 +164,10 @@ std::string render_metrics(const nlohmann::json& status)
                         {}};
     family reconnects{
         "tunneld_tunnel_reconnects_total", "counter", "SSH session reconnects of the tunnel.", {}};
+    family open_failures{"tunneld_tunnel_channel_open_failures_total",
+                         "counter",
+                         "Channel opens on the tunnel that failed (refused by the gateway or timed out).",
+                         {}};
     family channel_open{"tunneld_tunnel_channel_open_seconds",
                         "gauge",
                         "Average time to open a channel on the tunnel, in seconds.",
@@ -229,6 +233,7 @@ std::string render_metrics(const nlohmann::json& status)
         add_if_number(tunnel_bytes, {{"tunnel", t}, {"direction", "up"}}, tunnel, "bytes_up");
         add_if_number(tunnel_bytes, {{"tunnel", t}, {"direction", "down"}}, tunnel, "bytes_down");
         add_if_number(reconnects, {{"tunnel", t}}, tunnel, "reconnects");
+        add_if_number(open_failures, {{"tunnel", t}}, tunnel, "channel_open_failures");
         if (const json* ms = number_at(tunnel, "channel_open_ms_avg"))
             add_sample(channel_open, {{"tunnel", t}}, json(ms->get<double>() / 1000.0));
         if (const json* ms = number_at(tunnel, "since_last_receive_ms"))
@@ -236,10 +241,11 @@ std::string render_metrics(const nlohmann::json& status)
     }
 
     std::string out;
-    for (const family* f : {&clients_active, &clients_total, &bytes,      &connect_errors, &switches,
-                            &lag_bytes,      &lag_seconds,   &link_up,    &active_side,    &split,
-                            &paused,         &held,          &fenced,     &sessions,       &sessions_up,
-                            &channels,       &tunnel_bytes,  &reconnects, &channel_open,   &since_receive}) {
+    for (const family* f :
+         {&clients_active, &clients_total, &bytes,        &connect_errors, &switches,     &lag_bytes,
+          &lag_seconds,    &link_up,       &active_side,  &split,          &paused,       &held,
+          &fenced,         &sessions,      &sessions_up,  &channels,       &tunnel_bytes, &reconnects,
+          &open_failures,  &channel_open,  &since_receive}) {
         if (f->samples.empty()) continue;
         out.append("# HELP ").append(f->name).append(" ").append(f->help).append("\n");
         out.append("# TYPE ").append(f->name).append(" ").append(f->type).append("\n");

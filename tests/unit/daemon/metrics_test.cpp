@@ -24,7 +24,7 @@ json redis_service()
 json vpc_tunnel()
 {
     return json::parse(R"({"name": "vpc", "address": "203.0.113.10:22", "sessions": 2, "sessions_up": 1,
-        "channels": 5, "bytes_up": 10, "bytes_down": 20, "reconnects": 3, "channel_open_ms_avg": 12.5,
+        "channels": 5, "bytes_up": 10, "bytes_down": 20, "reconnects": 3, "channel_open_failures": 4, "channel_open_ms_avg": 12.5,
         "since_last_receive_ms": 120})");
 }
 
@@ -126,6 +126,7 @@ TEST(RenderMetrics, TunnelSamples)
     EXPECT_THAT(text, HasSubstr("tunneld_tunnel_bytes_total{tunnel=\"vpc\",direction=\"up\"} 10\n"));
     EXPECT_THAT(text, HasSubstr("tunneld_tunnel_bytes_total{tunnel=\"vpc\",direction=\"down\"} 20\n"));
     EXPECT_THAT(text, HasSubstr("tunneld_tunnel_reconnects_total{tunnel=\"vpc\"} 3\n"));
+    EXPECT_THAT(text, HasSubstr("tunneld_tunnel_channel_open_failures_total{tunnel=\"vpc\"} 4\n"));
     EXPECT_THAT(text, HasSubstr("tunneld_tunnel_channel_open_seconds{tunnel=\"vpc\"} 0.0125\n"));
     EXPECT_THAT(text, HasSubstr("tunneld_tunnel_since_last_receive_seconds{tunnel=\"vpc\"} 0.12\n"));
 }
