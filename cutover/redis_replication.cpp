@@ -70,9 +70,10 @@ public:
             if (!error.empty()) return {false, name() + ": " + error};
         }
         auto answer = command(arguments, timeout);
-        if (!answer.ok && reused && !context_) {
+        if (!answer.ok && reused && !context_ && answer.text != "timed out") {
             // The kept connection had died (server restart, idle cut): one fresh try. Every
-            // command sent here is idempotent.
+            // command sent here is idempotent. Not after a timeout: a stuck server stays stuck,
+            // and a retry would overrun the caller's deadline.
             auto error = connect(timeout);
             if (!error.empty()) return {false, name() + ": " + error};
             answer = command(arguments, timeout);
