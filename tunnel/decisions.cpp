@@ -137,6 +137,20 @@ std::string sha256_fingerprint(std::span<const unsigned char, 32> digest)
     return out;
 }
 
+std::string filter_methods(std::string_view wanted, std::span<const std::string_view> supported)
+{
+    std::string out;
+    while (!wanted.empty()) {
+        const auto comma = wanted.find(',');
+        const auto name = wanted.substr(0, comma);
+        wanted = comma == std::string_view::npos ? std::string_view{} : wanted.substr(comma + 1);
+        if (name.empty() || std::find(supported.begin(), supported.end(), name) == supported.end()) continue;
+        if (!out.empty()) out += ',';
+        out += name;
+    }
+    return out;
+}
+
 bool key_mode_too_open(std::uint32_t mode) noexcept
 {
     return (mode & 077) != 0;

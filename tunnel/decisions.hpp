@@ -61,6 +61,10 @@ std::string_view host_key_type_name(int libssh2_hostkey_type) noexcept;
 /// "SHA256:<base64 without padding>", as ssh-keygen -l prints it.
 std::string sha256_fingerprint(std::span<const unsigned char, 32> digest);
 
+/// The names of comma-separated `wanted` that appear in `supported`, in `wanted`'s order.
+/// (libssh2 1.10's method_pref drops unknown names with an overlapping memcpy: never pass any.)
+std::string filter_methods(std::string_view wanted, std::span<const std::string_view> supported);
+
 /// True when a private key file's mode lets group or others read, write or execute it.
 bool key_mode_too_open(std::uint32_t mode) noexcept;
 

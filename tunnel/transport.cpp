@@ -180,10 +180,20 @@ asio::awaitable<boost::system::error_code> transport::establish()
         {LIBSSH2_METHOD_COMP_CS, "none"},
         {LIBSSH2_METHOD_COMP_SC, "none"},
     };
-    for (const auto& [method, list] : prefs) {
-        if (const int rc = libssh2_session_method_pref(ssh_, method, list); rc != 0) {
+    for (const auto& [method, wanted] : prefs) {
+        const char** names = nullptr;
+        const int count = libssh2_session_supported_algs(ssh_, method, &names);
+        std::vector<std::string_view> supported;
+        for (int i = 0; i < count; ++i)
+            supported.emplace_back(names[i]);
+        if (count > 0) libssh2_free(ssh_, static_cast<void*>(names));
+        const auto list = filter_methods(wanted, supported);
+        if (const int rc = list.empty() ? LIBSSH2_ERROR_METHOD_NOT_SUPPORTED
+                                        : libssh2_session_method_pref(ssh_, method, list.c_str());
+            rc != 0) {
             fail(make_error_code(tunnel_errc::handshake_failed),
-                 fmt::format("libssh2 refused method list {}: {}", list, libssh2_error_text(ssh_, rc)));
+                 fmt::format("libssh2 supports none of / refused {}: {}", wanted,
+                             libssh2_error_text(ssh_, rc)));
             co_return failure_;
         }
     }

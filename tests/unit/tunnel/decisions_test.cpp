@@ -135,3 +135,12 @@ TEST(TunnelErrc, IsAStdErrorCodeEnum)
     EXPECT_TRUE(boost_ec == tunnel_errc::channel_open_refused);
     EXPECT_EQ(static_cast<std::error_code>(boost_ec), tunnel_errc::channel_open_refused);
 }
+
+TEST(FilterMethods, KeepsWantedOrderAndDropsUnsupported)
+{
+    const std::array<std::string_view, 3> supported{"ssh-rsa", "ssh-ed25519", "ecdsa-sha2-nistp256"};
+    EXPECT_EQ(filter_methods("ssh-ed25519,rsa-sha2-512,ssh-rsa", supported), "ssh-ed25519,ssh-rsa");
+    EXPECT_EQ(filter_methods("rsa-sha2-512", supported), "");
+    EXPECT_EQ(filter_methods(",,ssh-rsa,", supported), "ssh-rsa");
+    EXPECT_EQ(filter_methods("", supported), "");
+}

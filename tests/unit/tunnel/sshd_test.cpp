@@ -47,6 +47,15 @@
 #include <thread>
 #include <unistd.h>
 
+// libssh2 1.10 leaks one small packet (51 bytes) per server-initiated rekey inside its transport
+// read; the rekey scenario triggers ~160 rekeys. libssh2 has no frame pointers, so LSan's fast
+// unwinder only sees libssh2's allocator: suppress by module. A leaked tunnel/ object (transport,
+// channel) is still reported, because those are allocated by our code.
+extern "C" const char* __lsan_default_suppressions()
+{
+    return "leak:libssh2.so\n";
+}
+
 namespace {
 
 namespace asio = boost::asio;
