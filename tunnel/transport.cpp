@@ -197,7 +197,9 @@ asio::awaitable<boost::system::error_code> transport::establish()
             co_return failure_;
         }
     }
-    libssh2_keepalive_config(ssh_, 1, keepalive_seconds(settings_.keepalive));
+    // libssh2 turns an interval of 1 s into 2 s.
+    libssh2_keepalive_seconds_ = std::max(2U, keepalive_seconds(settings_.keepalive));
+    libssh2_keepalive_config(ssh_, 1, libssh2_keepalive_seconds_);
 
     last_receive_ = clock::now();
     asio::co_spawn(executor_, reader(self), asio::detached);
@@ -378,9 +380,20 @@ asio::awaitable<void> transport::ticker([[maybe_unused]] std::shared_ptr<transpo
             break;
         }
         if (settings_.keepalive.count() > 0 && now - last_receive_ >= settings_.keepalive / 2) {
-            // Only when quiet: replies are not consumed by libssh2 1.10, so keep them rare.
+            // Only when quiet: libssh2 1.10 never frees keepalive replies (they stay in its packet
+            // list, which every channel read scans), so keep them rare.
             int next = 0;
-            libssh2_keepalive_send(ssh_, &next);
+            if (libssh2_keepalive_send(ssh_, &next) == 0 &&
+                next == static_cast<int>(libssh2_keepalive_seconds_))
+                ++keepalive_replies_;
+        }
+        if (keepalive_replies_ >= recycle_after_keepalives && channels_.empty() && opens_.empty() &&
+            retired_.empty() && may_recycle_ && may_recycle_()) {
+            fail(make_error_code(tunnel_errc::session_lost),
+                 fmt::format(
+                     "recycling a quiet session after {} keepalives (libssh2 1.10 keeps their replies)",
+                     keepalive_replies_));
+            break;
         }
     }
 }

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <libssh2.h>
 #include <memory>
 #include <mutex>
@@ -103,7 +104,12 @@ public:
     void add_bytes_down(std::size_t n) { stats_->bytes_down += n; }
     void add_bytes_up(std::size_t n) { stats_->bytes_up += n; }
 
+    /// Another session can take new channels: a quiet, channel-less session may be replaced.
+    void set_recycle_check(std::function<bool()> check) { may_recycle_ = std::move(check); }
+
     static constexpr std::size_t out_high_water = 512 * 1024;
+    /// A quiet session with no channels is reconnected after this many keepalives (an hour at 5 s).
+    static constexpr std::uint64_t recycle_after_keepalives = 720;
     static constexpr std::size_t in_capacity = 4 * 1024 * 1024;
 
 private:
@@ -147,7 +153,9 @@ private:
     wake_signal reader_wake_;
     wake_signal writer_wake_;
     clock::time_point last_receive_;
-    clock::time_point last_keepalive_;
+    unsigned libssh2_keepalive_seconds_ = 2;
+    std::uint64_t keepalive_replies_ = 0; ///< replies libssh2 keeps until the session is freed
+    std::function<bool()> may_recycle_;   ///< true when another session of the pool is up
 
     std::vector<std::weak_ptr<channel>> channels_;
     std::vector<LIBSSH2_CHANNEL*> retired_;

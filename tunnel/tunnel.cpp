@@ -59,10 +59,11 @@ public:
 /// One slot of the pool: keeps one transport up on its io_context, reconnecting with backoff.
 class session : public std::enable_shared_from_this<session> {
 public:
-    session(asio::io_context& loop, std::shared_ptr<const config::tunnel_config> settings, unsigned index)
+    session(asio::io_context& loop, std::shared_ptr<const config::tunnel_config> settings, unsigned index,
+            std::shared_ptr<std::atomic<unsigned>> pool_up)
         : executor_(loop.get_executor()), settings_owner_(std::move(settings)), settings_(*settings_owner_),
-          index_(index), stats_(std::make_shared<detail::session_stats>()), backoff_timer_(executor_),
-          random_(std::random_device{}() + index)
+          index_(index), pool_up_(std::move(pool_up)), stats_(std::make_shared<detail::session_stats>()),
+          backoff_timer_(executor_), random_(std::random_device{}() + index)
     {
     }
 
@@ -109,6 +110,7 @@ private:
         while (!stopped_) {
             auto current = std::make_shared<detail::transport>(executor_, settings_owner_, index_, stats_);
             transport_ = current;
+            current->set_recycle_check([pool_up = pool_up_] { return pool_up->load() > 1; });
             asio::steady_timer deadline(executor_);
             deadline.expires_after(settings_.connect_timeout);
             deadline.async_wait(
@@ -125,11 +127,13 @@ private:
                 was_up = true;
                 attempt = 0;
                 stats_->up = true;
+                ++*pool_up_;
                 stats_->set_error({});
                 spdlog::info("{} state=up address={}:{} user={}", label(), settings_.address.host,
                              settings_.address.port, settings_.user);
                 co_await current->serve();
                 stats_->up = false;
+                --*pool_up_;
                 if (!stopped_)
                     spdlog::warn("{} state=down reason=\"{}\"", label(), current->failure_reason());
             } else if (!stopped_) {
@@ -150,6 +154,7 @@ private:
     std::shared_ptr<const config::tunnel_config> settings_owner_;
     const config::tunnel_config& settings_; ///< *settings_owner_
     unsigned index_;
+    std::shared_ptr<std::atomic<unsigned>> pool_up_; ///< sessions up in the whole pool
     std::shared_ptr<detail::session_stats> stats_;
     asio::steady_timer backoff_timer_;
     std::mt19937_64 random_;
@@ -164,7 +169,8 @@ public:
           settings_(*settings_owner_)
     {
         for (unsigned i = 0; i < std::max(1U, settings_.sessions); ++i)
-            sessions_.push_back(std::make_shared<session>(*loops[i % loops.size()], settings_owner_, i));
+            sessions_.push_back(
+                std::make_shared<session>(*loops[i % loops.size()], settings_owner_, i, pool_up_));
         for (auto& s : sessions_)
             s->start();
     }
@@ -231,6 +237,7 @@ public:
 private:
     std::shared_ptr<const config::tunnel_config> settings_owner_; ///< shared with sessions and transports
     const config::tunnel_config& settings_;
+    std::shared_ptr<std::atomic<unsigned>> pool_up_ = std::make_shared<std::atomic<unsigned>>(0);
     std::vector<std::shared_ptr<session>> sessions_;
     std::atomic<std::size_t> next_{0};
     std::atomic<bool> stopped_{false};

@@ -557,6 +557,39 @@ TEST_F(Tunnel, RefusedChannelOpenLeavesOtherChannelsFlowing)
     if (ch2) asio::post(ch2->get_executor(), [ch2] { ch2->close(); });
 }
 
+TEST_F(Tunnel, IdleChannelOutlivesKeepalivesAndStillSeesEof)
+{
+    // libssh2 1.10 keeps keepalive replies in its packet list: reads and EOF must still work.
+    backend echo_backend(echo);
+    auto settings = settings_for(*bed_, 1);
+    pool_fixture f(settings);
+    ASSERT_TRUE(f.wait_up(1));
+    auto [ec, ch] = f.open(echo_backend.port());
+    ASSERT_FALSE(ec) << ec.message();
+    auto r = run_on(
+        ch->get_executor(),
+        [](std::shared_ptr<channel> c) -> asio::awaitable<transfer_result> {
+            // A pending read while idle, cancelled after three keepalive intervals.
+            asio::steady_timer idle(c->get_executor(), 6500ms);
+            std::array<char, 16> buf;
+            auto outcome =
+                co_await (c->async_read_some(asio::buffer(buf), use_tuple) || idle.async_wait(use_tuple));
+            if (outcome.index() == 0) {
+                transfer_result unexpected;
+                unexpected.read_ec = asio::error::fault; // data or an error on an idle channel
+                co_return unexpected;
+            }
+            co_return co_await echo_transfer(c, 1 << 20, 9);
+        }(ch),
+        30s);
+    EXPECT_EQ(r.received, 1U << 20);
+    EXPECT_EQ(r.sent_hash, r.received_hash);
+    EXPECT_EQ(r.read_ec, asio::error::eof) << r.read_ec.message();
+    EXPECT_EQ(f.pool->status().sessions_up, 1U);
+    EXPECT_EQ(f.pool->status().reconnects, 0U);
+    asio::post(ch->get_executor(), [ch] { ch->close(); });
+}
+
 TEST_F(Tunnel, HashedKnownHostsEntryIsAccepted)
 {
     auto settings = settings_for(*bed_, 1);
