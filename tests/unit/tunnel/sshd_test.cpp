@@ -590,6 +590,36 @@ TEST_F(Tunnel, IdleChannelOutlivesKeepalivesAndStillSeesEof)
     asio::post(ch->get_executor(), [ch] { ch->close(); });
 }
 
+TEST_F(Tunnel, StalledReaderDoesNotSlowOtherChannels)
+{
+    // A backend that sends without end, to a client that never reads: the SSH window stops it.
+    std::atomic<std::uint64_t> pushed{0};
+    backend source([&](tcp::socket socket) -> asio::awaitable<void> {
+        std::vector<char> chunk(64 * 1024, 'x');
+        for (;;) {
+            auto [ec, n] = co_await asio::async_write(socket, asio::buffer(chunk), use_tuple);
+            if (ec) co_return;
+            pushed += n;
+        }
+    });
+    backend echo_backend(echo);
+    pool_fixture f(settings_for(*bed_, 1));
+    ASSERT_TRUE(f.wait_up(1));
+    auto [ec, stalled] = f.open(source.port());
+    ASSERT_FALSE(ec) << ec.message();
+    auto [ec2, busy] = f.open(echo_backend.port());
+    ASSERT_FALSE(ec2) << ec2.message();
+    auto r = run_on(busy->get_executor(), echo_transfer(busy, 16 << 20, 11), 30s);
+    EXPECT_EQ(r.received, 16U << 20);
+    EXPECT_EQ(r.sent_hash, r.received_hash);
+    // What the stalled channel's backend got rid of is bounded by the window plus socket buffers.
+    std::cout << "backend pushed " << pushed.load() / 1024 << " KiB into a channel nobody reads\n";
+    EXPECT_LT(pushed.load(), 16U << 20);
+    EXPECT_EQ(stalled->bytes_down(), 0U);
+    asio::post(stalled->get_executor(), [stalled] { stalled->close(); });
+    asio::post(busy->get_executor(), [busy] { busy->close(); });
+}
+
 TEST_F(Tunnel, HashedKnownHostsEntryIsAccepted)
 {
     auto settings = settings_for(*bed_, 1);
