@@ -171,7 +171,8 @@ asio::awaitable<void> controller::probe_loop(std::shared_ptr<entry> e, std::uint
             probe = e->probe_replication;
             interval = e->settings->probe_interval;
         }
-        const lag_reading reading = co_await off_loop([probe] { return probe->probe(); });
+        const auto measure = [probe] { return probe->probe(); };
+        const lag_reading reading = co_await off_loop(measure);
         {
             std::lock_guard lock(mutex_);
             if (stopped_ || e->probe_generation != generation) co_return;
@@ -183,12 +184,13 @@ asio::awaitable<void> controller::probe_loop(std::shared_ptr<entry> e, std::uint
 }
 
 template <class F>
-asio::awaitable<std::invoke_result_t<F>> controller::off_loop(F f)
+asio::awaitable<std::invoke_result_t<F>> controller::off_loop(const F& f)
 {
     // Blocking work (probes, replication steps, fsync) runs on the pool; the loop keeps pumping.
-    co_return co_await asio::co_spawn(
-        blocking_, [f = std::move(f)]() mutable -> asio::awaitable<std::invoke_result_t<F>> { co_return f(); },
-        use_awaitable);
+    // Not a coroutine, and `f` by reference: g++ 12 destroys by-value temporaries of a co_await
+    // expression twice, so callers pass named lambdas and nothing temporary is owned here.
+    return asio::co_spawn(
+        blocking_, [f]() mutable -> asio::awaitable<std::invoke_result_t<F>> { co_return f(); }, use_awaitable);
 }
 
 void controller::apply_route(entry& e)
@@ -280,14 +282,16 @@ asio::awaitable<std::optional<std::string>> controller::persist()
         std::lock_guard lock(save_mutex_);
         sequence = ++save_sequence_;
     }
-    co_return co_await off_loop([this, snapshot, sequence]() -> std::optional<std::string> {
+    const auto write = [this, snapshot, sequence]() -> std::optional<std::string> {
         std::lock_guard lock(save_mutex_);
         // A newer snapshot already on disk includes this one's changes: writing this would go back in time.
         if (sequence <= saved_sequence_) return std::nullopt;
         auto error = save_state(state_file_, snapshot);
         if (!error) saved_sequence_ = sequence;
         return error;
-    });
+    };
+    auto error = co_await off_loop(write);
+    co_return error;
 }
 
 void controller::record_result(entry& e, const std::string& result, const std::string& message)
@@ -407,7 +411,8 @@ asio::awaitable<command_result> controller::run_pause_switch(std::shared_ptr<ent
             e->machine.abort_pause_switch();
         }
         apply_route(*e);
-        if (writes_paused) co_await off_loop([repl] { return repl->unpause(); });
+        const auto unpause = [repl] { return repl->unpause(); };
+        if (writes_paused) co_await off_loop(unpause);
         const auto held_ms =
             std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - held_since).count();
         const auto reason = fmt::format("switch failed: {}; clients released to {} after {}ms, nothing changed", why,
@@ -437,25 +442,32 @@ asio::awaitable<command_result> controller::run_pause_switch(std::shared_ptr<ent
                 e->svc->clients().cut(side::old_side, "drain_timeout");
             }
         } else {
-            auto step = co_await off_loop([repl, hold = remaining()] { return repl->pause_writes(hold); });
+            // CLIENT PAUSE outlives the budget by the fence's deadline: old must refuse writes until fenced.
+            const auto pause_writes = [repl, hold = remaining() + std::chrono::seconds(5)] {
+                return repl->pause_writes(hold);
+            };
+            auto step = co_await off_loop(pause_writes);
             if (!step.ok) co_return co_await undo(step.message);
             writes_paused = true;
             progress(step.message);
         }
         progress("waiting for new to catch up");
-        auto step = co_await off_loop([repl, deadline] { return repl->wait_caught_up(deadline); });
+        const auto catch_up = [repl, deadline] { return repl->wait_caught_up(deadline); };
+        auto step = co_await off_loop(catch_up);
         if (!step.ok) co_return co_await undo(step.message);
         progress(step.message);
         if (steady::now() >= deadline)
             co_return co_await undo(fmt::format("pause budget {} ran out", format_duration(settings->pause_timeout)));
-        step = co_await off_loop([repl, deadline] { return repl->promote(deadline); });
+        const auto promote = [repl, deadline] { return repl->promote(deadline); };
+        step = co_await off_loop(promote);
         if (!step.ok) co_return co_await undo(step.message);
         progress(step.message);
     } else if (repl && to == side::old_side) {
         rollback_options options;
         options.pause_hold = remaining();
         options.force = force;
-        auto step = co_await off_loop([repl, options, deadline] { return repl->rollback(options, deadline); });
+        const auto roll_back = [repl, options, deadline] { return repl->rollback(options, deadline); };
+        auto step = co_await off_loop(roll_back);
         if (!step.ok) co_return co_await undo(step.message);
         progress(step.message);
     } else if (steady::now() >= deadline) {
@@ -471,9 +483,8 @@ asio::awaitable<command_result> controller::run_pause_switch(std::shared_ptr<ent
     auto persist_error = co_await persist();
     std::string fence_problem;
     if (repl && to == side::new_side) {
-        auto step = co_await off_loop([repl] {
-            return repl->fence(steady::now() + std::chrono::seconds(5));
-        });
+        const auto fence = [repl] { return repl->fence(steady::now() + std::chrono::seconds(5)); };
+        auto step = co_await off_loop(fence);
         progress(step.message);
         if (step.ok) {
             std::lock_guard lock(mutex_);
@@ -485,7 +496,8 @@ asio::awaitable<command_result> controller::run_pause_switch(std::shared_ptr<ent
     }
     cut_other_side(*e);
     apply_route(*e);
-    if (writes_paused) co_await off_loop([repl] { return repl->unpause(); });
+    const auto unpause = [repl] { return repl->unpause(); };
+    if (writes_paused) co_await off_loop(unpause);
     const auto held_ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - held_since).count();
     progress(fmt::format("released held clients to {} after {}ms", proxy::to_string(to), held_ms));
 

@@ -94,7 +94,7 @@ private:
                                                      progress_fn progress);
     asio::awaitable<void> probe_loop(std::shared_ptr<entry> e, std::uint64_t generation);
     template <class F>
-    asio::awaitable<std::invoke_result_t<F>> off_loop(F f);
+    asio::awaitable<std::invoke_result_t<F>> off_loop(const F& f);
     nlohmann::json describe(const entry& e) const;
     void record_result(entry& e, const std::string& result, const std::string& message);
 

@@ -30,6 +30,18 @@ unsigned loop_count(const config::daemon_config& d)
     return std::max(1u, std::thread::hardware_concurrency());
 }
 
+/// The health listener's endpoint; a name such as "localhost" is resolved once, at start.
+asio::ip::tcp::endpoint resolve_listen(const config::endpoint& e)
+{
+    boost::system::error_code ec;
+    const auto address = asio::ip::make_address(e.host, ec);
+    if (!ec) return {address, e.port};
+    asio::io_context resolver_loop;
+    asio::ip::tcp::resolver resolver(resolver_loop);
+    const auto results = resolver.resolve(e.host, std::to_string(e.port));
+    return results.begin()->endpoint();
+}
+
 /// Runs `f` on `loop` and waits for it: used only before the loops carry traffic, and by reload.
 template <class F>
 void run_on(asio::io_context& loop, F f)
@@ -176,6 +188,9 @@ int runtime::run()
                 control_loop(), asio::ip::tcp::endpoint(asio::ip::make_address(h.host), h.port), std::move(sources));
             http_->start();
         }
+        signals_.add(SIGHUP);
+        signals_.add(SIGTERM);
+        signals_.add(SIGINT);
         handle_signals();
         feed_watchdog();
         retire_idle_tunnels();
