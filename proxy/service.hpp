@@ -48,6 +48,8 @@ public:
 
     /// Binds the listen address and starts accepting. Throws std::system_error if it cannot bind.
     void start();
+    /// The bound listen port (useful when the config asked for port 0).
+    std::uint16_t local_port() const { return acceptor_ ? acceptor_->local_endpoint().port() : 0; }
     /// Stops accepting; live clients are untouched. Idempotent.
     void stop_accepting();
 
