@@ -184,8 +184,7 @@ int runtime::run()
                 .metrics = [this] { return render_metrics(status()); },
                 .not_ready_reasons = [this] { return not_ready_reasons(); },
             };
-            http_ = std::make_unique<http_server>(
-                control_loop(), asio::ip::tcp::endpoint(asio::ip::make_address(h.host), h.port), std::move(sources));
+            http_ = std::make_unique<http_server>(control_loop(), resolve_listen(h), std::move(sources));
             http_->start();
         }
         signals_.add(SIGHUP);
