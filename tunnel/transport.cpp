@@ -27,14 +27,6 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 struct knownhosts_deleter {
     void operator()(LIBSSH2_KNOWNHOSTS* hosts) const noexcept { libssh2_knownhost_free(hosts); }
 };
-struct agent_deleter {
-    void operator()(LIBSSH2_AGENT* agent) const noexcept
-    {
-        libssh2_agent_disconnect(agent);
-        libssh2_agent_free(agent);
-    }
-};
-
 std::int64_t steady_ns(clock::time_point t)
 {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -88,6 +80,7 @@ transport::transport(asio::any_io_executor ex, std::shared_ptr<const config::tun
 transport::~transport()
 {
     failed_ = true; // callbacks refuse I/O while libssh2 tears down
+    free_agent();
     if (ssh_ != nullptr) libssh2_session_free(ssh_);
 }
 
@@ -96,9 +89,14 @@ std::string transport::label() const
     return fmt::format("tunnel={} session={}", settings_.name, index_);
 }
 
-ssize_t transport::on_send(libssh2_socket_t, const void* buffer, size_t length, int, void** abstract)
+ssize_t transport::on_send(libssh2_socket_t fd, const void* buffer, size_t length, int flags, void** abstract)
 {
     auto* self = static_cast<transport*>(*abstract);
+    if (fd != self->ssh_fd_) {
+        // libssh2 also talks to ssh-agent through these callbacks, on the agent's own socket.
+        const auto n = ::send(fd, buffer, length, flags | MSG_NOSIGNAL);
+        return n < 0 ? -errno : n;
+    }
     if (self->failed_) return -EPIPE;
     // Always take the whole packet: libssh2 1.10 must never see a partial write.
     const auto* bytes = static_cast<const char*>(buffer);
@@ -107,9 +105,13 @@ ssize_t transport::on_send(libssh2_socket_t, const void* buffer, size_t length, 
     return static_cast<ssize_t>(length);
 }
 
-ssize_t transport::on_recv(libssh2_socket_t, void* buffer, size_t length, int, void** abstract)
+ssize_t transport::on_recv(libssh2_socket_t fd, void* buffer, size_t length, int flags, void** abstract)
 {
     auto* self = static_cast<transport*>(*abstract);
+    if (fd != self->ssh_fd_) {
+        const auto n = ::recv(fd, buffer, length, flags);
+        return n < 0 ? -errno : n;
+    }
     const auto unread = self->in_.size() - self->in_pos_;
     if (unread == 0) return self->failed_ ? -ECONNRESET : -EAGAIN;
     const auto n = std::min(length, unread);
@@ -207,6 +209,7 @@ asio::awaitable<boost::system::error_code> transport::establish()
     asio::co_spawn(executor_, ticker(self), asio::detached);
 
     const int fd = socket_.native_handle();
+    ssh_fd_ = fd;
     int rc = co_await retry([&] { return libssh2_session_handshake(ssh_, fd); });
     if (failed_) co_return failure_;
     if (rc != 0) {
@@ -270,20 +273,24 @@ asio::awaitable<boost::system::error_code> transport::authenticate()
 {
     const std::string& user = settings_.user;
     if (settings_.uses_agent()) {
-        std::unique_ptr<LIBSSH2_AGENT, agent_deleter> agent(libssh2_agent_init(ssh_));
-        if (!agent || libssh2_agent_connect(agent.get()) != 0 ||
-            libssh2_agent_list_identities(agent.get()) != 0) {
+        // Owned by the transport: fail() frees it before the session it was allocated from.
+        agent_ = libssh2_agent_init(ssh_);
+        if (agent_ == nullptr || libssh2_agent_connect(agent_) != 0 ||
+            libssh2_agent_list_identities(agent_) != 0) {
             fail(make_error_code(tunnel_errc::authentication_failed),
                  "cannot use ssh-agent (is SSH_AUTH_SOCK set and the agent running?)");
             co_return failure_;
         }
         libssh2_agent_publickey* previous = nullptr;
         libssh2_agent_publickey* identity = nullptr;
-        while (libssh2_agent_get_identity(agent.get(), &identity, previous) == 0) {
+        while (libssh2_agent_get_identity(agent_, &identity, previous) == 0) {
             const int rc =
-                co_await retry([&] { return libssh2_agent_userauth(agent.get(), user.c_str(), identity); });
+                co_await retry([&] { return libssh2_agent_userauth(agent_, user.c_str(), identity); });
             if (failed_) co_return failure_;
-            if (rc == 0) co_return boost::system::error_code{};
+            if (rc == 0) {
+                free_agent();
+                co_return boost::system::error_code{};
+            }
             previous = identity;
         }
         fail(make_error_code(tunnel_errc::authentication_failed),
@@ -509,6 +516,14 @@ void transport::async_open(std::string host, std::uint16_t port, open_handler ha
     notify();
 }
 
+void transport::free_agent()
+{
+    if (agent_ == nullptr) return;
+    libssh2_agent_disconnect(agent_);
+    libssh2_agent_free(agent_);
+    agent_ = nullptr;
+}
+
 void transport::retire(LIBSSH2_CHANNEL* raw)
 {
     // After a failure libssh2_session_free already freed every channel of the session.
@@ -530,6 +545,7 @@ void transport::fail(boost::system::error_code ec, std::string reason)
     for (auto& request : opens_)
         complete_open(request, make_error_code(tunnel_errc::session_lost), nullptr);
     opens_.clear();
+    free_agent();
     // Free the session before closing the socket: libssh2 may touch the descriptor.
     if (ssh_ != nullptr) {
         libssh2_session_free(ssh_);

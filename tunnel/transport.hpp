@@ -145,6 +145,9 @@ private:
     std::shared_ptr<session_stats> stats_;
     asio::ip::tcp::socket socket_;
     LIBSSH2_SESSION* ssh_ = nullptr;
+    int ssh_fd_ = -1;                ///< the gateway socket; other descriptors in callbacks are ssh-agent's
+    LIBSSH2_AGENT* agent_ = nullptr; ///< only during agent authentication; allocated from ssh_
+    void free_agent();
 
     std::vector<char> in_;   ///< received from the gateway, not yet taken by libssh2
     std::size_t in_pos_ = 0; ///< in_[in_pos_..] is unread

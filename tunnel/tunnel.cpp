@@ -179,17 +179,26 @@ public:
     asio::awaitable<std::pair<std::error_code, std::shared_ptr<channel>>>
     open_channel(std::string host, std::uint16_t port) override
     {
-        std::vector<session_load> loads;
-        loads.reserve(sessions_.size());
-        for (auto& s : sessions_)
-            loads.push_back({s->stats()->up.load(), s->stats()->channels.load()});
-        const auto pick = least_loaded(loads, next_++ % sessions_.size());
-        if (stopped_ || !pick)
-            co_return std::pair{make_error_code(tunnel_errc::no_healthy_session), std::shared_ptr<channel>{}};
-        auto chosen = sessions_[*pick];
-        // Runs on the session's thread; co_spawn completes back on the caller's executor.
-        auto result = co_await asio::co_spawn(chosen->executor(), chosen->open(std::move(host), port),
-                                              asio::use_awaitable);
+        std::vector<bool> tried(sessions_.size(), false);
+        std::pair<std::error_code, std::shared_ptr<channel>> result{
+            make_error_code(tunnel_errc::no_healthy_session), nullptr};
+        // A session that dies between the choice and the open is skipped; a refusal is final.
+        for (std::size_t attempt = 0; attempt < sessions_.size() && !stopped_; ++attempt) {
+            std::vector<session_load> loads;
+            loads.reserve(sessions_.size());
+            for (std::size_t i = 0; i < sessions_.size(); ++i)
+                loads.push_back(
+                    {!tried[i] && sessions_[i]->stats()->up.load(), sessions_[i]->stats()->channels.load()});
+            const auto pick = least_loaded(loads, next_++ % sessions_.size());
+            if (!pick) break;
+            tried[*pick] = true;
+            auto chosen = sessions_[*pick];
+            // Runs on the session's thread; co_spawn completes back on the caller's executor.
+            result =
+                co_await asio::co_spawn(chosen->executor(), chosen->open(host, port), asio::use_awaitable);
+            if (result.first != tunnel_errc::session_lost && result.first != tunnel_errc::no_healthy_session)
+                break;
+        }
         co_return result;
     }
 

@@ -713,6 +713,47 @@ TEST_F(Tunnel, UnknownAndChangedHostKeysAreRefusedBeforeAuthentication)
     }
 }
 
+TEST_F(Tunnel, AuthenticatesWithSshAgent)
+{
+    const auto dir = fs::path(bed_->sshd()["dir"].get<std::string>());
+    const auto socket_path = dir / "agent.sock";
+    fs::remove(socket_path);
+    // Our own agent, stopped by its pid at the end.
+    FILE* agent = ::popen(("ssh-agent -s -a " + socket_path.string()).c_str(), "r");
+    ASSERT_NE(agent, nullptr);
+    std::string output;
+    // The daemonized agent keeps the pipe open: stop after the line that names its pid.
+    for (char line[512];
+         output.find("SSH_AGENT_PID=") == std::string::npos && std::fgets(line, sizeof line, agent);)
+        output += line;
+    ::pclose(agent);
+    const auto at = output.find("SSH_AGENT_PID=");
+    ASSERT_NE(at, std::string::npos) << output;
+    const int agent_pid = std::atoi(output.c_str() + at + 14);
+    ASSERT_GT(agent_pid, 0);
+    const std::unique_ptr<void, std::function<void(void*)>> stop_agent(reinterpret_cast<void*>(1),
+                                                                       [agent_pid](void*) {
+                                                                           ::kill(agent_pid, SIGTERM);
+                                                                           ::unsetenv("SSH_AUTH_SOCK");
+                                                                       });
+    const auto add = "SSH_AUTH_SOCK=" + socket_path.string() + " ssh-add -q " +
+                     bed_->sshd()["user_key"].get<std::string>();
+    ASSERT_EQ(std::system(add.c_str()), 0);
+    ::setenv("SSH_AUTH_SOCK", socket_path.c_str(), 1); // read by libssh2_agent_connect
+    backend echo_backend(echo);
+    auto settings = settings_for(*bed_, 1);
+    settings.identity = "agent";
+    {
+        pool_fixture f(settings);
+        EXPECT_TRUE(f.wait_up(1)) << f.pool->status().last_error;
+        auto [ec, ch] = f.open(echo_backend.port());
+        ASSERT_FALSE(ec) << ec.message();
+        auto r = run_on(ch->get_executor(), echo_transfer(ch, 4096, 21), 20s);
+        EXPECT_EQ(r.sent_hash, r.received_hash);
+        asio::post(ch->get_executor(), [ch] { ch->close(); });
+    }
+}
+
 TEST_F(Tunnel, GroupReadableKeyIsRefusedAtStart)
 {
     const auto dir = fs::path(bed_->sshd()["dir"].get<std::string>());
