@@ -1,12 +1,17 @@
 #include "daemon/runtime.hpp"
 
 #include "daemon/control_server.hpp"
+#include "proxy/backend_path.hpp"
 #include "daemon/http_server.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/notify.hpp"
 #include "tunnel/tunnel.hpp"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -193,6 +198,7 @@ int runtime::run()
         handle_signals();
         feed_watchdog();
         retire_idle_tunnels();
+        asio::co_spawn(control_loop(), check_backends(), asio::detached);
     });
     spdlog::info("tunneld ready: {} services, {} tunnels, {} event loops", settings_->services.size(),
                  settings_->tunnels.size(), loops_.size());
@@ -294,6 +300,38 @@ void runtime::retire_idle_tunnels()
     });
 }
 
+asio::awaitable<void> runtime::check_backends()
+{
+    // /readyz needs to know whether each active direct backend answers; tunnelled ones are judged
+    // by their tunnel's health. One connect per backend every 2s is cheap next to client traffic.
+    asio::steady_timer pause(control_loop());
+    while (!stopping_) {
+        std::map<std::string, std::string> unreachable;
+        const auto snapshot = services_;
+        for (const auto& [name, svc] : snapshot) {
+            const auto settings = svc->settings();
+            const auto r = svc->current_route();
+            for (const auto s : {proxy::side::old_side, proxy::side::new_side}) {
+                if (!r.split_percent && r.active != s) continue;
+                if (r.split_percent && *r.split_percent == (s == proxy::side::new_side ? 0 : 100)) continue;
+                const auto& b = s == proxy::side::old_side ? settings->old_backend : settings->new_backend;
+                if (b.via) continue;
+                const auto timeout = std::min(settings->connect_timeout, config::duration(std::chrono::seconds(2)));
+                const auto ec = co_await proxy::probe_connect(b.address, timeout);
+                if (ec)
+                    unreachable[name] = fmt::format("service {}: {} backend {} unreachable: {}", name,
+                                                    proxy::to_string(s), b.address.to_string(), ec.message());
+            }
+        }
+        {
+            std::lock_guard lock(reachability_mutex_);
+            unreachable_ = std::move(unreachable);
+        }
+        pause.expires_after(std::chrono::seconds(2));
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+}
+
 std::vector<std::string> runtime::reload()
 {
     std::vector<std::string> errors;
@@ -380,6 +418,10 @@ nlohmann::json runtime::status(const std::string& service) const
 std::vector<std::string> runtime::not_ready_reasons() const
 {
     auto reasons = controller_->not_ready_reasons();
+    {
+        std::lock_guard lock(reachability_mutex_);
+        for (const auto& [name, why] : unreachable_) reasons.push_back(why);
+    }
     for (const auto& svc : controller_->status()) {
         const auto& active = svc["active"].get_ref<const std::string&>();
         for (const char* s : {"old", "new"}) {

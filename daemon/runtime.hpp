@@ -58,6 +58,7 @@ private:
     void begin_shutdown();
     void feed_watchdog();
     void retire_idle_tunnels();
+    asio::awaitable<void> check_backends();
 
     std::shared_ptr<const config::config> settings_;
     std::vector<std::unique_ptr<asio::io_context>> loops_;
@@ -71,6 +72,10 @@ private:
     std::unique_ptr<cutover::controller> controller_;
     std::map<std::string, std::shared_ptr<proxy::service>> services_; ///< touched on the control loop only
     std::map<std::string, std::vector<std::shared_ptr<proxy::service>>> forwarders_;
+
+    mutable std::mutex reachability_mutex_;
+    /// service -> why its active direct backend cannot be reached; guarded by reachability_mutex_
+    std::map<std::string, std::string> unreachable_;
 
     std::unique_ptr<control_server> control_;
     std::unique_ptr<http_server> http_;

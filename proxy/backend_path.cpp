@@ -30,6 +30,26 @@ std::string close_reason(pump_end up, pump_end down, bool up_ended_first)
     return "unknown";
 }
 
+asio::awaitable<boost::system::error_code> probe_connect(const config::endpoint& target, config::duration timeout)
+{
+    using namespace asio::experimental::awaitable_operators;
+    const auto executor = co_await asio::this_coro::executor;
+    tcp::socket socket(executor);
+    tcp::resolver resolver(executor);
+    asio::steady_timer deadline(executor);
+    deadline.expires_after(timeout);
+    auto connect = [&]() -> asio::awaitable<boost::system::error_code> {
+        auto [resolve_ec, endpoints] =
+            co_await resolver.async_resolve(target.host, std::to_string(target.port), as_tuple(use_awaitable));
+        if (resolve_ec) co_return resolve_ec;
+        auto [connect_ec, endpoint] = co_await asio::async_connect(socket, endpoints, as_tuple(use_awaitable));
+        co_return connect_ec;
+    };
+    auto result = co_await (connect() || deadline.async_wait(as_tuple(use_awaitable)));
+    if (result.index() == 1) co_return asio::error::timed_out;
+    co_return std::get<0>(result);
+}
+
 asio::awaitable<client_outcome> run_client(tcp::socket client, std::shared_ptr<client_handle> handle,
                                            const config::service_config& settings, const config::backend& target,
                                            const tunnel_lookup& tunnels, service_counters& counters)

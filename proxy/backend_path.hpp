@@ -33,6 +33,9 @@ asio::awaitable<client_outcome> run_client(asio::ip::tcp::socket client, std::sh
                                            const config::service_config& settings, const config::backend& target,
                                            const tunnel_lookup& tunnels, service_counters& counters);
 
+/// Opens and closes a TCP connection to `target` within `timeout`: is a direct backend reachable?
+asio::awaitable<boost::system::error_code> probe_connect(const config::endpoint& target, config::duration timeout);
+
 /// The tunnelled half of run_client (proxy/tunnel_path.cpp).
 asio::awaitable<client_outcome> run_tunnelled(asio::ip::tcp::socket client, std::shared_ptr<client_handle> handle,
                                               const config::service_config& settings, const config::backend& target,
