@@ -229,7 +229,8 @@ atexit.register(_cleanup_at_exit)
 
 
 def install_signal_teardown() -> None:
-    """Turns SIGTERM/SIGHUP into SystemExit so context managers and atexit tear the bed down.
+    """Turns SIGTERM/SIGHUP into KeyboardInterrupt so context managers and atexit tear the bed
+    down (unittest stops on KeyboardInterrupt; it would record SystemExit and go on).
 
     Only from the main thread, and only where the handler is still the default.
     """
@@ -237,7 +238,7 @@ def install_signal_teardown() -> None:
         return
 
     def handler(signum, _frame):
-        raise SystemExit(128 + signum)
+        raise KeyboardInterrupt(f"signal {signum}")
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) in (signal.SIG_DFL, None):
