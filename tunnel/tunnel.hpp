@@ -57,6 +57,8 @@ public:
 };
 
 /// Starts the sessions of `settings`, spreading them over `loops` (each run by its own thread).
+/// Lifetimes: call stop() (or drop the pool) and release every channel while the loops still run;
+/// a channel's destructor and stop() post work to the session's io_context.
 /// Connecting happens in the background; check healthy()/status(). Throws std::system_error
 /// only for problems found before any network I/O (unreadable or group/other-readable key,
 /// unreadable known_hosts).

@@ -840,7 +840,8 @@ TEST(TunnelFailure, StoppedGatewayIsDetectedWithinKeepaliveBound)
     EXPECT_EQ(pending.get(), tunnel_errc::session_lost);
     std::cout << "stopped gateway detected after "
               << std::chrono::duration_cast<std::chrono::milliseconds>(detected).count() << " ms\n";
-    EXPECT_LE(detected, bound + 500ms);
+    // The bound plus one keepalive tick (a quarter interval) and some scheduling slack.
+    EXPECT_LE(detected, bound + 1s);
     EXPECT_NE(f.pool->status().last_error.find("nothing received"), std::string::npos)
         << f.pool->status().last_error;
     asio::post(ch->get_executor(), [ch] { ch->close(); });
@@ -853,7 +854,7 @@ TEST(TunnelFailure, RekeyUnderLoadKeepsChannelsByteIdentical)
     pool_fixture f(settings_for(bed, 2));
     ASSERT_TRUE(f.wait_up(2));
     constexpr int count = 20;
-    constexpr std::size_t each = 4 << 20;
+    constexpr std::size_t each = (128 << 20) / count; // 128 MiB each way, 256 MiB through sshd
     std::vector<std::shared_ptr<channel>> channels;
     std::vector<std::future<transfer_result>> results;
     for (int i = 0; i < count; ++i) {
