@@ -241,9 +241,11 @@ void controller::on_deadline(const std::shared_ptr<entry>& e)
     }
 }
 
-asio::awaitable<void> controller::watch_drain(std::shared_ptr<entry> e)
+asio::awaitable<void> controller::watch_drain(std::shared_ptr<entry> e, progress_fn progress)
 {
     asio::steady_timer poll(loop_);
+    // tunnelctl gives up after 120s without a line: a long drain says how it is going every 30s.
+    auto next_report = steady::now() + std::chrono::seconds(30);
     for (;;) {
         const auto draining = e->machine.draining_side();
         if (!draining || e->machine.state() != service_state::draining) co_return;
@@ -252,6 +254,11 @@ asio::awaitable<void> controller::watch_drain(std::shared_ptr<entry> e)
             e->machine.drained();
             e->deadline_timer.cancel();
             co_return;
+        }
+        if (steady::now() >= next_report) {
+            next_report += std::chrono::seconds(30);
+            progress(fmt::format("still draining {} clients on {}", e->svc->clients().count(*draining),
+                                 proxy::to_string(*draining)));
         }
         poll.expires_after(std::chrono::milliseconds(50));
         co_await poll.async_wait(as_tuple(use_awaitable));
@@ -384,7 +391,7 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
                              e->svc->clients().count(draining), proxy::to_string(draining),
                              format_duration(settings->drain_timeout)));
         arm_deadline(e);
-        co_await watch_drain(e);
+        co_await watch_drain(e, progress);
         progress(fmt::format("drained {}", proxy::to_string(draining)));
     }
     const auto message = fmt::format("{} switched to {}", name, proxy::to_string(to));

@@ -88,7 +88,7 @@ private:
     void on_deadline(const std::shared_ptr<entry>& e);
     void apply_route(entry& e);
     void cut_other_side(entry& e);
-    asio::awaitable<void> watch_drain(std::shared_ptr<entry> e);
+    asio::awaitable<void> watch_drain(std::shared_ptr<entry> e, progress_fn progress);
     asio::awaitable<std::optional<std::string>> persist();
     asio::awaitable<command_result> run_pause_switch(std::shared_ptr<entry> e, side to, bool force,
                                                      progress_fn progress);

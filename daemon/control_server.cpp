@@ -142,8 +142,7 @@ asio::awaitable<void> control_server::serve(local::socket peer)
             if (write_ec) co_return;
         }
         if (reader.overflowed()) {
-            const auto line = error_line({error_code::bad_request,
-                                          fmt::format("request line longer than {} bytes", max_line_length)});
+            const auto line = error_line(line_too_long_error());
             co_await asio::async_write(peer, asio::buffer(line), as_tuple(use_awaitable));
             co_return;
         }
@@ -197,7 +196,7 @@ asio::awaitable<std::string> control_server::execute(const request& r, local::so
         co_return error_line({error_code::refused, message});
     }
     }
-    co_return error_line({error_code::bad_request, "unknown command"});
+    co_return error_line({error_code::bad_request, "unknown command"}); // parse_request admits only known ones
 }
 
 } // namespace tunneld::daemon
