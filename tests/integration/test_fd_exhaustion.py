@@ -1,0 +1,135 @@
+"""Scenario: running out of file descriptors (issue 2: "Running out of file descriptors must not
+spin the CPU or stop accepting for good").
+
+Goal: tunneld started with a low fd limit (`prlimit --nofile=64:64`) gets more clients than its
+descriptors allow. While it is exhausted it must not spin (its utime+stime over 2 s stays well
+under half a core), and once the clients close, new clients are served again: the accept loop
+did not stop for good. The control socket answers again too.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import unittest
+from pathlib import Path
+
+from integration_support import SERVICE, IntegrationTest, daemon_config, service_config, tb
+
+FD_LIMIT = 64
+CLIENTS = 100
+MAX_CPU_FRACTION = 0.25  # of one core, over the 2 s sample while exhausted
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` (all its threads) in seconds, from /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2:].split()
+    # fields[0] is field 3 (state); utime is field 14, stime field 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def echo_round_trip(port: int, timeout: float = 5.0) -> bool:
+    """A fresh client: the backend's greeting, then one echoed message."""
+    with socket.create_connection((tb.HOST, port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        if s.recv(1) != b"E":
+            return False
+        s.sendall(b"hello")
+        data = b""
+        while len(data) < 5:
+            chunk = s.recv(5 - len(data))
+            if not chunk:
+                return False
+            data += chunk
+        return data == b"hello"
+
+
+class FdExhaustionTest(IntegrationTest):
+    def setUp(self):
+        super().setUp()
+        self.echo = self.bed.echo_server(prefix=b"E")
+        self.port = tb.free_port()
+        config = daemon_config({SERVICE: service_config(self.port, self.echo.port,
+                                                        self.echo.port)})
+        self.daemon = self.bed.tunneld(config, start=False)
+        # The bed's launcher has no rlimit knob: start the same binary and config file under
+        # prlimit (which execs, so the pid is tunneld's) and hand the process to the bed.
+        with open(self.daemon.log, "ab") as log:
+            log.write(f"=== starting tunneld with nofile={FD_LIMIT}\n".encode())
+        self.daemon.process = tb.Process(
+            ["prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}", "--", str(tb.tunneld_bin()),
+             "--config", str(self.daemon.config_path)], self.daemon.log)
+        self.daemon.wait_ready()
+        self.clients: list[socket.socket] = []
+        self.addCleanup(self.close_clients)
+
+    def close_clients(self) -> None:
+        for c in self.clients:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.clients = []
+
+    def test_exhausted_descriptors_do_not_spin_and_accepting_resumes(self):
+        pid = self.daemon.pid
+        limits = Path(f"/proc/{pid}/limits").read_text()
+        self.assertRegex(limits, rf"Max open files\s+{FD_LIMIT}\s+{FD_LIMIT}", limits)
+        self.assertTrue(echo_round_trip(self.port), "not served before exhaustion")
+        baseline = open_fds(pid)
+        self.assertLess(baseline, FD_LIMIT - 10, f"{baseline} fds open at start")
+
+        # More clients than descriptors: each served client costs tunneld two (client, backend).
+        for _ in range(CLIENTS):
+            s = socket.create_connection((tb.HOST, self.port), timeout=5)
+            s.settimeout(5)
+            self.clients.append(s)
+        # The served ones get the greeting; wait for tunneld to use up what it can.
+        self.eventually(lambda: open_fds(pid) >= FD_LIMIT - 2, 15,
+                        f"tunneld near its fd limit ({FD_LIMIT})")
+        time.sleep(1.0)  # let accepts settle into the exhausted state
+        self.assertTrue(self.daemon.running(), "tunneld died when out of descriptors")
+        self.eventually(lambda: "Too many open files" in self.daemon.log_text(), 10,
+                        "tunneld logs the EMFILE accept failure")
+
+        # While exhausted: no spinning.
+        cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+        time.sleep(2.0)
+        cpu_after, wall_after = cpu_seconds(pid), time.monotonic()
+        fraction = (cpu_after - cpu_before) / (wall_after - wall_before)
+        print(f"\nRESULT fd exhaustion: {open_fds(pid)} fds open (limit {FD_LIMIT}), "
+              f"cpu {fraction * 100:.1f}% of one core over 2 s")
+        self.assertGreaterEqual(open_fds(pid), FD_LIMIT - 4, "no longer exhausted")
+        self.assertLess(fraction, MAX_CPU_FRACTION,
+                        f"tunneld used {fraction * 100:.0f}% of a core while out of fds")
+
+        # A client served before exhaustion still works meanwhile.
+        first = self.clients[0]
+        self.assertEqual(first.recv(1), b"E")
+        first.sendall(b"still")
+        self.assertEqual(first.recv(5), b"still")
+
+        # Clients close: accepting resumes, new clients are served, control socket answers.
+        self.close_clients()
+        self.eventually(lambda: echo_round_trip(self.port, timeout=2), 20,
+                        "a new client served after the clients closed")
+        self.eventually(lambda: open_fds(pid) <= baseline + 4, 20,
+                        "tunneld's descriptors back near the baseline")
+        for _ in range(10):
+            self.assertTrue(echo_round_trip(self.port), "a new client not served")
+        self.ctl_ok(self.daemon, "status")
+        self.assertTrue(self.daemon.running())
+        cpu_idle = cpu_seconds(pid)
+        time.sleep(1.0)
+        self.assertLess(cpu_seconds(pid) - cpu_idle, MAX_CPU_FRACTION,
+                        "tunneld keeps burning CPU after recovering")
+
+
+if __name__ == "__main__":
+    unittest.main()
