@@ -357,6 +357,7 @@ class RedisCutoverDirectTest(RedisCutoverTest):
         self.assertEqual(refused.returncode, 1, self.output)
         writer = Writer(self.port, "f", threads=4).start()
         self.addCleanup(lambda: writer._stop.set())
+        self.eventually(lambda: len(writer.acked) + writer.attempts > 50, 10, "writes on old")
         proc = self.daemon.ctl_async("switch", SERVICE, "--force")
         # let the replica catch up once the forced switch is under way (pausing old's writes)
         time.sleep(0.5)
@@ -466,6 +467,10 @@ class RedisCutoverTunnelTest(RedisCutoverTest):
             self.skipTest(f"the tunnelled probe never reported the replica in sync "
                           f"(tunnel path broken?): lag={svc['lag']} ({e})")
         self.run_switch_under_load("via tunnel")
+        self.assertEqual(self.svc()["new"]["via"], "gateway")
+        self.assertGreaterEqual(self.sshd.accepted_count(), 1, "sshd logged no public-key login")
+        tunnels = self.daemon.ctl("tunnels", "--json", check=True).stdout
+        self.assertIn("gateway", tunnels)
 
 
 # the tunnel variant reuses the direct scenario body
