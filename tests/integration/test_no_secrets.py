@@ -178,7 +178,9 @@ class NoSecretsTest(IntegrationTest):
         self.read_everything()
 
         # rollback (undoes promotion and fence with the same credentials)
-        self.ctl("rollback", SERVICE)
+        rolled = self.ctl("rollback", SERVICE)
+        self.assertEqual(rolled.returncode, 0, rolled.stdout + rolled.stderr)
+        self.assertEqual(self.svc()["active"], "old")
         self.read_everything()
 
         code = self.daemon.sigterm(wait=True, timeout=30)
