@@ -83,7 +83,9 @@ public:
     channel(private_tag, std::shared_ptr<detail::transport> transport, _LIBSSH2_CHANNEL* raw,
             std::shared_ptr<detail::session_stats> stats);
     /// Runs pending operations against libssh2; returns true when something progressed.
-    bool service();
+    /// `unread_input`: the transport holds bytes libssh2 has not parsed; cleared once a libssh2
+    /// call made here has drained them.
+    bool service(bool& unread_input);
     /// The session died: libssh2 already freed (or will free) the raw channel.
     void session_lost();
 

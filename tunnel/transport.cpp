@@ -427,6 +427,7 @@ asio::awaitable<boost::system::error_code> transport::serve()
 bool transport::service_once()
 {
     const auto unread_before = in_.size() - in_pos_;
+    bool unread_input = unread_before > 0;
     bool progress = false;
     for (std::size_t i = 0; i < channels_.size();) {
         auto ch = channels_[i].lock();
@@ -435,7 +436,7 @@ bool transport::service_once()
             channels_.pop_back();
             continue;
         }
-        if (ch->service()) progress = true;
+        if (ch->service(unread_input)) progress = true;
         if (failed_) return false;
         ++i;
     }
