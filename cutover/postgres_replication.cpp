@@ -172,19 +172,39 @@ public:
 
     step_result wait_caught_up(clock::time_point deadline) override
     {
+        // The target is old's WAL *insert* position, read once while clients are held: with
+        // synchronous_commit = off a commit is acknowledged before its WAL is written, and
+        // pg_current_wal_lsn() (the write position) would let us promote without it. The WAL
+        // writer flushes it within wal_writer_delay and the standby then replays it.
         const auto start = clock::now();
-        lag_reading last;
+        std::string error;
+        const auto inserted = old_.first_row("SELECT pg_current_wal_insert_lsn()",
+                                             time_left(deadline, service_.probe_timeout), error);
+        const auto target = inserted && inserted->size() == 1 && (*inserted)[0]
+                                ? parse_lsn(*(*inserted)[0])
+                                : std::nullopt;
+        if (!target)
+            return step_result::failure("cannot read old's WAL insert position: " +
+                                        (inserted ? std::string("unexpected answer") : error));
+        std::string last = "no answer";
         for (;;) {
-            last = measure(deadline, clock::now());
-            if (last.link == link_state::up && last.bytes == 0u)
-                return step_result::success("new caught up with old in " + since(start) + " (" + last.detail +
-                                            ")");
+            const auto standby = new_.first_row(standby_query, time_left(deadline, service_.probe_timeout), error);
+            if (standby && standby->size() == 4) {
+                const bool streaming = (*standby)[0] == "t" && (*standby)[3] == "streaming";
+                const auto replayed = (*standby)[1] ? parse_lsn(*(*standby)[1]) : std::nullopt;
+                if (streaming && replayed && replay_reached(*replayed, *target))
+                    return step_result::success("new caught up with old in " + since(start) + " (replayed " +
+                                                format_lsn(*replayed) + ", old inserted " + format_lsn(*target) +
+                                                ")");
+                last = "replayed " + (replayed ? format_lsn(*replayed) : std::string("unknown")) + " of " +
+                       format_lsn(*target) + (streaming ? "" : ", not streaming");
+            } else {
+                last = standby ? "new: unexpected answer" : error;
+            }
             if (clock::now() + poll_interval >= deadline) break;
             std::this_thread::sleep_for(poll_interval);
         }
-        std::string lag = last.bytes ? format_bytes(*last.bytes) + " behind" : "lag unknown";
-        return step_result::failure("new not caught up with old by the deadline (" + lag + ", link " +
-                                    std::string(to_string(last.link)) + ": " + last.detail + ")");
+        return step_result::failure("new not caught up with old by the deadline (" + last + ")");
     }
 
     step_result promote(clock::time_point deadline) override
@@ -254,6 +274,16 @@ public:
     }
 
 private:
+    /// Replay reached `target`. An insert position at the very start of a WAL page points past
+    /// the page header, which no record ends in: within that header counts as reached.
+    static bool replay_reached(std::uint64_t replayed, std::uint64_t target)
+    {
+        constexpr std::uint64_t wal_page = 8192;
+        constexpr std::uint64_t long_page_header = 40;
+        if (replayed >= target) return true;
+        return target % wal_page <= long_page_header && target - replayed <= long_page_header;
+    }
+
     lag_reading measure(clock::time_point deadline, clock::time_point at)
     {
         std::string error;
