@@ -176,6 +176,16 @@ asio::awaitable<void> controller::probe_loop(std::shared_ptr<entry> e, std::uint
         {
             std::lock_guard lock(mutex_);
             if (stopped_ || e->probe_generation != generation) co_return;
+            // A probe that starts or stops failing is worth one line; every reading is not.
+            const auto before = e->lag ? e->lag->link : link_state::unknown;
+            const bool first = !e->lag;
+            if (first || before != reading.link) {
+                if (reading.link == link_state::up)
+                    spdlog::info("service={} replication link up ({})", e->settings->name, reading.detail);
+                else
+                    spdlog::warn("service={} replication link {}: {}", e->settings->name, to_string(reading.link),
+                                 reading.detail);
+            }
             e->lag = reading;
         }
         timer.expires_after(interval);

@@ -73,6 +73,10 @@ asio::awaitable<client_outcome> run_client(tcp::socket client, std::shared_ptr<c
         auto [resolve_ec, endpoints] = co_await resolver.async_resolve(
             target.address.host, std::to_string(target.address.port), as_tuple(use_awaitable));
         if (resolve_ec) co_return resolve_ec;
+        // Opening first makes "Too many open files" the reported error, not a cancelled connect.
+        boost::system::error_code open_ec;
+        backend.open(endpoints.begin()->endpoint().protocol(), open_ec);
+        if (open_ec) co_return open_ec;
         auto [connect_ec, endpoint] = co_await asio::async_connect(backend, endpoints, as_tuple(use_awaitable));
         co_return connect_ec;
     };

@@ -111,6 +111,8 @@ void service::cut_everything(const std::string& reason)
 asio::awaitable<void> service::accept_loop()
 {
     asio::steady_timer backoff(co_await asio::this_coro::executor);
+    auto next_accept_warning = std::chrono::steady_clock::time_point{};
+    std::uint64_t failed_accepts = 0;
     for (;;) {
         auto& target = *loops_[next_loop_++ % loops_.size()];
         auto [ec, client] = co_await acceptor_->async_accept(target, as_tuple(use_awaitable));
@@ -118,7 +120,15 @@ asio::awaitable<void> service::accept_loop()
         if (ec) {
             // Out of file descriptors (or another transient failure): the pending connection stays in
             // the backlog, so retrying at once would spin. Pause briefly, then accept again.
-            spdlog::warn("service={} accept failed: {}; retrying in 100ms", name_, ec.message());
+            // One line per 10s at most: a host stuck at its fd limit must not flood the journal.
+            const auto now = std::chrono::steady_clock::now();
+            ++failed_accepts;
+            if (now >= next_accept_warning) {
+                spdlog::warn("service={} accept failed: {} ({} times since the last report); retrying every 100ms",
+                             name_, ec.message(), failed_accepts);
+                failed_accepts = 0;
+                next_accept_warning = now + std::chrono::seconds(10);
+            }
             backoff.expires_after(std::chrono::milliseconds(100));
             co_await backoff.async_wait(as_tuple(use_awaitable));
             continue;
