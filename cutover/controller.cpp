@@ -4,11 +4,10 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <chrono>
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-
-#include <chrono>
 
 namespace tunneld::cutover {
 
@@ -20,8 +19,8 @@ namespace {
 
 std::string utc_now()
 {
-    return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(std::chrono::system_clock::to_time_t(
-                                                     std::chrono::system_clock::now())));
+    return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}",
+                       fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
 }
 
 std::string format_duration(config::duration d)
@@ -32,15 +31,16 @@ std::string format_duration(config::duration d)
 
 nlohmann::json backend_json(const config::backend& b)
 {
-    return {{"address", b.address.to_string()}, {"via", b.via ? nlohmann::json(*b.via) : nlohmann::json(nullptr)}};
+    return {{"address", b.address.to_string()},
+            {"via", b.via ? nlohmann::json(*b.via) : nlohmann::json(nullptr)}};
 }
 
 } // namespace
 
 struct controller::entry {
     entry(std::shared_ptr<proxy::service> s, asio::io_context& loop, route initial, bool fenced_at_start)
-        : svc(std::move(s)), settings(svc->settings()), machine(settings->kind, initial), deadline_timer(loop),
-          fenced(fenced_at_start)
+        : svc(std::move(s)), settings(svc->settings()), machine(settings->kind, initial),
+          deadline_timer(loop), fenced(fenced_at_start)
     {
     }
 
@@ -91,8 +91,7 @@ route controller::initial_route(const config::service_config& settings) const
         }
         return r;
     }
-    if (settings.split_percent && settings.kind == config::service_kind::tcp)
-    {
+    if (settings.split_percent && settings.kind == config::service_kind::tcp) {
         route r;
         r.split_percent = static_cast<std::uint8_t>(*settings.split_percent);
         r.sticky = settings.split_sticky;
@@ -136,7 +135,8 @@ void controller::remove_service(const std::string& name)
     }
 }
 
-void controller::update_service(const std::string& name, std::shared_ptr<const config::service_config> settings,
+void controller::update_service(const std::string& name,
+                                std::shared_ptr<const config::service_config> settings,
                                 std::optional<probe_endpoints> probes)
 {
     auto e = find(name);
@@ -183,8 +183,8 @@ asio::awaitable<void> controller::probe_loop(std::shared_ptr<entry> e, std::uint
                 if (reading.link == link_state::up)
                     spdlog::info("service={} replication link up ({})", e->settings->name, reading.detail);
                 else
-                    spdlog::warn("service={} replication link {}: {}", e->settings->name, to_string(reading.link),
-                                 reading.detail);
+                    spdlog::warn("service={} replication link {}: {}", e->settings->name,
+                                 to_string(reading.link), reading.detail);
             }
             e->lag = reading;
         }
@@ -193,14 +193,14 @@ asio::awaitable<void> controller::probe_loop(std::shared_ptr<entry> e, std::uint
     }
 }
 
-template <class F>
-asio::awaitable<std::invoke_result_t<F>> controller::off_loop(const F& f)
+template <class F> asio::awaitable<std::invoke_result_t<F>> controller::off_loop(const F& f)
 {
     // Blocking work (probes, replication steps, fsync) runs on the pool; the loop keeps pumping.
     // Not a coroutine, and `f` by reference: g++ 12 destroys by-value temporaries of a co_await
     // expression twice, so callers pass named lambdas and nothing temporary is owned here.
     return asio::co_spawn(
-        blocking_, [f]() mutable -> asio::awaitable<std::invoke_result_t<F>> { co_return f(); }, use_awaitable);
+        blocking_, [f]() mutable -> asio::awaitable<std::invoke_result_t<F>> { co_return f(); },
+        use_awaitable);
 }
 
 void controller::apply_route(entry& e)
@@ -212,7 +212,8 @@ void controller::cut_other_side(entry& e)
 {
     const side gone = proxy::other(e.machine.current_route().active);
     const auto n = e.svc->clients().cut(gone, "cut_by_switch");
-    if (n > 0) spdlog::info("service={} cut {} clients on side {}", e.settings->name, n, proxy::to_string(gone));
+    if (n > 0)
+        spdlog::info("service={} cut {} clients on side {}", e.settings->name, n, proxy::to_string(gone));
 }
 
 void controller::arm_deadline(const std::shared_ptr<entry>& e)
@@ -247,7 +248,8 @@ void controller::on_deadline(const std::shared_ptr<entry>& e)
                          proxy::to_string(*draining));
         }
         break;
-    default: break;
+    default:
+        break;
     }
 }
 
@@ -319,11 +321,12 @@ void controller::record_result(entry& e, const std::string& result, const std::s
 }
 
 asio::awaitable<command_result> controller::switch_side(std::string name, side to,
-                                                        std::optional<config::switch_mode> requested_mode, bool force,
-                                                        progress_fn progress)
+                                                        std::optional<config::switch_mode> requested_mode,
+                                                        bool force, progress_fn progress)
 {
     auto e = find(name);
-    if (!e) co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
+    if (!e)
+        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
     if (e->busy)
         co_return command_result::failure("busy", fmt::format("another switch of {} is under way", name));
     const auto settings = e->settings;
@@ -331,9 +334,10 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
     const bool replicated = settings->kind != config::service_kind::tcp;
 
     if (replicated && mode != config::switch_mode::pause && !force) {
-        const auto reason = fmt::format("switch refused: mode {} on a {} service would let both sides take writes; "
-                                        "use --mode pause (promotes and fences) or --force",
-                                        config::to_string(mode), config::to_string(settings->kind));
+        const auto reason =
+            fmt::format("switch refused: mode {} on a {} service would let both sides take writes; "
+                        "use --mode pause (promotes and fences) or --force",
+                        config::to_string(mode), config::to_string(settings->kind));
         record_result(*e, "refused", reason);
         co_return command_result::failure("refused", reason);
     }
@@ -345,7 +349,8 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
         }
         const auto max_age = 3 * settings->probe_interval + settings->probe_timeout;
         const auto verdict =
-            lag ? check_gate(*lag, settings->max_lag, settings->max_lag_seconds, force, steady::now(), max_age)
+            lag ? check_gate(*lag, settings->max_lag, settings->max_lag_seconds, force, steady::now(),
+                             max_age)
                 : check_gate(unknown_lag(e->probe_replication ? "no probe has answered yet"
                                                               : "no probe configured for this service",
                                          steady::now()),
@@ -356,26 +361,29 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
             spdlog::warn("service={} {}", name, reason);
             co_return command_result::failure("refused", reason);
         }
-        if (verdict.forced) spdlog::warn("service={} switch to new forced by operator: {}", name, verdict.reason);
+        if (verdict.forced)
+            spdlog::warn("service={} switch to new forced by operator: {}", name, verdict.reason);
         progress(verdict.forced ? verdict.reason : fmt::format("lag gate passed: {}", verdict.reason));
     }
 
     outcome result;
     {
         std::lock_guard lock(mutex_);
-        result = e->machine.start_switch(switch_request{to, mode, force}, steady::now(), settings->drain_timeout,
-                                         settings->pause_timeout);
+        result = e->machine.start_switch(switch_request{to, mode, force}, steady::now(),
+                                         settings->drain_timeout, settings->pause_timeout);
     }
     if (const auto* refused = std::get_if<refusal>(&result)) {
         record_result(*e, "refused", refused->reason);
-        co_return command_result::failure(refused->busy ? "busy" : "refused", "switch refused: " + refused->reason);
+        co_return command_result::failure(refused->busy ? "busy" : "refused",
+                                          "switch refused: " + refused->reason);
     }
     const action a = std::get<action>(result);
     if (a == action::none && e->machine.state() == service_state::serving) {
         progress(fmt::format("{} is already on {}", name, proxy::to_string(to)));
         co_return command_result::success(describe(*e));
     }
-    spdlog::info("service={} switch to {} mode={} started", name, proxy::to_string(to), config::to_string(mode));
+    spdlog::info("service={} switch to {} mode={} started", name, proxy::to_string(to),
+                 config::to_string(mode));
 
     e->busy = true;
     struct busy_guard {
@@ -388,8 +396,9 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
     apply_route(*e);
     if (auto error = co_await persist()) {
         record_result(*e, "failed", *error);
-        co_return command_result::failure("failed", fmt::format("switched {} to {} but could not persist it: {}",
-                                                                name, proxy::to_string(to), *error));
+        co_return command_result::failure("failed",
+                                          fmt::format("switched {} to {} but could not persist it: {}", name,
+                                                      proxy::to_string(to), *error));
     }
     if (a == action::cut_other_side) {
         progress(fmt::format("new clients go to {}; cutting clients on {}", proxy::to_string(to),
@@ -397,9 +406,9 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
         cut_other_side(*e);
     } else {
         const auto draining = e->machine.draining_side().value_or(proxy::other(to));
-        progress(fmt::format("new clients go to {}; draining {} clients on {} (up to {})", proxy::to_string(to),
-                             e->svc->clients().count(draining), proxy::to_string(draining),
-                             format_duration(settings->drain_timeout)));
+        progress(fmt::format("new clients go to {}; draining {} clients on {} (up to {})",
+                             proxy::to_string(to), e->svc->clients().count(draining),
+                             proxy::to_string(draining), format_duration(settings->drain_timeout)));
         arm_deadline(e);
         co_await watch_drain(e, progress);
         progress(fmt::format("drained {}", proxy::to_string(draining)));
@@ -418,7 +427,8 @@ asio::awaitable<command_result> controller::run_pause_switch(std::shared_ptr<ent
     const auto deadline = e->machine.deadline().value_or(steady::now() + settings->pause_timeout);
     const auto held_since = steady::now();
     apply_route(*e);
-    progress(fmt::format("holding new clients of {} (budget {})", name, format_duration(settings->pause_timeout)));
+    progress(
+        fmt::format("holding new clients of {} (budget {})", name, format_duration(settings->pause_timeout)));
 
     auto repl = e->switch_replication;
     bool writes_paused = false;
@@ -432,8 +442,9 @@ asio::awaitable<command_result> controller::run_pause_switch(std::shared_ptr<ent
         if (writes_paused) co_await off_loop(unpause);
         const auto held_ms =
             std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - held_since).count();
-        const auto reason = fmt::format("switch failed: {}; clients released to {} after {}ms, nothing changed", why,
-                                        proxy::to_string(e->machine.current_route().active), held_ms);
+        const auto reason =
+            fmt::format("switch failed: {}; clients released to {} after {}ms, nothing changed", why,
+                        proxy::to_string(e->machine.current_route().active), held_ms);
         record_result(*e, "failed", reason);
         spdlog::warn("service={} {}", name, reason);
         co_return command_result::failure("failed", reason);
@@ -474,7 +485,8 @@ asio::awaitable<command_result> controller::run_pause_switch(std::shared_ptr<ent
         if (!step.ok) co_return co_await undo(step.message);
         progress(step.message);
         if (steady::now() >= deadline)
-            co_return co_await undo(fmt::format("pause budget {} ran out", format_duration(settings->pause_timeout)));
+            co_return co_await undo(
+                fmt::format("pause budget {} ran out", format_duration(settings->pause_timeout)));
         const auto promote = [repl, deadline] { return repl->promote(deadline); };
         step = co_await off_loop(promote);
         if (!step.ok) co_return co_await undo(step.message);
@@ -488,7 +500,8 @@ asio::awaitable<command_result> controller::run_pause_switch(std::shared_ptr<ent
         if (!step.ok) co_return co_await undo(step.message);
         progress(step.message);
     } else if (steady::now() >= deadline) {
-        co_return co_await undo(fmt::format("pause budget {} ran out", format_duration(settings->pause_timeout)));
+        co_return co_await undo(
+            fmt::format("pause budget {} ran out", format_duration(settings->pause_timeout)));
     }
 
     // Committed: new is the primary (or this is a plain tcp service). From here on nothing is undone.
@@ -515,7 +528,8 @@ asio::awaitable<command_result> controller::run_pause_switch(std::shared_ptr<ent
     apply_route(*e);
     const auto unpause = [repl] { return repl->unpause(); };
     if (writes_paused) co_await off_loop(unpause);
-    const auto held_ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - held_since).count();
+    const auto held_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - held_since).count();
     progress(fmt::format("released held clients to {} after {}ms", proxy::to_string(to), held_ms));
 
     if (persist_error) {
@@ -525,13 +539,15 @@ asio::awaitable<command_result> controller::run_pause_switch(std::shared_ptr<ent
         co_return command_result::failure("failed", reason);
     }
     if (!fence_problem.empty()) {
-        const auto reason = fmt::format("{} switched to new, but fencing the old primary failed: {}; it may still "
-                                        "accept writes from other hosts",
-                                        name, fence_problem);
+        const auto reason =
+            fmt::format("{} switched to new, but fencing the old primary failed: {}; it may still "
+                        "accept writes from other hosts",
+                        name, fence_problem);
         record_result(*e, "failed", reason);
         co_return command_result::failure("failed", reason);
     }
-    const auto message = fmt::format("{} switched to {} (clients held {}ms)", name, proxy::to_string(to), held_ms);
+    const auto message =
+        fmt::format("{} switched to {} (clients held {}ms)", name, proxy::to_string(to), held_ms);
     record_result(*e, "done", message);
     spdlog::info("service={} {}", name, message);
     co_return command_result::success(describe(*e));
@@ -540,7 +556,8 @@ asio::awaitable<command_result> controller::run_pause_switch(std::shared_ptr<ent
 asio::awaitable<command_result> controller::rollback(std::string name, progress_fn progress)
 {
     auto e = find(name);
-    if (!e) co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
+    if (!e)
+        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
     // A rollback is an operator's way back: it uses the service's mode and skips the lag gate.
     co_return co_await switch_side(std::move(name), side::old_side, std::nullopt, false, std::move(progress));
 }
@@ -548,16 +565,17 @@ asio::awaitable<command_result> controller::rollback(std::string name, progress_
 asio::awaitable<command_result> controller::split(std::string name, unsigned percent, bool sticky)
 {
     auto e = find(name);
-    if (!e) co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
-    if (e->busy)
-        co_return command_result::failure("busy", fmt::format("a switch of {} is under way", name));
+    if (!e)
+        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
+    if (e->busy) co_return command_result::failure("busy", fmt::format("a switch of {} is under way", name));
     outcome result;
     {
         std::lock_guard lock(mutex_);
         result = e->machine.split(percent, sticky);
     }
     if (const auto* refused = std::get_if<refusal>(&result))
-        co_return command_result::failure(refused->busy ? "busy" : "refused", "split refused: " + refused->reason);
+        co_return command_result::failure(refused->busy ? "busy" : "refused",
+                                          "split refused: " + refused->reason);
     apply_route(*e);
     if (auto error = co_await persist())
         co_return command_result::failure("failed", "split applied but could not be persisted: " + *error);
@@ -568,9 +586,9 @@ asio::awaitable<command_result> controller::split(std::string name, unsigned per
 asio::awaitable<command_result> controller::pause(std::string name, std::optional<config::duration> timeout)
 {
     auto e = find(name);
-    if (!e) co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
-    if (e->busy)
-        co_return command_result::failure("busy", fmt::format("a switch of {} is under way", name));
+    if (!e)
+        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
+    if (e->busy) co_return command_result::failure("busy", fmt::format("a switch of {} is under way", name));
     const auto budget = timeout.value_or(e->settings->pause_timeout);
     outcome result;
     {
@@ -578,7 +596,8 @@ asio::awaitable<command_result> controller::pause(std::string name, std::optiona
         result = e->machine.pause(steady::now(), budget);
     }
     if (const auto* refused = std::get_if<refusal>(&result))
-        co_return command_result::failure(refused->busy ? "busy" : "refused", "pause refused: " + refused->reason);
+        co_return command_result::failure(refused->busy ? "busy" : "refused",
+                                          "pause refused: " + refused->reason);
     apply_route(*e);
     arm_deadline(e);
     spdlog::info("service={} paused for up to {}", name, format_duration(budget));
@@ -588,7 +607,8 @@ asio::awaitable<command_result> controller::pause(std::string name, std::optiona
 asio::awaitable<command_result> controller::resume(std::string name)
 {
     auto e = find(name);
-    if (!e) co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
+    if (!e)
+        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
     outcome result;
     {
         std::lock_guard lock(mutex_);
@@ -630,7 +650,8 @@ nlohmann::json controller::describe(const entry& e) const
         {"clients_total", counters.clients_total.load()},
         {"bytes_up", counters.bytes_up.load()},
         {"bytes_down", counters.bytes_down.load()},
-        {"connect_errors", {{"old", counters.connect_errors[0].load()}, {"new", counters.connect_errors[1].load()}}},
+        {"connect_errors",
+         {{"old", counters.connect_errors[0].load()}, {"new", counters.connect_errors[1].load()}}},
         {"refused_max_clients", counters.refused_max_clients.load()},
         {"old", backend_json(settings.old_backend)},
         {"new", backend_json(settings.new_backend)},

@@ -14,12 +14,11 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
-#include <nlohmann/json.hpp>
-
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace tunneld::cutover {
@@ -64,8 +63,9 @@ public:
     void update_service(const std::string& name, std::shared_ptr<const config::service_config> settings,
                         std::optional<probe_endpoints> probes);
 
-    asio::awaitable<command_result> switch_side(std::string name, side to, std::optional<config::switch_mode> mode,
-                                                bool force, progress_fn progress);
+    asio::awaitable<command_result> switch_side(std::string name, side to,
+                                                std::optional<config::switch_mode> mode, bool force,
+                                                progress_fn progress);
     asio::awaitable<command_result> rollback(std::string name, progress_fn progress);
     asio::awaitable<command_result> split(std::string name, unsigned percent, bool sticky);
     asio::awaitable<command_result> pause(std::string name, std::optional<config::duration> timeout);
@@ -93,8 +93,7 @@ private:
     asio::awaitable<command_result> run_pause_switch(std::shared_ptr<entry> e, side to, bool force,
                                                      progress_fn progress);
     asio::awaitable<void> probe_loop(std::shared_ptr<entry> e, std::uint64_t generation);
-    template <class F>
-    asio::awaitable<std::invoke_result_t<F>> off_loop(const F& f);
+    template <class F> asio::awaitable<std::invoke_result_t<F>> off_loop(const F& f);
     nlohmann::json describe(const entry& e) const;
     void record_result(entry& e, const std::string& result, const std::string& message);
 
@@ -103,8 +102,8 @@ private:
     std::filesystem::path state_file_;
     state persisted_; ///< last state read or written
     std::mutex save_mutex_;
-    std::uint64_t save_sequence_ = 0;     ///< bumped for each snapshot; guarded by save_mutex_
-    std::uint64_t saved_sequence_ = 0;    ///< newest snapshot on disk; guarded by save_mutex_
+    std::uint64_t save_sequence_ = 0;  ///< bumped for each snapshot; guarded by save_mutex_
+    std::uint64_t saved_sequence_ = 0; ///< newest snapshot on disk; guarded by save_mutex_
 
     mutable std::mutex mutex_; ///< guards entries_ and every entry's fields read by status()
     std::map<std::string, std::shared_ptr<entry>> entries_;

@@ -1,12 +1,11 @@
 #include "cutover/state_file.hpp"
 
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,7 +24,10 @@ struct fd_closer {
     }
 };
 
-std::string errno_text(int error) { return std::strerror(error); }
+std::string errno_text(int error)
+{
+    return std::strerror(error);
+}
 
 } // namespace
 
@@ -81,8 +83,10 @@ std::variant<state, std::string> decode(std::string_view text)
             out = it->get<bool>();
             return true;
         };
-        if (!flag("sticky", record.sticky)) return fmt::format("service \"{}\": sticky must be a boolean", name);
-        if (!flag("fenced", record.fenced)) return fmt::format("service \"{}\": fenced must be a boolean", name);
+        if (!flag("sticky", record.sticky))
+            return fmt::format("service \"{}\": sticky must be a boolean", name);
+        if (!flag("fenced", record.fenced))
+            return fmt::format("service \"{}\": fenced must be a boolean", name);
         record.updated = entry.value("updated", std::string());
         result.services.emplace(name, std::move(record));
     }
@@ -121,7 +125,8 @@ std::optional<std::string> save_state(const std::filesystem::path& path, const s
             if (n < 0) return fmt::format("cannot write {}: {}", temp.string(), errno_text(errno));
             written += static_cast<std::size_t>(n);
         }
-        if (::fsync(file.fd) != 0) return fmt::format("cannot fsync {}: {}", temp.string(), errno_text(errno));
+        if (::fsync(file.fd) != 0)
+            return fmt::format("cannot fsync {}: {}", temp.string(), errno_text(errno));
     }
     if (::rename(temp.c_str(), path.c_str()) != 0)
         return fmt::format("cannot rename {} to {}: {}", temp.string(), path.string(), errno_text(errno));

@@ -7,10 +7,14 @@ namespace tunneld::cutover {
 std::string_view to_string(service_state s) noexcept
 {
     switch (s) {
-    case service_state::serving: return "serving";
-    case service_state::paused: return "paused";
-    case service_state::draining: return "draining";
-    case service_state::switching: return "switching";
+    case service_state::serving:
+        return "serving";
+    case service_state::paused:
+        return "paused";
+    case service_state::draining:
+        return "draining";
+    case service_state::switching:
+        return "switching";
     }
     return "serving";
 }
@@ -20,8 +24,8 @@ switch_machine::switch_machine(config::service_kind kind, route initial) : kind_
     route_.hold = false;
 }
 
-outcome switch_machine::start_switch(const switch_request& request, time_point now, config::duration drain_timeout,
-                                     config::duration pause_timeout)
+outcome switch_machine::start_switch(const switch_request& request, time_point now,
+                                     config::duration drain_timeout, config::duration pause_timeout)
 {
     if (state_ == service_state::switching || state_ == service_state::draining)
         return refusal{fmt::format("another switch is under way (state {})", to_string(state_)), true};
@@ -131,7 +135,8 @@ action switch_machine::tick(time_point now)
         // Clients still on the draining side are cut; drained() follows when they are gone.
         deadline_.reset();
         return action::drain_deadline;
-    case service_state::serving: break;
+    case service_state::serving:
+        break;
     }
     return action::none;
 }

@@ -29,11 +29,12 @@ struct switch_request {
 /// What the controller must do after an event or a tick.
 enum class action {
     none,
-    cut_other_side, ///< cut every client on the side that is no longer active
-    run_pause_switch, ///< clients are held: run the quiesce/catch-up/promote steps, then complete_pause_switch
-    auto_resumed,   ///< a manual pause reached its timeout; clients were released to the previous route
+    cut_other_side,   ///< cut every client on the side that is no longer active
+    run_pause_switch, ///< clients are held: run the quiesce/catch-up/promote steps, then
+                      ///< complete_pause_switch
+    auto_resumed,     ///< a manual pause reached its timeout; clients were released to the previous route
     pause_budget_exhausted, ///< a pause switch ran out of time: undo, clients released to the old route
-    drain_deadline, ///< drain_timeout reached: cut what is left on the draining side
+    drain_deadline,         ///< drain_timeout reached: cut what is left on the draining side
 };
 
 /// Refusal with a reason the operator reads.

@@ -2,18 +2,18 @@
 
 #include "daemon/runtime.hpp"
 
+#include <algorithm>
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <fmt/format.h>
-#include <spdlog/spdlog.h>
-
-#include <algorithm>
-#include <array>
 #include <grp.h>
 #include <pwd.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -29,7 +29,8 @@ bool peer_allowed(uid_t peer_uid, gid_t peer_gid, uid_t daemon_uid, std::optiona
 {
     if (peer_uid == 0 || peer_uid == daemon_uid) return true;
     if (!group) return false;
-    return peer_gid == *group || std::find(peer_groups.begin(), peer_groups.end(), *group) != peer_groups.end();
+    return peer_gid == *group ||
+           std::find(peer_groups.begin(), peer_groups.end(), *group) != peer_groups.end();
 }
 
 namespace {
@@ -122,11 +123,27 @@ asio::awaitable<void> control_server::serve(local::socket peer)
                       groups_of(credentials.uid, credentials.gid))) {
         spdlog::warn("control socket: refused peer uid={} gid={} pid={}", credentials.uid, credentials.gid,
                      credentials.pid);
-        const auto line = error_line({error_code::forbidden,
-                                      fmt::format("uid {} may not operate tunneld (root, the daemon's user and "
-                                                  "members of control_group may)",
-                                                  credentials.uid)});
+        const auto line = error_line(
+            {error_code::forbidden, fmt::format("uid {} may not operate tunneld (root, the daemon's user and "
+                                                "members of control_group may)",
+                                                credentials.uid)});
         co_await asio::async_write(peer, asio::buffer(line), as_tuple(use_awaitable));
+        // Closing with the peer's request unread would reset the connection and lose the answer:
+        // send FIN, then read and discard what it sent until it closes, for at most 2s.
+        boost::system::error_code ignored;
+        peer.shutdown(local::socket::shutdown_send, ignored);
+        asio::steady_timer deadline(loop_, std::chrono::seconds(2));
+        deadline.async_wait([&peer](boost::system::error_code ec) {
+            boost::system::error_code ignored_close;
+            if (!ec) peer.close(ignored_close);
+        });
+        std::array<char, 1024> discard;
+        for (std::size_t total = 0; total < max_line_length;) {
+            auto [ec, n] = co_await peer.async_read_some(asio::buffer(discard), as_tuple(use_awaitable));
+            if (ec) break;
+            total += n;
+        }
+        deadline.cancel();
         co_return;
     }
 
@@ -136,9 +153,12 @@ asio::awaitable<void> control_server::serve(local::socket peer)
         while (auto line = reader.next_line()) {
             auto parsed = parse_request(*line);
             std::string reply;
-            if (auto* error = std::get_if<protocol_error>(&parsed)) reply = error_line(*error);
-            else reply = co_await execute(std::get<request>(parsed), peer);
-            auto [write_ec, written] = co_await asio::async_write(peer, asio::buffer(reply), as_tuple(use_awaitable));
+            if (auto* error = std::get_if<protocol_error>(&parsed))
+                reply = error_line(*error);
+            else
+                reply = co_await execute(std::get<request>(parsed), peer);
+            auto [write_ec, written] =
+                co_await asio::async_write(peer, asio::buffer(reply), as_tuple(use_awaitable));
             if (write_ec) co_return;
         }
         if (reader.overflowed()) {
@@ -160,7 +180,8 @@ asio::awaitable<std::string> control_server::execute(const request& r, local::so
         boost::system::error_code ec;
         peer.non_blocking(true, ec);
         std::size_t sent = 0;
-        while (sent < line.size() && !ec) sent += peer.write_some(asio::buffer(line.data() + sent, line.size() - sent), ec);
+        while (sent < line.size() && !ec)
+            sent += peer.write_some(asio::buffer(line.data() + sent, line.size() - sent), ec);
         peer.non_blocking(false, ec);
     };
     auto finish = [](const cutover::command_result& result) {
@@ -176,8 +197,10 @@ asio::awaitable<std::string> control_server::execute(const request& r, local::so
         co_return error_line({error_code::unknown_service, fmt::format("no service named \"{}\"", service)});
 
     switch (r.cmd) {
-    case command::status: co_return ok_line(daemon_.status(service));
-    case command::tunnels: co_return ok_line({{"tunnels", daemon_.tunnels_status()}});
+    case command::status:
+        co_return ok_line(daemon_.status(service));
+    case command::tunnels:
+        co_return ok_line({{"tunnels", daemon_.tunnels_status()}});
     case command::switch_side:
         spdlog::info("control: switch {} to {} requested (uid-checked peer){}", service, to_string(r.to),
                      r.force ? " with --force" : "");
@@ -185,18 +208,23 @@ asio::awaitable<std::string> control_server::execute(const request& r, local::so
     case command::rollback:
         spdlog::info("control: rollback {} requested", service);
         co_return finish(co_await controller.rollback(service, progress));
-    case command::split: co_return finish(co_await controller.split(service, r.percent, r.sticky));
-    case command::pause: co_return finish(co_await controller.pause(service, r.timeout));
-    case command::resume: co_return finish(co_await controller.resume(service));
+    case command::split:
+        co_return finish(co_await controller.split(service, r.percent, r.sticky));
+    case command::pause:
+        co_return finish(co_await controller.pause(service, r.timeout));
+    case command::resume:
+        co_return finish(co_await controller.resume(service));
     case command::reload: {
         const auto errors = daemon_.reload();
         if (errors.empty()) co_return ok_line({{"reloaded", true}});
         std::string message = "reload refused, the running config is kept:";
-        for (const auto& e : errors) message += "\n" + e;
+        for (const auto& e : errors)
+            message += "\n" + e;
         co_return error_line({error_code::refused, message});
     }
     }
-    co_return error_line({error_code::bad_request, "unknown command"}); // parse_request admits only known ones
+    co_return error_line(
+        {error_code::bad_request, "unknown command"}); // parse_request admits only known ones
 }
 
 } // namespace tunneld::daemon

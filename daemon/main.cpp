@@ -4,11 +4,10 @@
 #include "daemon/runtime.hpp"
 
 #include <CLI/CLI.hpp>
-#include <libssh2.h>
-#include <spdlog/spdlog.h>
-
 #include <csignal>
 #include <iostream>
+#include <libssh2.h>
+#include <spdlog/spdlog.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 // libssh2 1.10 leaks one small packet per server-initiated rekey; it has no frame pointers, so
@@ -31,7 +30,8 @@ int main(int argc, char** argv)
 
     const auto loaded = tunneld::config::load(config_path);
     if (!loaded) {
-        for (const auto& error : loaded.errors) std::cerr << error.to_string() << '\n';
+        for (const auto& error : loaded.errors)
+            std::cerr << error.to_string() << '\n';
         return 1;
     }
     if (check_only) {

@@ -1,10 +1,10 @@
 #include "daemon/runtime.hpp"
 
 #include "daemon/control_server.hpp"
-#include "proxy/backend_path.hpp"
 #include "daemon/http_server.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/notify.hpp"
+#include "proxy/backend_path.hpp"
 #include "tunnel/tunnel.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -12,11 +12,10 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
-
 #include <csignal>
+#include <fmt/format.h>
 #include <future>
+#include <spdlog/spdlog.h>
 
 namespace tunneld::daemon {
 
@@ -48,8 +47,7 @@ asio::ip::tcp::endpoint resolve_listen(const config::endpoint& e)
 }
 
 /// Runs `f` on `loop` and waits for it: used only before the loops carry traffic, and by reload.
-template <class F>
-void run_on(asio::io_context& loop, F f)
+template <class F> void run_on(asio::io_context& loop, F f)
 {
     if (loop.get_executor().running_in_this_thread()) {
         f();
@@ -83,8 +81,10 @@ runtime::runtime(std::shared_ptr<const config::config> settings)
 
 runtime::~runtime()
 {
-    for (auto& guard : work_) guard.reset();
-    for (auto& loop : loops_) loop->stop();
+    for (auto& guard : work_)
+        guard.reset();
+    for (auto& loop : loops_)
+        loop->stop();
     for (auto& t : threads_)
         if (t.joinable()) t.join();
 }
@@ -99,7 +99,8 @@ std::shared_ptr<tunnel::pool> runtime::find_tunnel(std::string_view name) const
 void runtime::start_tunnels(const config::config& settings)
 {
     std::vector<asio::io_context*> loops;
-    for (auto& loop : loops_) loops.push_back(loop.get());
+    for (auto& loop : loops_)
+        loops.push_back(loop.get());
     for (const auto& t : settings.tunnels) {
         auto existing = find_tunnel(t.name);
         if (existing && existing->settings() == t) continue;
@@ -108,8 +109,8 @@ void runtime::start_tunnels(const config::config& settings)
         // Make before break: the old pool keeps its live channels until they end.
         if (existing) retiring_.push_back(existing);
         tunnels_[t.name] = std::move(pool);
-        spdlog::info("tunnel={} {} ({} sessions to {})", t.name, existing ? "restarted with new settings" : "started",
-                     t.sessions, t.address.to_string());
+        spdlog::info("tunnel={} {} ({} sessions to {})", t.name,
+                     existing ? "restarted with new settings" : "started", t.sessions, t.address.to_string());
     }
 }
 
@@ -117,9 +118,11 @@ std::optional<cutover::probe_endpoints> runtime::probe_endpoints_for(const confi
 {
     if (settings.kind == config::service_kind::tcp) return std::nullopt;
     std::vector<asio::io_context*> loops;
-    for (auto& loop : loops_) loops.push_back(loop.get());
+    for (auto& loop : loops_)
+        loops.push_back(loop.get());
     auto& forwarders = forwarders_[settings.name];
-    for (auto& f : forwarders) f->stop_accepting();
+    for (auto& f : forwarders)
+        f->stop_accepting();
     forwarders.clear();
     // A tunnelled backend is probed through the same tunnel its clients use: a loopback forwarder
     // (an internal tcp service) gives the probe a plain host:port.
@@ -133,9 +136,9 @@ std::optional<cutover::probe_endpoints> runtime::probe_endpoints_for(const confi
         forward->new_backend = b;
         forward->connect_timeout = settings.probe_timeout;
         forward->max_clients = 16;
-        auto svc = std::make_shared<proxy::service>(forward, loops,
-                                                    [this](std::string_view n) { return find_tunnel(n); },
-                                                    proxy::route_to(proxy::side::old_side));
+        auto svc = std::make_shared<proxy::service>(
+            forward, loops, [this](std::string_view n) { return find_tunnel(n); },
+            proxy::route_to(proxy::side::old_side));
         svc->start();
         forwarders.push_back(svc);
         return config::endpoint{"127.0.0.1", svc->local_port()};
@@ -146,16 +149,18 @@ std::optional<cutover::probe_endpoints> runtime::probe_endpoints_for(const confi
 void runtime::start_service(std::shared_ptr<const config::service_config> settings)
 {
     std::vector<asio::io_context*> loops;
-    for (auto& loop : loops_) loops.push_back(loop.get());
-    auto svc = std::make_shared<proxy::service>(settings, loops,
-                                                [this](std::string_view n) { return find_tunnel(n); },
-                                                controller_->initial_route(*settings));
+    for (auto& loop : loops_)
+        loops.push_back(loop.get());
+    auto svc = std::make_shared<proxy::service>(
+        settings, loops, [this](std::string_view n) { return find_tunnel(n); },
+        controller_->initial_route(*settings));
     svc->start();
     services_[settings->name] = svc;
     controller_->add_service(svc, probe_endpoints_for(*settings));
     const auto r = svc->current_route();
     spdlog::info("service={} listening on {} active={}", settings->name, settings->listen.to_string(),
-                 r.split_percent ? fmt::format("split {}%", *r.split_percent) : std::string(proxy::to_string(r.active)));
+                 r.split_percent ? fmt::format("split {}%", *r.split_percent)
+                                 : std::string(proxy::to_string(r.active)));
 }
 
 void runtime::stop_service(const std::string& name)
@@ -163,7 +168,8 @@ void runtime::stop_service(const std::string& name)
     const auto it = services_.find(name);
     if (it == services_.end()) return;
     it->second->stop_accepting();
-    for (auto& f : forwarders_[name]) f->stop_accepting();
+    for (auto& f : forwarders_[name])
+        f->stop_accepting();
     forwarders_.erase(name);
     controller_->remove_service(name);
     services_.erase(it);
@@ -172,8 +178,10 @@ void runtime::stop_service(const std::string& name)
 
 int runtime::run()
 {
-    for (auto& loop : loops_) work_.push_back(asio::make_work_guard(*loop));
-    for (auto& loop : loops_) threads_.emplace_back([&l = *loop] { l.run(); });
+    for (auto& loop : loops_)
+        work_.push_back(asio::make_work_guard(*loop));
+    for (auto& loop : loops_)
+        threads_.emplace_back([&l = *loop] { l.run(); });
 
     run_on(control_loop(), [this] {
         start_tunnels(*settings_);
@@ -204,7 +212,8 @@ int runtime::run()
                  settings_->tunnels.size(), loops_.size());
     notify::ready();
 
-    for (auto& t : threads_) t.join();
+    for (auto& t : threads_)
+        t.join();
     threads_.clear();
     return exit_code_;
 }
@@ -217,7 +226,8 @@ void runtime::handle_signals()
         if (signal == SIGHUP) {
             spdlog::info("SIGHUP: reloading {}", settings_->source.string());
             notify::reloading();
-            for (const auto& error : reload()) spdlog::error("reload refused: {}", error);
+            for (const auto& error : reload())
+                spdlog::error("reload refused: {}", error);
             notify::ready();
             handle_signals();
             return;
@@ -232,7 +242,8 @@ void runtime::begin_shutdown()
     if (stopping_) return;
     stopping_ = true;
     notify::stopping();
-    for (auto& [name, svc] : services_) svc->stop_accepting();
+    for (auto& [name, svc] : services_)
+        svc->stop_accepting();
     if (control_) control_->stop();
     if (http_) http_->stop();
     controller_->stop();
@@ -241,7 +252,8 @@ void runtime::begin_shutdown()
     auto check = std::make_shared<std::function<void()>>();
     *check = [this, deadline, check] {
         std::size_t active = 0;
-        for (auto& [name, svc] : services_) active += svc->active();
+        for (auto& [name, svc] : services_)
+            active += svc->active();
         if (active > 0 && std::chrono::steady_clock::now() < deadline) {
             shutdown_timer_.expires_after(std::chrono::milliseconds(50));
             shutdown_timer_.async_wait([check](boost::system::error_code) { (*check)(); });
@@ -249,14 +261,18 @@ void runtime::begin_shutdown()
         }
         if (active > 0) {
             spdlog::info("shutdown_timeout reached: cutting {} clients", active);
-            for (auto& [name, svc] : services_) svc->cut_everything("shutdown");
+            for (auto& [name, svc] : services_)
+                svc->cut_everything("shutdown");
         }
         for (auto& [name, list] : forwarders_)
-            for (auto& f : list) f->stop_accepting();
+            for (auto& f : list)
+                f->stop_accepting();
         {
             std::lock_guard lock(tunnels_mutex_);
-            for (auto& [name, pool] : tunnels_) pool->stop();
-            for (auto& pool : retiring_) pool->stop();
+            for (auto& [name, pool] : tunnels_)
+                pool->stop();
+            for (auto& pool : retiring_)
+                pool->stop();
         }
         watchdog_timer_.cancel();
         boost::system::error_code ignored;
@@ -264,8 +280,10 @@ void runtime::begin_shutdown()
         // Give the cuts a moment to run on their loops, then stop every loop.
         shutdown_timer_.expires_after(std::chrono::milliseconds(100));
         shutdown_timer_.async_wait([this](boost::system::error_code) {
-            for (auto& guard : work_) guard.reset();
-            for (auto& loop : loops_) loop->stop();
+            for (auto& guard : work_)
+                guard.reset();
+            for (auto& loop : loops_)
+                loop->stop();
         });
     };
     (*check)();
@@ -316,7 +334,8 @@ asio::awaitable<void> runtime::check_backends()
                 if (r.split_percent && *r.split_percent == (s == proxy::side::new_side ? 0 : 100)) continue;
                 const auto& b = s == proxy::side::old_side ? settings->old_backend : settings->new_backend;
                 if (b.via) continue;
-                const auto timeout = std::min(settings->connect_timeout, config::duration(std::chrono::seconds(2)));
+                const auto timeout =
+                    std::min(settings->connect_timeout, config::duration(std::chrono::seconds(2)));
                 const auto ec = co_await proxy::probe_connect(b.address, timeout);
                 if (ec)
                     unreachable[name] = fmt::format("service {}: {} backend {} unreachable: {}", name,
@@ -337,7 +356,8 @@ std::vector<std::string> runtime::reload()
     std::vector<std::string> errors;
     auto loaded = config::load(settings_->source);
     if (!loaded) {
-        for (const auto& e : loaded.errors) errors.push_back(e.to_string());
+        for (const auto& e : loaded.errors)
+            errors.push_back(e.to_string());
         return errors;
     }
     auto next = loaded.value;
@@ -350,7 +370,8 @@ std::vector<std::string> runtime::reload()
                 const auto* wanted = next->find_service(name);
                 if (!wanted || wanted->listen != svc->settings()->listen) removed.push_back(name);
             }
-            for (const auto& name : removed) stop_service(name);
+            for (const auto& name : removed)
+                stop_service(name);
             start_tunnels(*next);
             for (const auto& s : next->services) {
                 auto shared = std::make_shared<const config::service_config>(s);
@@ -420,7 +441,8 @@ std::vector<std::string> runtime::not_ready_reasons() const
     auto reasons = controller_->not_ready_reasons();
     {
         std::lock_guard lock(reachability_mutex_);
-        for (const auto& [name, why] : unreachable_) reasons.push_back(why);
+        for (const auto& [name, why] : unreachable_)
+            reasons.push_back(why);
     }
     for (const auto& svc : controller_->status()) {
         const auto& active = svc["active"].get_ref<const std::string&>();
@@ -430,11 +452,11 @@ std::vector<std::string> runtime::not_ready_reasons() const
             if (via.is_null()) continue;
             const auto pool = find_tunnel(via.get<std::string>());
             if (!pool || !pool->healthy())
-                reasons.push_back(fmt::format("service {}: tunnel {} for its {} backend has no healthy session{}",
-                                              svc["name"].get<std::string>(), via.get<std::string>(), s,
-                                              pool && !pool->status().last_error.empty()
-                                                  ? " (" + pool->status().last_error + ")"
-                                                  : ""));
+                reasons.push_back(fmt::format(
+                    "service {}: tunnel {} for its {} backend has no healthy session{}",
+                    svc["name"].get<std::string>(), via.get<std::string>(), s,
+                    pool && !pool->status().last_error.empty() ? " (" + pool->status().last_error + ")"
+                                                               : ""));
         }
     }
     return reasons;

@@ -4,7 +4,6 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
 #include <string>
 
 namespace tunneld::proxy {
@@ -17,20 +16,46 @@ std::string close_reason(pump_end up, pump_end down, bool up_ended_first)
 {
     if (up_ended_first) {
         switch (up) {
-        case pump_end::eof: return "client_eof";
-        case pump_end::read_error: return "client_reset";
-        case pump_end::write_error: return "backend_reset";
+        case pump_end::eof:
+            return "client_eof";
+        case pump_end::read_error:
+            return "client_reset";
+        case pump_end::write_error:
+            return "backend_reset";
         }
     }
     switch (down) {
-    case pump_end::eof: return "backend_eof";
-    case pump_end::read_error: return "backend_reset";
-    case pump_end::write_error: return "client_reset";
+    case pump_end::eof:
+        return "backend_eof";
+    case pump_end::read_error:
+        return "backend_reset";
+    case pump_end::write_error:
+        return "client_reset";
     }
     return "unknown";
 }
 
-asio::awaitable<boost::system::error_code> probe_connect(const config::endpoint& target, config::duration timeout)
+namespace {
+
+/// Resolves `target` and connects `socket` to it; the caller races this against its deadline.
+asio::awaitable<boost::system::error_code> resolve_and_connect(tcp::socket& socket, tcp::resolver& resolver,
+                                                               const config::endpoint& target)
+{
+    auto [resolve_ec, endpoints] =
+        co_await resolver.async_resolve(target.host, std::to_string(target.port), as_tuple(use_awaitable));
+    if (resolve_ec) co_return resolve_ec;
+    // Opening first makes "Too many open files" the reported error, not a cancelled connect.
+    boost::system::error_code open_ec;
+    socket.open(endpoints.begin()->endpoint().protocol(), open_ec);
+    if (open_ec) co_return open_ec;
+    auto [connect_ec, endpoint] = co_await asio::async_connect(socket, endpoints, as_tuple(use_awaitable));
+    co_return connect_ec;
+}
+
+} // namespace
+
+asio::awaitable<boost::system::error_code> probe_connect(const config::endpoint& target,
+                                                         config::duration timeout)
 {
     using namespace asio::experimental::awaitable_operators;
     const auto executor = co_await asio::this_coro::executor;
@@ -38,24 +63,20 @@ asio::awaitable<boost::system::error_code> probe_connect(const config::endpoint&
     tcp::resolver resolver(executor);
     asio::steady_timer deadline(executor);
     deadline.expires_after(timeout);
-    auto connect = [&]() -> asio::awaitable<boost::system::error_code> {
-        auto [resolve_ec, endpoints] =
-            co_await resolver.async_resolve(target.host, std::to_string(target.port), as_tuple(use_awaitable));
-        if (resolve_ec) co_return resolve_ec;
-        auto [connect_ec, endpoint] = co_await asio::async_connect(socket, endpoints, as_tuple(use_awaitable));
-        co_return connect_ec;
-    };
-    auto result = co_await (connect() || deadline.async_wait(as_tuple(use_awaitable)));
+    auto result = co_await (resolve_and_connect(socket, resolver, target) ||
+                            deadline.async_wait(as_tuple(use_awaitable)));
     if (result.index() == 1) co_return asio::error::timed_out;
     co_return std::get<0>(result);
 }
 
 asio::awaitable<client_outcome> run_client(tcp::socket client, std::shared_ptr<client_handle> handle,
-                                           const config::service_config& settings, const config::backend& target,
-                                           const tunnel_lookup& tunnels, service_counters& counters)
+                                           const config::service_config& settings,
+                                           const config::backend& target, const tunnel_lookup& tunnels,
+                                           service_counters& counters)
 {
     using namespace asio::experimental::awaitable_operators;
-    if (target.via) co_return co_await run_tunnelled(std::move(client), handle, settings, target, tunnels, counters);
+    if (target.via)
+        co_return co_await run_tunnelled(std::move(client), handle, settings, target, tunnels, counters);
 
     client_outcome outcome;
     const auto executor = co_await asio::this_coro::executor;
@@ -69,18 +90,8 @@ asio::awaitable<client_outcome> run_client(tcp::socket client, std::shared_ptr<c
         deadline.cancel();
     });
 
-    auto connect = [&]() -> asio::awaitable<boost::system::error_code> {
-        auto [resolve_ec, endpoints] = co_await resolver.async_resolve(
-            target.address.host, std::to_string(target.address.port), as_tuple(use_awaitable));
-        if (resolve_ec) co_return resolve_ec;
-        // Opening first makes "Too many open files" the reported error, not a cancelled connect.
-        boost::system::error_code open_ec;
-        backend.open(endpoints.begin()->endpoint().protocol(), open_ec);
-        if (open_ec) co_return open_ec;
-        auto [connect_ec, endpoint] = co_await asio::async_connect(backend, endpoints, as_tuple(use_awaitable));
-        co_return connect_ec;
-    };
-    auto result = co_await (connect() || deadline.async_wait(as_tuple(use_awaitable)));
+    auto result = co_await (resolve_and_connect(backend, resolver, target.address) ||
+                            deadline.async_wait(as_tuple(use_awaitable)));
     handle->on_cut(nullptr);
     if (handle->was_cut()) {
         outcome.reason = handle->cut_reason();

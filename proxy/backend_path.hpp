@@ -8,10 +8,8 @@
 #include "proxy/service.hpp"
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/ip/tcp.hpp>
-
 #include <boost/asio/experimental/awaitable_operators.hpp>
-
+#include <boost/asio/ip/tcp.hpp>
 #include <span>
 #include <string>
 #include <vector>
@@ -29,17 +27,22 @@ struct client_outcome {
 
 /// Connects `client` to `target` within the service's connect_timeout and pumps until the client
 /// ends or `handle` is cut. Returns on the caller's executor.
-asio::awaitable<client_outcome> run_client(asio::ip::tcp::socket client, std::shared_ptr<client_handle> handle,
-                                           const config::service_config& settings, const config::backend& target,
-                                           const tunnel_lookup& tunnels, service_counters& counters);
+asio::awaitable<client_outcome> run_client(asio::ip::tcp::socket client,
+                                           std::shared_ptr<client_handle> handle,
+                                           const config::service_config& settings,
+                                           const config::backend& target, const tunnel_lookup& tunnels,
+                                           service_counters& counters);
 
 /// Opens and closes a TCP connection to `target` within `timeout`: is a direct backend reachable?
-asio::awaitable<boost::system::error_code> probe_connect(const config::endpoint& target, config::duration timeout);
+asio::awaitable<boost::system::error_code> probe_connect(const config::endpoint& target,
+                                                         config::duration timeout);
 
 /// The tunnelled half of run_client (proxy/tunnel_path.cpp).
-asio::awaitable<client_outcome> run_tunnelled(asio::ip::tcp::socket client, std::shared_ptr<client_handle> handle,
-                                              const config::service_config& settings, const config::backend& target,
-                                              const tunnel_lookup& tunnels, service_counters& counters);
+asio::awaitable<client_outcome> run_tunnelled(asio::ip::tcp::socket client,
+                                              std::shared_ptr<client_handle> handle,
+                                              const config::service_config& settings,
+                                              const config::backend& target, const tunnel_lookup& tunnels,
+                                              service_counters& counters);
 
 /// Pumps both directions between `client` and `backend` (same executor) until both end; a read
 /// error on either side resets both. Cutting `handle` closes both. Fills the outcome's bytes and reason.
@@ -68,7 +71,8 @@ asio::awaitable<void> pump_both(asio::ip::tcp::socket& client, Backend& backend,
         co_return end;
     };
     auto down = [&]() -> asio::awaitable<pump_end> {
-        const pump_end end = co_await pump(backend, client, down_buffer, outcome.bytes_down, counters.bytes_down);
+        const pump_end end =
+            co_await pump(backend, client, down_buffer, outcome.bytes_down, counters.bytes_down);
         if (first == 0) first = 2;
         if (end != pump_end::eof) {
             close_all(client);

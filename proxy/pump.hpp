@@ -2,6 +2,7 @@
 // A proxy is two pumps; half-close travels. The same template serves a TCP socket and a tunnel
 // channel, so routing and switching never know which kind of backend a client has.
 
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
@@ -9,8 +10,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-
-#include <atomic>
 #include <cstdint>
 #include <span>
 

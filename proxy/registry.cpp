@@ -2,7 +2,6 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-
 #include <vector>
 
 namespace tunneld::proxy {
@@ -73,7 +72,8 @@ std::size_t client_registry::count(side s) const
 {
     std::lock_guard lock(mutex_);
     std::size_t n = 0;
-    for (const auto& [id, client] : clients_) n += client->current_side() == s ? 1 : 0;
+    for (const auto& [id, client] : clients_)
+        n += client->current_side() == s ? 1 : 0;
     return n;
 }
 
@@ -91,7 +91,8 @@ std::size_t client_registry::cut(side s, const std::string& reason)
         for (const auto& [id, client] : clients_)
             if (client->current_side() == s) victims.push_back(client);
     }
-    for (auto& client : victims) client->cut(reason);
+    for (auto& client : victims)
+        client->cut(reason);
     return victims.size();
 }
 
@@ -100,9 +101,11 @@ std::size_t client_registry::cut_all(const std::string& reason)
     std::vector<std::shared_ptr<client_handle>> victims;
     {
         std::lock_guard lock(mutex_);
-        for (const auto& [id, client] : clients_) victims.push_back(client);
+        for (const auto& [id, client] : clients_)
+            victims.push_back(client);
     }
-    for (auto& client : victims) client->cut(reason);
+    for (auto& client : victims)
+        client->cut(reason);
     return victims.size();
 }
 

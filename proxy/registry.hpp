@@ -4,9 +4,8 @@
 
 #include "proxy/router.hpp"
 
-#include <boost/asio/any_io_executor.hpp>
-
 #include <atomic>
+#include <boost/asio/any_io_executor.hpp>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -46,8 +45,8 @@ private:
     const side side_;
     mutable std::mutex mutex_;
     asio::any_io_executor executor_; // guarded by mutex_
-    std::function<void()> action_;             // guarded by mutex_; runs only on executor_
-    std::string reason_;                       // guarded by mutex_
+    std::function<void()> action_;   // guarded by mutex_; runs only on executor_
+    std::string reason_;             // guarded by mutex_
     std::atomic<bool> cut_requested_{false};
 };
 

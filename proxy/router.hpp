@@ -13,7 +13,10 @@ enum class side : std::uint8_t { old_side, new_side };
 /// "old" / "new", the words of the contract.
 std::string_view to_string(side) noexcept;
 std::optional<side> parse_side(std::string_view) noexcept;
-constexpr side other(side s) noexcept { return s == side::old_side ? side::new_side : side::old_side; }
+constexpr side other(side s) noexcept
+{
+    return s == side::old_side ? side::new_side : side::old_side;
+}
 
 /// Where new clients of a service go right now.
 struct route {

@@ -8,9 +8,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
-#include <spdlog/spdlog.h>
-
 #include <random>
+#include <spdlog/spdlog.h>
 
 namespace tunneld::proxy {
 
@@ -28,8 +27,8 @@ std::string human_size(std::uint64_t bytes)
 
 service::service(std::shared_ptr<const config::service_config> settings, std::vector<asio::io_context*> loops,
                  tunnel_lookup tunnels, route initial)
-    : name_(settings->name), loops_(std::move(loops)), tunnels_(std::move(tunnels)), settings_(std::move(settings)),
-      route_(initial)
+    : name_(settings->name), loops_(std::move(loops)), tunnels_(std::move(tunnels)),
+      settings_(std::move(settings)), route_(initial)
 {
 }
 
@@ -46,7 +45,8 @@ void service::start()
     acceptor_->set_option(tcp::acceptor::reuse_address(true));
     acceptor_->bind(endpoint);
     acceptor_->listen(asio::socket_base::max_listen_connections);
-    asio::co_spawn(loop, [self = shared_from_this()] { return self->accept_loop(); }, asio::detached);
+    asio::co_spawn(
+        loop, [self = shared_from_this()] { return self->accept_loop(); }, asio::detached);
 }
 
 void service::stop_accepting()
@@ -124,8 +124,9 @@ asio::awaitable<void> service::accept_loop()
             const auto now = std::chrono::steady_clock::now();
             ++failed_accepts;
             if (now >= next_accept_warning) {
-                spdlog::warn("service={} accept failed: {} ({} times since the last report); retrying every 100ms",
-                             name_, ec.message(), failed_accepts);
+                spdlog::warn(
+                    "service={} accept failed: {} ({} times since the last report); retrying every 100ms",
+                    name_, ec.message(), failed_accepts);
                 failed_accepts = 0;
                 next_accept_warning = now + std::chrono::seconds(10);
             }
@@ -135,7 +136,10 @@ asio::awaitable<void> service::accept_loop()
         }
         // The lambda keeps the service alive as long as any of its clients.
         asio::co_spawn(
-            target, [self = shared_from_this(), c = std::move(client)]() mutable { return self->serve(std::move(c)); },
+            target,
+            [self = shared_from_this(), c = std::move(client)]() mutable {
+                return self->serve(std::move(c));
+            },
             asio::detached);
     }
 }
@@ -193,8 +197,10 @@ asio::awaitable<void> service::serve(tcp::socket client)
     if (r.split_percent) {
         if (r.sticky) {
             const auto address = peer.address();
-            if (address.is_v4()) roll = sticky_roll(address.to_v4().to_bytes());
-            else roll = sticky_roll(address.to_v6().to_bytes());
+            if (address.is_v4())
+                roll = sticky_roll(address.to_v4().to_bytes());
+            else
+                roll = sticky_roll(address.to_v6().to_bytes());
         } else {
             thread_local std::minstd_rand random{std::random_device{}()};
             roll = static_cast<std::uint32_t>(random() % 100);
@@ -211,11 +217,13 @@ asio::awaitable<void> service::serve(tcp::socket client)
         ~registry_guard() { registry.remove(id); }
     } registered{clients_, id};
 
-    client_outcome outcome = co_await run_client(std::move(client), handle, *cfg, target, tunnels_, counters_);
+    client_outcome outcome =
+        co_await run_client(std::move(client), handle, *cfg, target, tunnels_, counters_);
 
     if (outcome.connect_failed)
         counters_.connect_errors[static_cast<std::size_t>(chosen)].fetch_add(1, std::memory_order_relaxed);
-    const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    const auto elapsed =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
     spdlog::info("client={} service={} side={} via={} reason={} up={} down={} ms={}{}{}", id, name_,
                  to_string(chosen), target.via.value_or("-"), outcome.reason, human_size(outcome.bytes_up),
                  human_size(outcome.bytes_down), elapsed.count(), outcome.detail.empty() ? "" : " error=",

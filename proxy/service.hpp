@@ -6,13 +6,12 @@
 #include "proxy/registry.hpp"
 #include "proxy/router.hpp"
 
+#include <array>
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
-
-#include <array>
-#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -33,8 +32,8 @@ using tunnel_lookup = std::function<std::shared_ptr<tunnel::pool>(std::string_vi
 /// Counters since start; all monotonic except where noted.
 struct service_counters {
     std::atomic<std::uint64_t> clients_total{0};
-    std::atomic<std::uint64_t> bytes_up{0};   ///< client -> backend
-    std::atomic<std::uint64_t> bytes_down{0}; ///< backend -> client
+    std::atomic<std::uint64_t> bytes_up{0};                     ///< client -> backend
+    std::atomic<std::uint64_t> bytes_down{0};                   ///< backend -> client
     std::array<std::atomic<std::uint64_t>, 2> connect_errors{}; ///< indexed by side
     std::atomic<std::uint64_t> refused_max_clients{0};
 };
@@ -93,8 +92,8 @@ private:
 
     mutable std::mutex mutex_;
     std::shared_ptr<const config::service_config> settings_; // guarded by mutex_
-    route route_;                                             // guarded by mutex_
-    std::map<std::uint64_t, held_client> held_;               // guarded by mutex_
+    route route_;                                            // guarded by mutex_
+    std::map<std::uint64_t, held_client> held_;              // guarded by mutex_
 
     client_registry clients_;
     service_counters counters_;

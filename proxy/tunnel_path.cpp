@@ -31,8 +31,9 @@ using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 
 asio::awaitable<client_outcome> run_tunnelled(tcp::socket client, std::shared_ptr<client_handle> handle,
-                                              const config::service_config& settings, const config::backend& target,
-                                              const tunnel_lookup& tunnels, service_counters& counters)
+                                              const config::service_config& settings,
+                                              const config::backend& target, const tunnel_lookup& tunnels,
+                                              service_counters& counters)
 {
     using namespace asio::experimental::awaitable_operators;
     client_outcome outcome;

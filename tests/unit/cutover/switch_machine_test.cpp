@@ -97,7 +97,8 @@ TEST(SwitchMachine, ConcurrentSwitchesAreRefusedAsBusy)
 
     switch_machine draining(service_kind::tcp, route{});
     draining.start_switch(to_new(switch_mode::drain), t0, 30s, 5s);
-    const auto third = draining.start_switch(switch_request{side::old_side, switch_mode::kill, false}, t0, 30s, 5s);
+    const auto third =
+        draining.start_switch(switch_request{side::old_side, switch_mode::kill, false}, t0, 30s, 5s);
     ASSERT_TRUE(std::holds_alternative<refusal>(third));
     EXPECT_TRUE(std::get<refusal>(third).busy);
 }
@@ -105,8 +106,9 @@ TEST(SwitchMachine, ConcurrentSwitchesAreRefusedAsBusy)
 TEST(SwitchMachine, SwitchToTheActiveSideIsANoOp)
 {
     switch_machine m(service_kind::tcp, route{});
-    EXPECT_EQ(action_of(m.start_switch(switch_request{side::old_side, switch_mode::kill, false}, t0, 30s, 5s)),
-              action::none);
+    EXPECT_EQ(
+        action_of(m.start_switch(switch_request{side::old_side, switch_mode::kill, false}, t0, 30s, 5s)),
+        action::none);
     EXPECT_EQ(m.state(), service_state::serving);
 }
 

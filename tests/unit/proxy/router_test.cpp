@@ -1,8 +1,7 @@
 #include "proxy/router.hpp"
 
-#include <gtest/gtest.h>
-
 #include <array>
+#include <gtest/gtest.h>
 #include <set>
 
 namespace tunneld::proxy {
