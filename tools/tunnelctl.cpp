@@ -263,11 +263,10 @@ int main(int argc, char** argv)
 
     auto* health_cmd = app.add_subcommand(
         "health", "one monitoring-plugin line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.\n"
-                  "CRITICAL: a tunnel carrying a service's active side has no session up; a service on new\n"
-                  "  reports its lag link down; lag (services not on new) >= --lag-critical; a tunnel has\n"
-                  "  >= --sessions-down-critical sessions down.\n"
-                  "WARNING: lag >= --lag-warning; a service not on new reports its replica link down; a\n"
-                  "  tunnel has >= --sessions-down-warning sessions down.\n"
+                  "CRITICAL: a tunnel carrying a service's active side has no session up; lag (services\n"
+                  "  not on new) >= --lag-critical; a tunnel has >= --sessions-down-critical sessions down.\n"
+                  "WARNING: lag >= --lag-warning; a redis/postgres service not on new reports its replica\n"
+                  "  link down or its lag unknown; a tunnel has >= --sessions-down-warning sessions down.\n"
                   "UNKNOWN: tunneld cannot be reached or gives no status.");
     health_cmd->add_option("--lag-warning", opts.lag_warning, "lag warning level")
         ->check(size_validator())

@@ -207,11 +207,12 @@ health_report evaluate_health(const json& status, const health_thresholds& limit
         const auto* lag = member(service, "lag");
         if (!lag) continue;
         const auto link = text_of(*lag, "link", "unknown");
-        if (link == "down") {
-            if (active == "new")
-                raise(health_state::critical, fmt::format("{} on new reports its lag link down", name));
-            else
-                raise(health_state::warning, fmt::format("{} replica link down", name));
+        const auto kind = text_of(service, "kind", "tcp");
+        // Once on new, new is the primary and no longer replicates from old: its link says nothing.
+        if (active != "new" && kind != "tcp") {
+            if (link == "down") raise(health_state::warning, fmt::format("{} replica link down", name));
+            else if (link == "unknown")
+                raise(health_state::warning, fmt::format("{} lag unknown: {}", name, text_of(*lag, "detail", "")));
         }
         const auto bytes = count_of(*lag, "bytes");
         if (!bytes) continue;

@@ -130,12 +130,20 @@ TEST(Health, LagLevelsAreInclusiveAndOnlyBeforeNew)
               health_state::warning);
 }
 
-TEST(Health, LinkDown)
+TEST(Health, LinkDownOrUnknownBeforeTheSwitchWarns)
 {
     EXPECT_EQ(judge({service("redis", "old", lag(0, "down"))}, {}).state, health_state::warning);
-    const auto critical = judge({service("redis", "new", lag(0, "down"))}, {});
-    EXPECT_EQ(critical.state, health_state::critical);
-    EXPECT_THAT(critical.line, HasSubstr("redis on new reports its lag link down"));
+    auto unknown = service("redis", "old", {{"bytes", nullptr}, {"seconds", nullptr}, {"link", "unknown"},
+                                            {"detail", "AUTH failed"}});
+    const auto warning = judge({unknown}, {});
+    EXPECT_EQ(warning.state, health_state::warning);
+    EXPECT_THAT(warning.line, HasSubstr("redis lag unknown: AUTH failed"));
+}
+
+TEST(Health, AfterTheSwitchTheNewPrimaryHasNoReplicationLink)
+{
+    // new was promoted: its probe no longer sees a link to old, and that is the healthy state.
+    EXPECT_EQ(judge({service("redis", "new", lag(0, "down"))}, {}).state, health_state::ok);
 }
 
 TEST(Health, ActiveTunnelWithoutSessionsIsCritical)
