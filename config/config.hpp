@@ -97,6 +97,9 @@ struct service_config {
     redis_fence fence = redis_fence::replicaof;
     /// Address of the new primary as the old primary can reach it (for fence = "replicaof").
     std::optional<endpoint> fence_replicaof;
+    /// Address of the old primary as the new one can reach it: on rollback new becomes its replica
+    /// (a warm copy for the next switch). Unset: new is fenced with min-replicas-to-write instead.
+    std::optional<endpoint> rollback_replicaof;
     std::optional<std::string> promote_command; ///< run with /bin/sh -c instead of the built-in promotion
     std::optional<std::string> fence_command;   ///< run with /bin/sh -c after promotion
 

@@ -318,6 +318,7 @@ private:
                             : *v == "min-replicas" ? redis_fence::min_replicas
                                                    : redis_fence::none;
         if (auto v = r.endpoint_value("fence_replicaof")) service.fence_replicaof = *v;
+        if (auto v = r.endpoint_value("rollback_replicaof")) service.rollback_replicaof = *v;
         if (auto v = r.string("promote_command")) service.promote_command = *v;
         if (auto v = r.string("fence_command")) service.fence_command = *v;
         r.report_unknown_keys();

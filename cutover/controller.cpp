@@ -495,6 +495,10 @@ asio::awaitable<command_result> controller::run_pause_switch(std::shared_ptr<ent
         rollback_options options;
         options.pause_hold = remaining();
         options.force = force;
+        options.new_replicaof = settings->rollback_replicaof;
+        // The rollback fences new and lifts its write pause itself: cut new's clients first, so
+        // that no write they had queued is answered with a refusal. They reconnect and are held.
+        e->svc->clients().cut(side::new_side, "cut_by_switch");
         const auto roll_back = [repl, options, deadline] { return repl->rollback(options, deadline); };
         auto step = co_await off_loop(roll_back);
         if (!step.ok) co_return co_await undo(step.message);

@@ -180,24 +180,33 @@ public:
         std::string error;
         const auto inserted = old_.first_row("SELECT pg_current_wal_insert_lsn()",
                                              time_left(deadline, service_.probe_timeout), error);
-        const auto target = inserted && inserted->size() == 1 && (*inserted)[0]
-                                ? parse_lsn(*(*inserted)[0])
-                                : std::nullopt;
+        const auto target =
+            inserted && inserted->size() == 1 && (*inserted)[0] ? parse_lsn(*(*inserted)[0]) : std::nullopt;
         if (!target)
             return step_result::failure("cannot read old's WAL insert position: " +
                                         (inserted ? std::string("unexpected answer") : error));
+        const std::uint64_t goal = *target;
         std::string last = "no answer";
         for (;;) {
-            const auto standby = new_.first_row(standby_query, time_left(deadline, service_.probe_timeout), error);
+            const auto standby =
+                new_.first_row(standby_query, time_left(deadline, service_.probe_timeout), error);
             if (standby && standby->size() == 4) {
                 const bool streaming = (*standby)[0] == "t" && (*standby)[3] == "streaming";
-                const auto replayed = (*standby)[1] ? parse_lsn(*(*standby)[1]) : std::nullopt;
-                if (streaming && replayed && replay_reached(*replayed, *target))
+                // Plain values, not an optional: g++ 12 -O2 warns maybe-uninitialized on the latter.
+                std::uint64_t replayed = 0;
+                bool known = false;
+                if ((*standby)[1]) {
+                    if (const auto lsn = parse_lsn(*(*standby)[1])) {
+                        replayed = *lsn;
+                        known = true;
+                    }
+                }
+                if (streaming && known && replay_reached(replayed, goal))
                     return step_result::success("new caught up with old in " + since(start) + " (replayed " +
-                                                format_lsn(*replayed) + ", old inserted " + format_lsn(*target) +
+                                                format_lsn(replayed) + ", old inserted " + format_lsn(goal) +
                                                 ")");
-                last = "replayed " + (replayed ? format_lsn(*replayed) : std::string("unknown")) + " of " +
-                       format_lsn(*target) + (streaming ? "" : ", not streaming");
+                last = "replayed " + (known ? format_lsn(replayed) : std::string("unknown")) + " of " +
+                       format_lsn(goal) + (streaming ? "" : ", not streaming");
             } else {
                 last = standby ? "new: unexpected answer" : error;
             }

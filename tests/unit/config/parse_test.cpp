@@ -201,6 +201,7 @@ TEST(Parse, FillsEveryDefault)
     EXPECT_EQ(s.credentials_file, std::nullopt);
     EXPECT_EQ(s.fence, redis_fence::replicaof);
     EXPECT_EQ(s.fence_replicaof, std::nullopt);
+    EXPECT_EQ(s.rollback_replicaof, std::nullopt);
     EXPECT_EQ(s.promote_command, std::nullopt);
     EXPECT_EQ(s.fence_command, std::nullopt);
 }
@@ -277,6 +278,7 @@ probe_timeout = "1s"
 credentials_file = "redis.auth"
 fence = "min-replicas"
 fence_replicaof = "10.8.0.2:6379"
+rollback_replicaof = "10.0.0.1:6379"
 promote_command = "promote.sh"
 fence_command = "fence.sh"
 
@@ -319,6 +321,7 @@ split_sticky = true
     EXPECT_EQ(r.credentials_file, std::filesystem::path("/etc/tunneld/redis.auth"));
     EXPECT_EQ(r.fence, redis_fence::min_replicas);
     EXPECT_EQ(r.fence_replicaof, (endpoint{"10.8.0.2", 6379}));
+    EXPECT_EQ(r.rollback_replicaof, (endpoint{"10.0.0.1", 6379}));
     EXPECT_EQ(r.promote_command, "promote.sh");
     EXPECT_EQ(r.fence_command, "fence.sh");
 
