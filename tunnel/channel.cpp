@@ -91,7 +91,7 @@ void channel::start_write(asio::const_buffer buffer, io_handler handler, executo
     assign(write_handler_, std::move(handler));
     if (closed_) return complete(write_handler_, asio::error::bad_descriptor, 0);
     if (failure_) return complete(write_handler_, failure_, 0);
-    if (eof_requested_) return complete(write_handler_, asio::error::broken_pipe, 0);
+    if (eof_requested_ || remote_closed_) return complete(write_handler_, asio::error::broken_pipe, 0);
     if (buffer.size() == 0) return complete(write_handler_, {}, 0);
     write_buffer_ = buffer;
     arm_cancellation(write_handler_, false);
@@ -181,10 +181,29 @@ bool channel::service(bool& unread_input)
             progress = true;
         }
     }
-    if (raw_ != nullptr && write_handler_ && !transport_->output_full()) {
+    if (raw_ != nullptr && !remote_closed_ && (write_handler_ || (eof_requested_ && !eof_sent_)) &&
+        (eof_received_ || write_stalled_) && libssh2_channel_eof(raw_) == 1) {
+        // The gateway's CLOSE arrives after its EOF, typically while a write waits for window
+        // space that will never come (the backend is gone). libssh2 1.10 reports a remote CLOSE
+        // only through channel_wait_closed (0 once it was received, EAGAIN before). Without this
+        // check the pending write would wait forever; after CLOSE nothing may be sent anyway.
+        unread_input = false; // libssh2_channel_wait_closed drains the transport first
+        const int rc = libssh2_channel_wait_closed(raw_);
+        if (rc == 0) {
+            remote_closed_ = true;
+            eof_sent_ = true; // never send EOF after CLOSE
+            if (write_handler_) complete(write_handler_, asio::error::broken_pipe, 0);
+            progress = true;
+        } else if (rc != LIBSSH2_ERROR_EAGAIN && rc != LIBSSH2_ERROR_INVAL) {
+            if (fail_on(rc, false)) return true;
+            progress = true;
+        }
+    }
+    if (raw_ != nullptr && !remote_closed_ && write_handler_ && !transport_->output_full()) {
         unread_input = false; // libssh2_channel_write drains the transport first
         const auto rc =
             libssh2_channel_write(raw_, static_cast<const char*>(write_buffer_.data()), write_buffer_.size());
+        write_stalled_ = rc == 0;
         if (rc > 0) {
             const auto n = static_cast<std::size_t>(rc);
             bytes_up_ += n;
@@ -197,7 +216,7 @@ bool channel::service(bool& unread_input)
         }
         // rc == 0: the gateway's window is full; its WINDOW_ADJUST wakes us.
     }
-    if (raw_ != nullptr && eof_requested_ && !eof_sent_ && !write_handler_) {
+    if (raw_ != nullptr && !remote_closed_ && eof_requested_ && !eof_sent_ && !write_handler_) {
         const int rc = libssh2_channel_send_eof(raw_);
         if (rc == 0) {
             eof_sent_ = true;

@@ -124,6 +124,8 @@ private:
     bool eof_received_ = false;
     bool eof_requested_ = false;
     bool eof_sent_ = false;
+    bool write_stalled_ = false;  ///< the last channel_write found the gateway's window full
+    bool remote_closed_ = false;  ///< the gateway sent CLOSE: nothing may be sent any more
     bool closed_ = false;
     bool counted_ = true; ///< still counted in the session's channel count
     std::uint64_t bytes_up_ = 0;

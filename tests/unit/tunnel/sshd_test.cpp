@@ -634,6 +634,78 @@ TEST_F(Tunnel, StalledReaderDoesNotSlowOtherChannels)
     asio::post(busy->get_executor(), [busy] { busy->close(); });
 }
 
+TEST_F(Tunnel, BackendClosingUnderFullWindowFailsPendingWrite)
+{
+    // The backend reads a little, then closes while the client keeps writing (iperf3 data
+    // connections end like this). The gateway sends EOF + CLOSE while the client's write waits
+    // for window space: that write must fail promptly, and the channel must be released.
+    backend quitter([](tcp::socket socket) -> asio::awaitable<void> {
+        std::vector<char> buf(1024);
+        co_await asio::async_read(socket, asio::buffer(buf), use_tuple);
+        // Meanwhile the client fills the gateway's window and its write waits for space.
+        asio::steady_timer pause(socket.get_executor(), 500ms);
+        co_await pause.async_wait(use_tuple);
+        error_code ignored;
+        socket.close(ignored);
+    });
+    pool_fixture f(settings_for(*bed_, 1));
+    ASSERT_TRUE(f.wait_up(1));
+    auto [ec, ch] = f.open(quitter.port());
+    ASSERT_FALSE(ec) << ec.message();
+    struct outcome {
+        error_code read_ec, write_ec;
+        std::uint64_t written = 0;
+    };
+    const auto started = std::chrono::steady_clock::now();
+    auto r = run_on(
+        ch->get_executor(),
+        [](std::shared_ptr<channel> c) -> asio::awaitable<outcome> {
+            outcome o;
+            auto reader = [&]() -> asio::awaitable<void> {
+                std::vector<char> buf(16 * 1024);
+                for (;;) {
+                    auto [rec, n] = co_await c->async_read_some(asio::buffer(buf), use_tuple);
+                    if (rec) {
+                        o.read_ec = rec;
+                        co_return;
+                    }
+                }
+            };
+            auto writer = [&]() -> asio::awaitable<void> {
+                std::vector<char> chunk(64 * 1024, 'y');
+                for (int i = 0; i < 4096; ++i) { // 256 MiB: far beyond any window
+                    auto [wec, n] = co_await asio::async_write(*c, asio::buffer(chunk), use_tuple);
+                    o.written += n;
+                    if (wec) {
+                        o.write_ec = wec;
+                        co_return;
+                    }
+                }
+            };
+            co_await (reader() && writer());
+            co_return o;
+        }(ch),
+        30s);
+    const auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    std::cout << "write failed after " << r.written / 1024 << " KiB in " << seconds << " s: "
+              << r.write_ec.message() << "\n";
+    EXPECT_EQ(r.read_ec, asio::error::eof) << r.read_ec.message();
+    EXPECT_TRUE(r.write_ec) << "write never failed";
+    EXPECT_GT(r.written, 64U * 1024); // more than a socket buffer: it did wait for window space
+    EXPECT_LT(seconds, 10.0);
+    asio::post(ch->get_executor(), [ch] { ch->close(); });
+    ch.reset();
+    EXPECT_TRUE(eventually([&] { return f.pool->status().channels == 0; }, 5s));
+    // The session survived: a new channel still works.
+    backend echo_backend(echo);
+    auto [ec2, ch2] = f.open(echo_backend.port());
+    ASSERT_FALSE(ec2) << ec2.message();
+    auto t = run_on(ch2->get_executor(), echo_transfer(ch2, 1 << 20, 3), 20s);
+    EXPECT_EQ(t.received, 1U << 20);
+    EXPECT_EQ(f.pool->status().reconnects, 0U);
+    asio::post(ch2->get_executor(), [ch2] { ch2->close(); });
+}
+
 TEST_F(Tunnel, HashedKnownHostsEntryIsAccepted)
 {
     auto settings = settings_for(*bed_, 1);
