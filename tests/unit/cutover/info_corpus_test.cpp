@@ -13,7 +13,7 @@ namespace {
 
 TEST(InfoParserCorpus, EveryCorpusFilePassesTheFuzzChecks)
 {
-    const auto corpus = std::filesystem::path(__FILE__).parent_path() / "../../fuzz/corpus/info_parser";
+    const auto corpus = std::filesystem::path(TUNNELD_SOURCE_DIR) / "tests/fuzz/corpus/info_parser";
     ASSERT_TRUE(std::filesystem::is_directory(corpus)) << corpus;
     std::size_t files = 0;
     for (const auto& entry : std::filesystem::directory_iterator(corpus)) {
