@@ -247,46 +247,48 @@ void runtime::begin_shutdown()
     if (control_) control_->stop();
     if (http_) http_->stop();
     controller_->stop();
-    const auto deadline = std::chrono::steady_clock::now() + settings_->daemon.shutdown_timeout;
+    asio::co_spawn(control_loop(), drain_and_stop(), asio::detached);
+}
+
+asio::awaitable<void> runtime::drain_and_stop()
+{
     // Let clients finish until shutdown_timeout, checking every 50ms; then cut whoever is left.
-    auto check = std::make_shared<std::function<void()>>();
-    *check = [this, deadline, check] {
+    const auto deadline = std::chrono::steady_clock::now() + settings_->daemon.shutdown_timeout;
+    auto active_clients = [this] {
         std::size_t active = 0;
         for (auto& [name, svc] : services_)
             active += svc->active();
-        if (active > 0 && std::chrono::steady_clock::now() < deadline) {
-            shutdown_timer_.expires_after(std::chrono::milliseconds(50));
-            shutdown_timer_.async_wait([check](boost::system::error_code) { (*check)(); });
-            return;
-        }
-        if (active > 0) {
-            spdlog::info("shutdown_timeout reached: cutting {} clients", active);
-            for (auto& [name, svc] : services_)
-                svc->cut_everything("shutdown");
-        }
-        for (auto& [name, list] : forwarders_)
-            for (auto& f : list)
-                f->stop_accepting();
-        {
-            std::lock_guard lock(tunnels_mutex_);
-            for (auto& [name, pool] : tunnels_)
-                pool->stop();
-            for (auto& pool : retiring_)
-                pool->stop();
-        }
-        watchdog_timer_.cancel();
-        boost::system::error_code ignored;
-        signals_.cancel(ignored);
-        // Give the cuts a moment to run on their loops, then stop every loop.
-        shutdown_timer_.expires_after(std::chrono::milliseconds(100));
-        shutdown_timer_.async_wait([this](boost::system::error_code) {
-            for (auto& guard : work_)
-                guard.reset();
-            for (auto& loop : loops_)
-                loop->stop();
-        });
+        return active;
     };
-    (*check)();
+    while (active_clients() > 0 && std::chrono::steady_clock::now() < deadline) {
+        shutdown_timer_.expires_after(std::chrono::milliseconds(50));
+        co_await shutdown_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    if (const auto active = active_clients(); active > 0) {
+        spdlog::info("shutdown_timeout reached: cutting {} clients", active);
+        for (auto& [name, svc] : services_)
+            svc->cut_everything("shutdown");
+    }
+    for (auto& [name, list] : forwarders_)
+        for (auto& f : list)
+            f->stop_accepting();
+    {
+        std::lock_guard lock(tunnels_mutex_);
+        for (auto& [name, pool] : tunnels_)
+            pool->stop();
+        for (auto& pool : retiring_)
+            pool->stop();
+    }
+    watchdog_timer_.cancel();
+    boost::system::error_code ignored;
+    signals_.cancel(ignored);
+    // Give the cuts a moment to run on their loops, then stop every loop.
+    shutdown_timer_.expires_after(std::chrono::milliseconds(100));
+    co_await shutdown_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+    for (auto& guard : work_)
+        guard.reset();
+    for (auto& loop : loops_)
+        loop->stop();
 }
 
 void runtime::feed_watchdog()

@@ -55,6 +55,7 @@ private:
     std::shared_ptr<tunnel::pool> find_tunnel(std::string_view name) const;
     void handle_signals();
     void begin_shutdown();
+    asio::awaitable<void> drain_and_stop();
     void feed_watchdog();
     void retire_idle_tunnels();
     asio::awaitable<void> check_backends();
