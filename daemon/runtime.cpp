@@ -89,6 +89,14 @@ runtime::~runtime()
         if (t.joinable()) t.join();
 }
 
+std::vector<asio::io_context*> runtime::loop_pointers() const
+{
+    std::vector<asio::io_context*> loops;
+    for (const auto& loop : loops_)
+        loops.push_back(loop.get());
+    return loops;
+}
+
 std::shared_ptr<tunnel::pool> runtime::find_tunnel(std::string_view name) const
 {
     std::lock_guard lock(tunnels_mutex_);
@@ -98,9 +106,7 @@ std::shared_ptr<tunnel::pool> runtime::find_tunnel(std::string_view name) const
 
 void runtime::start_tunnels(const config::config& settings)
 {
-    std::vector<asio::io_context*> loops;
-    for (auto& loop : loops_)
-        loops.push_back(loop.get());
+    const auto loops = loop_pointers();
     for (const auto& t : settings.tunnels) {
         auto existing = find_tunnel(t.name);
         if (existing && existing->settings() == t) continue;
@@ -117,9 +123,7 @@ void runtime::start_tunnels(const config::config& settings)
 std::optional<cutover::probe_endpoints> runtime::probe_endpoints_for(const config::service_config& settings)
 {
     if (settings.kind == config::service_kind::tcp) return std::nullopt;
-    std::vector<asio::io_context*> loops;
-    for (auto& loop : loops_)
-        loops.push_back(loop.get());
+    const auto loops = loop_pointers();
     auto& forwarders = forwarders_[settings.name];
     for (auto& f : forwarders)
         f->stop_accepting();
@@ -148,9 +152,7 @@ std::optional<cutover::probe_endpoints> runtime::probe_endpoints_for(const confi
 
 void runtime::start_service(std::shared_ptr<const config::service_config> settings)
 {
-    std::vector<asio::io_context*> loops;
-    for (auto& loop : loops_)
-        loops.push_back(loop.get());
+    const auto loops = loop_pointers();
     auto svc = std::make_shared<proxy::service>(
         settings, loops, [this](std::string_view n) { return find_tunnel(n); },
         controller_->initial_route(*settings));

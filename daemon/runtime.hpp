@@ -52,6 +52,8 @@ private:
     void start_service(std::shared_ptr<const config::service_config> settings);
     std::optional<cutover::probe_endpoints> probe_endpoints_for(const config::service_config& settings);
     void stop_service(const std::string& name);
+    /// Every event loop, for the pools and services that spread their work over them.
+    std::vector<asio::io_context*> loop_pointers() const;
     std::shared_ptr<tunnel::pool> find_tunnel(std::string_view name) const;
     void handle_signals();
     void begin_shutdown();
