@@ -46,8 +46,7 @@ class IntegrationTest(unittest.TestCase):
 
     def setUp(self) -> None:
         for binary in (tb.tunneld_bin(), tb.tunnelctl_bin()):
-            if not binary.exists():
-                self.skipTest(f"{binary} not built (set TUNNELD_BIN/TUNNELCTL_BIN)")
+            self.assertTrue(binary.exists(), f"{binary} not built (set TUNNELD_BIN/TUNNELCTL_BIN)")
         self.bed = tb.TestBed()
         self.addCleanup(self.bed.close)
 

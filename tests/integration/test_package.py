@@ -33,7 +33,6 @@ def build_dir() -> Path | None:
     return None
 
 
-@unittest.skipUnless(shutil.which("cpack") and shutil.which("dpkg-deb"), "cpack or dpkg-deb not installed")
 class PackageTest(unittest.TestCase):
     deb: Path
     root: Path
@@ -100,8 +99,6 @@ class PackageTest(unittest.TestCase):
         self.assertEqual((control / "conffiles").read_text().split(), ["/etc/tunneld/tunneld.toml.example"])
 
     def test_5_unpacked_unit_passes_the_analyzer(self):
-        if not shutil.which("systemd-analyze"):
-            self.skipTest("systemd-analyze not installed")
         unit = self.root / "usr/lib/systemd/system/tunneld.service"
         result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=20", str(unit)],
                                 capture_output=True, text=True, timeout=60)

@@ -96,16 +96,20 @@ TEST(Parse, AcceptsTheDocumentedExample)
 
     EXPECT_EQ(redis.kind, service_kind::redis);
     EXPECT_EQ(redis.listen, (endpoint{"127.0.0.1", 6379}));
-    EXPECT_EQ(redis.old_backend, (backend{{"10.0.1.20", 6379}, std::nullopt}));
-    EXPECT_EQ(redis.new_backend, (backend{{"10.8.1.20", 6379}, "vpc"}));
+    EXPECT_EQ(redis.old_backend.address, (endpoint{"10.0.1.20", 6379}));
+    EXPECT_EQ(redis.old_backend.via, std::nullopt);
+    EXPECT_EQ(redis.new_backend.address, (endpoint{"10.8.1.20", 6379}));
+    EXPECT_EQ(redis.new_backend.via, std::optional<std::string>("vpc"));
     EXPECT_EQ(redis.max_lag, 1024u * 1024);
     EXPECT_EQ(redis.pause_timeout, 5s);
     EXPECT_EQ(redis.mode, switch_mode::pause);
 
     EXPECT_EQ(app.kind, service_kind::tcp);
     EXPECT_EQ(app.listen, (endpoint{"127.0.0.1", 8080}));
-    EXPECT_EQ(app.old_backend, (backend{{"10.0.1.40", 8080}, std::nullopt}));
-    EXPECT_EQ(app.new_backend, (backend{{"10.8.1.40", 8080}, "vpc"}));
+    EXPECT_EQ(app.old_backend.address, (endpoint{"10.0.1.40", 8080}));
+    EXPECT_EQ(app.old_backend.via, std::nullopt);
+    EXPECT_EQ(app.new_backend.address, (endpoint{"10.8.1.40", 8080}));
+    EXPECT_EQ(app.new_backend.via, std::optional<std::string>("vpc"));
     EXPECT_EQ(app.drain_timeout, 30s);
     EXPECT_EQ(app.mode, switch_mode::drain);
 }
@@ -306,8 +310,10 @@ split_sticky = true
     EXPECT_EQ(t.reconnect_max, 1min);
 
     const service_config& r = *c->find_service("r");
-    EXPECT_EQ(r.old_backend, (backend{{"10.0.0.1", 6379}, std::nullopt}));
-    EXPECT_EQ(r.new_backend, (backend{{"10.0.0.2", 6379}, "gw"}));
+    EXPECT_EQ(r.old_backend.address, (endpoint{"10.0.0.1", 6379}));
+    EXPECT_EQ(r.old_backend.via, std::nullopt);
+    EXPECT_EQ(r.new_backend.address, (endpoint{"10.0.0.2", 6379}));
+    EXPECT_EQ(r.new_backend.via, std::optional<std::string>("gw"));
     EXPECT_EQ(r.mode, switch_mode::drain);
     EXPECT_EQ(r.connect_timeout, 1s);
     EXPECT_EQ(r.drain_timeout, 0s);

@@ -165,8 +165,8 @@ class RedisReplication : public ::testing::Test {
 protected:
     void SetUp() override
     {
-        if (std::system("command -v redis-server >/dev/null 2>&1") != 0)
-            GTEST_SKIP() << "redis-server not installed";
+        // tools/deps installs redis-server: its absence is a failure, not a skip.
+        ASSERT_EQ(std::system("command -v redis-server >/dev/null 2>&1"), 0) << "redis-server not installed";
         char pattern[] = "/tmp/tunneld-redis-XXXXXX";
         directory_ = ::mkdtemp(pattern);
     }
