@@ -1,6 +1,7 @@
 #include "daemon/http_server.hpp"
 
 #include "daemon/metrics.hpp"
+#include "daemon/status_page.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -61,6 +62,19 @@ http_response handle_http_request(const http_request& request, const http_source
     }
     const std::string_view path = path_of(request.target());
     try {
+        if (path == "/") {
+            auto response = text_response(request, http::status::ok, "text/html; charset=utf-8",
+                                          std::string(status_page_html()));
+            // Read-only and self-contained: the page may only run its own inline script and
+            // fetch /status from this origin; nothing is cached, nothing may frame it.
+            response.set(http::field::cache_control, "no-store");
+            response.set("Content-Security-Policy",
+                         "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                         "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+            response.set("X-Content-Type-Options", "nosniff");
+            response.set("Referrer-Policy", "no-referrer");
+            return response;
+        }
         if (path == "/healthz") return text_response(request, http::status::ok, plain, "ok\n");
         if (path == "/readyz") {
             const std::vector<std::string> reasons =

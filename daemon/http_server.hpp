@@ -1,6 +1,7 @@
 #pragma once
-// The health and metrics endpoint on `[daemon] health_listen`: GET /healthz, /readyz, /metrics
-// and /status over HTTP/1.1 (Boost.Beast), one coroutine per connection on one io_context.
+// The health and metrics endpoint on `[daemon] health_listen`: GET / (the status page), /healthz,
+// /readyz, /metrics and /status over HTTP/1.1 (Boost.Beast), one coroutine per connection on one
+// io_context.
 // A slow or idle client cannot hold the endpoint: every request has a read deadline and the
 // number of open connections is capped.
 
@@ -43,8 +44,8 @@ struct http_limits {
 using http_request = boost::beast::http::request<boost::beast::http::string_body>;
 using http_response = boost::beast::http::response<boost::beast::http::string_body>;
 
-/// The answer to one request (pure apart from calling `sources`): 200/503 for the four paths,
-/// 404 for any other path, 405 for any method but GET. Keep-alive follows the request.
+/// The answer to one request (pure apart from calling `sources`): the page at /, 200/503 for the
+/// four other paths, 404 for any other path, 405 for any method but GET. Keep-alive follows the request.
 http_response handle_http_request(const http_request& request, const http_sources& sources);
 
 class http_server {

@@ -246,7 +246,8 @@ std::string render_metrics(const nlohmann::json& status)
           &lag_seconds,    &link_up,       &active_side,  &split,          &paused,       &held,
           &fenced,         &sessions,      &sessions_up,  &channels,       &tunnel_bytes, &reconnects,
           &open_failures,  &channel_open,  &since_receive}) {
-        if (f->samples.empty()) continue;
+        // Every family is declared even with no sample yet, so dashboards and alert rules find
+        // each name from the first scrape (a tcp-only host has no lag samples, say).
         out.append("# HELP ").append(f->name).append(" ").append(f->help).append("\n");
         out.append("# TYPE ").append(f->name).append(" ").append(f->type).append("\n");
         for (const std::string& sample : f->samples) {

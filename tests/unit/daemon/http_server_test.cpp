@@ -81,6 +81,20 @@ TEST(HandleHttpRequest, StatusIsTheStatusJson)
               (nlohmann::json{{"services", nlohmann::json::array()}}));
 }
 
+TEST(HandleHttpRequest, RootIsTheSelfContainedStatusPage)
+{
+    const auto response = handle_http_request(get("/"), fixed_sources());
+    EXPECT_EQ(response.result(), http::status::ok);
+    EXPECT_EQ(response[http::field::content_type], "text/html; charset=utf-8");
+    EXPECT_EQ(response[http::field::cache_control], "no-store");
+    // Everything embedded: the policy lets the page reach nothing but its own origin.
+    EXPECT_THAT(std::string(response["Content-Security-Policy"]),
+                ::testing::HasSubstr("default-src 'none'"));
+    EXPECT_THAT(response.body(), ::testing::HasSubstr("fetch(\"/status\""));
+    for (const char* external : {"<script src", "<link", "url(", "@import", "https://"})
+        EXPECT_THAT(response.body(), ::testing::Not(::testing::HasSubstr(external))) << external;
+}
+
 TEST(HandleHttpRequest, QueryStringIsIgnored)
 {
     EXPECT_EQ(handle_http_request(get("/metrics?x=1"), fixed_sources()).result(), http::status::ok);
@@ -88,7 +102,7 @@ TEST(HandleHttpRequest, QueryStringIsIgnored)
 
 TEST(HandleHttpRequest, UnknownPathIs404AndOtherMethodsAre405)
 {
-    EXPECT_EQ(handle_http_request(get("/"), fixed_sources()).result(), http::status::not_found);
+    EXPECT_EQ(handle_http_request(get("/index.html"), fixed_sources()).result(), http::status::not_found);
     EXPECT_EQ(handle_http_request(get("/healthz/x"), fixed_sources()).result(), http::status::not_found);
     auto post = get("/healthz");
     post.method(http::verb::post);
