@@ -56,6 +56,7 @@ lag_reading unknown_lag(std::string detail, std::chrono::steady_clock::time_poin
     return lag_reading{.bytes = std::nullopt,
                        .seconds = std::nullopt,
                        .link = link_state::unknown,
+                       .replica_position = std::nullopt,
                        .detail = std::move(detail),
                        .at = at};
 }
@@ -105,6 +106,7 @@ lag_reading redis_lag(const replication_info& old_info, const replication_info& 
         return reading;
     }
     reading.bytes = primary - replica;
+    reading.replica_position = replica;
     reading.detail = "old offset " + std::to_string(primary) + ", new offset " + std::to_string(replica);
     return reading;
 }
@@ -175,6 +177,7 @@ lag_reading postgres_lag(const std::optional<std::string>& old_current_lsn,
         return reading;
     }
     reading.bytes = *primary - *replica;
+    reading.replica_position = *replica;
     reading.detail = "old lsn " + format_lsn(*primary) + ", new replay lsn " + format_lsn(*replica);
     return reading;
 }

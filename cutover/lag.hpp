@@ -22,6 +22,9 @@ struct lag_reading {
     std::optional<std::uint64_t> bytes;
     std::optional<double> seconds; ///< replay delay (postgres); redis has none
     link_state link = link_state::unknown;
+    /// How far new has replayed (redis slave_repl_offset, postgres replay LSN), when `bytes` is
+    /// known: successive readings give the replay rate.
+    std::optional<std::uint64_t> replica_position;
     std::string detail; ///< human explanation, never a credential
     std::chrono::steady_clock::time_point at;
 };
