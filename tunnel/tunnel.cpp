@@ -101,6 +101,10 @@ public:
 
     const std::shared_ptr<gateway_health>& gateway() const { return gateway_; }
 
+    /// Opens started on this session and not completed yet: counted as load, so that a burst
+    /// of clients spreads before any of their channels exists.
+    std::atomic<unsigned> opening{0};
+
     asio::any_io_executor executor() const { return executor_; }
     const std::shared_ptr<detail::session_stats>& stats() const { return stats_; }
 
@@ -305,7 +309,8 @@ public:
                 const auto g = gateway_of_[i];
                 loads.push_back({!tried[i] && sessions_[i]->stats()->up.load() &&
                                      !(other_gateway && in_flight[g] > 0),
-                                 sessions_[i]->stats()->channels.load(), gateways_[g]->down.load()});
+                                 sessions_[i]->stats()->channels.load() + sessions_[i]->opening.load(),
+                                 gateways_[g]->down.load()});
             }
             const auto pick = least_loaded(loads, next_++ % sessions_.size());
             if (!pick) return false;
@@ -314,9 +319,11 @@ public:
             ++in_flight[g];
             ++pending;
             auto chosen = sessions_[*pick];
+            ++chosen->opening;
             // Runs on the session's thread; the result comes back on the caller's executor.
             asio::co_spawn(chosen->executor(), chosen->open(host, port),
-                           asio::bind_executor(caller, [race, g](std::exception_ptr e, result outcome) {
+                           asio::bind_executor(caller, [race, g, chosen](std::exception_ptr e, result outcome) {
+                               --chosen->opening;
                                if (e) outcome = {make_error_code(tunnel_errc::session_lost), nullptr};
                                race->arrive(g, std::move(outcome));
                            }));

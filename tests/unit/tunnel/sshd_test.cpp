@@ -978,8 +978,9 @@ tunneld::config::tunnel_config two_gateway_settings(const testbed& first, const 
     out << "[127.0.0.1]:" << second.sshd()["port"].get<int>() << " "
         << second.sshd()["host_key_pub"].get<std::string>() << "\n";
     s.known_hosts = path;
+    // libssh2 sends a keepalive at most every 2 s: a bound under 3 s would fail idle sessions.
     s.keepalive = 1s;
-    s.keepalive_max_missed = 2;
+    s.keepalive_max_missed = 3;
     return s;
 }
 
