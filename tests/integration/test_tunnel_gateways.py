@@ -7,6 +7,8 @@ keepalive x keepalive_max_missed and from then on every new client is served thr
 continuous connect loop counts failed connects and the longest gap without a served client,
 and prints them. `tunnels --json`, `/metrics` and `tunnelctl health` (WARNING) show A down with
 its last error. When A comes back its sessions return and channels spread over both again.
+A gateway with a changed host key stays down while B serves; a redis switch whose gateway A
+dies just before it probes and promotes through B.
 """
 
 import json
@@ -74,9 +76,10 @@ class ConnectLoop:
 
 
 class TunnelGatewaysTest(IntegrationTest):
-    def start(self, changed_key_of_a: bool = False) -> None:
-        """Gateways A and B, tunnel `gw` over both, service `svc` with new through `gw`.
-        With `changed_key_of_a`, known_hosts holds another key for A."""
+    def start(self, changed_key_of_a: bool = False, redis: bool = False) -> None:
+        """Gateways A and B, tunnel `gw` over both, service `svc` with new through `gw`, switched
+        to new (a tcp service to echo servers), or (`redis`) not switched, its new a replica of
+        old. With `changed_key_of_a`, known_hosts holds another key for A."""
         self.a = self.bed.sshd()
         self.b = self.bed.sshd()
         # One identity for the tunnel: B accepts A's user key too.
@@ -91,8 +94,14 @@ class TunnelGatewaysTest(IntegrationTest):
                                    + self.b.known_hosts.read_text())
         else:
             known_hosts.write_text(self.a.known_hosts.read_text() + self.b.known_hosts.read_text())
-        self.old = self.bed.echo_server(b"old:", mode="after_eof")
-        self.new = self.bed.echo_server(b"new:", mode="after_eof")
+        if redis:
+            self.old = self.bed.redis("old")
+            self.new = self.bed.redis("new", replicaof=self.old)
+            self.old.cli("SET", "counter", "41")
+            self.new.wait_caught_up(self.old)
+        else:
+            self.old = self.bed.echo_server(b"old:", mode="after_eof")
+            self.new = self.bed.echo_server(b"new:", mode="after_eof")
         self.port = tb.free_port()
         self.health_port = tb.free_port()
         tunnel = {"address": [f"{tb.HOST}:{self.a.port}", f"{tb.HOST}:{self.b.port}"],
@@ -101,13 +110,19 @@ class TunnelGatewaysTest(IntegrationTest):
                   "keepalive": f"{KEEPALIVE_S}s", "keepalive_max_missed": MAX_MISSED,
                   "connect_timeout": "5s", "reconnect_max": "2s"}
         new = {"address": f"{tb.HOST}:{self.new.port}", "via": "gw"}
-        config = daemon_config({SERVICE: service_config(self.port, self.old.port, new)},
+        extra = {}
+        if redis:
+            extra = {"kind": "redis", "max_lag": "1MiB", "pause_timeout": "5s",
+                     "probe_interval": "250ms", "probe_timeout": "2s", "fence": "replicaof",
+                     "fence_replicaof": f"{tb.HOST}:{self.new.port}"}
+        config = daemon_config({SERVICE: service_config(self.port, self.old.port, new, **extra)},
                                tunnels={"gw": tunnel},
                                health_listen=f"{tb.HOST}:{self.health_port}")
         self.daemon = self.bed.tunneld(config)
         up = 2 if changed_key_of_a else 4
         self.eventually(lambda: self.tunnel()["sessions_up"] == up, 20, f"{up} sessions up")
-        self.ctl_ok(self.daemon, "switch", SERVICE, "--mode", "kill")
+        if not redis:
+            self.ctl_ok(self.daemon, "switch", SERVICE, "--mode", "kill")
 
     def tunnel(self) -> dict:
         tunnels = json.loads(self.ctl_ok(self.daemon, "tunnels", "--json"))
@@ -218,6 +233,23 @@ class TunnelGatewaysTest(IntegrationTest):
         health = self.daemon.ctl("health")
         self.assertEqual(health.returncode, 1, health.stdout)
         self.assertIn("CHANGED host key", health.stdout)
+
+    def test_14g4_switch_probes_go_through_the_gateway_left(self):
+        """The lag probe and the promotion reach the new redis through the tunnel: with A
+        killed just before the switch, they go through B and the switch succeeds."""
+        self.start(redis=True)
+        self.eventually(lambda: self.daemon.service(SERVICE)["lag"]["link"] == "up", 15,
+                        "the lag probe sees the replica link up through the tunnel")
+        for pid in [self.a.pid] + tb._proc_descendants(self.a.pid):
+            tb._signal_quietly(pid, signal.SIGKILL)
+        self.ctl_ok(self.daemon, "switch", SERVICE, "--mode", "pause")
+        svc = self.daemon.service(SERVICE)
+        self.assertEqual(svc["active"], "new")
+        self.assertEqual(self.new.info_replication()["role"], "master", "replica promoted")
+        self.assertEqual(self.gateway(self.a)["state"], "down")
+        with tb.RespClient(self.port) as client:
+            self.assertEqual(client.command("INCR", "counter"), 42)
+            self.assertIn(f"tcp_port:{self.new.port}", client.command("INFO", "server"))
 
 
 if __name__ == "__main__":
