@@ -115,8 +115,12 @@ void runtime::start_tunnels(const config::config& settings)
         // Make before break: the old pool keeps its live channels until they end.
         if (existing) retiring_.push_back(existing);
         tunnels_[t.name] = std::move(pool);
-        spdlog::info("tunnel={} {} ({} sessions to {})", t.name,
-                     existing ? "restarted with new settings" : "started", t.sessions, t.address.to_string());
+        std::string gateways;
+        for (const auto& g : t.gateways())
+            gateways += (gateways.empty() ? "" : ", ") + g.to_string();
+        spdlog::info("tunnel={} {} ({} sessions to {}{})", t.name,
+                     existing ? "restarted with new settings" : "started", t.sessions,
+                     t.more_gateways.empty() ? "" : "each of ", gateways);
     }
 }
 
@@ -417,6 +421,15 @@ nlohmann::json runtime::tunnels_status() const
     std::lock_guard lock(tunnels_mutex_);
     for (const auto& [name, pool] : tunnels_) {
         const auto s = pool->status();
+        nlohmann::json gateways = nlohmann::json::array();
+        for (const auto& g : s.gateways)
+            gateways.push_back({{"address", g.address},
+                                {"state", g.state},
+                                {"sessions", g.sessions},
+                                {"sessions_up", g.sessions_up},
+                                {"channels", g.channels},
+                                {"failures", g.failures},
+                                {"last_error", g.last_error}});
         out.push_back({
             {"name", s.name},
             {"address", s.address},
@@ -430,6 +443,7 @@ nlohmann::json runtime::tunnels_status() const
             {"last_error", s.last_error},
             {"since_last_receive_ms",
              s.since_last_receive ? nlohmann::json(s.since_last_receive->count()) : nlohmann::json(nullptr)},
+            {"gateways", std::move(gateways)},
         });
     }
     return out;
