@@ -25,7 +25,7 @@ std::string command(std::initializer_list<std::string_view> words)
 const std::string ok = "+OK\r\n";
 const std::string queued = "+QUEUED\r\n";
 
-TEST(RedisSession, CountsOutstandingRepliesAcrossAPipeline)
+TEST(RespSession, CountsOutstandingRepliesAcrossAPipeline)
 {
     redis_session s;
     EXPECT_TRUE(s.movable());
@@ -40,7 +40,7 @@ TEST(RedisSession, CountsOutstandingRepliesAcrossAPipeline)
     EXPECT_TRUE(s.movable());
 }
 
-TEST(RedisSession, PartialRequestOrReplyIsNoBoundary)
+TEST(RespSession, PartialRequestOrReplyIsNoBoundary)
 {
     redis_session s;
     s.observe_client("*2\r\n$3\r\nGET");
@@ -52,7 +52,7 @@ TEST(RedisSession, PartialRequestOrReplyIsNoBoundary)
     EXPECT_TRUE(s.at_request_boundary());
 }
 
-TEST(RedisSession, OnClientBytesStopsAtEachRequestEnd)
+TEST(RespSession, OnClientBytesStopsAtEachRequestEnd)
 {
     // What the hold needs: forward up to a request's end, keep the rest.
     redis_session s;
@@ -65,7 +65,7 @@ TEST(RedisSession, OnClientBytesStopsAtEachRequestEnd)
     EXPECT_TRUE(s.movable()) << "the held GET has not been taken";
 }
 
-TEST(RedisSession, PushesAndAttributesAreNoReplies)
+TEST(RespSession, PushesAndAttributesAreNoReplies)
 {
     redis_session s;
     s.observe_client(command({"HELLO", "3"}));
@@ -81,7 +81,7 @@ TEST(RedisSession, PushesAndAttributesAreNoReplies)
     EXPECT_TRUE(s.at_request_boundary());
 }
 
-TEST(RedisSession, EmptyRequestsAreNotAnswered)
+TEST(RespSession, EmptyRequestsAreNotAnswered)
 {
     redis_session s;
     s.observe_client("*0\r\n\r\n   \n");
@@ -90,7 +90,7 @@ TEST(RedisSession, EmptyRequestsAreNotAnswered)
     EXPECT_EQ(s.outstanding(), 1u);
 }
 
-TEST(RedisSession, StateIsRecordedOnlyWhenAcknowledged)
+TEST(RespSession, StateIsRecordedOnlyWhenAcknowledged)
 {
     redis_session s;
     s.observe_client(command({"AUTH", "wrong"}));
@@ -115,7 +115,7 @@ TEST(RedisSession, StateIsRecordedOnlyWhenAcknowledged)
     EXPECT_TRUE(s.movable());
 }
 
-TEST(RedisSession, HelloRecordsProtocolAuthAndName)
+TEST(RespSession, HelloRecordsProtocolAuthAndName)
 {
     redis_session s;
     s.observe_client(command({"hello", "3", "auth", "default", "pw", "setname", "n1"}));
@@ -132,7 +132,7 @@ TEST(RedisSession, HelloRecordsProtocolAuthAndName)
     EXPECT_FALSE(refused.state().authenticated);
 }
 
-TEST(RedisSession, AllowlistIsRecorded)
+TEST(RespSession, AllowlistIsRecorded)
 {
     redis_session s;
     s.observe_client(command({"CLIENT", "SETINFO", "LIB-NAME", "redis-py"}) +
@@ -148,7 +148,7 @@ TEST(RedisSession, AllowlistIsRecorded)
     EXPECT_FALSE(s.state().no_evict);
 }
 
-TEST(RedisSession, InlineCommandsAreFollowedToo)
+TEST(RespSession, InlineCommandsAreFollowedToo)
 {
     redis_session s;
     s.observe_client("SELECT 5\r\nclient setname inline-client\n");
@@ -157,7 +157,7 @@ TEST(RedisSession, InlineCommandsAreFollowedToo)
     EXPECT_EQ(s.state().name.view(), "inline-client");
 }
 
-TEST(RedisSession, SelectInsideMultiCountsAtExec)
+TEST(RespSession, SelectInsideMultiCountsAtExec)
 {
     redis_session s;
     s.observe_client(command({"MULTI"}) + command({"SET", "k", "v"}) + command({"SELECT", "3"}) +
@@ -172,7 +172,7 @@ TEST(RedisSession, SelectInsideMultiCountsAtExec)
     EXPECT_TRUE(s.movable());
 }
 
-TEST(RedisSession, QueuedSelectThatFailedInExecCountsNot)
+TEST(RespSession, QueuedSelectThatFailedInExecCountsNot)
 {
     redis_session s;
     s.observe_client(command({"MULTI"}) + command({"SELECT", "3"}) + command({"SELECT", "4"}) +
@@ -181,7 +181,7 @@ TEST(RedisSession, QueuedSelectThatFailedInExecCountsNot)
     EXPECT_EQ(s.state().db, 3);
 }
 
-TEST(RedisSession, AbortedOrDiscardedTransactionsChangeNothing)
+TEST(RespSession, AbortedOrDiscardedTransactionsChangeNothing)
 {
     const std::vector<std::string> endings = {
         "*-1\r\n", // a WATCHed key changed (RESP2)
@@ -202,7 +202,7 @@ TEST(RedisSession, AbortedOrDiscardedTransactionsChangeNothing)
     EXPECT_TRUE(s.movable());
 }
 
-TEST(RedisSession, RefusedMultiRunsWhatFollowsAtOnce)
+TEST(RespSession, RefusedMultiRunsWhatFollowsAtOnce)
 {
     redis_session s;
     s.observe_client(command({"MULTI"}) + command({"SELECT", "2"}));
@@ -211,7 +211,7 @@ TEST(RedisSession, RefusedMultiRunsWhatFollowsAtOnce)
     EXPECT_EQ(s.pinned(), pin_reason::none);
 }
 
-TEST(RedisSession, ResetClearsStateAndWipesThePassword)
+TEST(RespSession, ResetClearsStateAndWipesThePassword)
 {
     redis_session s;
     s.observe_client(command({"AUTH", "hunter2"}) + command({"SELECT", "3"}) + command({"HELLO", "3"}));
@@ -233,7 +233,7 @@ TEST(RedisSession, ResetClearsStateAndWipesThePassword)
     EXPECT_TRUE(s.movable());
 }
 
-TEST(RedisSession, ResetAfterMonitorResynchronisesCounting)
+TEST(RespSession, ResetAfterMonitorResynchronisesCounting)
 {
     redis_session s;
     s.observe_client(command({"MONITOR"}));
@@ -246,7 +246,7 @@ TEST(RedisSession, ResetAfterMonitorResynchronisesCounting)
     EXPECT_EQ(s.unknown_cause(), unknown_state_cause::none);
 }
 
-TEST(RedisSession, QuitPinsForGood)
+TEST(RespSession, QuitPinsForGood)
 {
     redis_session s;
     s.observe_client(command({"QUIT"}));
@@ -262,7 +262,7 @@ struct pin_case {
     pin_reason after;         ///< once answered
 };
 
-TEST(RedisSession, PinningRulesCommandByCommand)
+TEST(RespSession, PinningRulesCommandByCommand)
 {
     using p = pin_reason;
     const std::vector<pin_case> table = {
@@ -381,7 +381,7 @@ TEST(RedisSession, PinningRulesCommandByCommand)
     }
 }
 
-TEST(RedisSession, BackendGarbageIsNotResp)
+TEST(RespSession, BackendGarbageIsNotResp)
 {
     redis_session s;
     s.observe_client(command({"GET", "a"}));
@@ -392,7 +392,7 @@ TEST(RedisSession, BackendGarbageIsNotResp)
     EXPECT_EQ(s.on_backend_bytes("more").consumed, 4u);
 }
 
-TEST(RedisSession, TooManyStateCommandsInFlightLeaveTheStateUnknown)
+TEST(RespSession, TooManyStateCommandsInFlightLeaveTheStateUnknown)
 {
     redis_session s;
     s.observe_client(command({"CLIENT", "SETNAME", "a"}) + command({"CLIENT", "SETNAME", "b"}));
@@ -405,7 +405,7 @@ TEST(RedisSession, TooManyStateCommandsInFlightLeaveTheStateUnknown)
     EXPECT_EQ(many.unknown_cause(), unknown_state_cause::too_many_in_flight);
 }
 
-TEST(RedisSession, ReplayOfAFollowedClient)
+TEST(RespSession, ReplayOfAFollowedClient)
 {
     redis_session s;
     s.observe_client(command({"HELLO", "3", "AUTH", "app", "pw"}) + command({"SELECT", "3"}) +
@@ -417,7 +417,7 @@ TEST(RedisSession, ReplayOfAFollowedClient)
                              command({"CLIENT", "SETNAME", "worker"}));
 }
 
-TEST(RedisSession, EverySplitGivesTheSameState)
+TEST(RespSession, EverySplitGivesTheSameState)
 {
     const std::string requests = command({"AUTH", "u", "p"}) + "SELECT 3\r\n" + command({"MULTI"}) +
                                  command({"CLIENT", "SETNAME", "x"}) + command({"EXEC"}) +

@@ -24,7 +24,7 @@ bool all_zero(std::span<const char> bytes)
     return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; });
 }
 
-TEST(Replay, FreshConnectionReplaysNothing)
+TEST(RespReplay, FreshConnectionReplaysNothing)
 {
     session_state state;
     const replay r = make_replay(state);
@@ -32,7 +32,7 @@ TEST(Replay, FreshConnectionReplaysNothing)
     EXPECT_EQ(r.bytes(), "");
 }
 
-TEST(Replay, Resp2OrderAuthSelectNameThenAllowlist)
+TEST(RespReplay, Resp2OrderAuthSelectNameThenAllowlist)
 {
     session_state state;
     state.authenticated = true;
@@ -62,7 +62,7 @@ TEST(Replay, Resp2OrderAuthSelectNameThenAllowlist)
     EXPECT_EQ(r.steps()[2].command, replay_command::client_setname);
 }
 
-TEST(Replay, TwoArgumentAuthKeepsTheUser)
+TEST(RespReplay, TwoArgumentAuthKeepsTheUser)
 {
     session_state state;
     state.authenticated = true;
@@ -73,7 +73,7 @@ TEST(Replay, TwoArgumentAuthKeepsTheUser)
               std::vector<std::string>{"*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$2\r\npw\r\n"});
 }
 
-TEST(Replay, Hello3ComesFirstAndAuthenticates)
+TEST(RespReplay, Hello3ComesFirstAndAuthenticates)
 {
     session_state state;
     state.protocol = 3;
@@ -101,7 +101,7 @@ reply_view answer(resp_type type, std::string_view head = {})
     return r;
 }
 
-TEST(Replay, AcceptedAnswers)
+TEST(RespReplay, AcceptedAnswers)
 {
     const replay_step hello{replay_command::hello, 0, 0};
     const replay_step select{replay_command::select, 0, 0};
@@ -112,7 +112,7 @@ TEST(Replay, AcceptedAnswers)
     EXPECT_FALSE(replay_accepted(select, answer(resp_type::simple_string, "QUEUED")));
 }
 
-TEST(Replay, MovedReplayLeavesAnEmptyOne)
+TEST(RespReplay, MovedReplayLeavesAnEmptyOne)
 {
     session_state state;
     state.db = 2;
@@ -123,7 +123,7 @@ TEST(Replay, MovedReplayLeavesAnEmptyOne)
     EXPECT_EQ(a.bytes(), ""); // NOLINT(bugprone-use-after-move)
 }
 
-TEST(SessionState, ToStringNeverShowsThePassword)
+TEST(RespSessionState, ToStringNeverShowsThePassword)
 {
     session_state state;
     state.authenticated = true;
@@ -138,7 +138,7 @@ TEST(SessionState, ToStringNeverShowsThePassword)
     EXPECT_NE(text.find("name=\"worker\""), std::string::npos) << text;
 }
 
-TEST(SessionState, ResetWipesThePassword)
+TEST(RespSessionState, ResetWipesThePassword)
 {
     session_state state;
     state.authenticated = true;
@@ -154,7 +154,7 @@ TEST(SessionState, ResetWipesThePassword)
     EXPECT_EQ(state.lib_name.view(), "redis-py"); // RESET keeps the library's name, as Redis does
 }
 
-TEST(SecretText, ReplacedOrTakenIsWiped)
+TEST(RespSecretText, ReplacedOrTakenIsWiped)
 {
     secret_text<16> a;
     a.assign("0123456789abcdef");
@@ -170,7 +170,7 @@ TEST(SecretText, ReplacedOrTakenIsWiped)
     EXPECT_TRUE(all_zero(a.buffer()));
 }
 
-TEST(SecretText, DestroyedIsWiped)
+TEST(RespSecretText, DestroyedIsWiped)
 {
     // The object lives in storage this test owns, so its bytes can be read after its destructor.
     alignas(secret_text<32>) unsigned char storage[sizeof(secret_text<32>)];

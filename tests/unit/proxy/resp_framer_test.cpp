@@ -121,7 +121,7 @@ const std::vector<request_case>& request_table()
     return table;
 }
 
-TEST(RequestFramer, EveryRequestOfTheTableWhateverTheSplit)
+TEST(RespRequestFramer, EveryRequestOfTheTableWhateverTheSplit)
 {
     for (const auto& c : request_table()) {
         const framed got = frame_every_split<request_framer>(c.bytes);
@@ -130,7 +130,7 @@ TEST(RequestFramer, EveryRequestOfTheTableWhateverTheSplit)
     }
 }
 
-TEST(RequestFramer, PipelinedRequestsEndAtTheirOwnOffsets)
+TEST(RespRequestFramer, PipelinedRequestsEndAtTheirOwnOffsets)
 {
     std::string all;
     std::vector<std::string> expected;
@@ -141,7 +141,7 @@ TEST(RequestFramer, PipelinedRequestsEndAtTheirOwnOffsets)
     EXPECT_EQ(got.frames, expected);
 }
 
-TEST(RequestFramer, LongArgumentsAreKeptAsAPrefixAndSaySo)
+TEST(RespRequestFramer, LongArgumentsAreKeptAsAPrefixAndSaySo)
 {
     const std::string value(100, 'v');
     const std::string bytes = "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\n" + value + "\r\n";
@@ -162,7 +162,7 @@ TEST(RequestFramer, LongArgumentsAreKeptAsAPrefixAndSaySo)
     EXPECT_TRUE(framer.last().argument_is(0, "AUTH"));
 }
 
-TEST(RequestFramer, ArgumentsBeyondTheKeptOnesAreCountedNotKept)
+TEST(RespRequestFramer, ArgumentsBeyondTheKeptOnesAreCountedNotKept)
 {
     std::string bytes = "*20\r\n$4\r\nMSET\r\n";
     for (int i = 1; i < 20; ++i)
@@ -175,7 +175,7 @@ TEST(RequestFramer, ArgumentsBeyondTheKeptOnesAreCountedNotKept)
     EXPECT_EQ(framer.last().argument(15), "");
 }
 
-TEST(RequestFramer, MidRequestUntilTheLastByte)
+TEST(RespRequestFramer, MidRequestUntilTheLastByte)
 {
     const std::string bytes = "*1\r\n$4\r\nPING\r\n";
     for (std::size_t cut = 1; cut < bytes.size(); ++cut) {
@@ -188,7 +188,7 @@ TEST(RequestFramer, MidRequestUntilTheLastByte)
     }
 }
 
-TEST(RequestFramer, WipeZeroesTheKeptArguments)
+TEST(RespRequestFramer, WipeZeroesTheKeptArguments)
 {
     request_framer framer;
     ASSERT_TRUE(framer.feed("*2\r\n$4\r\nAUTH\r\n$6\r\nsecret\r\n").frame_ended);
@@ -202,7 +202,7 @@ struct reply_case {
     std::vector<std::string> frames;
 };
 
-TEST(ReplyFramer, EveryReplyOfTheTableWhateverTheSplit)
+TEST(RespReplyFramer, EveryReplyOfTheTableWhateverTheSplit)
 {
     // Types by number: simple_string 0, simple_error 1, integer 2, bulk_string 3, array 4, null 5,
     // boolean 6, double 7, big_number 8, bulk_error 9, verbatim 10, map 11, set 12, push 14.
@@ -256,7 +256,7 @@ TEST(ReplyFramer, EveryReplyOfTheTableWhateverTheSplit)
     EXPECT_EQ(got.frames, expected);
 }
 
-TEST(ReplyFramer, ErrorsBeyondTheSixtyFourthElementAreFlagged)
+TEST(RespReplyFramer, ErrorsBeyondTheSixtyFourthElementAreFlagged)
 {
     std::string bytes = "*70\r\n";
     for (int i = 0; i < 70; ++i)
@@ -267,7 +267,7 @@ TEST(ReplyFramer, ErrorsBeyondTheSixtyFourthElementAreFlagged)
     EXPECT_TRUE(framer.last().error_beyond);
 }
 
-TEST(ReplyFramer, AnAttributeAloneIsMidReply)
+TEST(RespReplyFramer, AnAttributeAloneIsMidReply)
 {
     reply_framer framer;
     const auto step = framer.feed("|1\r\n+a\r\n+b\r\n");
@@ -282,7 +282,7 @@ struct garbage_case {
     resp_error error;
 };
 
-TEST(RequestFramer, GarbageIsAProtocolErrorWithAReason)
+TEST(RespRequestFramer, GarbageIsAProtocolErrorWithAReason)
 {
     const std::vector<garbage_case> table = {
         {"*1\r\n+PING\r\n", resp_error::expected_bulk},
@@ -310,7 +310,7 @@ TEST(RequestFramer, GarbageIsAProtocolErrorWithAReason)
     }
 }
 
-TEST(ReplyFramer, GarbageIsAProtocolErrorWithAReason)
+TEST(RespReplyFramer, GarbageIsAProtocolErrorWithAReason)
 {
     std::string deep;
     for (std::size_t i = 0; i <= detail::resp_scanner::max_depth; ++i)
@@ -356,7 +356,7 @@ TEST(ReplyFramer, GarbageIsAProtocolErrorWithAReason)
     EXPECT_EQ(frame_every_split<reply_framer>("$10\r\n0123456789\r\n", &small).error, resp_error::none);
 }
 
-TEST(ReplyFramer, ErrorNamesAreDistinct)
+TEST(RespReplyFramer, ErrorNamesAreDistinct)
 {
     EXPECT_EQ(to_string(resp_error::too_deep), "too_deep");
     EXPECT_EQ(to_string(resp_error::expected_bulk), "expected_bulk");
