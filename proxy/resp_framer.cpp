@@ -247,10 +247,16 @@ std::size_t resp_scanner::step_number(const char* p, const char* end) noexcept
     while (p < end) {
         const char c = *p++;
         if (c == '\r') {
-            if (digits_ == 0)
+            if (digits_ == 0) {
                 fail(bad);
-            else
+            } else if (p == end) {
                 state_ = state::number_lf;
+            } else if (*p++ != '\n') {
+                fail(resp_error::missing_crlf);
+            } else {
+                // Why here and not through number_lf: one trip round feed's loop less per line.
+                end_number();
+            }
             return static_cast<std::size_t>(p - start);
         }
         if (digits_ == 0 && !negative_) {
@@ -404,8 +410,18 @@ std::size_t resp_scanner::step_payload(const char* p, const char* end) noexcept
     const std::int64_t n = std::min(remaining_, available);
     if (direction_ == direction::request && keep_limit_ > 0) keep_bytes(p, static_cast<std::size_t>(n));
     remaining_ -= n;
-    if (remaining_ == 0) state_ = state::payload_cr;
-    return static_cast<std::size_t>(n);
+    if (remaining_ > 0) return static_cast<std::size_t>(n);
+    if (available - n < 2) {
+        state_ = state::payload_cr;
+        return static_cast<std::size_t>(n);
+    }
+    // The CR LF is here too: check it at once rather than through payload_cr and payload_lf.
+    if (p[n] != '\r' || p[n + 1] != '\n') {
+        fail(resp_error::missing_crlf);
+        return static_cast<std::size_t>(n);
+    }
+    element_done(type_ == '!');
+    return static_cast<std::size_t>(n + 2);
 }
 
 void resp_scanner::element_done(bool is_error) noexcept
