@@ -4,6 +4,7 @@
 
 #include "config/config.hpp"
 #include "proxy/pump.hpp"
+#include "proxy/redis_session.hpp"
 #include "proxy/registry.hpp"
 #include "proxy/service.hpp"
 
@@ -16,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <spdlog/spdlog.h>
 #include <string>
 #include <vector>
 
@@ -54,11 +56,15 @@ asio::awaitable<client_outcome> run_tunnelled(asio::ip::tcp::socket client,
                                               service_counters& counters);
 
 /// Pumps both directions between `client` and `backend` (same executor) until both end; a read
-/// error on either side resets both. Cutting `handle` closes both. Fills the outcome's bytes and reason.
+/// error on either side resets both. Cutting `handle` closes both. Fills the outcome's bytes and
+/// reason. A kind = "redis" client's bytes are followed by a redis_session as they flow (nothing
+/// changes for the client); one whose bytes are not RESP is logged once as not movable.
 template <class Backend>
 asio::awaitable<void> pump_both(asio::ip::tcp::socket& client, Backend& backend, client_handle& handle,
-                                std::size_t buffer_size, service_counters& counters, client_outcome& outcome)
+                                const config::service_config& settings, service_counters& counters,
+                                client_outcome& outcome)
 {
+    const std::size_t buffer_size = settings.buffer_size;
     handle.on_cut([&] {
         close_all(client);
         close_all(backend);
@@ -70,8 +76,34 @@ asio::awaitable<void> pump_both(asio::ip::tcp::socket& client, Backend& backend,
     const std::span<char> up_buffer(buffers.get(), buffer_size);
     const std::span<char> down_buffer(buffers.get() + buffer_size, buffer_size);
     int first = 0; // 1: up ended first, 2: down ended first
+
+    // Both pumps run on this thread, and the up pump shows a request to the session before it
+    // writes it: its reply cannot be seen first.
+    const auto session =
+        settings.kind == config::service_kind::redis ? std::make_unique<redis_session>() : nullptr;
+    bool not_resp_logged = false;
+    auto log_not_resp_once = [&] {
+        if (not_resp_logged || session->pinned() != pin_reason::not_resp) return;
+        not_resp_logged = true;
+        const bool from_client = session->client_error() != resp_error::none;
+        spdlog::info("client={} service={} not_movable=not_resp from={} error={}", handle.id(), settings.name,
+                     from_client ? "client" : "backend",
+                     to_string(from_client ? session->client_error() : session->backend_error()));
+    };
+    auto observe_up = [&](std::string_view bytes) {
+        session->observe_client(bytes);
+        log_not_resp_once();
+    };
+    auto observe_down = [&](std::string_view bytes) {
+        session->observe_backend(bytes);
+        log_not_resp_once();
+    };
+
     auto up = [&]() -> asio::awaitable<pump_end> {
-        const pump_end end = co_await pump(client, backend, up_buffer, outcome.bytes_up, counters.bytes_up);
+        const pump_end end =
+            session
+                ? co_await pump(client, backend, up_buffer, outcome.bytes_up, counters.bytes_up, observe_up)
+                : co_await pump(client, backend, up_buffer, outcome.bytes_up, counters.bytes_up);
         if (first == 0) first = 1;
         if (end != pump_end::eof) {
             close_all(client);
@@ -81,7 +113,9 @@ asio::awaitable<void> pump_both(asio::ip::tcp::socket& client, Backend& backend,
     };
     auto down = [&]() -> asio::awaitable<pump_end> {
         const pump_end end =
-            co_await pump(backend, client, down_buffer, outcome.bytes_down, counters.bytes_down);
+            session ? co_await pump(backend, client, down_buffer, outcome.bytes_down, counters.bytes_down,
+                                    observe_down)
+                    : co_await pump(backend, client, down_buffer, outcome.bytes_down, counters.bytes_down);
         if (first == 0) first = 2;
         if (end != pump_end::eof) {
             close_all(client);

@@ -83,7 +83,7 @@ asio::awaitable<client_outcome> run_tunnelled(tcp::socket client, std::shared_pt
     handle->rehome(channel_executor);
 
     auto run = [&, channel, moved = std::move(moved)]() mutable -> asio::awaitable<void> {
-        co_await pump_both(moved, *channel, *handle, settings.buffer_size, counters, outcome);
+        co_await pump_both(moved, *channel, *handle, settings, counters, outcome);
         channel->close();
     };
     co_await asio::co_spawn(channel_executor, run(), use_awaitable);
