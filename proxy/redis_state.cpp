@@ -113,7 +113,7 @@ char* encode(const command_words& c, char* out) noexcept
     number('*', c.count);
     for (std::size_t i = 0; i < c.count; ++i) {
         number('$', c.words[i].size());
-        std::memcpy(out, c.words[i].data(), c.words[i].size());
+        if (!c.words[i].empty()) std::memcpy(out, c.words[i].data(), c.words[i].size());
         out += c.words[i].size();
         *out++ = '\r';
         *out++ = '\n';

@@ -36,7 +36,7 @@ public:
     bool assign(std::string_view text) noexcept
     {
         if (text.size() > N) return false;
-        std::memcpy(bytes_.data(), text.data(), text.size());
+        if (!text.empty()) std::memcpy(bytes_.data(), text.data(), text.size()); // "" may have no data()
         size_ = text.size();
         return true;
     }

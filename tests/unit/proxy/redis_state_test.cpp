@@ -73,6 +73,13 @@ TEST(RespReplay, TwoArgumentAuthKeepsTheUser)
               std::vector<std::string>{"*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$2\r\npw\r\n"});
 }
 
+TEST(RespReplay, EmptyValuesAreEncodedToo)
+{
+    session_state state;
+    state.authenticated = true; // a server whose password is "" accepted AUTH ""
+    EXPECT_EQ(commands_of(make_replay(state)), std::vector<std::string>{"*2\r\n$4\r\nAUTH\r\n$0\r\n\r\n"});
+}
+
 TEST(RespReplay, Hello3ComesFirstAndAuthenticates)
 {
     session_state state;
