@@ -8,6 +8,7 @@
 #include "proxy/registry.hpp"
 #include "proxy/service.hpp"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -90,7 +91,9 @@ asio::awaitable<void> pump_both(asio::ip::tcp::socket& client, Backend& backend,
                      from_client ? "client" : "backend",
                      to_string(from_client ? session->client_error() : session->backend_error()));
     };
+    std::size_t up_used = 0; // how much of up_buffer has held client bytes (an AUTH among them)
     auto observe_up = [&](std::string_view bytes) {
+        up_used = std::max(up_used, bytes.size());
         session->observe_client(bytes);
         log_not_resp_once();
     };
@@ -138,6 +141,9 @@ asio::awaitable<void> pump_both(asio::ip::tcp::socket& client, Backend& backend,
     if (!down_end) co_await down_finished.async_wait(asio::as_tuple(asio::use_awaitable));
 
     handle.on_cut(nullptr); // the sockets die with this frame; a late cut must not touch them
+    // A redis client's AUTH or HELLO passed through up_buffer: wipe what was used, and only that,
+    // so an idle client's untouched pages stay untouched.
+    if (session) wipe_bytes(up_buffer.data(), up_used);
     outcome.reason = handle.was_cut() ? handle.cut_reason()
                                       : close_reason(up_end, down_end.value_or(pump_end::eof), first == 1);
 }
