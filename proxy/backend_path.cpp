@@ -111,7 +111,7 @@ asio::awaitable<client_outcome> run_client(tcp::socket client, std::shared_ptr<c
     }
     boost::system::error_code ignored;
     backend.set_option(tcp::no_delay(true), ignored);
-    co_await pump_both(client, backend, *handle, settings.buffer_size, counters, outcome);
+    co_await pump_both(client, backend, *handle, settings, counters, outcome);
     co_return outcome;
 }
 

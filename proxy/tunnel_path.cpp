@@ -83,7 +83,7 @@ asio::awaitable<client_outcome> run_tunnelled(tcp::socket client, std::shared_pt
     handle->rehome(channel_executor);
 
     auto run = [&, channel, moved = std::move(moved)]() mutable -> asio::awaitable<void> {
-        co_await pump_both(moved, *channel, *handle, settings.buffer_size, counters, outcome);
+        co_await pump_both(moved, *channel, *handle, settings, counters, outcome);
         if (!handle->was_cut() && channel->failure() == tunnel::tunnel_errc::session_lost) {
             // Its gateway died or went silent: say so rather than a plain backend reset.
             outcome.reason = "gateway_lost";
