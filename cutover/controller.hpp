@@ -84,18 +84,27 @@ private:
     struct entry;
 
     std::shared_ptr<entry> find(const std::string& name) const;
+    /// Arms the entry's timer for the machine's deadline (none: cancels it).
     void arm_deadline(const std::shared_ptr<entry>& e);
     void on_deadline(const std::shared_ptr<entry>& e);
-    void apply_route(entry& e);
-    void cut_other_side(entry& e);
-    asio::awaitable<void> watch_drain(std::shared_ptr<entry> e, progress_fn progress);
+    /// Feeds `ev` to the entry's machine and carries out what it returns, then every step its
+    /// answers lead to; returns the outcome if one of those steps ended the command.
+    asio::awaitable<std::optional<command_outcome>> execute(std::shared_ptr<entry> e, event ev,
+                                                            progress_fn progress);
+    /// execute() for a command: its outcome, or the one the deadline path gave it meanwhile.
+    asio::awaitable<command_result> command(std::shared_ptr<entry> e, event ev, progress_fn progress);
+    /// Carries out the effects of one step in order; returns the answer of the last, if it asks one.
+    asio::awaitable<std::optional<event>> perform(std::shared_ptr<entry> e, std::vector<effect> effects,
+                                                  progress_fn progress);
+    asio::awaitable<std::optional<event>> perform_one(const std::shared_ptr<entry>& e, const effect& what,
+                                                      const progress_fn& progress);
+    asio::awaitable<event> drain_clients_step(std::shared_ptr<entry> e, drain_clients what, progress_fn progress);
+    asio::awaitable<event> watch_drain_step(std::shared_ptr<entry> e, watch_drain what, progress_fn progress);
     asio::awaitable<std::optional<std::string>> persist();
-    asio::awaitable<command_result> run_pause_switch(std::shared_ptr<entry> e, side to, bool force,
-                                                     progress_fn progress);
     asio::awaitable<void> probe_loop(std::shared_ptr<entry> e, std::uint64_t generation);
     template <class F> asio::awaitable<std::invoke_result_t<F>> off_loop(const F& f);
     nlohmann::json describe(const entry& e) const;
-    void record_result(entry& e, const std::string& result, const std::string& message);
+    void record_result(entry& e, const command_outcome& outcome);
 
     asio::io_context& loop_;
     asio::thread_pool blocking_{2}; ///< probes, replication steps, hooks and state file writes
