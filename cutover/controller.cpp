@@ -23,12 +23,6 @@ std::string utc_now()
                        fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
 }
 
-nlohmann::json backend_json(const config::backend& b)
-{
-    return {{"address", b.address.to_string()},
-            {"via", b.via ? nlohmann::json(*b.via) : nlohmann::json(nullptr)}};
-}
-
 } // namespace
 
 struct controller::entry {
@@ -50,7 +44,7 @@ struct controller::entry {
     std::uint64_t probe_generation = 0;
     std::optional<lag_reading> lag;
     std::map<std::string, std::uint64_t> switches{{"done", 0}, {"refused", 0}, {"failed", 0}};
-    nlohmann::json last_switch = nullptr;
+    std::optional<switch_record> last_switch;
 };
 
 controller::controller(asio::io_context& loop, std::filesystem::path state_file, state initial)
@@ -255,9 +249,16 @@ asio::awaitable<command_result> controller::command(std::shared_ptr<entry> e, ev
 {
     auto outcome = co_await execute(e, std::move(ev), std::move(progress));
     if (!outcome) outcome = std::exchange(e->finished, std::nullopt);
-    if (!outcome) co_return command_result::failure("failed", "the command ended without an outcome");
-    if (outcome->result == verdict::done) co_return command_result::success(describe(*e));
-    co_return command_result::failure(std::string(to_string(outcome->result)), outcome->message);
+    if (!outcome) co_return command_result::failure(verdict::failed, "the command ended without an outcome");
+    if (outcome->result == verdict::done) {
+        std::optional<service_snapshot> after;
+        {
+            std::lock_guard lock(mutex_);
+            after = describe(*e);
+        }
+        co_return command_result::success(std::move(*after));
+    }
+    co_return command_result::failure(outcome->result, outcome->message);
 }
 
 asio::awaitable<std::optional<event>> controller::perform(std::shared_ptr<entry> e, std::vector<effect> effects,
@@ -417,7 +418,7 @@ void controller::record_result(entry& e, const command_outcome& outcome)
     const std::string result(to_string(outcome.result == verdict::busy ? verdict::refused : outcome.result));
     std::lock_guard lock(mutex_);
     e.switches[result]++;
-    e.last_switch = {{"result", result}, {"at", utc_now()}, {"message", outcome.message}};
+    e.last_switch = switch_record{result, utc_now(), outcome.message};
 }
 
 asio::awaitable<command_result> controller::switch_side(std::string name, side to,
@@ -426,7 +427,7 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
 {
     auto e = find(name);
     if (!e)
-        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
+        co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
     const auto settings = e->settings;
     switch_command request;
     request.request = switch_request{to, requested_mode.value_or(settings->mode), force};
@@ -450,7 +451,7 @@ asio::awaitable<command_result> controller::rollback(std::string name, progress_
 {
     auto e = find(name);
     if (!e)
-        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
+        co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
     // A rollback is an operator's way back: it uses the service's mode and skips the lag gate.
     co_return co_await switch_side(std::move(name), side::old_side, std::nullopt, false, std::move(progress));
 }
@@ -459,7 +460,7 @@ asio::awaitable<command_result> controller::split(std::string name, unsigned per
 {
     auto e = find(name);
     if (!e)
-        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
+        co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
     event ev = split_command{percent, sticky};
     progress_fn nobody = [](const std::string&) {};
     co_return co_await command(e, std::move(ev), std::move(nobody));
@@ -469,7 +470,7 @@ asio::awaitable<command_result> controller::pause(std::string name, std::optiona
 {
     auto e = find(name);
     if (!e)
-        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
+        co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
     event ev = pause_command{timeout.value_or(e->settings->pause_timeout)};
     progress_fn nobody = [](const std::string&) {};
     co_return co_await command(e, std::move(ev), std::move(nobody));
@@ -479,56 +480,42 @@ asio::awaitable<command_result> controller::resume(std::string name)
 {
     auto e = find(name);
     if (!e)
-        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
+        co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
     event ev = resume_command{};
     progress_fn nobody = [](const std::string&) {};
     co_return co_await command(e, std::move(ev), std::move(nobody));
 }
 
-nlohmann::json controller::describe(const entry& e) const
+service_snapshot controller::describe(const entry& e) const
 {
-    const auto& settings = *e.settings;
-    const auto& r = e.machine.current_route();
     const auto& counters = e.svc->counters();
-    nlohmann::json lag = {{"bytes", nullptr}, {"seconds", nullptr}, {"link", "unknown"}};
-    if (e.lag) {
-        if (e.lag->bytes) lag["bytes"] = *e.lag->bytes;
-        if (e.lag->seconds) lag["seconds"] = *e.lag->seconds;
-        lag["link"] = to_string(e.lag->link);
-        lag["detail"] = e.lag->detail;
-    }
-    std::string active = r.split_percent ? "split" : std::string(proxy::to_string(r.active));
-    return {
-        {"name", settings.name},
-        {"kind", config::to_string(settings.kind)},
-        {"listen", settings.listen.to_string()},
-        {"active", active},
-        {"split_percent", r.split_percent.value_or(0)},
-        {"sticky", r.sticky},
-        {"state", to_string(e.machine.state())},
-        {"mode", config::to_string(settings.mode)},
-        {"connections",
-         {{"old", e.svc->clients().count(side::old_side)}, {"new", e.svc->clients().count(side::new_side)}}},
-        {"held", e.svc->held()},
-        {"clients_total", counters.clients_total.load()},
-        {"bytes_up", counters.bytes_up.load()},
-        {"bytes_down", counters.bytes_down.load()},
-        {"connect_errors",
-         {{"old", counters.connect_errors[0].load()}, {"new", counters.connect_errors[1].load()}}},
-        {"refused_max_clients", counters.refused_max_clients.load()},
-        {"old", backend_json(settings.old_backend)},
-        {"new", backend_json(settings.new_backend)},
-        {"lag", lag},
-        {"fenced", e.machine.fenced()},
-        {"switches", e.switches},
-        {"last_switch", e.last_switch},
-    };
+    service_snapshot s;
+    s.name = e.settings->name;
+    s.kind = e.settings->kind;
+    s.mode = e.settings->mode;
+    s.listen = e.settings->listen;
+    s.old_backend = e.settings->old_backend;
+    s.new_backend = e.settings->new_backend;
+    s.route = e.machine.current_route();
+    s.state = e.machine.state();
+    s.connections = {e.svc->clients().count(side::old_side), e.svc->clients().count(side::new_side)};
+    s.held = e.svc->held();
+    s.clients_total = counters.clients_total.load();
+    s.bytes_up = counters.bytes_up.load();
+    s.bytes_down = counters.bytes_down.load();
+    s.connect_errors = {counters.connect_errors[0].load(), counters.connect_errors[1].load()};
+    s.refused_max_clients = counters.refused_max_clients.load();
+    s.lag = e.lag;
+    s.fenced = e.machine.fenced();
+    s.switches = e.switches;
+    s.last_switch = e.last_switch;
+    return s;
 }
 
-nlohmann::json controller::status(const std::string& name) const
+std::vector<service_snapshot> controller::snapshot(const std::string& name) const
 {
     std::lock_guard lock(mutex_);
-    nlohmann::json services = nlohmann::json::array();
+    std::vector<service_snapshot> services;
     for (const auto& [service_name, e] : entries_)
         if (name.empty() || name == service_name) services.push_back(describe(*e));
     return services;

@@ -18,7 +18,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <string>
 
 namespace tunneld::cutover {
@@ -27,16 +26,13 @@ namespace asio = boost::asio;
 
 /// The answer to one control command.
 struct command_result {
-    bool ok = false;
-    std::string code;  ///< on failure: refused, failed, busy, unknown_service, bad_request
-    std::string error; ///< on failure: the reason, one line
-    nlohmann::json result;
+    verdict result = verdict::done;
+    std::string error;                      ///< on failure: the reason, one line
+    std::optional<service_snapshot> service; ///< done: the service after the command
 
-    static command_result success(nlohmann::json result) { return {true, {}, {}, std::move(result)}; }
-    static command_result failure(std::string code, std::string error)
-    {
-        return {false, std::move(code), std::move(error), {}};
-    }
+    bool ok() const { return result == verdict::done; }
+    static command_result success(service_snapshot s) { return {verdict::done, {}, std::move(s)}; }
+    static command_result failure(verdict v, std::string error) { return {v, std::move(error), std::nullopt}; }
 };
 
 using progress_fn = std::function<void(const std::string&)>;
@@ -71,8 +67,8 @@ public:
     asio::awaitable<command_result> pause(std::string name, std::optional<config::duration> timeout);
     asio::awaitable<command_result> resume(std::string name);
 
-    /// Per-service objects of the status contract; `name` empty: all services. Thread-safe.
-    nlohmann::json status(const std::string& name = {}) const;
+    /// Every service as it is now, by name; `name` empty: all services. Thread-safe.
+    std::vector<service_snapshot> snapshot(const std::string& name = {}) const;
     /// Reasons the daemon is not ready (empty: ready). Thread-safe.
     std::vector<std::string> not_ready_reasons() const;
     bool has_service(const std::string& name) const;
@@ -103,7 +99,7 @@ private:
     asio::awaitable<std::optional<std::string>> persist();
     asio::awaitable<void> probe_loop(std::shared_ptr<entry> e, std::uint64_t generation);
     template <class F> asio::awaitable<std::invoke_result_t<F>> off_loop(const F& f);
-    nlohmann::json describe(const entry& e) const;
+    service_snapshot describe(const entry& e) const;
     void record_result(entry& e, const command_outcome& outcome);
 
     asio::io_context& loop_;

@@ -178,6 +178,8 @@ std::string_view to_string(verdict v) noexcept
         return "busy";
     case verdict::failed:
         return "failed";
+    case verdict::unknown_service:
+        return "unknown_service";
     }
     return "failed";
 }

@@ -7,6 +7,7 @@
 
 #include "config/config.hpp"
 #include "cutover/lag.hpp"
+#include "cutover/snapshot.hpp"
 #include "proxy/router.hpp"
 
 #include <chrono>
@@ -22,9 +23,6 @@ namespace tunneld::cutover {
 using proxy::route;
 using proxy::side;
 using time_point = std::chrono::steady_clock::time_point;
-
-enum class service_state { serving, paused, draining, switching };
-std::string_view to_string(service_state) noexcept;
 
 struct switch_request {
     side to = side::new_side;
@@ -194,7 +192,7 @@ using event = std::variant<switch_command, pause_command, resume_command, split_
                            deadline_reached, side_empty>;
 
 /// How a command ended, in the words of the control protocol.
-enum class verdict { done, refused, busy, failed };
+enum class verdict { done, refused, busy, failed, unknown_service };
 std::string_view to_string(verdict) noexcept;
 
 struct command_outcome {

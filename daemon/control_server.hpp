@@ -2,7 +2,7 @@
 // The control socket: JSON lines over a Unix stream socket (docs/control-protocol.md), each peer
 // checked with SO_PEERCRED before anything it sends is read.
 
-#include "daemon/control_protocol.hpp"
+#include "control/protocol.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
@@ -34,7 +34,7 @@ public:
 private:
     asio::awaitable<void> accept_loop();
     asio::awaitable<void> serve(asio::local::stream_protocol::socket peer);
-    asio::awaitable<std::string> execute(const request& r, asio::local::stream_protocol::socket& peer);
+    asio::awaitable<std::string> execute(const control::request& r, asio::local::stream_protocol::socket& peer);
 
     asio::io_context& loop_;
     runtime& daemon_;

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <variant>
 
-namespace tunneld::daemon {
+namespace tunneld::control {
 
 /// The longest request or reply line accepted, not counting its "\n" (or "\r\n").
 inline constexpr std::size_t max_line_length = 64 * 1024;
@@ -133,4 +133,4 @@ reply parse_reply(std::string_view line);
 /// A duration as the protocol writes it: "250ms", "5s", "2m", "1h" (the largest exact unit).
 std::string format_duration(config::duration d);
 
-} // namespace tunneld::daemon
+} // namespace tunneld::control

@@ -1,11 +1,11 @@
-#include "daemon/control_protocol.hpp"
+#include "control/protocol.hpp"
 
 #include <algorithm>
 #include <array>
 #include <span>
 #include <utility>
 
-namespace tunneld::daemon {
+namespace tunneld::control {
 
 namespace {
 
@@ -463,4 +463,4 @@ std::string format_duration(config::duration d)
     return std::to_string(ms) + "ms";
 }
 
-} // namespace tunneld::daemon
+} // namespace tunneld::control
