@@ -25,6 +25,7 @@ using asio::as_tuple;
 using asio::use_awaitable;
 using local = asio::local::stream_protocol;
 using namespace control;
+using cutover::progress_fn;
 
 bool peer_allowed(uid_t peer_uid, gid_t peer_gid, uid_t daemon_uid, std::optional<gid_t> group,
                   const std::vector<gid_t>& peer_groups)
@@ -193,16 +194,25 @@ asio::awaitable<void> control_server::serve(local::socket peer)
 
 asio::awaitable<std::string> control_server::execute(const request& r, local::socket& peer)
 {
-    // Progress is advisory: written without blocking the loop; a peer that does not read loses it.
-    auto progress = [&peer](const std::string& message) {
-        const auto line = progress_line(message);
+    // Progress is advisory and written without blocking the loop, but never as part of a line:
+    // what a full socket buffer leaves unsent waits here and goes out, whole, before any later
+    // line. A peer that does not read loses whole lines once this holds more than one line's worth.
+    std::string unsent;
+    const progress_fn progress = [&peer, &unsent](const std::string& message) {
+        if (unsent.size() > max_line_length) return;
+        unsent += progress_line(message);
         boost::system::error_code ec;
         peer.non_blocking(true, ec);
-        std::size_t sent = 0;
-        while (sent < line.size() && !ec)
-            sent += peer.write_some(asio::buffer(line.data() + sent, line.size() - sent), ec);
+        while (!unsent.empty() && !ec)
+            unsent.erase(0, peer.write_some(asio::buffer(unsent), ec));
         peer.non_blocking(false, ec);
     };
+    auto reply = co_await answer(r, progress);
+    co_return unsent + reply;
+}
+
+asio::awaitable<std::string> control_server::answer(const request& r, progress_fn progress)
+{
     auto finish = [](const cutover::command_result& result) {
         if (result.ok()) return ok_line(result.service ? to_json(*result.service) : nlohmann::json::object());
         return error_line({wire_code(result.result), result.error});
