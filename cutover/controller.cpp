@@ -47,8 +47,10 @@ struct controller::entry {
     std::optional<switch_record> last_switch;
 };
 
-controller::controller(asio::io_context& loop, std::filesystem::path state_file, state initial)
-    : loop_(loop), state_file_(std::move(state_file)), persisted_(std::move(initial))
+controller::controller(asio::io_context& loop, std::filesystem::path state_file, state initial,
+                       replication_factory make)
+    : loop_(loop), state_file_(std::move(state_file)), make_replication_(std::move(make)),
+      persisted_(std::move(initial))
 {
 }
 
@@ -139,8 +141,8 @@ void controller::update_service(const std::string& name,
         e->probe_replication.reset();
         e->switch_replication.reset();
         if (probes && settings->kind != config::service_kind::tcp) {
-            e->probe_replication = make_replication(*settings, probes->old_endpoint, probes->new_endpoint);
-            e->switch_replication = make_replication(*settings, probes->old_endpoint, probes->new_endpoint);
+            e->probe_replication = make_replication_(*settings, probes->old_endpoint, probes->new_endpoint);
+            e->switch_replication = make_replication_(*settings, probes->old_endpoint, probes->new_endpoint);
         }
     }
     e->svc->update_settings(settings);

@@ -43,9 +43,14 @@ struct probe_endpoints {
     config::endpoint new_endpoint;
 };
 
+/// Makes a service's replication (the servers' side of the effects); tests pass fakes.
+using replication_factory = std::function<std::unique_ptr<replication>(
+    const config::service_config&, const config::endpoint& old_endpoint, const config::endpoint& new_endpoint)>;
+
 class controller {
 public:
-    controller(asio::io_context& loop, std::filesystem::path state_file, state initial);
+    controller(asio::io_context& loop, std::filesystem::path state_file, state initial,
+               replication_factory make = make_replication);
     ~controller();
 
     /// The route a service starts with: its persisted record, else its config's split, else old.
@@ -105,6 +110,7 @@ private:
     asio::io_context& loop_;
     asio::thread_pool blocking_{2}; ///< probes, replication steps, hooks and state file writes
     std::filesystem::path state_file_;
+    replication_factory make_replication_;
     state persisted_; ///< last state read or written
     std::mutex save_mutex_;
     std::uint64_t save_sequence_ = 0;  ///< bumped for each snapshot; guarded by save_mutex_
