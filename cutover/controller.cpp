@@ -295,8 +295,8 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
     } else if (const auto* r = std::get_if<release>(&what)) {
         e->svc->set_route(r->to);
     } else if (const auto* c = std::get_if<cut>(&what)) {
-        const auto n = e->svc->clients().cut(c->which, std::string(to_string(c->why)));
-        if (c->why == cut_reason::drain_timeout)
+        const auto n = e->svc->clients().cut(c->which, c->why);
+        if (c->why == proxy::close_reason::drain_timeout)
             spdlog::info("service={} drain_timeout: cut {} clients on side {}", name, n, proxy::to_string(c->which));
         else if (n > 0)
             spdlog::info("service={} cut {} clients on side {}", name, n, proxy::to_string(c->which));

@@ -149,6 +149,8 @@ action switch_machine::tick(time_point now)
 
 namespace tunneld::cutover {
 
+using proxy::close_reason;
+
 namespace {
 
 template <class... F> struct overloaded : F... {
@@ -161,11 +163,6 @@ std::string_view side_name(side s)
 }
 
 } // namespace
-
-std::string_view to_string(cut_reason r) noexcept
-{
-    return r == cut_reason::drain_timeout ? "drain_timeout" : "cut_by_switch";
-}
 
 std::string_view to_string(verdict v) noexcept
 {
@@ -359,7 +356,7 @@ step switch_machine::pause_step(time_point now)
         // The rollback fences new and lifts its write pause itself: cut new's clients first, so
         // that no write they had queued is answered with a refusal. They reconnect and are held.
         phase_ = phase::rolling_back;
-        return {{cut{side::new_side, cut_reason::switched}, roll_back{remaining, request_.force, deadline}},
+        return {{cut{side::new_side, close_reason::cut_by_switch}, roll_back{remaining, request_.force, deadline}},
                 std::nullopt};
     }
     if (now >= deadline) return undo(budget_text(), now, false);
@@ -440,7 +437,7 @@ step switch_machine::on_done(const step_done& d, time_point now)
         phase_ = phase::idle;
         return {{progress{fmt::format("new clients go to {}; cutting clients on {}", side_name(to),
                                       side_name(proxy::other(to)))},
-                 cut{proxy::other(to), cut_reason::switched},
+                 cut{proxy::other(to), close_reason::cut_by_switch},
                  log_line{false, fmt::format("switch to {} done", side_name(to))}},
                 command_outcome{verdict::done, fmt::format("{} switched to {}", name_, side_name(to))}};
     }
@@ -454,7 +451,7 @@ step switch_machine::on_done(const step_done& d, time_point now)
         }
     case phase::draining_old: {
         auto next = catch_up();
-        next.effects.insert(next.effects.begin(), cut{side::old_side, cut_reason::drain_timeout});
+        next.effects.insert(next.effects.begin(), cut{side::old_side, close_reason::drain_timeout});
         return next;
     }
     case phase::catching_up:
@@ -539,7 +536,7 @@ step switch_machine::finish_pause_switch(time_point now)
 {
     phase_ = phase::idle;
     const side to = route_.active;
-    step out{{cut{proxy::other(to), cut_reason::switched}, release{route_}}, std::nullopt};
+    step out{{cut{proxy::other(to), close_reason::cut_by_switch}, release{route_}}, std::nullopt};
     if (writes_paused_) out.effects.push_back(unpause{side::old_side});
     writes_paused_ = false;
     const auto ms = held_ms(now);
@@ -618,7 +615,7 @@ step switch_machine::on_deadline(time_point now)
                                             side_name(route_.active))}},
                 std::nullopt};
     case action::drain_deadline:
-        if (draining) return {{cut{*draining, cut_reason::drain_timeout}}, std::nullopt};
+        if (draining) return {{cut{*draining, close_reason::drain_timeout}}, std::nullopt};
         return {};
     default:
         return {};

@@ -8,6 +8,7 @@
 #include "config/config.hpp"
 #include "cutover/lag.hpp"
 #include "cutover/snapshot.hpp"
+#include "proxy/close_reason.hpp"
 #include "proxy/router.hpp"
 
 #include <chrono>
@@ -115,13 +116,10 @@ struct unpause {
 struct persist {
     friend bool operator==(const persist&, const persist&) = default;
 };
-/// Why the machine cuts clients.
-enum class cut_reason { switched, drain_timeout };
-std::string_view to_string(cut_reason) noexcept;
-/// Cuts every client on `which`.
+/// Cuts every client on `which` (why: cut_by_switch or drain_timeout).
 struct cut {
     side which = side::old_side;
-    cut_reason why = cut_reason::switched;
+    proxy::close_reason why = proxy::close_reason::cut_by_switch;
     friend bool operator==(const cut&, const cut&) = default;
 };
 /// Watches `from` and reports side_empty when it has no clients left; says how it goes meanwhile.

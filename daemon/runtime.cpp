@@ -269,7 +269,7 @@ asio::awaitable<void> runtime::drain_and_stop()
     if (const auto active = active_clients(); active > 0) {
         spdlog::info("shutdown_timeout reached: cutting {} clients", active);
         for (auto& [name, svc] : services_)
-            svc->cut_everything("shutdown");
+            svc->cut_everything(proxy::close_reason::shutdown);
     }
     for (auto& [name, list] : forwarders_)
         for (auto& f : list)

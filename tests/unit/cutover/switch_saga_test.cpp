@@ -134,7 +134,7 @@ TEST(SwitchSaga, RedisPauseSwitchRunsEveryStepInOrder)
                                                "fence", "persist", "cut", "release", "unpause"}));
     EXPECT_EQ(all_of<pause_writes>(d.effects).at(0), (pause_writes{side::old_side, 10s}))
         << "the write pause outlives the budget by the fence's 5s";
-    EXPECT_EQ(all_of<cut>(d.effects).at(0), (cut{side::old_side, cut_reason::switched}));
+    EXPECT_EQ(all_of<cut>(d.effects).at(0), (cut{side::old_side, proxy::close_reason::cut_by_switch}));
     EXPECT_EQ(all_of<release>(d.effects).at(0), (release{proxy::route_to(side::new_side)}));
     EXPECT_EQ(all_of<promote>(d.effects).at(0).deadline, t0 + 5s) << "promotion is bounded by the budget";
     const auto lines = progress_lines(d.effects);
@@ -176,8 +176,8 @@ TEST(SwitchSaga, PostgresDrainsOldClientsInsteadOfPausingWrites)
         << "bounded by the budget when it is shorter than drain_timeout";
     const auto cuts = all_of<cut>(d.effects);
     ASSERT_EQ(cuts.size(), 2u);
-    EXPECT_EQ(cuts[0], (cut{side::old_side, cut_reason::drain_timeout}));
-    EXPECT_EQ(cuts[1], (cut{side::old_side, cut_reason::switched}));
+    EXPECT_EQ(cuts[0], (cut{side::old_side, proxy::close_reason::drain_timeout}));
+    EXPECT_EQ(cuts[1], (cut{side::old_side, proxy::close_reason::cut_by_switch}));
     EXPECT_TRUE(has<fence>(d.effects));
 }
 
@@ -411,7 +411,7 @@ TEST(SwitchSaga, RollbackCutsNewThenRollsBackTheServers)
     const auto rb = all_of<roll_back>(d.effects);
     ASSERT_EQ(rb.size(), 1u);
     EXPECT_EQ(rb[0], (roll_back{5s, false, t0 + 5s}));
-    EXPECT_EQ(all_of<cut>(d.effects).front(), (cut{side::new_side, cut_reason::switched}))
+    EXPECT_EQ(all_of<cut>(d.effects).front(), (cut{side::new_side, proxy::close_reason::cut_by_switch}))
         << "new's clients are cut before new is fenced";
     EXPECT_EQ(d.machine.current_route(), route{});
     EXPECT_FALSE(d.machine.fenced());
@@ -539,7 +539,7 @@ TEST(SwitchSaga, KillFlipsPersistsThenCuts)
     EXPECT_EQ(d.done->message, "svc switched to new");
     ASSERT_GE(d.effects.size(), 4u);
     EXPECT_EQ(all_of<release>(d.effects).at(0), (release{proxy::route_to(side::new_side)}));
-    EXPECT_EQ(all_of<cut>(d.effects), (std::vector<cut>{cut{side::old_side, cut_reason::switched}}));
+    EXPECT_EQ(all_of<cut>(d.effects), (std::vector<cut>{cut{side::old_side, proxy::close_reason::cut_by_switch}}));
     EXPECT_EQ(progress_lines(d.effects), std::vector<std::string>{"new clients go to new; cutting clients on old"});
 }
 
@@ -564,7 +564,7 @@ TEST(SwitchSaga, DrainWatchesThenCutsAtDrainTimeoutThenEnds)
     EXPECT_FALSE(d.done);
 
     const auto at_timeout = d.machine.on(deadline_reached{}, t0 + 30s);
-    EXPECT_EQ(at_timeout.effects, (std::vector<effect>{cut{side::old_side, cut_reason::drain_timeout}}));
+    EXPECT_EQ(at_timeout.effects, (std::vector<effect>{cut{side::old_side, proxy::close_reason::drain_timeout}}));
     EXPECT_FALSE(at_timeout.done);
     EXPECT_FALSE(d.machine.deadline());
 
