@@ -203,6 +203,12 @@ std::string format_seconds(double seconds)
     return one_decimal(seconds, "s");
 }
 
+std::string format_duration(std::chrono::milliseconds d)
+{
+    if (d.count() % 1000 == 0) return std::to_string(d.count() / 1000) + "s";
+    return std::to_string(d.count()) + "ms";
+}
+
 gate_verdict check_gate(const lag_reading& reading, std::optional<std::uint64_t> max_lag,
                         std::optional<std::chrono::milliseconds> max_lag_seconds, bool force,
                         std::chrono::steady_clock::time_point now, std::chrono::milliseconds max_age)

@@ -80,5 +80,7 @@ gate_verdict check_gate(const lag_reading& reading, std::optional<std::uint64_t>
 std::string format_bytes(std::uint64_t bytes);
 /// "250ms", "5s", "5.2s", "2m".
 std::string format_seconds(double seconds);
+/// A configured duration the way the config writes it: "5s" when whole seconds, else "250ms".
+std::string format_duration(std::chrono::milliseconds d);
 
 } // namespace tunneld::cutover

@@ -3,6 +3,7 @@
 // bytes until both directions end. The caller has already chosen the side.
 
 #include "config/config.hpp"
+#include "proxy/close_reason.hpp"
 #include "proxy/pump.hpp"
 #include "proxy/redis_session.hpp"
 #include "proxy/registry.hpp"
@@ -26,7 +27,7 @@ namespace tunneld::proxy {
 
 /// How a client ended, for its log line and the counters.
 struct client_outcome {
-    std::string reason; ///< client_eof, backend_eof, client_reset, backend_reset, connect_failed, ...
+    close_reason reason = close_reason::client_eof;
     std::string detail; ///< why a connect failed, for the log line
     bool connect_failed = false;
     std::uint64_t bytes_up = 0;
@@ -35,7 +36,7 @@ struct client_outcome {
 
 /// Close reason from how each direction ended; `up` is client -> backend, `up_ended_first` says
 /// which direction finished first. Pure.
-std::string close_reason(pump_end up, pump_end down, bool up_ended_first);
+close_reason reason_from(pump_end up, pump_end down, bool up_ended_first);
 
 /// Connects `client` to `target` within the service's connect_timeout and pumps until the client
 /// ends or `handle` is cut. Returns on the caller's executor.
@@ -145,7 +146,7 @@ asio::awaitable<void> pump_both(asio::ip::tcp::socket& client, Backend& backend,
     // so an idle client's untouched pages stay untouched.
     if (session) wipe_bytes(up_buffer.data(), up_used);
     outcome.reason = handle.was_cut() ? handle.cut_reason()
-                                      : close_reason(up_end, down_end.value_or(pump_end::eof), first == 1);
+                                      : reason_from(up_end, down_end.value_or(pump_end::eof), first == 1);
 }
 
 } // namespace tunneld::proxy
