@@ -99,6 +99,8 @@ constexpr std::array command_names{
     std::pair{command::pause, std::string_view{"pause"}},
     std::pair{command::resume, std::string_view{"resume"}},
     std::pair{command::reload, std::string_view{"reload"}},
+    std::pair{command::check, std::string_view{"check"}},
+    std::pair{command::history, std::string_view{"history"}},
 };
 
 constexpr std::array error_code_names{
@@ -121,8 +123,10 @@ std::span<const std::string_view> fields_of(command cmd)
     case command::status:
     case command::rollback:
     case command::resume:
+    case command::history:
         return service;
     case command::switch_side:
+    case command::check:
         return switch_fields;
     case command::split:
         return split_fields;
@@ -364,7 +368,8 @@ std::optional<error_code> parse_error_code(std::string_view name) noexcept
 
 bool needs_service(command cmd) noexcept
 {
-    return cmd != command::status && cmd != command::tunnels && cmd != command::reload;
+    return cmd != command::status && cmd != command::tunnels && cmd != command::reload &&
+           cmd != command::history;
 }
 
 protocol_error line_too_long_error()
@@ -411,6 +416,7 @@ std::string encode(const request& r)
     if (r.service) object["service"] = *r.service;
     switch (r.cmd) {
     case command::switch_side:
+    case command::check:
         object["to"] = to_string(r.to);
         if (r.mode) object["mode"] = config::to_string(*r.mode);
         object["force"] = r.force;

@@ -48,13 +48,16 @@ private:
     bool overflowed_ = false;
 };
 
-enum class command { status, tunnels, switch_side, rollback, split, pause, resume, reload };
+/// check: the guardrails of a switch, changing nothing (`tunnelctl check`, `switch --dry-run`);
+/// history: the switches recorded on this host.
+enum class command { status, tunnels, switch_side, rollback, split, pause, resume, reload, check, history };
 enum class side_choice { old_side, new_side };
 /// Why a request failed, as the wire names it; an error_condition-style enum hooked into
 /// std::error_code (`ec == control::error_code::busy`). Zero is no error, so the codes start at 1.
 enum class error_code { bad_request = 1, unknown_service, refused, failed, busy, forbidden };
 
-/// The wire name: "status", "tunnels", "switch", "rollback", "split", "pause", "resume", "reload".
+/// The wire name: "status", "tunnels", "switch", "rollback", "split", "pause", "resume", "reload",
+/// "check", "history".
 std::string_view to_string(command) noexcept;
 /// "old" or "new".
 std::string_view to_string(side_choice) noexcept;
@@ -70,7 +73,7 @@ std::optional<command> parse_command(std::string_view name) noexcept;
 /// The error code named `name` on the wire; nullopt for anything else.
 std::optional<error_code> parse_error_code(std::string_view name) noexcept;
 
-/// True for commands whose `service` field is required (all but status, tunnels and reload).
+/// True for commands whose `service` field is required (all but status, tunnels, reload, history).
 bool needs_service(command) noexcept;
 
 /// One validated request. Fields a command does not take keep their defaults.
@@ -78,9 +81,9 @@ struct request {
     command cmd = command::status;
     std::optional<std::string> service =
         std::nullopt;                       ///< required by needs_service(cmd); optional for status
-    side_choice to = side_choice::new_side; ///< switch
-    std::optional<config::switch_mode> mode = std::nullopt; ///< switch; unset: the service's mode
-    bool force = false;                                     ///< switch
+    side_choice to = side_choice::new_side; ///< switch, check
+    std::optional<config::switch_mode> mode = std::nullopt; ///< switch, check; unset: the service's mode
+    bool force = false;                                     ///< switch, check
     unsigned percent = 0;                                   ///< split; 0..100
     bool sticky = false;                                    ///< split
     std::optional<config::duration> timeout = std::nullopt; ///< pause; unset: the service's pause_timeout

@@ -44,6 +44,7 @@ struct options {
     std::string to = "new";
     std::string mode;
     bool force = false;
+    bool dry_run = false;
     unsigned percent = 0;
     bool sticky = false;
     std::string timeout;
@@ -128,11 +129,22 @@ int run(const options& opts, const request& r)
         return done.exit_code;
     }
     const auto& result = *done.result;
+    // A check answers with its report either way; the exit code says whether it would proceed.
+    const auto proceeds = [&] {
+        const auto* v = result.is_object() && result.contains("would_proceed") ? &result["would_proceed"] : nullptr;
+        return v && v->is_boolean() && v->get<bool>();
+    };
     if (opts.json) {
         print_json(result);
-        return exit_ok;
+        return r.cmd == command::check && !proceeds() ? exit_failed : exit_ok;
     }
     switch (r.cmd) {
+    case command::check:
+        std::cout << tools::format_check(result);
+        return proceeds() ? exit_ok : exit_failed;
+    case command::history:
+        std::cout << tools::format_history(field(result, "history"));
+        break;
     case command::status:
         std::cout << tools::format_services(field(result, "services")) << "\n"
                   << tools::format_tunnels(field(result, "tunnels"));
@@ -223,8 +235,28 @@ int main(int argc, char** argv)
     switch_cmd->add_option("--mode", opts.mode, "kill, drain or pause (default: the service's mode)")
         ->check(CLI::IsMember({"kill", "drain", "pause"}));
     switch_cmd->add_flag("--force", opts.force, "switch even when the lag gate refuses");
+    switch_cmd->add_flag("--dry-run", opts.dry_run,
+                         "run every guardrail and print the plan; change nothing (same as `check`)");
     add_json(switch_cmd);
-    switch_cmd->callback([&] { r.cmd = command::switch_side; });
+    switch_cmd->callback([&] { r.cmd = opts.dry_run ? command::check : command::switch_side; });
+
+    auto* check = app.add_subcommand(
+        "check", "run every guardrail of a switch and print its plan, changing nothing;\n"
+                 "exit 0 only if the switch would proceed");
+    add_service(check, true);
+    check->add_option("--to", opts.to, "side the switch would go to")
+        ->check(CLI::IsMember({"new", "old"}))
+        ->capture_default_str();
+    check->add_option("--mode", opts.mode, "kill, drain or pause (default: the service's mode)")
+        ->check(CLI::IsMember({"kill", "drain", "pause"}));
+    check->add_flag("--force", opts.force, "as the switch would be forced");
+    add_json(check);
+    check->callback([&] { r.cmd = command::check; });
+
+    auto* history = app.add_subcommand("history", "switches, rollbacks, splits, pauses and resumes on this host");
+    add_service(history, false);
+    add_json(history);
+    history->callback([&] { r.cmd = command::history; });
 
     auto* rollback =
         app.add_subcommand("rollback", "back to old, undoing promotion and fence where configured");

@@ -182,6 +182,57 @@ std::string format_tunnels(const json& tunnels)
     return format_table(rows) + "\n" + format_table(gateway_rows);
 }
 
+std::string format_check(const json& report)
+{
+    std::string out = fmt::format("check {}: {} -> {}, mode {}\n", text_of(report, "service"), text_of(report, "from"),
+                                  text_of(report, "to"), text_of(report, "mode"));
+    std::size_t failed = 0;
+    if (const auto* checks = member(report, "checks"); checks && checks->is_array()) {
+        for (const auto& check : *checks) {
+            auto verdict = text_of(check, "verdict");
+            if (verdict == "fail") ++failed;
+            std::transform(verdict.begin(), verdict.end(), verdict.begin(),
+                           [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+            out += fmt::format("  {:<10} {}: {}\n", verdict, text_of(check, "name"), text_of(check, "detail", ""));
+        }
+    }
+    if (const auto hold = count_of(report, "estimated_hold_ms"))
+        out += fmt::format("estimated hold: {}ms\n", *hold);
+    if (const auto* plan = member(report, "plan"); plan && plan->is_array() && !plan->empty()) {
+        out += "plan:\n";
+        std::size_t step = 0;
+        for (const auto& line : *plan)
+            out += fmt::format("  {}. {}\n", ++step, line.is_string() ? line.get<std::string>() : line.dump());
+    }
+    const auto* proceed = member(report, "would_proceed");
+    if (proceed && proceed->is_boolean() && proceed->get<bool>())
+        out += "result: the switch would proceed; nothing was changed\n";
+    else
+        out += fmt::format("result: the switch would be refused ({} check{} failed); nothing was changed\n", failed,
+                           failed == 1 ? "" : "s");
+    return out;
+}
+
+std::string format_history(const json& entries)
+{
+    std::vector<std::vector<std::string>> rows{
+        {"WHEN", "SERVICE", "ACTION", "FROM", "TO", "MODE", "OPERATOR", "HELD", "CUT", "RESULT", "REASON"}};
+    if (entries.is_array()) {
+        for (const auto& e : entries) {
+            const auto user = text_of(e, "user", "");
+            const auto uid = count_text(e, "uid");
+            const auto held = count_of(e, "held_ms");
+            auto mode = text_of(e, "mode", "");
+            rows.push_back({text_of(e, "time"), text_of(e, "service"), text_of(e, "action"),
+                            text_of(e, "from", "-"), text_of(e, "to", "-"), mode.empty() ? "-" : mode,
+                            user.empty() ? "uid " + uid : user + " (" + uid + ")",
+                            held ? std::to_string(*held) + "ms" : "-", count_text(e, "cut"), text_of(e, "result"),
+                            text_of(e, "reason", "")});
+        }
+    }
+    return format_table(rows);
+}
+
 health_report unknown_health(std::string_view reason)
 {
     return {health_state::unknown, fmt::format("TUNNELD UNKNOWN - {}", reason)};

@@ -28,6 +28,14 @@ std::string format_services(const nlohmann::json& services);
 /// of an array of tunnel objects. Missing fields print as "-".
 std::string format_tunnels(const nlohmann::json& tunnels);
 
+/// What `tunnelctl check` (and `switch --dry-run`) prints for a check result: one line per
+/// guardrail (PASS, FAIL, UNCHECKED), the hold estimate, the plan, and the verdict.
+std::string format_check(const nlohmann::json& report);
+
+/// The WHEN SERVICE ACTION FROM TO MODE OPERATOR HELD CUT RESULT REASON table of a history
+/// result's entries, oldest first.
+std::string format_history(const nlohmann::json& entries);
+
 /// Limits for `tunnelctl health`.
 struct health_thresholds {
     std::uint64_t lag_warning = 1024 * 1024;      ///< bytes, services not yet on new

@@ -219,5 +219,66 @@ TEST(Health, NotServingIsCounted)
     EXPECT_THAT(judge({paused, service("app", "old", lag(0))}, {}).line, HasSubstr("1/2 services serving"));
 }
 
+TEST(FormatCheck, ListsEveryGuardrailThePlanAndTheVerdict)
+{
+    const json report = {
+        {"service", "redis"},
+        {"from", "old"},
+        {"to", "new"},
+        {"mode", "pause"},
+        {"would_proceed", false},
+        {"estimated_hold_ms", 18},
+        {"checks",
+         {{{"name", "lag gate"}, {"verdict", "pass"}, {"detail", "lag 0B"}},
+          {{"name", "new accepts REPLICAOF NO ONE (promote)"}, {"verdict", "fail"}, {"detail", "no permissions"}},
+          {{"name", "promote_command"}, {"verdict", "unchecked"}, {"detail", "a dry run does not run hooks"}}}},
+        {"plan", {"hold new clients of redis", "promote new"}}};
+    const auto text = format_check(report);
+    EXPECT_THAT(text, HasSubstr("check redis: old -> new, mode pause\n"));
+    EXPECT_THAT(text, HasSubstr("  PASS       lag gate: lag 0B\n"));
+    EXPECT_THAT(text, HasSubstr("  FAIL       new accepts REPLICAOF NO ONE (promote): no permissions\n"));
+    EXPECT_THAT(text, HasSubstr("  UNCHECKED  promote_command"));
+    EXPECT_THAT(text, HasSubstr("estimated hold: 18ms\n"));
+    EXPECT_THAT(text, HasSubstr("  2. promote new\n"));
+    EXPECT_THAT(text, HasSubstr("result: the switch would be refused (1 check failed); nothing was changed\n"));
+}
+
+TEST(FormatCheck, SaysWhenItWouldProceed)
+{
+    EXPECT_THAT(format_check({{"would_proceed", true}, {"checks", json::array()}}),
+                HasSubstr("result: the switch would proceed; nothing was changed"));
+}
+
+TEST(FormatHistory, OneRowPerEntryWithTheOperator)
+{
+    const json entries = {{{"time", "2026-11-30T08:00:00Z"},
+                           {"service", "redis"},
+                           {"action", "switch"},
+                           {"from", "old"},
+                           {"to", "new"},
+                           {"mode", "pause"},
+                           {"uid", 0},
+                           {"user", "root"},
+                           {"held_ms", 42},
+                           {"cut", 4},
+                           {"result", "done"},
+                           {"reason", "redis switched to new"}},
+                          {{"time", "2026-11-30T08:01:00Z"},
+                           {"service", "redis"},
+                           {"action", "pause"},
+                           {"uid", 1000},
+                           {"user", ""},
+                           {"held_ms", nullptr},
+                           {"cut", nullptr},
+                           {"result", "refused"},
+                           {"reason", "busy"}}};
+    const auto text = format_history(entries);
+    EXPECT_THAT(text, HasSubstr("WHEN"));
+    EXPECT_THAT(text, HasSubstr("root (0)"));
+    EXPECT_THAT(text, HasSubstr("42ms"));
+    EXPECT_THAT(text, HasSubstr("uid 1000"));
+    EXPECT_THAT(text, HasSubstr("redis switched to new"));
+}
+
 } // namespace
 } // namespace tunneld::tools
