@@ -24,6 +24,37 @@ json lag_json(const std::optional<cutover::lag_reading>& reading)
     return lag;
 }
 
+/// `[[unix_ms, bytes|null], ...]`: compact, for the status page's lag graph.
+json lag_history_json(const std::vector<cutover::lag_sample>& samples)
+{
+    json out = json::array();
+    for (const auto& sample : samples)
+        out.push_back(json::array({sample.unix_ms, sample.bytes ? json(*sample.bytes) : json(nullptr)}));
+    return out;
+}
+
+json progress_json(const std::optional<cutover::switch_progress>& p)
+{
+    if (!p) return nullptr;
+    json steps = json::array();
+    for (const auto& line : p->steps)
+        steps.push_back({{"text", line}});
+    const auto elapsed =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - p->started);
+    return {{"action", p->action},
+            {"from", proxy::to_string(p->from)},
+            {"to", proxy::to_string(p->to)},
+            {"mode", config::to_string(p->mode)},
+            {"started_unix_ms", p->started_unix_ms},
+            {"elapsed_ms", elapsed.count()},
+            {"steps", std::move(steps)}};
+}
+
+template <class T> json optional_json(const std::optional<T>& value)
+{
+    return value ? json(*value) : json(nullptr);
+}
+
 } // namespace
 
 json to_json(const cutover::service_snapshot& s)
@@ -58,7 +89,51 @@ json to_json(const cutover::service_snapshot& s)
                                              {"at", s.last_switch->at},
                                              {"message", s.last_switch->message}}
                                       : json(nullptr)},
+        {"lag_history", lag_history_json(s.lag_history)},
+        {"switch", progress_json(s.progress)},
     };
+}
+
+json to_json(const cutover::history_entry& e)
+{
+    return {{"time", e.time},
+            {"service", e.service},
+            {"action", cutover::to_string(e.action)},
+            {"from", e.from},
+            {"to", e.to},
+            {"mode", e.mode},
+            {"forced", e.forced},
+            {"uid", optional_json(e.uid)},
+            {"user", e.user},
+            {"held_ms", optional_json(e.held_ms)},
+            {"cut", optional_json(e.cut)},
+            {"moved", optional_json(e.moved)},
+            {"result", cutover::to_string(e.result)},
+            {"reason", e.reason}};
+}
+
+json to_json(const std::vector<cutover::history_entry>& entries)
+{
+    json out = json::array();
+    for (const auto& e : entries)
+        out.push_back(to_json(e));
+    return out;
+}
+
+json check_json(const std::string& service, proxy::side from, proxy::side to, config::switch_mode mode,
+                const cutover::dry_run_report& report)
+{
+    json checks = json::array();
+    for (const auto& c : report.checks)
+        checks.push_back({{"name", c.name}, {"verdict", cutover::to_string(c.verdict)}, {"detail", c.detail}});
+    return {{"service", service},
+            {"from", proxy::to_string(from)},
+            {"to", proxy::to_string(to)},
+            {"mode", config::to_string(mode)},
+            {"would_proceed", report.would_proceed},
+            {"estimated_hold_ms", report.estimated_hold ? json(report.estimated_hold->count()) : json(nullptr)},
+            {"checks", std::move(checks)},
+            {"plan", report.plan}};
 }
 
 json to_json(const tunnel::tunnel_status& t)
@@ -101,7 +176,7 @@ json to_json(const status_snapshot& s)
     json services = json::array();
     for (const auto& service : s.services)
         services.push_back(to_json(service));
-    return {{"services", services}, {"tunnels", to_json(s.tunnels)}};
+    return {{"services", services}, {"tunnels", to_json(s.tunnels)}, {"history", to_json(s.history)}};
 }
 
 } // namespace tunneld::control

@@ -2,6 +2,8 @@
 // The status contract's JSON (docs/control-protocol.md, DESIGN.md): made here, once, from the
 // typed snapshots; the daemon hands it to the control socket and to HTTP /status as it is.
 
+#include "cutover/dry_run.hpp"
+#include "cutover/history.hpp"
 #include "cutover/snapshot.hpp"
 #include "tunnel/tunnel.hpp"
 
@@ -14,6 +16,7 @@ namespace tunneld::control {
 struct status_snapshot {
     std::vector<cutover::service_snapshot> services;
     std::vector<tunnel::tunnel_status> tunnels;
+    std::vector<cutover::history_entry> history; ///< the newest switches on this host, oldest first
 };
 
 /// One service object of the contract.
@@ -22,7 +25,14 @@ nlohmann::json to_json(const cutover::service_snapshot& s);
 nlohmann::json to_json(const tunnel::tunnel_status& t);
 /// `[tunnel, ...]`
 nlohmann::json to_json(const std::vector<tunnel::tunnel_status>& tunnels);
-/// `{"services": [...], "tunnels": [...]}`
+/// One entry of `tunnelctl history` (and of `history` in status).
+nlohmann::json to_json(const cutover::history_entry& e);
+nlohmann::json to_json(const std::vector<cutover::history_entry>& entries);
+/// The result of `check` (and `switch --dry-run`): the service, the sides, the mode, whether the
+/// switch would proceed, the hold estimate, every guardrail and the plan.
+nlohmann::json check_json(const std::string& service, proxy::side from, proxy::side to, config::switch_mode mode,
+                          const cutover::dry_run_report& report);
+/// `{"services": [...], "tunnels": [...], "history": [...]}`
 nlohmann::json to_json(const status_snapshot& s);
 
 } // namespace tunneld::control

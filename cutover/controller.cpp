@@ -17,6 +17,12 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
+std::int64_t unix_ms_now()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
 std::string utc_now()
 {
     return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}",
@@ -43,8 +49,14 @@ struct controller::entry {
     std::shared_ptr<replication> switch_replication; ///< used only by switches
     std::uint64_t probe_generation = 0;
     std::optional<lag_reading> lag;
+    lag_history history; ///< guarded by the controller's mutex
     std::map<std::string, std::uint64_t> switches{{"done", 0}, {"refused", 0}, {"failed", 0}};
     std::optional<switch_record> last_switch;
+    std::optional<switch_progress> current; ///< the switch under way; guarded by the controller's mutex
+    // What the command under way did to clients (loop only): reset when a command starts.
+    std::optional<steady::time_point> held_since;
+    std::optional<std::chrono::milliseconds> held;
+    std::uint64_t cut = 0;
 };
 
 controller::controller(asio::io_context& loop, std::filesystem::path state_file, state initial,
@@ -177,6 +189,7 @@ asio::awaitable<void> controller::probe_loop(std::shared_ptr<entry> e, std::uint
                                  to_string(reading.link), reading.detail);
             }
             e->lag = reading;
+            e->history.add(reading, unix_ms_now());
         }
         timer.expires_after(interval);
         co_await timer.async_wait(as_tuple(use_awaitable));
@@ -249,18 +262,21 @@ asio::awaitable<std::optional<command_outcome>> controller::execute(std::shared_
 
 asio::awaitable<command_result> controller::command(std::shared_ptr<entry> e, event ev, progress_fn progress)
 {
+    e->held.reset();
+    e->cut = 0;
     auto outcome = co_await execute(e, std::move(ev), std::move(progress));
     if (!outcome) outcome = std::exchange(e->finished, std::nullopt);
-    if (!outcome) co_return command_result::failure(verdict::failed, "the command ended without an outcome");
-    if (outcome->result == verdict::done) {
-        std::optional<service_snapshot> after;
-        {
-            std::lock_guard lock(mutex_);
-            after = describe(*e);
-        }
-        co_return command_result::success(std::move(*after));
+    command_result result =
+        !outcome ? command_result::failure(verdict::failed, "the command ended without an outcome")
+        : outcome->result != verdict::done ? command_result::failure(outcome->result, outcome->message)
+                                            : command_result{};
+    if (outcome && outcome->result == verdict::done) {
+        std::lock_guard lock(mutex_);
+        result.service = describe(*e);
     }
-    co_return command_result::failure(outcome->result, outcome->message);
+    result.held = e->held;
+    result.cut = e->cut;
+    co_return result;
 }
 
 asio::awaitable<std::optional<event>> controller::perform(std::shared_ptr<entry> e, std::vector<effect> effects,
@@ -289,13 +305,19 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
         else
             spdlog::info("service={} {}", name, l->line);
     } else if (std::holds_alternative<hold_new_clients>(what)) {
+        if (!e->held_since) e->held_since = steady::now();
         auto r = e->svc->current_route();
         r.hold = true;
         e->svc->set_route(r);
     } else if (const auto* r = std::get_if<release>(&what)) {
+        if (e->held_since && !r->to.hold) {
+            e->held = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - *e->held_since);
+            e->held_since.reset();
+        }
         e->svc->set_route(r->to);
     } else if (const auto* c = std::get_if<cut>(&what)) {
         const auto n = e->svc->clients().cut(c->which, c->why);
+        e->cut += n;
         if (c->why == proxy::close_reason::drain_timeout)
             spdlog::info("service={} drain_timeout: cut {} clients on side {}", name, n, proxy::to_string(c->which));
         else if (n > 0)
@@ -433,6 +455,39 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
     const auto settings = e->settings;
     switch_command request;
     request.request = switch_request{to, requested_mode.value_or(settings->mode), force};
+    bool started_here = false;
+    {
+        // What the status page shows while this runs; cleared when the command ends.
+        std::lock_guard lock(mutex_);
+        if (!e->current && e->machine.state() == service_state::serving) {
+            started_here = true;
+            e->current = switch_progress{.action = to == side::old_side ? "rollback" : "switch",
+                                         .from = e->machine.current_route().active,
+                                         .to = to,
+                                         .mode = requested_mode.value_or(settings->mode),
+                                         .started_unix_ms = unix_ms_now(),
+                                         .started = steady::now(),
+                                         .steps = {}};
+        }
+    }
+    struct progress_clear {
+        controller& c;
+        std::shared_ptr<entry> e;
+        bool mine;
+        ~progress_clear()
+        {
+            if (!mine) return; // a refused second command leaves the running one's progress alone
+            std::lock_guard lock(c.mutex_);
+            e->current.reset();
+        }
+    } clear_at_end{*this, e, started_here};
+    progress_fn recorded = [this, e, progress = std::move(progress)](const std::string& line) {
+        {
+            std::lock_guard lock(mutex_);
+            if (e->current) e->current->steps.push_back(line);
+        }
+        progress(line);
+    };
     request.limits = switch_limits{
         .drain_timeout = settings->drain_timeout,
         .pause_timeout = settings->pause_timeout,
@@ -446,7 +501,7 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
         request.lag = e->lag;
     }
     event ev = std::move(request);
-    co_return co_await command(e, std::move(ev), std::move(progress));
+    co_return co_await command(e, std::move(ev), std::move(recorded));
 }
 
 asio::awaitable<command_result> controller::rollback(std::string name, progress_fn progress)
@@ -488,6 +543,60 @@ asio::awaitable<command_result> controller::resume(std::string name)
     co_return co_await command(e, std::move(ev), std::move(nobody));
 }
 
+asio::awaitable<std::optional<dry_run_report>> controller::check(std::string name, side to,
+                                                               std::optional<config::switch_mode> mode,
+                                                               bool force, std::string& error)
+{
+    auto e = find(name);
+    if (!e) {
+        error = fmt::format("no service named \"{}\"", name);
+        co_return std::nullopt;
+    }
+    const auto settings = e->settings;
+    dry_run_input in;
+    in.settings = settings.get();
+    in.to = to;
+    in.mode = mode.value_or(settings->mode);
+    in.force = force;
+    in.state_file = state_file_.string();
+    std::optional<probe_endpoints> probes;
+    {
+        std::lock_guard lock(mutex_);
+        in.from = e->machine.current_route().active;
+        in.lag = e->lag;
+        in.catch_up_bytes_per_second = e->history.replay_rate();
+        probes = e->probes;
+    }
+    in.clients_old = e->svc->clients().count(side::old_side);
+    in.clients_new = e->svc->clients().count(side::new_side);
+    const bool replicated = settings->kind != config::service_kind::tcp;
+    if (replicated && to == side::new_side && in.mode == config::switch_mode::pause) {
+        const auto now = steady::now();
+        const auto reading = in.lag ? *in.lag : unknown_lag("no probe has answered yet", now);
+        in.gate = check_gate(reading, settings->max_lag, settings->max_lag_seconds, force, now,
+                             3 * settings->probe_interval + settings->probe_timeout);
+    }
+    if (replicated && to == side::new_side && probes) {
+        // Connections of its own: a switch under way keeps its replication to itself.
+        const auto preflight = [this, settings, probes] {
+            auto repl = make_replication_(*settings, probes->old_endpoint, probes->new_endpoint);
+            return repl ? repl->preflight(steady::now() + 2 * settings->probe_timeout)
+                        : std::vector<preflight_check>{};
+        };
+        in.server_checks = co_await off_loop(preflight);
+    }
+    // The state file's directory must take a new file: the switch persists before it reports.
+    const auto writable = [path = state_file_] {
+        const auto probe = std::filesystem::path(path.string() + ".check");
+        auto problem = write_file_atomically(probe, "");
+        std::error_code ignored;
+        std::filesystem::remove(probe, ignored);
+        return problem;
+    };
+    in.state_file_problem = co_await off_loop(writable);
+    co_return make_dry_run_report(in);
+}
+
 service_snapshot controller::describe(const entry& e) const
 {
     const auto& counters = e.svc->counters();
@@ -511,6 +620,8 @@ service_snapshot controller::describe(const entry& e) const
     s.fenced = e.machine.fenced();
     s.switches = e.switches;
     s.last_switch = e.last_switch;
+    s.lag_history.assign(e.history.samples().begin(), e.history.samples().end());
+    s.progress = e.current;
     return s;
 }
 

@@ -4,6 +4,7 @@
 // Every method runs on the control loop (one io_context); status() may be called from any thread.
 
 #include "config/config.hpp"
+#include "cutover/dry_run.hpp"
 #include "cutover/lag.hpp"
 #include "cutover/replication.hpp"
 #include "cutover/state_file.hpp"
@@ -29,10 +30,23 @@ struct command_result {
     verdict result = verdict::done;
     std::string error;                      ///< on failure: the reason, one line
     std::optional<service_snapshot> service; ///< done: the service after the command
+    std::optional<std::chrono::milliseconds> held; ///< how long the command held new clients
+    std::uint64_t cut = 0;                         ///< clients the command cut
 
     bool ok() const { return result == verdict::done; }
-    static command_result success(service_snapshot s) { return {verdict::done, {}, std::move(s)}; }
-    static command_result failure(verdict v, std::string error) { return {v, std::move(error), std::nullopt}; }
+    static command_result success(service_snapshot s)
+    {
+        command_result r;
+        r.service = std::move(s);
+        return r;
+    }
+    static command_result failure(verdict v, std::string error)
+    {
+        command_result r;
+        r.result = v;
+        r.error = std::move(error);
+        return r;
+    }
 };
 
 using progress_fn = std::function<void(const std::string&)>;
@@ -71,6 +85,13 @@ public:
     asio::awaitable<command_result> split(std::string name, unsigned percent, bool sticky);
     asio::awaitable<command_result> pause(std::string name, std::optional<config::duration> timeout);
     asio::awaitable<command_result> resume(std::string name);
+    /// Every guardrail of `switch_side(name, to, mode, force)`, changing nothing on any server or
+    /// in the state file: the lag gate, the servers' preflight checks (on connections of its own,
+    /// so a switch under way is not disturbed), the state file's directory, the hold estimate.
+    /// nullopt and `error` set when the service does not exist.
+    asio::awaitable<std::optional<dry_run_report>> check(std::string name, side to,
+                                                          std::optional<config::switch_mode> mode, bool force,
+                                                          std::string& error);
 
     /// Every service as it is now, by name; `name` empty: all services. Thread-safe.
     std::vector<service_snapshot> snapshot(const std::string& name = {}) const;

@@ -5,13 +5,16 @@
 
 #include "config/config.hpp"
 #include "cutover/lag.hpp"
+#include "cutover/lag_history.hpp"
 #include "proxy/router.hpp"
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace tunneld::cutover {
 
@@ -23,6 +26,17 @@ struct switch_record {
     std::string result; ///< "done" | "refused" | "failed"
     std::string at;     ///< RFC 3339 UTC
     std::string message;
+};
+
+/// A switch or rollback under way: what the status page shows step by step.
+struct switch_progress {
+    std::string action;     ///< "switch" | "rollback"
+    proxy::side from = proxy::side::old_side;
+    proxy::side to = proxy::side::new_side;
+    config::switch_mode mode = config::switch_mode::pause;
+    std::int64_t started_unix_ms = 0;
+    std::chrono::steady_clock::time_point started;
+    std::vector<std::string> steps; ///< the progress lines so far, oldest first
 };
 
 struct service_snapshot {
@@ -45,6 +59,8 @@ struct service_snapshot {
     bool fenced = false;
     std::map<std::string, std::uint64_t> switches; ///< "done", "refused", "failed" -> count
     std::optional<switch_record> last_switch;
+    std::vector<lag_sample> lag_history;      ///< the last minutes, oldest first (redis, postgres)
+    std::optional<switch_progress> progress; ///< set while a switch or rollback runs
 
     /// The sides that receive new clients: the active one, or both while split.
     bool receives(proxy::side s) const

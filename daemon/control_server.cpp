@@ -11,6 +11,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <chrono>
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <grp.h>
 #include <pwd.h>
@@ -176,7 +178,7 @@ asio::awaitable<void> control_server::serve(local::socket peer)
             if (auto* error = std::get_if<protocol_error>(&parsed))
                 reply = error_line(*error);
             else
-                reply = co_await execute(std::get<request>(parsed), peer);
+                reply = co_await execute(std::get<request>(parsed), peer, credentials.uid);
             auto [write_ec, written] =
                 co_await asio::async_write(peer, asio::buffer(reply), as_tuple(use_awaitable));
             if (write_ec) co_return;
@@ -192,7 +194,7 @@ asio::awaitable<void> control_server::serve(local::socket peer)
     }
 }
 
-asio::awaitable<std::string> control_server::execute(const request& r, local::socket& peer)
+asio::awaitable<std::string> control_server::execute(const request& r, local::socket& peer, uid_t uid)
 {
     // Progress is advisory and written without blocking the loop, but never as part of a line:
     // what a full socket buffer leaves unsent waits here and goes out, whole, before any later
@@ -207,11 +209,51 @@ asio::awaitable<std::string> control_server::execute(const request& r, local::so
             unsent.erase(0, peer.write_some(asio::buffer(unsent), ec));
         peer.non_blocking(false, ec);
     };
-    auto reply = co_await answer(r, progress);
+    auto reply = co_await answer(r, progress, uid);
     co_return unsent + reply;
 }
 
-asio::awaitable<std::string> control_server::answer(const request& r, progress_fn progress)
+namespace {
+
+/// The active side as status shows it: "old", "new" or "split".
+std::string active_text(const proxy::route& r)
+{
+    return r.split_percent ? "split" : std::string(proxy::to_string(r.active));
+}
+
+cutover::history_result history_result_of(cutover::verdict v)
+{
+    switch (v) {
+    case cutover::verdict::done:
+        return cutover::history_result::done;
+    case cutover::verdict::refused:
+        return cutover::history_result::refused;
+    case cutover::verdict::busy:
+        return cutover::history_result::busy;
+    default:
+        return cutover::history_result::failed;
+    }
+}
+
+/// The name of `uid`, or empty when it has none.
+std::string user_name(uid_t uid)
+{
+    passwd entry{};
+    passwd* found = nullptr;
+    std::array<char, 4096> buffer{};
+    if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) != 0 || !found) return {};
+    return found->pw_name;
+}
+
+std::string utc_now_text()
+{
+    return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}",
+                       fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
+}
+
+} // namespace
+
+asio::awaitable<std::string> control_server::answer(const request& r, progress_fn progress, uid_t uid)
 {
     auto finish = [](const cutover::command_result& result) {
         if (result.ok()) return ok_line(result.service ? to_json(*result.service) : nlohmann::json::object());
@@ -224,24 +266,86 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
     if (r.service && !controller.has_service(service))
         co_return error_line({error_code::unknown_service, fmt::format("no service named \"{}\"", service)});
 
+    // A change of route is recorded with its operator and outcome (tunnelctl history).
+    const auto changes = r.cmd == command::switch_side || r.cmd == command::rollback || r.cmd == command::split ||
+                         r.cmd == command::pause || r.cmd == command::resume;
+    std::optional<cutover::service_snapshot> before;
+    if (changes || r.cmd == command::check) {
+        auto snapshots = controller.snapshot(service);
+        if (!snapshots.empty()) before = std::move(snapshots.front());
+    }
+    const auto record = [&](cutover::history_action action, std::string to, std::string mode,
+                            const cutover::command_result& result, std::string done_reason) {
+        cutover::history_entry e;
+        e.time = utc_now_text();
+        e.service = service;
+        e.action = action;
+        e.from = before ? active_text(before->route) : "";
+        e.to = std::move(to);
+        e.mode = std::move(mode);
+        e.forced = r.force;
+        e.uid = static_cast<std::uint32_t>(uid);
+        e.user = user_name(uid);
+        if (result.held) e.held_ms = result.held->count();
+        e.cut = result.cut;
+        e.result = history_result_of(result.result);
+        e.reason = result.ok() ? std::move(done_reason) : result.error;
+        daemon_.record_history(std::move(e));
+    };
+    const auto switch_message = [](const cutover::command_result& result) {
+        return result.service && result.service->last_switch ? result.service->last_switch->message : std::string();
+    };
+    const auto mode_text = [&](const std::optional<config::switch_mode>& m) {
+        if (m) return std::string(config::to_string(*m));
+        return before ? std::string(config::to_string(before->mode)) : std::string();
+    };
+
     switch (r.cmd) {
     case command::status:
         co_return ok_line(to_json(daemon_.status(service)));
+    case command::history:
+        co_return ok_line({{"history", to_json(daemon_.history(service))}});
+    case command::check: {
+        std::string error;
+        const auto report = co_await controller.check(service, to_side, r.mode, r.force, error);
+        if (!report || !before) co_return error_line({error_code::unknown_service, error});
+        co_return ok_line(check_json(service, before->route.active, to_side, r.mode.value_or(before->mode), *report));
+    }
     case command::tunnels:
         co_return ok_line({{"tunnels", to_json(daemon_.tunnels_status())}});
     case command::switch_side:
         spdlog::info("control: switch {} to {} requested (uid-checked peer){}", service, to_string(r.to),
                      r.force ? " with --force" : "");
-        co_return finish(co_await controller.switch_side(service, to_side, r.mode, r.force, progress));
-    case command::rollback:
+    {
+        auto result = co_await controller.switch_side(service, to_side, r.mode, r.force, progress);
+        record(cutover::history_action::switch_side, std::string(to_string(r.to)), mode_text(r.mode), result,
+               switch_message(result));
+        co_return finish(result);
+    }
+    case command::rollback: {
         spdlog::info("control: rollback {} requested", service);
-        co_return finish(co_await controller.rollback(service, progress));
-    case command::split:
-        co_return finish(co_await controller.split(service, r.percent, r.sticky));
-    case command::pause:
-        co_return finish(co_await controller.pause(service, r.timeout));
-    case command::resume:
-        co_return finish(co_await controller.resume(service));
+        auto result = co_await controller.rollback(service, progress);
+        record(cutover::history_action::rollback, "old", mode_text(std::nullopt), result, switch_message(result));
+        co_return finish(result);
+    }
+    case command::split: {
+        auto result = co_await controller.split(service, r.percent, r.sticky);
+        record(cutover::history_action::split, "split", "", result,
+               fmt::format("{}% of new clients to new{}", r.percent, r.sticky ? " (sticky)" : ""));
+        co_return finish(result);
+    }
+    case command::pause: {
+        auto result = co_await controller.pause(service, r.timeout);
+        record(cutover::history_action::pause, before ? active_text(before->route) : "", "", result,
+               "new clients held");
+        co_return finish(result);
+    }
+    case command::resume: {
+        auto result = co_await controller.resume(service);
+        record(cutover::history_action::resume, before ? active_text(before->route) : "", "", result,
+               "held clients released");
+        co_return finish(result);
+    }
     case command::reload: {
         const auto errors = daemon_.reload();
         if (errors.empty()) co_return ok_line({{"reloaded", true}});

@@ -35,10 +35,14 @@ public:
 private:
     asio::awaitable<void> accept_loop();
     asio::awaitable<void> serve(asio::local::stream_protocol::socket peer);
-    /// The reply to `r`, preceded by whatever progress the socket could not take at once.
-    asio::awaitable<std::string> execute(const control::request& r, asio::local::stream_protocol::socket& peer);
-    /// Carries out `r`; its reply line.
-    asio::awaitable<std::string> answer(const control::request& r, std::function<void(const std::string&)> progress);
+    /// The reply to `r` from the operator `uid`, preceded by whatever progress the socket could
+    /// not take at once.
+    asio::awaitable<std::string> execute(const control::request& r, asio::local::stream_protocol::socket& peer,
+                                         uid_t uid);
+    /// Carries out `r` for `uid`; its reply line. A change of route (switch, rollback, split,
+    /// pause, resume) goes into the switch history with who asked and what came of it.
+    asio::awaitable<std::string> answer(const control::request& r, std::function<void(const std::string&)> progress,
+                                        uid_t uid);
 
     asio::io_context& loop_;
     runtime& daemon_;

@@ -77,10 +77,22 @@ runtime::runtime(std::shared_ptr<const config::config> settings)
 {
     controller_ = std::make_unique<cutover::controller>(*loops_.front(), settings_->daemon.state_file,
                                                         read_state(settings_->daemon.state_file));
+    // The history is a record, not a decision: a corrupt file is set aside and a new one begun.
+    history_path_ = cutover::history_path_for(settings_->daemon.state_file);
+    auto loaded = cutover::load_history(history_path_);
+    if (auto* problem = std::get_if<std::string>(&loaded)) {
+        const auto aside = std::filesystem::path(history_path_.string() + ".corrupt");
+        std::error_code ignored;
+        std::filesystem::rename(history_path_, aside, ignored);
+        spdlog::warn("{}; kept as {}, a new history is started", *problem, aside.string());
+    } else {
+        history_ = std::get<cutover::switch_history>(std::move(loaded));
+    }
 }
 
 runtime::~runtime()
 {
+    history_writer_.join(); // every recorded command reaches the file before the process ends
     for (auto& guard : work_)
         guard.reset();
     for (auto& loop : loops_)
@@ -426,7 +438,24 @@ std::vector<tunnel::tunnel_status> runtime::tunnels_status() const
 
 control::status_snapshot runtime::status(const std::string& service) const
 {
-    return {controller_->snapshot(service), tunnels_status()};
+    // The page and `status` show the recent switches; `tunnelctl history` shows them all.
+    return {controller_->snapshot(service), tunnels_status(), history(service, 20)};
+}
+
+void runtime::record_history(cutover::history_entry entry)
+{
+    std::lock_guard lock(history_mutex_);
+    history_.append(std::move(entry));
+    asio::post(history_writer_, [path = history_path_, document = history_] {
+        if (auto problem = cutover::save_history(path, document))
+            spdlog::warn("switch history not saved: {}", *problem);
+    });
+}
+
+std::vector<cutover::history_entry> runtime::history(const std::string& service, std::size_t limit) const
+{
+    std::lock_guard lock(history_mutex_);
+    return history_.entries(service, limit);
 }
 
 std::vector<std::string> runtime::not_ready_reasons() const

@@ -5,12 +5,14 @@
 #include "config/config.hpp"
 #include "control/status_json.hpp"
 #include "cutover/controller.hpp"
+#include "cutover/history.hpp"
 #include "proxy/service.hpp"
 #include "tunnel/tunnel.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <map>
 #include <memory>
 #include <thread>
@@ -42,6 +44,12 @@ public:
     std::vector<tunnel::tunnel_status> tunnels_status() const;
     std::vector<std::string> not_ready_reasons() const;
 
+    /// Appends `entry` to the switch history and writes the history file off the event loops,
+    /// in order. Thread-safe.
+    void record_history(cutover::history_entry entry);
+    /// The newest `limit` history entries of `service` (all services when empty), oldest first.
+    std::vector<cutover::history_entry> history(const std::string& service = {}, std::size_t limit = 1000) const;
+
     cutover::controller& controller() { return *controller_; }
     asio::io_context& control_loop() { return *loops_.front(); }
 
@@ -72,6 +80,11 @@ private:
     std::vector<std::shared_ptr<tunnel::pool>> retiring_;                       // guarded by tunnels_mutex_
 
     std::unique_ptr<cutover::controller> controller_;
+
+    std::filesystem::path history_path_;
+    mutable std::mutex history_mutex_;
+    cutover::switch_history history_;        ///< guarded by history_mutex_
+    asio::thread_pool history_writer_{1};    ///< one thread: history files are written in order
     std::map<std::string, std::shared_ptr<proxy::service>> services_; ///< touched on the control loop only
     std::map<std::string, std::vector<std::shared_ptr<proxy::service>>> forwarders_;
 

@@ -15,6 +15,7 @@ enum class close_reason : std::uint8_t {
     connect_failed,
     connect_timeout,
     tunnel_down,
+    gateway_lost, ///< the SSH session (its gateway) carrying the client's channel died
     channel_open_timeout,
     channel_open_failed,
     cut_by_switch, ///< a switch cut the side the client was on
@@ -40,6 +41,8 @@ constexpr std::string_view to_string(close_reason r) noexcept
         return "connect_timeout";
     case close_reason::tunnel_down:
         return "tunnel_down";
+    case close_reason::gateway_lost:
+        return "gateway_lost";
     case close_reason::channel_open_timeout:
         return "channel_open_timeout";
     case close_reason::channel_open_failed:

@@ -86,7 +86,7 @@ asio::awaitable<client_outcome> run_tunnelled(tcp::socket client, std::shared_pt
         co_await pump_both(moved, *channel, *handle, settings, counters, outcome);
         if (!handle->was_cut() && channel->failure() == tunnel::tunnel_errc::session_lost) {
             // Its gateway died or went silent: say so rather than a plain backend reset.
-            outcome.reason = "gateway_lost";
+            outcome.reason = close_reason::gateway_lost;
             outcome.detail = channel->failure().message();
         }
         channel->close();

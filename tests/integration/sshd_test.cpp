@@ -1319,6 +1319,7 @@ TEST(Gateways, ChangedHostKeyKeepsThatGatewayDownWhileTheOtherServes)
     std::this_thread::sleep_for(300ms); // let sshd write its log
     EXPECT_EQ(auth_attempts(first.sshd_log()), attempts_before) << "an authentication was attempted";
     close_all(channels);
+}
 
 TEST(TunnelStrictKex, SshdLogsStrictKeyExchange)
 {

@@ -235,6 +235,22 @@ TEST(ParseRequest, EveryCommand)
     EXPECT_EQ(parsed(R"({"cmd":"reload"})").cmd, command::reload);
 }
 
+TEST(ParseRequest, CheckTakesTheSwitchFieldsAndHistoryAnOptionalService)
+{
+    EXPECT_EQ(parsed(R"({"cmd":"check","service":"redis","to":"old","mode":"kill","force":true})"),
+              (request{.cmd = command::check,
+                       .service = "redis",
+                       .to = side_choice::old_side,
+                       .mode = config::switch_mode::kill,
+                       .force = true}));
+    EXPECT_EQ(error_of(R"({"cmd":"check"})"), "cmd \"check\" needs \"service\"");
+    EXPECT_EQ(parsed(R"({"cmd":"history"})"), (request{.cmd = command::history}));
+    EXPECT_EQ(parsed(R"({"cmd":"history","service":"redis"})").service, "redis");
+    EXPECT_THAT(error_of(R"({"cmd":"history","to":"new"})"), StartsWith("unknown field \"to\" for cmd \"history\""));
+    const request check{.cmd = command::check, .service = "r", .mode = config::switch_mode::pause};
+    EXPECT_EQ(parsed(encode(check)), check);
+}
+
 TEST(ParseRequest, UnicodeServiceNamesPassThrough)
 {
     EXPECT_EQ(parsed("{\"cmd\":\"resume\",\"service\":\"r\\u00e9dis\"}").service, "r\xc3\xa9"
@@ -290,7 +306,7 @@ TEST(ParseRequest, CmdProblems)
     EXPECT_EQ(error_of(R"({"cmd":null})"), "\"cmd\" must be a string, not null");
     EXPECT_EQ(error_of(R"({"cmd":"explode"})"),
               "unknown cmd \"explode\" (expected one of status, tunnels, switch, rollback, split, pause, "
-              "resume, reload)");
+              "resume, reload, check, history)");
     EXPECT_THAT(error_of(R"({"cmd":"switch_side","service":"r"})"),
                 StartsWith("unknown cmd \"switch_side\""));
     EXPECT_THAT(error_of("{\"cmd\":\"" + std::string(500, 'x') + "\"}"),

@@ -72,7 +72,7 @@ TEST(StatusJson, TunnelsAndTheWhole)
     t.address = "203.0.113.10:22";
     t.sessions = 2;
     t.sessions_up = 1;
-    const auto whole = to_json(status_snapshot{{redis_snapshot()}, {t}});
+    const auto whole = to_json(status_snapshot{{redis_snapshot()}, {t}, {}});
     ASSERT_EQ(whole["services"].size(), 1u);
     ASSERT_EQ(whole["tunnels"].size(), 1u);
     const auto& j = whole["tunnels"][0];
@@ -83,7 +83,8 @@ TEST(StatusJson, TunnelsAndTheWhole)
     EXPECT_EQ(j["reconnects"], 0);
     EXPECT_TRUE(j["since_last_receive_ms"].is_null());
     EXPECT_EQ(to_json(status_snapshot{}), (nlohmann::json{{"services", nlohmann::json::array()},
-                                                           {"tunnels", nlohmann::json::array()}}));
+                                                           {"tunnels", nlohmann::json::array()},
+                                                           {"history", nlohmann::json::array()}}));
 }
 
 } // namespace

@@ -74,6 +74,10 @@ public:
     step_result fence(clock::time_point) override { return done("fence"); }
     step_result unpause() override { return done("unpause"); }
     step_result rollback(const rollback_options&, clock::time_point) override { return done("rollback"); }
+    std::vector<preflight_check> preflight(clock::time_point) override
+    {
+        return {{"old reachable, credentials accepted", check_verdict::pass, "fake", std::chrono::milliseconds(1)}};
+    }
 
 private:
     step_result done(std::string call)
