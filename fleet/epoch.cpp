@@ -8,7 +8,7 @@ namespace {
 
 /// The epoch key's state from a read of it; errc::malformed_reply for a value that is not an
 /// epoch record (never read as "nobody holds it").
-etcd::result<epoch_state> state_from(const etcd::range_response& read, std::string_view service)
+etcd::result<epoch_state> state_from(const etcd::range_response& read, std::string service)
 {
     if (read.kvs.empty()) return epoch_state{};
     auto record = decode_epoch_record(read.kvs.front().value);
@@ -21,15 +21,18 @@ etcd::result<epoch_state> state_from(const etcd::range_response& read, std::stri
 } // namespace
 
 asio::awaitable<etcd::result<epoch_state>> read_epoch(etcd::client& client, const key_layout& keys,
-                                                      std::string_view service, etcd::clock::time_point deadline)
+                                                      std::string service, etcd::clock::time_point deadline)
 {
-    auto read = co_await client.range({keys.epoch_key(service), {}}, deadline);
+    // Arguments with destructors are named outside co_await: g++ 12 destroys a temporary inside a
+    // co_await expression twice (GCC PR 100611).
+    etcd::range_request request{keys.epoch_key(service), {}};
+    auto read = co_await client.range(std::move(request), deadline);
     if (!read) co_return read.err();
     co_return state_from(*read, service);
 }
 
 asio::awaitable<etcd::result<claim>> claim_next_epoch(etcd::client& client, const key_layout& keys,
-                                                      std::string_view service, std::string_view member,
+                                                      std::string service, std::string member,
                                                       side target, etcd::clock::time_point deadline)
 {
     auto now = co_await read_epoch(client, keys, service, deadline);
@@ -52,7 +55,7 @@ asio::awaitable<etcd::result<claim>> claim_next_epoch(etcd::client& client, cons
 }
 
 asio::awaitable<etcd::result<std::optional<epoch_state>>>
-update_epoch(etcd::client& client, const key_layout& keys, std::string_view service, const epoch_state& expected,
+update_epoch(etcd::client& client, const key_layout& keys, std::string service, const epoch_state& expected,
              epoch_record next, etcd::clock::time_point deadline)
 {
     const std::string key = keys.epoch_key(service);

@@ -47,6 +47,8 @@ struct error {
 template <class T>
 class result {
 public:
+    /// No value and no answer yet (co_spawn's futures need one): reads as a canceled call.
+    result() : error_{std::make_error_code(std::errc::operation_canceled), "no result"} {}
     result(T value) : value_(std::move(value)) {}
     result(error e) : error_(std::move(e)) {}
 

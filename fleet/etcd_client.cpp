@@ -50,8 +50,9 @@ public:
     awaitable<error> open(const config::etcd_endpoint& endpoint, clock::time_point deadline)
     {
         tcp::resolver resolver(lowest().get_executor());
-        const auto [rec, addresses] = co_await resolver.async_resolve(
-            endpoint.address.host, std::to_string(endpoint.address.port), use_tuple);
+        // Named outside co_await: g++ 12 destroys a co_await expression's temporaries twice (PR 100611).
+        const std::string port = std::to_string(endpoint.address.port);
+        const auto [rec, addresses] = co_await resolver.async_resolve(endpoint.address.host, port, use_tuple);
         if (rec) co_return error{errc::unreachable, endpoint.to_string() + ": " + rec.message()};
         lowest().expires_at(deadline);
         const auto [cec, _] = co_await lowest().async_connect(addresses, use_tuple);
@@ -78,6 +79,14 @@ public:
     {
         if (tls_) co_return co_await http::async_read(*tls_, buffer, parser, use_tuple);
         co_return co_await http::async_read(*plain_, buffer, parser, use_tuple);
+    }
+
+    /// Whatever part of the message has arrived (a streamed body is never "done" until it ends).
+    template <class Parser>
+    awaitable<std::tuple<boost::system::error_code, std::size_t>> read_some(beast::flat_buffer& buffer, Parser& parser)
+    {
+        if (tls_) co_return co_await http::async_read_some(*tls_, buffer, parser, use_tuple);
+        co_return co_await http::async_read_some(*plain_, buffer, parser, use_tuple);
     }
 
     template <class Parser>
@@ -227,8 +236,9 @@ struct client::impl {
         if (!credentials)
             co_return error{errc::auth_failed, "credentials_file " + options.credentials_file->string() +
                                                    ": first line must be \"user password\""};
-        auto reply = co_await send("/v3/auth/authenticate", encode_authenticate(credentials->first, credentials->second),
-                                   true, deadline, {});
+        const std::string body = encode_authenticate(credentials->first, credentials->second);
+        const std::string no_token;
+        auto reply = co_await send("/v3/auth/authenticate", body, true, deadline, no_token);
         if (!reply) co_return reply.err();
         if (reply->status != 200) {
             error e = decode_error(reply->status, reply->body);
@@ -318,7 +328,8 @@ struct client::impl {
                                                 std::to_string(stall_timeout.count()) + "ms)"};
             return error{errc::unreachable, endpoint.to_string() + ": watch " + std::string(what) + ": " + ec.message()};
         };
-        if (const auto [wec, _] = co_await conn.write(make_request(endpoint, "/v3/watch", encode(request), token)); wec)
+        const auto watch_request = make_request(endpoint, "/v3/watch", encode(request), token);
+        if (const auto [wec, _] = co_await conn.write(watch_request); wec)
             co_return failed(wec, "write");
         beast::flat_buffer buffer;
         http::response_parser<http::buffer_body> parser;
@@ -332,7 +343,7 @@ struct client::impl {
             parser.get().body().data = chunk.data();
             parser.get().body().size = chunk.size();
             conn.lowest().expires_after(status == 200 ? stall_timeout : deadline - clock::now());
-            auto [ec, _] = co_await conn.read(buffer, parser);
+            auto [ec, _] = co_await conn.read_some(buffer, parser);
             if (ec == http::error::need_buffer) ec = {};
             const std::string_view got(chunk.data(), chunk.size() - parser.get().body().size);
             if (status != 200) {

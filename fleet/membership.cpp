@@ -88,7 +88,9 @@ struct membership::state : std::enable_shared_from_this<state> {
             if (it != published.end()) stamped.last_seen_ms = it->second.last_seen_ms;
             if (!heartbeat && it != published.end() && it->second == stamped) continue;
             stamped.last_seen_ms = stamp;
-            auto put = co_await client.put({keys.member_key(service, member), encode(stamped), lease_id}, deadline());
+            // Named outside co_await: g++ 12 destroys a co_await expression's temporaries twice (PR 100611).
+            etcd::put_request request{keys.member_key(service, member), encode(stamped), lease_id};
+            auto put = co_await client.put(std::move(request), deadline());
             if (!put) {
                 lease_lost = put.err().code == etcd::errc::lease_not_found;
                 spdlog::warn("fleet: member record {} not written: {}", keys.member_key(service, member),
@@ -102,7 +104,8 @@ struct membership::state : std::enable_shared_from_this<state> {
                 ++it;
                 continue;
             }
-            auto erased = co_await client.erase({keys.member_key(it->first, member), {}}, deadline());
+            etcd::delete_request request{keys.member_key(it->first, member), {}};
+            auto erased = co_await client.erase(std::move(request), deadline());
             if (!erased) co_return false;
             it = published.erase(it);
         }
@@ -172,28 +175,30 @@ struct membership::state : std::enable_shared_from_this<state> {
     asio::awaitable<void> watch_loop()
     {
         auto self = shared_from_this();
-        co_await watch_prefix(
-            client, keys.root(), options.watch,
-            [this](const prefix_update& update) {
-                if (update.snapshot) {
-                    mirror.reset({update.revision, update.kvs, 0, false});
-                } else {
-                    mirror.apply(update.events);
-                }
-                const bool reachable = view.reachable;
-                std::string last_error = view.last_error;
-                view = make_view(keys, mirror);
-                view.reachable = reachable;
-                view.last_error = std::move(last_error);
-                if (on_change) on_change(view);
-            },
-            [this](const watch_status& status) {
-                if (view.reachable == status.connected && !status.error) return;
-                view.reachable = status.connected;
-                view.last_error = status.error ? status.error->to_string() : std::string();
-                if (on_change) on_change(view);
-            },
-            watch_handle);
+        // Named outside co_await: g++ 12 destroys a co_await expression's temporaries twice (PR 100611).
+        std::function<void(const prefix_update&)> on_update = [this](const prefix_update& update) {
+            if (update.snapshot) {
+                mirror.reset({update.revision, update.kvs, 0, false});
+            } else {
+                mirror.apply(update.events);
+            }
+            const bool reachable = view.reachable;
+            std::string last_error = view.last_error;
+            view = make_view(keys, mirror);
+            view.reachable = reachable;
+            view.last_error = std::move(last_error);
+            if (on_change) on_change(view);
+        };
+        std::function<void(const watch_status&)> on_status = [this](const watch_status& status) {
+            if (view.reachable == status.connected && !status.error) return;
+            view.reachable = status.connected;
+            view.last_error = status.error ? status.error->to_string() : std::string();
+            if (on_change) on_change(view);
+        };
+        std::string prefix = keys.root();
+        auto handle = watch_handle;
+        co_await watch_prefix(client, std::move(prefix), options.watch, std::move(on_update), std::move(on_status),
+                              std::move(handle));
         --loops_running;
     }
 

@@ -69,8 +69,9 @@ asio::awaitable<void> watch_prefix(etcd::client& client, std::string prefix, wat
     std::optional<watch_cursor> cursor;
     while (!handle->stopped) {
         if (!cursor) {
-            auto snapshot = co_await client.range(etcd::range_request::prefix(prefix),
-                                                  etcd::clock::now() + options.call_timeout);
+            // Named outside co_await: g++ 12 destroys a co_await expression's temporaries twice (PR 100611).
+            auto read = etcd::range_request::prefix(prefix);
+            auto snapshot = co_await client.range(std::move(read), etcd::clock::now() + options.call_timeout);
             if (handle->stopped) break;
             if (!snapshot) {
                 on_status({false, snapshot.err()});
@@ -83,18 +84,19 @@ asio::awaitable<void> watch_prefix(etcd::client& client, std::string prefix, wat
         }
         bool delivered = false;
         bool compacted = false;
-        const etcd::error ended = co_await client.watch(
-            {prefix, etcd::prefix_end(prefix), cursor->next_revision(), true},
-            [&](const etcd::watch_message& message) {
-                if (!delivered) on_status({true, std::nullopt});
-                delivered = true;
-                retry_delay = options.retry_min;
-                auto decision = cursor->on_message(message);
-                if (decision.what == watch_cursor::verdict::deliver)
-                    on_update({false, cursor->next_revision() - 1, {}, std::move(decision.events)});
-                if (decision.what == watch_cursor::verdict::resync) compacted = true;
-            },
-            etcd::clock::now() + options.call_timeout, options.stall_timeout, *handle);
+        etcd::watch_create request{prefix, etcd::prefix_end(prefix), cursor->next_revision(), true};
+        std::function<void(const etcd::watch_message&)> on_message = [&](const etcd::watch_message& message) {
+            if (!delivered) on_status({true, std::nullopt});
+            delivered = true;
+            retry_delay = options.retry_min;
+            auto decision = cursor->on_message(message);
+            if (decision.what == watch_cursor::verdict::deliver)
+                on_update({false, cursor->next_revision() - 1, {}, std::move(decision.events)});
+            if (decision.what == watch_cursor::verdict::resync) compacted = true;
+        };
+        const etcd::error ended = co_await client.watch(std::move(request), std::move(on_message),
+                                                        etcd::clock::now() + options.call_timeout,
+                                                        options.stall_timeout, *handle);
         if (handle->stopped) break;
         if (compacted || ended.code == etcd::errc::compacted) {
             cursor.reset(); // read the prefix again, at once
