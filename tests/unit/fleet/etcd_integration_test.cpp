@@ -13,6 +13,8 @@
 //     reported unreachable within the stall timeout and recovers after.
 //  7. Auth: with user/password the calls and the watch work, also after the 2 s token expired;
 //     without credentials or with a wrong password they fail as auth_failed.
+//  9. TLS: with the CA and a client certificate the calls work; without the client certificate
+//     or against another CA they fail as tls, before any request is sent.
 //  8. etcd frozen (SIGSTOP) mid-call: the call fails with timeout by its deadline; etcd stopped:
 //     unreachable by the deadline; a dead endpoint listed first is skipped.
 
@@ -37,7 +39,7 @@ namespace asio = boost::asio;
 config::etcd_endpoint endpoint_of(const std::string& url)
 {
     const auto colon = url.rfind(':');
-    return {false, {"127.0.0.1", static_cast<std::uint16_t>(std::stoi(url.substr(colon + 1)))}};
+    return {url.starts_with("https://"), {"127.0.0.1", static_cast<std::uint16_t>(std::stoi(url.substr(colon + 1)))}};
 }
 
 etcd::client_options options(std::vector<std::string> urls)
@@ -541,6 +543,83 @@ TEST(EtcdIntegration, Endpoints_ADeadEndpointListedFirstIsSkipped)
     const auto read = expect_ok(loop.run(client.range({"/e/a", {}}, etcd::clock::now() + 2s)));
     EXPECT_EQ(read.kvs.at(0).value, "1");
     EXPECT_LE(std::chrono::steady_clock::now() - started, 2s) << "a refused connection moves on at once";
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+class EtcdTls : public ::testing::Test {
+protected:
+    static void openssl(const std::string& args)
+    {
+        const std::string command = "openssl " + args + " >/dev/null 2>&1";
+        ASSERT_EQ(std::system(command.c_str()), 0) << command;
+    }
+    static std::filesystem::path make_pki(const std::string& name)
+    {
+        std::string pattern = (std::filesystem::temp_directory_path() / ("tunneld-fleet-" + name + "-XXXXXX")).string();
+        if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp");
+        const std::filesystem::path d = pattern;
+        const std::string p = d.string() + "/";
+        openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=test-ca -keyout " + p +
+                "ca.key -out " + p + "ca.pem");
+        for (std::string who : {"server", "client"}) {
+            openssl("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=" + who + " -keyout " + p + who +
+                    ".key -out " + p + who + ".csr");
+            std::ofstream(p + who + ".ext") << "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n";
+            openssl("x509 -req -in " + p + who + ".csr -CA " + p + "ca.pem -CAkey " + p + "ca.key -CAcreateserial -days 2 -extfile " +
+                    p + who + ".ext -out " + p + who + ".pem");
+        }
+        return d;
+    }
+    void TearDown() override
+    {
+        std::filesystem::remove_all(pki_);
+        std::filesystem::remove_all(other_);
+    }
+
+    etcd::client_options tls_options(const std::filesystem::path& ca, bool client_cert)
+    {
+        auto o = options({etcd_.url()});
+        o.ca_file = ca / "ca.pem";
+        if (client_cert) {
+            o.cert_file = pki_ / "client.pem";
+            o.key_file = pki_ / "client.key";
+        }
+        return o;
+    }
+
+    std::filesystem::path pki_ = make_pki("pki");
+    std::filesystem::path other_ = make_pki("other");
+    etcd_server etcd_{{"--cert-file=" + (pki_ / "server.pem").string(), "--key-file=" + (pki_ / "server.key").string(),
+                       "--trusted-ca-file=" + (pki_ / "ca.pem").string(), "--client-cert-auth"},
+                      true};
+    event_loop loop_;
+};
+
+TEST_F(EtcdTls, ClientCertificateAndCaWork)
+{
+    etcd::client client(loop_.executor(), tls_options(pki_, true));
+    expect_ok(loop_.run(client.put({"/t/a", "1", 0}, etcd::clock::now() + 3s)));
+    const auto read = expect_ok(loop_.run(client.range({"/t/a", {}}, etcd::clock::now() + 3s)));
+    EXPECT_EQ(read.kvs.at(0).value, "1");
+    watch_log log;
+    auto handle = start_watch(loop_, client, "/t/", log, 3s);
+    ASSERT_TRUE(eventually(loop_, 3s, [&] { return log.snapshots == 1; }));
+    expect_ok(loop_.run(client.put({"/t/b", "2", 0}, etcd::clock::now() + 3s)));
+    ASSERT_TRUE(eventually(loop_, 3s, [&] { return log.events.size() == 1; }));
+    stop_watch(loop_, handle);
+}
+
+TEST_F(EtcdTls, WithoutClientCertificateOrWithAnotherCaItFails)
+{
+    etcd::client anonymous(loop_.executor(), tls_options(pki_, false));
+    const auto refused = loop_.run(anonymous.range({"/t/a", {}}, etcd::clock::now() + 1s));
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.err().code, etcd::errc::malformed_reply) << refused.err().to_string();
+
+    etcd::client untrusting(loop_.executor(), tls_options(other_, true));
+    const auto unverified = loop_.run(untrusting.range({"/t/a", {}}, etcd::clock::now() + 1s));
+    ASSERT_FALSE(unverified);
+    EXPECT_EQ(unverified.err().code, etcd::errc::tls) << unverified.err().to_string();
 }
 
 } // namespace

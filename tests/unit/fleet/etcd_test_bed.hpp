@@ -54,8 +54,9 @@ inline bool port_open(std::uint16_t port)
 /// `etcd` on 127.0.0.1 with a data directory under /dev/shm; stopped and removed with the object.
 class etcd_server {
 public:
-    explicit etcd_server(std::vector<std::string> extra = {})
-        : client_port_(free_port()), peer_port_(free_port()), extra_(std::move(extra))
+    /// `tls`: clients connect with https:// (the TLS flags come in `extra`).
+    explicit etcd_server(std::vector<std::string> extra = {}, bool tls = false)
+        : client_port_(free_port()), peer_port_(free_port()), extra_(std::move(extra)), tls_(tls)
     {
         std::string pattern = "/dev/shm/tunneld-etcd-XXXXXX";
         if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp");
@@ -69,7 +70,11 @@ public:
     }
 
     std::uint16_t port() const { return client_port_; }
-    std::string url() const { return "http://127.0.0.1:" + std::to_string(client_port_); }
+    std::string url() const
+    {
+        return (tls_ ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(client_port_);
+    }
+    const std::filesystem::path& directory() const { return dir_; }
     pid_t pid() const { return pid_; }
 
     void start()
@@ -139,6 +144,7 @@ private:
     std::uint16_t client_port_;
     std::uint16_t peer_port_;
     std::vector<std::string> extra_;
+    bool tls_ = false;
     pid_t pid_ = -1;
 };
 
