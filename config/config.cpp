@@ -59,6 +59,13 @@ const tunnel_config* config::find_tunnel(std::string_view name) const
     return it == tunnels.end() ? nullptr : &*it;
 }
 
+std::vector<endpoint> tunnel_config::gateways() const
+{
+    std::vector<endpoint> out{address};
+    out.insert(out.end(), more_gateways.begin(), more_gateways.end());
+    return out;
+}
+
 const service_config* config::find_service(std::string_view name) const
 {
     const auto it = std::find_if(services.begin(), services.end(),

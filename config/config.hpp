@@ -53,17 +53,20 @@ struct daemon_config {
 
 struct tunnel_config {
     std::string name;
-    endpoint address;
+    endpoint address;                       ///< the first (or only) gateway
+    std::vector<endpoint> more_gateways;    ///< `address = [...]`: every gateway after the first
     std::string user;
     std::filesystem::path identity; ///< private key file, or the literal "agent" for ssh-agent
     std::filesystem::path known_hosts;
-    unsigned sessions = 2;
+    unsigned sessions = 2; ///< per healthy gateway
     duration keepalive = std::chrono::seconds(5);
     unsigned keepalive_max_missed = 3;
     duration connect_timeout = std::chrono::seconds(10); ///< TCP connect + handshake + auth
     duration reconnect_max = std::chrono::seconds(30);   ///< cap of the jittered backoff
 
     bool uses_agent() const { return identity == "agent"; }
+    /// Every gateway, `address` first.
+    std::vector<endpoint> gateways() const;
     friend bool operator==(const tunnel_config&, const tunnel_config&) = default;
 };
 

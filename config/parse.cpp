@@ -15,6 +15,7 @@ constexpr std::string_view top_level = "the top level";
 constexpr std::string_view duration_example = R"(e.g. "250ms", "5s", "2m" or "1h")";
 constexpr std::string_view size_example = R"(e.g. "0B", "64KiB", "1MiB" or "2GiB")";
 constexpr std::string_view endpoint_example = R"(e.g. "127.0.0.1:6379" or "[::1]:6379")";
+constexpr std::string_view gateway_list_example = R"(e.g. ["203.0.113.10:22", "203.0.113.11:22"])";
 
 std::string_view type_name(toml::node_type type)
 {
@@ -225,7 +226,7 @@ private:
             tunnel.name = name;
             for (std::string_view required : {"address", "user", "identity", "known_hosts"})
                 r.require(required);
-            if (auto v = r.endpoint_value("address")) tunnel.address = *v;
+            read_gateways(r, tunnel);
             if (auto v = r.string("user")) tunnel.user = *v;
             if (auto v = r.path("identity")) {
                 tunnel.identity = *v == "agent" ? *v : resolve(*v);
@@ -251,6 +252,55 @@ private:
         // toml::table iterates in key order already; sorting states the contract, not the accident.
         std::sort(out.tunnels.begin(), out.tunnels.end(),
                   [](const tunnel_config& a, const tunnel_config& b) { return a.name < b.name; });
+    }
+
+    /// `address = "host:port"` or `address = ["host:port", ...]`: one gateway or several.
+    void read_gateways(table_reader& r, tunnel_config& tunnel)
+    {
+        const toml::node* node = r.find("address");
+        if (!node) return;
+        const toml::array* list = node->as_array();
+        if (!list && !node->as_string()) {
+            error(node->source(), fmt::format("address must be a \"host:port\" string or a list of them, {}, "
+                                              "not {}",
+                                              gateway_list_example, type_name(node->type())));
+            return;
+        }
+        if (!list) {
+            if (auto v = r.endpoint_value("address")) tunnel.address = *v;
+            return;
+        }
+        if (list->empty()) {
+            error(node->source(), fmt::format("address = [] lists no gateway; expected \"host:port\" or a list "
+                                              "of them, {}",
+                                              gateway_list_example));
+            return;
+        }
+        std::vector<endpoint> gateways;
+        for (std::size_t i = 0; i < list->size(); ++i) {
+            const toml::node& item = *list->get(i);
+            const auto* text = item.as_string();
+            if (!text) {
+                error(item.source(), fmt::format("address[{}] must be a \"host:port\" string, not {}", i,
+                                                 type_name(item.type())));
+                continue;
+            }
+            const auto value = parse_endpoint(text->get());
+            if (!value) {
+                error(item.source(), fmt::format("address[{}]: invalid address \"{}\"; expected \"host:port\" "
+                                                 "with a port in 1..65535, {}",
+                                                 i, text->get(), endpoint_example));
+                continue;
+            }
+            if (std::find(gateways.begin(), gateways.end(), *value) != gateways.end()) {
+                error(item.source(), fmt::format("address[{}]: gateway {} is listed twice", i, text->get()));
+                continue;
+            }
+            gateways.push_back(*value);
+        }
+        if (gateways.empty()) return;
+        tunnel.address = gateways.front();
+        tunnel.more_gateways.assign(gateways.begin() + 1, gateways.end());
     }
 
     void read_services(const toml::table& services, config& out)

@@ -23,44 +23,34 @@ std::string utc_now()
                        fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
 }
 
-std::string format_duration(config::duration d)
-{
-    if (d.count() % 1000 == 0) return fmt::format("{}s", d.count() / 1000);
-    return fmt::format("{}ms", d.count());
-}
-
-nlohmann::json backend_json(const config::backend& b)
-{
-    return {{"address", b.address.to_string()},
-            {"via", b.via ? nlohmann::json(*b.via) : nlohmann::json(nullptr)}};
-}
-
 } // namespace
 
 struct controller::entry {
     entry(std::shared_ptr<proxy::service> s, asio::io_context& loop, route initial, bool fenced_at_start)
-        : svc(std::move(s)), settings(svc->settings()), machine(settings->kind, initial),
-          deadline_timer(loop), fenced(fenced_at_start)
+        : svc(std::move(s)), settings(svc->settings()),
+          machine(settings->kind, initial, settings->name, fenced_at_start), deadline_timer(loop)
     {
     }
 
     std::shared_ptr<proxy::service> svc;
     std::shared_ptr<const config::service_config> settings;
-    switch_machine machine;
+    switch_machine machine; ///< decides; everything below carries out or reports
     asio::steady_timer deadline_timer;
-    bool busy = false; ///< a switch or rollback is under way; others are refused, never interleaved
-    bool fenced = false;
+    /// A switch ended by its deadline, for the command still waiting for its last step.
+    std::optional<command_outcome> finished;
     std::optional<probe_endpoints> probes;
     std::shared_ptr<replication> probe_replication;  ///< used only by the probe loop
     std::shared_ptr<replication> switch_replication; ///< used only by switches
     std::uint64_t probe_generation = 0;
     std::optional<lag_reading> lag;
     std::map<std::string, std::uint64_t> switches{{"done", 0}, {"refused", 0}, {"failed", 0}};
-    nlohmann::json last_switch = nullptr;
+    std::optional<switch_record> last_switch;
 };
 
-controller::controller(asio::io_context& loop, std::filesystem::path state_file, state initial)
-    : loop_(loop), state_file_(std::move(state_file)), persisted_(std::move(initial))
+controller::controller(asio::io_context& loop, std::filesystem::path state_file, state initial,
+                       replication_factory make)
+    : loop_(loop), state_file_(std::move(state_file)), make_replication_(std::move(make)),
+      persisted_(std::move(initial))
 {
 }
 
@@ -151,8 +141,8 @@ void controller::update_service(const std::string& name,
         e->probe_replication.reset();
         e->switch_replication.reset();
         if (probes && settings->kind != config::service_kind::tcp) {
-            e->probe_replication = make_replication(*settings, probes->old_endpoint, probes->new_endpoint);
-            e->switch_replication = make_replication(*settings, probes->old_endpoint, probes->new_endpoint);
+            e->probe_replication = make_replication_(*settings, probes->old_endpoint, probes->new_endpoint);
+            e->switch_replication = make_replication_(*settings, probes->old_endpoint, probes->new_endpoint);
         }
     }
     e->svc->update_settings(settings);
@@ -203,24 +193,11 @@ template <class F> asio::awaitable<std::invoke_result_t<F>> controller::off_loop
         use_awaitable);
 }
 
-void controller::apply_route(entry& e)
-{
-    e.svc->set_route(e.machine.current_route());
-}
-
-void controller::cut_other_side(entry& e)
-{
-    const side gone = proxy::other(e.machine.current_route().active);
-    const auto n = e.svc->clients().cut(gone, "cut_by_switch");
-    if (n > 0)
-        spdlog::info("service={} cut {} clients on side {}", e.settings->name, n, proxy::to_string(gone));
-}
-
 void controller::arm_deadline(const std::shared_ptr<entry>& e)
 {
-    const auto deadline = e->machine.deadline();
     e->deadline_timer.cancel();
-    if (!deadline || e->machine.state() == service_state::switching) return;
+    const auto deadline = e->machine.deadline();
+    if (!deadline) return;
     e->deadline_timer.expires_at(*deadline);
     e->deadline_timer.async_wait([this, e](boost::system::error_code ec) {
         if (!ec) on_deadline(e);
@@ -229,52 +206,175 @@ void controller::arm_deadline(const std::shared_ptr<entry>& e)
 
 void controller::on_deadline(const std::shared_ptr<entry>& e)
 {
-    action a;
     {
         std::lock_guard lock(mutex_);
         if (stopped_) return;
-        a = e->machine.tick(steady::now());
     }
-    switch (a) {
-    case action::auto_resumed:
-        apply_route(*e);
-        spdlog::warn("service={} pause reached its timeout; clients released to {}", e->settings->name,
-                     proxy::to_string(e->machine.current_route().active));
-        break;
-    case action::drain_deadline:
-        if (const auto draining = e->machine.draining_side()) {
-            const auto n = e->svc->clients().cut(*draining, "drain_timeout");
-            spdlog::info("service={} drain_timeout: cut {} clients on side {}", e->settings->name, n,
-                         proxy::to_string(*draining));
-        }
-        break;
-    default:
-        break;
-    }
+    // The budget of a pause switch, a manual pause or a drain: whoever started it may still be
+    // waiting for a step; this path only routes and cuts, the machine keeps the servers' steps in order.
+    asio::co_spawn(
+        loop_,
+        [this, e]() -> asio::awaitable<void> {
+            // A switch ended here is answered by the coroutine still waiting for its step.
+            // Named, not temporaries: g++ 12 destroys a co_await expression's temporaries twice.
+            event ev = deadline_reached{};
+            progress_fn nobody = [](const std::string&) {};
+            if (auto outcome = co_await execute(e, std::move(ev), std::move(nobody)))
+                e->finished = std::move(outcome);
+        },
+        asio::detached);
 }
 
-asio::awaitable<void> controller::watch_drain(std::shared_ptr<entry> e, progress_fn progress)
+asio::awaitable<std::optional<command_outcome>> controller::execute(std::shared_ptr<entry> e, event ev,
+                                                                    progress_fn progress)
 {
+    std::optional<command_outcome> outcome;
+    for (;;) {
+        step next;
+        {
+            std::lock_guard lock(mutex_);
+            next = e->machine.on(ev, steady::now());
+        }
+        arm_deadline(e);
+        auto answer = co_await perform(e, std::move(next.effects), progress);
+        if (next.done) {
+            record_result(*e, *next.done);
+            outcome = next.done;
+        }
+        if (!answer) break;
+        ev = std::move(*answer);
+    }
+    co_return outcome;
+}
+
+asio::awaitable<command_result> controller::command(std::shared_ptr<entry> e, event ev, progress_fn progress)
+{
+    auto outcome = co_await execute(e, std::move(ev), std::move(progress));
+    if (!outcome) outcome = std::exchange(e->finished, std::nullopt);
+    if (!outcome) co_return command_result::failure(verdict::failed, "the command ended without an outcome");
+    if (outcome->result == verdict::done) {
+        std::optional<service_snapshot> after;
+        {
+            std::lock_guard lock(mutex_);
+            after = describe(*e);
+        }
+        co_return command_result::success(std::move(*after));
+    }
+    co_return command_result::failure(outcome->result, outcome->message);
+}
+
+asio::awaitable<std::optional<event>> controller::perform(std::shared_ptr<entry> e, std::vector<effect> effects,
+                                                          progress_fn progress)
+{
+    std::optional<event> answer;
+    for (const auto& what : effects) answer = co_await perform_one(e, what, progress);
+    co_return answer;
+}
+
+asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_ptr<entry>& e, const effect& what,
+                                                              const progress_fn& progress)
+{
+    const auto& name = e->settings->name;
+    auto repl = e->switch_replication;
+    const auto asked = [&](step_kind which, const step_result& r) -> std::optional<event> {
+        return step_done{which, r.ok, r.message};
+    };
+    // The machine asks a server step only of a service whose replication is set up.
+    const auto missing = step_result::failure("no replication is set up for this service");
+    if (const auto* p = std::get_if<cutover::progress>(&what)) {
+        progress(p->line);
+    } else if (const auto* l = std::get_if<log_line>(&what)) {
+        if (l->warning)
+            spdlog::warn("service={} {}", name, l->line);
+        else
+            spdlog::info("service={} {}", name, l->line);
+    } else if (std::holds_alternative<hold_new_clients>(what)) {
+        auto r = e->svc->current_route();
+        r.hold = true;
+        e->svc->set_route(r);
+    } else if (const auto* r = std::get_if<release>(&what)) {
+        e->svc->set_route(r->to);
+    } else if (const auto* c = std::get_if<cut>(&what)) {
+        const auto n = e->svc->clients().cut(c->which, c->why);
+        if (c->why == proxy::close_reason::drain_timeout)
+            spdlog::info("service={} drain_timeout: cut {} clients on side {}", name, n, proxy::to_string(c->which));
+        else if (n > 0)
+            spdlog::info("service={} cut {} clients on side {}", name, n, proxy::to_string(c->which));
+    } else if (std::holds_alternative<cutover::persist>(what)) {
+        const auto error = co_await persist();
+        co_return step_done{step_kind::persist, !error, error.value_or("")};
+    } else if (const auto* d = std::get_if<drain_clients>(&what)) {
+        co_return co_await drain_clients_step(e, *d, progress);
+    } else if (const auto* w = std::get_if<watch_drain>(&what)) {
+        co_return co_await watch_drain_step(e, *w, progress);
+    } else if (!repl) {
+        if (answers(what)) co_return asked(kind_of_answer(what), missing);
+    } else if (const auto* p = std::get_if<pause_writes>(&what)) {
+        const auto run = [repl, hold = p->hold] { return repl->pause_writes(hold); };
+        co_return asked(step_kind::pause_writes, co_await off_loop(run));
+    } else if (const auto* w = std::get_if<wait_caught_up>(&what)) {
+        const auto run = [repl, deadline = w->deadline] { return repl->wait_caught_up(deadline); };
+        co_return asked(step_kind::wait_caught_up, co_await off_loop(run));
+    } else if (const auto* p = std::get_if<promote>(&what)) {
+        const auto run = [repl, deadline = p->deadline] { return repl->promote(deadline); };
+        co_return asked(step_kind::promote, co_await off_loop(run));
+    } else if (std::holds_alternative<check_roles>(what)) {
+        const auto run = [repl] { return repl->verify_promoted(); };
+        co_return asked(step_kind::check_roles, co_await off_loop(run));
+    } else if (const auto* f = std::get_if<fence>(&what)) {
+        const auto run = [repl, deadline = f->deadline] { return repl->fence(deadline); };
+        co_return asked(step_kind::fence, co_await off_loop(run));
+    } else if (const auto* b = std::get_if<roll_back>(&what)) {
+        rollback_options options;
+        options.pause_hold = b->pause_hold;
+        options.force = b->force;
+        options.new_replicaof = e->settings->rollback_replicaof;
+        const auto run = [repl, options, deadline = b->deadline] { return repl->rollback(options, deadline); };
+        co_return asked(step_kind::roll_back, co_await off_loop(run));
+    } else if (std::holds_alternative<unpause>(what)) {
+        const auto run = [repl] { return repl->unpause(); };
+        const auto result = co_await off_loop(run);
+        if (!result.ok) spdlog::warn("service={} {}", name, result.message);
+    }
+    co_return std::nullopt;
+}
+
+asio::awaitable<event> controller::drain_clients_step(std::shared_ptr<entry> e, drain_clients what,
+                                                      progress_fn progress)
+{
+    const auto clients = e->svc->clients().count(what.from);
+    if (clients > 0) {
+        progress(fmt::format("waiting for {} {} clients to finish (up to {})", clients, proxy::to_string(what.from),
+                             format_duration(what.up_to)));
+        asio::steady_timer poll(loop_);
+        while (e->svc->clients().count(what.from) > 0 && steady::now() < what.until) {
+            poll.expires_after(std::chrono::milliseconds(20));
+            co_await poll.async_wait(as_tuple(use_awaitable));
+        }
+    }
+    co_return step_done{step_kind::drain_clients, true, {}};
+}
+
+asio::awaitable<event> controller::watch_drain_step(std::shared_ptr<entry> e, watch_drain what, progress_fn progress)
+{
+    progress(fmt::format("new clients go to {}; draining {} clients on {} (up to {})",
+                         proxy::to_string(proxy::other(what.from)), e->svc->clients().count(what.from),
+                         proxy::to_string(what.from), format_duration(what.up_to)));
     asio::steady_timer poll(loop_);
     // tunnelctl gives up after 120s without a line: a long drain says how it is going every 30s.
     auto next_report = steady::now() + std::chrono::seconds(30);
     for (;;) {
-        const auto draining = e->machine.draining_side();
-        if (!draining || e->machine.state() != service_state::draining) co_return;
-        if (e->svc->clients().count(*draining) == 0) {
-            std::lock_guard lock(mutex_);
-            e->machine.drained();
-            e->deadline_timer.cancel();
-            co_return;
-        }
+        if (e->machine.state() != service_state::draining) break;
+        if (e->svc->clients().count(what.from) == 0) break;
         if (steady::now() >= next_report) {
             next_report += std::chrono::seconds(30);
-            progress(fmt::format("still draining {} clients on {}", e->svc->clients().count(*draining),
-                                 proxy::to_string(*draining)));
+            progress(fmt::format("still draining {} clients on {}", e->svc->clients().count(what.from),
+                                 proxy::to_string(what.from)));
         }
         poll.expires_after(std::chrono::milliseconds(50));
         co_await poll.async_wait(as_tuple(use_awaitable));
     }
+    co_return side_empty{};
 }
 
 asio::awaitable<std::optional<std::string>> controller::persist()
@@ -292,7 +392,7 @@ asio::awaitable<std::optional<std::string>> controller::persist()
             record.split = r.split_percent.has_value();
             record.split_percent = r.split_percent.value_or(0);
             record.sticky = r.sticky;
-            record.fenced = e->fenced;
+            record.fenced = e->machine.fenced();
             if (!(record == previous) || record.updated.empty()) record.updated = utc_now();
         }
         persisted_ = snapshot;
@@ -313,11 +413,14 @@ asio::awaitable<std::optional<std::string>> controller::persist()
     co_return error;
 }
 
-void controller::record_result(entry& e, const std::string& result, const std::string& message)
+void controller::record_result(entry& e, const command_outcome& outcome)
 {
+    if (!outcome.recorded) return;
+    // A switch refused as busy counts as refused in the history, as it always has.
+    const std::string result(to_string(outcome.result == verdict::busy ? verdict::refused : outcome.result));
     std::lock_guard lock(mutex_);
     e.switches[result]++;
-    e.last_switch = {{"result", result}, {"at", utc_now()}, {"message", message}};
+    e.last_switch = switch_record{result, utc_now(), outcome.message};
 }
 
 asio::awaitable<command_result> controller::switch_side(std::string name, side to,
@@ -326,242 +429,31 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
 {
     auto e = find(name);
     if (!e)
-        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
-    if (e->busy)
-        co_return command_result::failure("busy", fmt::format("another switch of {} is under way", name));
+        co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
     const auto settings = e->settings;
-    const auto mode = requested_mode.value_or(settings->mode);
-    const bool replicated = settings->kind != config::service_kind::tcp;
-
-    if (replicated && mode != config::switch_mode::pause && !force) {
-        const auto reason =
-            fmt::format("switch refused: mode {} on a {} service would let both sides take writes; "
-                        "use --mode pause (promotes and fences) or --force",
-                        config::to_string(mode), config::to_string(settings->kind));
-        record_result(*e, "refused", reason);
-        co_return command_result::failure("refused", reason);
-    }
-    if (replicated && to == side::new_side && mode == config::switch_mode::pause) {
-        std::optional<lag_reading> lag;
-        {
-            std::lock_guard lock(mutex_);
-            lag = e->lag;
-        }
-        const auto max_age = 3 * settings->probe_interval + settings->probe_timeout;
-        const auto verdict =
-            lag ? check_gate(*lag, settings->max_lag, settings->max_lag_seconds, force, steady::now(),
-                             max_age)
-                : check_gate(unknown_lag(e->probe_replication ? "no probe has answered yet"
-                                                              : "no probe configured for this service",
-                                         steady::now()),
-                             settings->max_lag, settings->max_lag_seconds, force, steady::now(), max_age);
-        if (!verdict.allowed) {
-            const auto reason = "switch refused: " + verdict.reason;
-            record_result(*e, "refused", reason);
-            spdlog::warn("service={} {}", name, reason);
-            co_return command_result::failure("refused", reason);
-        }
-        if (verdict.forced)
-            spdlog::warn("service={} switch to new forced by operator: {}", name, verdict.reason);
-        progress(verdict.forced ? verdict.reason : fmt::format("lag gate passed: {}", verdict.reason));
-    }
-
-    outcome result;
+    switch_command request;
+    request.request = switch_request{to, requested_mode.value_or(settings->mode), force};
+    request.limits = switch_limits{
+        .drain_timeout = settings->drain_timeout,
+        .pause_timeout = settings->pause_timeout,
+        .max_lag = settings->max_lag,
+        .max_lag_seconds = settings->max_lag_seconds,
+        .max_lag_age = 3 * settings->probe_interval + settings->probe_timeout,
+    };
     {
         std::lock_guard lock(mutex_);
-        result = e->machine.start_switch(switch_request{to, mode, force}, steady::now(),
-                                         settings->drain_timeout, settings->pause_timeout);
+        request.replicated = e->switch_replication != nullptr;
+        request.lag = e->lag;
     }
-    if (const auto* refused = std::get_if<refusal>(&result)) {
-        record_result(*e, "refused", refused->reason);
-        co_return command_result::failure(refused->busy ? "busy" : "refused",
-                                          "switch refused: " + refused->reason);
-    }
-    const action a = std::get<action>(result);
-    if (a == action::none && e->machine.state() == service_state::serving) {
-        progress(fmt::format("{} is already on {}", name, proxy::to_string(to)));
-        co_return command_result::success(describe(*e));
-    }
-    spdlog::info("service={} switch to {} mode={} started", name, proxy::to_string(to),
-                 config::to_string(mode));
-
-    e->busy = true;
-    struct busy_guard {
-        entry& e;
-        ~busy_guard() { e.busy = false; }
-    } guard{*e};
-
-    if (a == action::run_pause_switch) co_return co_await run_pause_switch(e, to, force, progress);
-
-    apply_route(*e);
-    if (auto error = co_await persist()) {
-        record_result(*e, "failed", *error);
-        co_return command_result::failure("failed",
-                                          fmt::format("switched {} to {} but could not persist it: {}", name,
-                                                      proxy::to_string(to), *error));
-    }
-    if (a == action::cut_other_side) {
-        progress(fmt::format("new clients go to {}; cutting clients on {}", proxy::to_string(to),
-                             proxy::to_string(proxy::other(to))));
-        cut_other_side(*e);
-    } else {
-        const auto draining = e->machine.draining_side().value_or(proxy::other(to));
-        progress(fmt::format("new clients go to {}; draining {} clients on {} (up to {})",
-                             proxy::to_string(to), e->svc->clients().count(draining),
-                             proxy::to_string(draining), format_duration(settings->drain_timeout)));
-        arm_deadline(e);
-        co_await watch_drain(e, progress);
-        progress(fmt::format("drained {}", proxy::to_string(draining)));
-    }
-    const auto message = fmt::format("{} switched to {}", name, proxy::to_string(to));
-    record_result(*e, "done", message);
-    spdlog::info("service={} switch to {} done", name, proxy::to_string(to));
-    co_return command_result::success(describe(*e));
-}
-
-asio::awaitable<command_result> controller::run_pause_switch(std::shared_ptr<entry> e, side to, bool force,
-                                                             progress_fn progress)
-{
-    const auto settings = e->settings;
-    const auto& name = settings->name;
-    const auto deadline = e->machine.deadline().value_or(steady::now() + settings->pause_timeout);
-    const auto held_since = steady::now();
-    apply_route(*e);
-    progress(
-        fmt::format("holding new clients of {} (budget {})", name, format_duration(settings->pause_timeout)));
-
-    auto repl = e->switch_replication;
-    bool writes_paused = false;
-    auto undo = [&](const std::string& why) -> asio::awaitable<command_result> {
-        {
-            std::lock_guard lock(mutex_);
-            e->machine.abort_pause_switch();
-        }
-        apply_route(*e);
-        const auto unpause = [repl] { return repl->unpause(); };
-        if (writes_paused) co_await off_loop(unpause);
-        const auto held_ms =
-            std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - held_since).count();
-        const auto reason =
-            fmt::format("switch failed: {}; clients released to {} after {}ms, nothing changed", why,
-                        proxy::to_string(e->machine.current_route().active), held_ms);
-        record_result(*e, "failed", reason);
-        spdlog::warn("service={} {}", name, reason);
-        co_return command_result::failure("failed", reason);
-    };
-    auto remaining = [&] {
-        return std::max(config::duration(1),
-                        std::chrono::duration_cast<config::duration>(deadline - steady::now()));
-    };
-
-    if (repl && to == side::new_side) {
-        if (settings->kind == config::service_kind::postgres) {
-            // Old-side clients may be mid-transaction: let them finish until drain_timeout, then cut.
-            const auto old_clients = e->svc->clients().count(side::old_side);
-            if (old_clients > 0) {
-                progress(fmt::format("waiting for {} old clients to finish (up to {})", old_clients,
-                                     format_duration(settings->drain_timeout)));
-                const auto drain_deadline = std::min(deadline, steady::now() + settings->drain_timeout);
-                asio::steady_timer poll(loop_);
-                while (e->svc->clients().count(side::old_side) > 0 && steady::now() < drain_deadline) {
-                    poll.expires_after(std::chrono::milliseconds(20));
-                    co_await poll.async_wait(as_tuple(use_awaitable));
-                }
-                e->svc->clients().cut(side::old_side, "drain_timeout");
-            }
-        } else {
-            // CLIENT PAUSE outlives the budget by the fence's deadline: old must refuse writes until fenced.
-            const auto pause_writes = [repl, hold = remaining() + std::chrono::seconds(5)] {
-                return repl->pause_writes(hold);
-            };
-            auto step = co_await off_loop(pause_writes);
-            if (!step.ok) co_return co_await undo(step.message);
-            writes_paused = true;
-            progress(step.message);
-        }
-        progress("waiting for new to catch up");
-        const auto catch_up = [repl, deadline] { return repl->wait_caught_up(deadline); };
-        auto step = co_await off_loop(catch_up);
-        if (!step.ok) co_return co_await undo(step.message);
-        progress(step.message);
-        if (steady::now() >= deadline)
-            co_return co_await undo(
-                fmt::format("pause budget {} ran out", format_duration(settings->pause_timeout)));
-        const auto promote = [repl, deadline] { return repl->promote(deadline); };
-        step = co_await off_loop(promote);
-        if (!step.ok) co_return co_await undo(step.message);
-        progress(step.message);
-    } else if (repl && to == side::old_side) {
-        rollback_options options;
-        options.pause_hold = remaining();
-        options.force = force;
-        options.new_replicaof = settings->rollback_replicaof;
-        // The rollback fences new and lifts its write pause itself: cut new's clients first, so
-        // that no write they had queued is answered with a refusal. They reconnect and are held.
-        e->svc->clients().cut(side::new_side, "cut_by_switch");
-        const auto roll_back = [repl, options, deadline] { return repl->rollback(options, deadline); };
-        auto step = co_await off_loop(roll_back);
-        if (!step.ok) co_return co_await undo(step.message);
-        progress(step.message);
-    } else if (steady::now() >= deadline) {
-        co_return co_await undo(
-            fmt::format("pause budget {} ran out", format_duration(settings->pause_timeout)));
-    }
-
-    // Committed: new is the primary (or this is a plain tcp service). From here on nothing is undone.
-    {
-        std::lock_guard lock(mutex_);
-        e->machine.complete_pause_switch();
-        if (to == side::old_side) e->fenced = false;
-    }
-    auto persist_error = co_await persist();
-    std::string fence_problem;
-    if (repl && to == side::new_side) {
-        const auto fence = [repl] { return repl->fence(steady::now() + std::chrono::seconds(5)); };
-        auto step = co_await off_loop(fence);
-        progress(step.message);
-        if (step.ok) {
-            std::lock_guard lock(mutex_);
-            e->fenced = true;
-        } else {
-            fence_problem = step.message;
-        }
-        if (!persist_error) persist_error = co_await persist();
-    }
-    cut_other_side(*e);
-    apply_route(*e);
-    const auto unpause = [repl] { return repl->unpause(); };
-    if (writes_paused) co_await off_loop(unpause);
-    const auto held_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - held_since).count();
-    progress(fmt::format("released held clients to {} after {}ms", proxy::to_string(to), held_ms));
-
-    if (persist_error) {
-        const auto reason = fmt::format("{} switched to {} but the state file could not be written: {}", name,
-                                        proxy::to_string(to), *persist_error);
-        record_result(*e, "failed", reason);
-        co_return command_result::failure("failed", reason);
-    }
-    if (!fence_problem.empty()) {
-        const auto reason =
-            fmt::format("{} switched to new, but fencing the old primary failed: {}; it may still "
-                        "accept writes from other hosts",
-                        name, fence_problem);
-        record_result(*e, "failed", reason);
-        co_return command_result::failure("failed", reason);
-    }
-    const auto message =
-        fmt::format("{} switched to {} (clients held {}ms)", name, proxy::to_string(to), held_ms);
-    record_result(*e, "done", message);
-    spdlog::info("service={} {}", name, message);
-    co_return command_result::success(describe(*e));
+    event ev = std::move(request);
+    co_return co_await command(e, std::move(ev), std::move(progress));
 }
 
 asio::awaitable<command_result> controller::rollback(std::string name, progress_fn progress)
 {
     auto e = find(name);
     if (!e)
-        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
+        co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
     // A rollback is an operator's way back: it uses the service's mode and skips the lag gate.
     co_return co_await switch_side(std::move(name), side::old_side, std::nullopt, false, std::move(progress));
 }
@@ -570,106 +462,62 @@ asio::awaitable<command_result> controller::split(std::string name, unsigned per
 {
     auto e = find(name);
     if (!e)
-        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
-    if (e->busy) co_return command_result::failure("busy", fmt::format("a switch of {} is under way", name));
-    outcome result;
-    {
-        std::lock_guard lock(mutex_);
-        result = e->machine.split(percent, sticky);
-    }
-    if (const auto* refused = std::get_if<refusal>(&result))
-        co_return command_result::failure(refused->busy ? "busy" : "refused",
-                                          "split refused: " + refused->reason);
-    apply_route(*e);
-    if (auto error = co_await persist())
-        co_return command_result::failure("failed", "split applied but could not be persisted: " + *error);
-    spdlog::info("service={} split {}% to new{}", name, percent, sticky ? " (sticky)" : "");
-    co_return command_result::success(describe(*e));
+        co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
+    event ev = split_command{percent, sticky};
+    progress_fn nobody = [](const std::string&) {};
+    co_return co_await command(e, std::move(ev), std::move(nobody));
 }
 
 asio::awaitable<command_result> controller::pause(std::string name, std::optional<config::duration> timeout)
 {
     auto e = find(name);
     if (!e)
-        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
-    if (e->busy) co_return command_result::failure("busy", fmt::format("a switch of {} is under way", name));
-    const auto budget = timeout.value_or(e->settings->pause_timeout);
-    outcome result;
-    {
-        std::lock_guard lock(mutex_);
-        result = e->machine.pause(steady::now(), budget);
-    }
-    if (const auto* refused = std::get_if<refusal>(&result))
-        co_return command_result::failure(refused->busy ? "busy" : "refused",
-                                          "pause refused: " + refused->reason);
-    apply_route(*e);
-    arm_deadline(e);
-    spdlog::info("service={} paused for up to {}", name, format_duration(budget));
-    co_return command_result::success(describe(*e));
+        co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
+    event ev = pause_command{timeout.value_or(e->settings->pause_timeout)};
+    progress_fn nobody = [](const std::string&) {};
+    co_return co_await command(e, std::move(ev), std::move(nobody));
 }
 
 asio::awaitable<command_result> controller::resume(std::string name)
 {
     auto e = find(name);
     if (!e)
-        co_return command_result::failure("unknown_service", fmt::format("no service named \"{}\"", name));
-    outcome result;
-    {
-        std::lock_guard lock(mutex_);
-        result = e->machine.resume();
-    }
-    if (const auto* refused = std::get_if<refusal>(&result))
-        co_return command_result::failure("refused", "resume refused: " + refused->reason);
-    e->deadline_timer.cancel();
-    apply_route(*e);
-    spdlog::info("service={} resumed", name);
-    co_return command_result::success(describe(*e));
+        co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
+    event ev = resume_command{};
+    progress_fn nobody = [](const std::string&) {};
+    co_return co_await command(e, std::move(ev), std::move(nobody));
 }
 
-nlohmann::json controller::describe(const entry& e) const
+service_snapshot controller::describe(const entry& e) const
 {
-    const auto& settings = *e.settings;
-    const auto& r = e.machine.current_route();
     const auto& counters = e.svc->counters();
-    nlohmann::json lag = {{"bytes", nullptr}, {"seconds", nullptr}, {"link", "unknown"}};
-    if (e.lag) {
-        if (e.lag->bytes) lag["bytes"] = *e.lag->bytes;
-        if (e.lag->seconds) lag["seconds"] = *e.lag->seconds;
-        lag["link"] = to_string(e.lag->link);
-        lag["detail"] = e.lag->detail;
-    }
-    std::string active = r.split_percent ? "split" : std::string(proxy::to_string(r.active));
-    return {
-        {"name", settings.name},
-        {"kind", config::to_string(settings.kind)},
-        {"listen", settings.listen.to_string()},
-        {"active", active},
-        {"split_percent", r.split_percent.value_or(0)},
-        {"sticky", r.sticky},
-        {"state", to_string(e.machine.state())},
-        {"mode", config::to_string(settings.mode)},
-        {"connections",
-         {{"old", e.svc->clients().count(side::old_side)}, {"new", e.svc->clients().count(side::new_side)}}},
-        {"held", e.svc->held()},
-        {"clients_total", counters.clients_total.load()},
-        {"bytes_up", counters.bytes_up.load()},
-        {"bytes_down", counters.bytes_down.load()},
-        {"connect_errors",
-         {{"old", counters.connect_errors[0].load()}, {"new", counters.connect_errors[1].load()}}},
-        {"refused_max_clients", counters.refused_max_clients.load()},
-        {"old", backend_json(settings.old_backend)},
-        {"new", backend_json(settings.new_backend)},
-        {"lag", lag},
-        {"fenced", e.fenced},
-        {"switches", e.switches},
-        {"last_switch", e.last_switch},
-    };
+    service_snapshot s;
+    s.name = e.settings->name;
+    s.kind = e.settings->kind;
+    s.mode = e.settings->mode;
+    s.listen = e.settings->listen;
+    s.old_backend = e.settings->old_backend;
+    s.new_backend = e.settings->new_backend;
+    s.route = e.machine.current_route();
+    s.state = e.machine.state();
+    s.connections = {e.svc->clients().count(side::old_side), e.svc->clients().count(side::new_side)};
+    s.held = e.svc->held();
+    s.clients_total = counters.clients_total.load();
+    s.bytes_up = counters.bytes_up.load();
+    s.bytes_down = counters.bytes_down.load();
+    s.connect_errors = {counters.connect_errors[0].load(), counters.connect_errors[1].load()};
+    s.refused_max_clients = counters.refused_max_clients.load();
+    s.lag = e.lag;
+    s.fenced = e.machine.fenced();
+    s.switches = e.switches;
+    s.last_switch = e.last_switch;
+    return s;
 }
 
-nlohmann::json controller::status(const std::string& name) const
+std::vector<service_snapshot> controller::snapshot(const std::string& name) const
 {
     std::lock_guard lock(mutex_);
-    nlohmann::json services = nlohmann::json::array();
+    std::vector<service_snapshot> services;
     for (const auto& [service_name, e] : entries_)
         if (name.empty() || name == service_name) services.push_back(describe(*e));
     return services;

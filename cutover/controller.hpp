@@ -18,7 +18,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <string>
 
 namespace tunneld::cutover {
@@ -27,16 +26,13 @@ namespace asio = boost::asio;
 
 /// The answer to one control command.
 struct command_result {
-    bool ok = false;
-    std::string code;  ///< on failure: refused, failed, busy, unknown_service, bad_request
-    std::string error; ///< on failure: the reason, one line
-    nlohmann::json result;
+    verdict result = verdict::done;
+    std::string error;                      ///< on failure: the reason, one line
+    std::optional<service_snapshot> service; ///< done: the service after the command
 
-    static command_result success(nlohmann::json result) { return {true, {}, {}, std::move(result)}; }
-    static command_result failure(std::string code, std::string error)
-    {
-        return {false, std::move(code), std::move(error), {}};
-    }
+    bool ok() const { return result == verdict::done; }
+    static command_result success(service_snapshot s) { return {verdict::done, {}, std::move(s)}; }
+    static command_result failure(verdict v, std::string error) { return {v, std::move(error), std::nullopt}; }
 };
 
 using progress_fn = std::function<void(const std::string&)>;
@@ -47,9 +43,14 @@ struct probe_endpoints {
     config::endpoint new_endpoint;
 };
 
+/// Makes a service's replication (the servers' side of the effects); tests pass fakes.
+using replication_factory = std::function<std::unique_ptr<replication>(
+    const config::service_config&, const config::endpoint& old_endpoint, const config::endpoint& new_endpoint)>;
+
 class controller {
 public:
-    controller(asio::io_context& loop, std::filesystem::path state_file, state initial);
+    controller(asio::io_context& loop, std::filesystem::path state_file, state initial,
+               replication_factory make = make_replication);
     ~controller();
 
     /// The route a service starts with: its persisted record, else its config's split, else old.
@@ -71,8 +72,8 @@ public:
     asio::awaitable<command_result> pause(std::string name, std::optional<config::duration> timeout);
     asio::awaitable<command_result> resume(std::string name);
 
-    /// Per-service objects of the status contract; `name` empty: all services. Thread-safe.
-    nlohmann::json status(const std::string& name = {}) const;
+    /// Every service as it is now, by name; `name` empty: all services. Thread-safe.
+    std::vector<service_snapshot> snapshot(const std::string& name = {}) const;
     /// Reasons the daemon is not ready (empty: ready). Thread-safe.
     std::vector<std::string> not_ready_reasons() const;
     bool has_service(const std::string& name) const;
@@ -84,22 +85,32 @@ private:
     struct entry;
 
     std::shared_ptr<entry> find(const std::string& name) const;
+    /// Arms the entry's timer for the machine's deadline (none: cancels it).
     void arm_deadline(const std::shared_ptr<entry>& e);
     void on_deadline(const std::shared_ptr<entry>& e);
-    void apply_route(entry& e);
-    void cut_other_side(entry& e);
-    asio::awaitable<void> watch_drain(std::shared_ptr<entry> e, progress_fn progress);
+    /// Feeds `ev` to the entry's machine and carries out what it returns, then every step its
+    /// answers lead to; returns the outcome if one of those steps ended the command.
+    asio::awaitable<std::optional<command_outcome>> execute(std::shared_ptr<entry> e, event ev,
+                                                            progress_fn progress);
+    /// execute() for a command: its outcome, or the one the deadline path gave it meanwhile.
+    asio::awaitable<command_result> command(std::shared_ptr<entry> e, event ev, progress_fn progress);
+    /// Carries out the effects of one step in order; returns the answer of the last, if it asks one.
+    asio::awaitable<std::optional<event>> perform(std::shared_ptr<entry> e, std::vector<effect> effects,
+                                                  progress_fn progress);
+    asio::awaitable<std::optional<event>> perform_one(const std::shared_ptr<entry>& e, const effect& what,
+                                                      const progress_fn& progress);
+    asio::awaitable<event> drain_clients_step(std::shared_ptr<entry> e, drain_clients what, progress_fn progress);
+    asio::awaitable<event> watch_drain_step(std::shared_ptr<entry> e, watch_drain what, progress_fn progress);
     asio::awaitable<std::optional<std::string>> persist();
-    asio::awaitable<command_result> run_pause_switch(std::shared_ptr<entry> e, side to, bool force,
-                                                     progress_fn progress);
     asio::awaitable<void> probe_loop(std::shared_ptr<entry> e, std::uint64_t generation);
     template <class F> asio::awaitable<std::invoke_result_t<F>> off_loop(const F& f);
-    nlohmann::json describe(const entry& e) const;
-    void record_result(entry& e, const std::string& result, const std::string& message);
+    service_snapshot describe(const entry& e) const;
+    void record_result(entry& e, const command_outcome& outcome);
 
     asio::io_context& loop_;
     asio::thread_pool blocking_{2}; ///< probes, replication steps, hooks and state file writes
     std::filesystem::path state_file_;
+    replication_factory make_replication_;
     state persisted_; ///< last state read or written
     std::mutex save_mutex_;
     std::uint64_t save_sequence_ = 0;  ///< bumped for each snapshot; guarded by save_mutex_

@@ -56,6 +56,7 @@ lag_reading unknown_lag(std::string detail, std::chrono::steady_clock::time_poin
     return lag_reading{.bytes = std::nullopt,
                        .seconds = std::nullopt,
                        .link = link_state::unknown,
+                       .replica_position = std::nullopt,
                        .detail = std::move(detail),
                        .at = at};
 }
@@ -105,6 +106,7 @@ lag_reading redis_lag(const replication_info& old_info, const replication_info& 
         return reading;
     }
     reading.bytes = primary - replica;
+    reading.replica_position = replica;
     reading.detail = "old offset " + std::to_string(primary) + ", new offset " + std::to_string(replica);
     return reading;
 }
@@ -175,6 +177,7 @@ lag_reading postgres_lag(const std::optional<std::string>& old_current_lsn,
         return reading;
     }
     reading.bytes = *primary - *replica;
+    reading.replica_position = *replica;
     reading.detail = "old lsn " + format_lsn(*primary) + ", new replay lsn " + format_lsn(*replica);
     return reading;
 }
@@ -198,6 +201,12 @@ std::string format_seconds(double seconds)
     if (seconds >= 120 && std::fmod(seconds, 60) == 0)
         return std::to_string(static_cast<long long>(seconds / 60)) + "m";
     return one_decimal(seconds, "s");
+}
+
+std::string format_duration(std::chrono::milliseconds d)
+{
+    if (d.count() % 1000 == 0) return std::to_string(d.count() / 1000) + "s";
+    return std::to_string(d.count()) + "ms";
 }
 
 gate_verdict check_gate(const lag_reading& reading, std::optional<std::uint64_t> max_lag,

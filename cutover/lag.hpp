@@ -22,6 +22,9 @@ struct lag_reading {
     std::optional<std::uint64_t> bytes;
     std::optional<double> seconds; ///< replay delay (postgres); redis has none
     link_state link = link_state::unknown;
+    /// How far new has replayed (redis slave_repl_offset, postgres replay LSN), when `bytes` is
+    /// known: successive readings give the replay rate.
+    std::optional<std::uint64_t> replica_position;
     std::string detail; ///< human explanation, never a credential
     std::chrono::steady_clock::time_point at;
 };
@@ -77,5 +80,7 @@ gate_verdict check_gate(const lag_reading& reading, std::optional<std::uint64_t>
 std::string format_bytes(std::uint64_t bytes);
 /// "250ms", "5s", "5.2s", "2m".
 std::string format_seconds(double seconds);
+/// A configured duration the way the config writes it: "5s" when whole seconds, else "250ms".
+std::string format_duration(std::chrono::milliseconds d);
 
 } // namespace tunneld::cutover

@@ -268,6 +268,51 @@ public:
 
     step_result unpause() override { return step_result::success("postgres: nothing paused"); }
 
+    std::vector<preflight_check> preflight(clock::time_point deadline) override
+    {
+        std::vector<preflight_check> checks;
+        for (auto* session : {&old_, &new_}) {
+            const auto start = clock::now();
+            std::string error;
+            const auto answer = session->first_row("SELECT 1", time_left(deadline, service_.probe_timeout), error);
+            const auto rtt = std::chrono::duration_cast<milliseconds>(clock::now() - start);
+            checks.push_back({session->side() + " reachable, credentials accepted",
+                              answer ? check_verdict::pass : check_verdict::fail,
+                              answer ? session->name() + " answered in " + std::to_string(rtt.count()) + "ms" : error,
+                              rtt});
+        }
+        if (checks[0].verdict != check_verdict::pass || checks[1].verdict != check_verdict::pass) return checks;
+
+        std::string error;
+        const auto recovery =
+            new_.first_row("SELECT pg_is_in_recovery()", time_left(deadline, service_.probe_timeout), error);
+        const bool standby = recovery && !recovery->empty() && (*recovery)[0] == "t";
+        checks.push_back({"new is a standby (in recovery)", standby ? check_verdict::pass : check_verdict::fail,
+                          !recovery ? error : standby ? "pg_is_in_recovery() = t" : "new is not in recovery: already a primary",
+                          {}});
+        if (service_.promote_command) {
+            checks.push_back({"promote_command", check_verdict::unchecked, "a dry run does not run hooks", {}});
+        } else {
+            const auto may = new_.first_row(
+                "SELECT has_function_privilege('pg_promote(boolean, integer)', 'EXECUTE'), current_user",
+                time_left(deadline, service_.probe_timeout), error);
+            const bool allowed = may && !may->empty() && (*may)[0] == "t";
+            const std::string user = may && may->size() > 1 && (*may)[1] ? *(*may)[1] : "the probe user";
+            checks.push_back({"new allows pg_promote() (promote)", allowed ? check_verdict::pass : check_verdict::fail,
+                              !may      ? error
+                              : allowed ? "EXECUTE granted to " + user
+                                        : user + " may not execute pg_promote() (grant it, or set promote_command)",
+                              {}});
+        }
+        if (service_.fence_command)
+            checks.push_back({"fence_command", check_verdict::unchecked, "a dry run does not run hooks", {}});
+        else
+            checks.push_back({"fence", check_verdict::unchecked,
+                              "postgres has no built-in fence and no fence_command is set: old will not be fenced",
+                              {}});
+        return checks;
+    }
+
     step_result rollback(const rollback_options& options, clock::time_point) override
     {
         // A promoted standby has its own timeline; old can follow it only after pg_rewind or a new

@@ -64,6 +64,12 @@ public:
     /// connect, AUTH and the command.
     redis_answer run(std::initializer_list<std::string_view> arguments, milliseconds timeout)
     {
+        return run_argv(std::vector<std::string_view>(arguments), timeout);
+    }
+
+    /// run() for an argument list built at run time.
+    redis_answer run_argv(const std::vector<std::string_view>& arguments, milliseconds timeout)
+    {
         const bool reused = context_ != nullptr;
         if (!context_) {
             auto error = connect(timeout);
@@ -112,7 +118,7 @@ private:
         return {};
     }
 
-    redis_answer command(std::initializer_list<std::string_view> arguments, milliseconds timeout)
+    redis_answer command(const std::vector<std::string_view>& arguments, milliseconds timeout)
     {
         redisSetTimeout(context_.get(), to_timeval(timeout));
         std::vector<const char*> argv;
@@ -308,7 +314,125 @@ public:
                                     demoted);
     }
 
+    std::vector<preflight_check> preflight(clock::time_point deadline) override
+    {
+        std::vector<preflight_check> checks;
+        checks.push_back(reachable(old_, deadline));
+        checks.push_back(reachable(new_, deadline));
+        const bool both_up = checks[0].verdict == check_verdict::pass && checks[1].verdict == check_verdict::pass;
+        if (!both_up) return checks; // the permission checks would only repeat the connect error
+
+        const auto replica = replication_of(new_, deadline);
+        preflight_check replicating{"new is a replica of old", check_verdict::fail, {}, {}};
+        if (!replica.ok)
+            replicating.detail = replica.message;
+        else if (!role_is(replica.info, redis_role::slave))
+            replicating.detail = "new answers " + replica.message + ", not role:slave";
+        else {
+            replicating.verdict = check_verdict::pass;
+            replicating.detail = replica.message;
+        }
+        checks.push_back(std::move(replicating));
+
+        checks.push_back(permitted(old_, "old accepts CLIENT PAUSE WRITE (write pause)",
+                                   {"CLIENT", "PAUSE", "1", "WRITE"}, deadline));
+        if (service_.promote_command)
+            checks.push_back({"promote_command", check_verdict::unchecked, "a dry run does not run hooks", {}});
+        else
+            checks.push_back(permitted(new_, "new accepts REPLICAOF NO ONE (promote)", {"REPLICAOF", "NO", "ONE"},
+                                       deadline));
+        auto mode = service_.fence;
+        if (mode == config::redis_fence::replicaof && !service_.fence_replicaof) mode = config::redis_fence::min_replicas;
+        if (mode == config::redis_fence::replicaof) {
+            const auto& primary = *service_.fence_replicaof;
+            checks.push_back(permitted(old_, "old accepts CONFIG SET replica-read-only (fence)",
+                                       {"CONFIG", "SET", "replica-read-only", "yes"}, deadline));
+            checks.push_back(permitted(old_, "old accepts REPLICAOF " + endpoint_text(primary) + " (fence)",
+                                       {"REPLICAOF", primary.host, std::to_string(primary.port)}, deadline));
+        } else if (mode == config::redis_fence::min_replicas) {
+            checks.push_back(permitted(old_, "old accepts CONFIG SET min-replicas-to-write (fence)",
+                                       {"CONFIG", "SET", "min-replicas-to-write", "100"}, deadline));
+        } else {
+            checks.push_back({"fence", check_verdict::unchecked,
+                              "fence = none: old is not fenced and keeps accepting writes from other hosts", {}});
+        }
+        if (service_.fence_command)
+            checks.push_back({"fence_command", check_verdict::unchecked, "a dry run does not run hooks", {}});
+        return checks;
+    }
+
 private:
+    /// PING through the configured credentials, timed.
+    preflight_check reachable(redis_session& session, clock::time_point deadline)
+    {
+        const auto start = clock::now();
+        const auto answer = session.run({"PING"}, time_left(deadline, service_.probe_timeout));
+        const auto rtt = std::chrono::duration_cast<milliseconds>(clock::now() - start);
+        preflight_check check{session.side() + " reachable, credentials accepted", check_verdict::fail, {}, rtt};
+        if (!answer.ok) {
+            check.detail = answer.text;
+        } else {
+            check.verdict = check_verdict::pass;
+            check.detail = session.name() + " answered " + answer.text + " in " + std::to_string(rtt.count()) + "ms";
+        }
+        return check;
+    }
+
+    /// Whether `session`'s user may run `command` there, without running it: the command must
+    /// exist (not renamed away) and ACL DRYRUN (Redis 7) must allow it. A user that may not run
+    /// ACL DRYRUN itself leaves the permission unchecked, not passed.
+    preflight_check permitted(redis_session& session, std::string name,
+                              std::initializer_list<std::string_view> command, clock::time_point deadline)
+    {
+        preflight_check check{std::move(name), check_verdict::fail, {}, {}};
+        const std::string verb = to_lower(*command.begin());
+        const auto listed = session.run({"COMMAND", "LIST", "FILTERBY", "PATTERN", verb},
+                                        time_left(deadline, service_.probe_timeout));
+        if (!listed.ok) {
+            check.verdict = check_verdict::unchecked;
+            check.detail = "cannot list commands: " + listed.text;
+            return check;
+        }
+        if (listed.text != verb) {
+            check.detail = session.name() + " has no " + to_upper(verb) + " command (renamed or disabled)";
+            return check;
+        }
+        const auto user = session.run({"ACL", "WHOAMI"}, time_left(deadline, service_.probe_timeout));
+        if (!user.ok) {
+            check.verdict = check_verdict::unchecked;
+            check.detail = "cannot tell the probe user: " + user.text;
+            return check;
+        }
+        std::vector<std::string_view> dry_run{"ACL", "DRYRUN", user.text};
+        dry_run.insert(dry_run.end(), command.begin(), command.end());
+        const auto answer = session.run_argv(dry_run, time_left(deadline, service_.probe_timeout));
+        if (!answer.ok) {
+            check.verdict = check_verdict::unchecked;
+            check.detail = "ACL DRYRUN not available to the probe user: " + answer.text;
+        } else if (answer.text == "OK") {
+            check.verdict = check_verdict::pass;
+            check.detail = "permitted for user " + user.text;
+        } else {
+            check.detail = session.name() + ": " + answer.text;
+        }
+        return check;
+    }
+
+    static std::string to_lower(std::string_view text)
+    {
+        std::string out(text);
+        for (char& c : out)
+            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        return out;
+    }
+    static std::string to_upper(std::string_view text)
+    {
+        std::string out(text);
+        for (char& c : out)
+            c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        return out;
+    }
+
     struct info_answer {
         bool ok = false;
         replication_info info;

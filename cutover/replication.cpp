@@ -48,6 +48,19 @@ hook_result run_service_hook(const std::string& command, std::string_view step,
 
 } // namespace detail
 
+std::string_view to_string(check_verdict v) noexcept
+{
+    switch (v) {
+    case check_verdict::pass:
+        return "pass";
+    case check_verdict::fail:
+        return "fail";
+    case check_verdict::unchecked:
+        return "unchecked";
+    }
+    return "fail";
+}
+
 std::optional<redis_credentials> read_redis_credentials(const std::filesystem::path& file, std::string& error)
 {
     std::ifstream in(file);

@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -26,6 +27,21 @@ struct step_result {
 
     static step_result success(std::string message) { return {true, std::move(message)}; }
     static step_result failure(std::string message) { return {false, std::move(message)}; }
+};
+
+/// How one guardrail of a dry run came out. `unchecked`: the dry run cannot know without doing it
+/// (a hook, a permission the probe user may not inspect); it does not stop the switch.
+enum class check_verdict { pass, fail, unchecked };
+std::string_view to_string(check_verdict) noexcept;
+
+/// One guardrail of a dry run: what was checked, how it came out, and what was seen.
+struct preflight_check {
+    std::string name;   ///< e.g. "new accepts REPLICAOF NO ONE (promote)"
+    check_verdict verdict = check_verdict::fail;
+    std::string detail; ///< one line; never a credential
+    std::optional<std::chrono::milliseconds> round_trip; ///< of the check's own request, when timed
+
+    friend bool operator==(const preflight_check&, const preflight_check&) = default;
 };
 
 /// What a rollback (new -> old) needs that the forward switch does not.
@@ -71,6 +87,10 @@ public:
     /// replicaof fence) has caught up, promote old, make new a replica of old (or fence it),
     /// unpause new. Changes nothing and fails if old cannot catch up before `deadline`.
     virtual step_result rollback(const rollback_options& options, clock::time_point deadline) = 0;
+    /// The server-side guardrails of a switch old -> new, changing nothing on either server: both
+    /// reachable with the configured credentials, new a replica of old, promotion and fence
+    /// permitted (the command exists and the probe user may run it). Hooks are `unchecked`.
+    virtual std::vector<preflight_check> preflight(clock::time_point deadline) = 0;
 };
 
 /// Replication for `service.kind` redis or postgres; nullptr for tcp.

@@ -112,7 +112,11 @@ std::variant<state, state_error> load_state(const std::filesystem::path& path)
 
 std::optional<std::string> save_state(const std::filesystem::path& path, const state& s)
 {
-    const std::string text = encode(s);
+    return write_file_atomically(path, encode(s));
+}
+
+std::optional<std::string> write_file_atomically(const std::filesystem::path& path, std::string_view text)
+{
     const auto directory = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
     const auto temp = directory / (path.filename().string() + ".tmp");
     {

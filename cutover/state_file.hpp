@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 
 namespace tunneld::cutover {
@@ -45,5 +46,10 @@ std::variant<state, state_error> load_state(const std::filesystem::path& path);
 /// Writes `s` to `path` atomically: temp file in the same directory, fsync, rename, fsync the
 /// directory. Blocking: call it off the event loop. Returns an error message on failure.
 std::optional<std::string> save_state(const std::filesystem::path& path, const state& s);
+
+/// Replaces `path` with `text` atomically and durably (temp file in the same directory, fsync,
+/// rename, fsync the directory): a crash leaves the old file or the new one, never a mix.
+/// Blocking. Returns an error message on failure.
+std::optional<std::string> write_file_atomically(const std::filesystem::path& path, std::string_view text);
 
 } // namespace tunneld::cutover

@@ -1,6 +1,7 @@
 #include "cutover/switch_machine.hpp"
 
 #include <fmt/format.h>
+#include <utility>
 
 namespace tunneld::cutover {
 
@@ -19,7 +20,8 @@ std::string_view to_string(service_state s) noexcept
     return "serving";
 }
 
-switch_machine::switch_machine(config::service_kind kind, route initial) : kind_(kind), route_(initial)
+switch_machine::switch_machine(config::service_kind kind, route initial, std::string name, bool fenced)
+    : kind_(kind), name_(std::move(name)), route_(initial), fenced_(fenced)
 {
     route_.hold = false;
 }
@@ -139,6 +141,485 @@ action switch_machine::tick(time_point now)
         break;
     }
     return action::none;
+}
+
+} // namespace tunneld::cutover
+
+// ---- The switch as events and effects ----
+
+namespace tunneld::cutover {
+
+using proxy::close_reason;
+
+namespace {
+
+template <class... F> struct overloaded : F... {
+    using F::operator()...;
+};
+
+std::string_view side_name(side s)
+{
+    return proxy::to_string(s);
+}
+
+} // namespace
+
+std::string_view to_string(verdict v) noexcept
+{
+    switch (v) {
+    case verdict::done:
+        return "done";
+    case verdict::refused:
+        return "refused";
+    case verdict::busy:
+        return "busy";
+    case verdict::failed:
+        return "failed";
+    case verdict::unknown_service:
+        return "unknown_service";
+    }
+    return "failed";
+}
+
+bool answers(const effect& e) noexcept
+{
+    return std::holds_alternative<pause_writes>(e) || std::holds_alternative<drain_clients>(e) ||
+           std::holds_alternative<wait_caught_up>(e) || std::holds_alternative<promote>(e) ||
+           std::holds_alternative<check_roles>(e) || std::holds_alternative<fence>(e) ||
+           std::holds_alternative<roll_back>(e) || std::holds_alternative<persist>(e) ||
+           std::holds_alternative<watch_drain>(e);
+}
+
+step_kind kind_of_answer(const effect& e) noexcept
+{
+    return std::visit(overloaded{
+                          [](const pause_writes&) { return step_kind::pause_writes; },
+                          [](const drain_clients&) { return step_kind::drain_clients; },
+                          [](const wait_caught_up&) { return step_kind::wait_caught_up; },
+                          [](const promote&) { return step_kind::promote; },
+                          [](const check_roles&) { return step_kind::check_roles; },
+                          [](const fence&) { return step_kind::fence; },
+                          [](const roll_back&) { return step_kind::roll_back; },
+                          [](const auto&) { return step_kind::persist; },
+                      },
+                      e);
+}
+
+step switch_machine::on(const event& e, time_point now)
+{
+    return std::visit(
+        overloaded{
+            [&](const switch_command& c) { return start(c, now); },
+            [&](const pause_command& c) -> step {
+                if (busy())
+                    return {{}, command_outcome{verdict::busy, fmt::format("a switch of {} is under way", name_), false}};
+                const auto o = pause(now, c.timeout);
+                if (const auto* refused = std::get_if<refusal>(&o))
+                    return {{}, command_outcome{refused->busy ? verdict::busy : verdict::refused,
+                                                "pause refused: " + refused->reason, false}};
+                return {{hold_new_clients{},
+                         log_line{false, fmt::format("paused for up to {}", format_duration(c.timeout))}},
+                        command_outcome{verdict::done, {}, false}};
+            },
+            [&](const resume_command&) -> step {
+                const auto o = resume();
+                if (const auto* refused = std::get_if<refusal>(&o))
+                    return {{}, command_outcome{verdict::refused, "resume refused: " + refused->reason, false}};
+                return {{release{route_}, log_line{false, "resumed"}}, command_outcome{verdict::done, {}, false}};
+            },
+            [&](const split_command& c) -> step {
+                if (busy())
+                    return {{}, command_outcome{verdict::busy, fmt::format("a switch of {} is under way", name_), false}};
+                const auto o = split(c.percent, c.sticky);
+                if (const auto* refused = std::get_if<refusal>(&o))
+                    return {{}, command_outcome{refused->busy ? verdict::busy : verdict::refused,
+                                                "split refused: " + refused->reason, false}};
+                phase_ = phase::persisting_split;
+                return {{release{route_}, persist{}}, std::nullopt};
+            },
+            [&](const step_done& d) { return on_done(d, now); },
+            [&](const deadline_reached&) { return on_deadline(now); },
+            [&](const side_empty&) -> step {
+                if (phase_ != phase::draining) return {};
+                const auto from = draining_.value_or(proxy::other(route_.active));
+                drained();
+                phase_ = phase::idle;
+                return {{progress{fmt::format("drained {}", side_name(from))},
+                         log_line{false, fmt::format("switch to {} done", side_name(route_.active))}},
+                        command_outcome{verdict::done,
+                                        fmt::format("{} switched to {}", name_, side_name(route_.active))}};
+            },
+        },
+        e);
+}
+
+command_outcome switch_machine::fail(std::string message)
+{
+    return command_outcome{verdict::failed, std::move(message)};
+}
+
+long long switch_machine::held_ms(time_point now) const
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(now - held_since_).count();
+}
+
+std::string switch_machine::budget_text() const
+{
+    return fmt::format("pause budget {} ran out", format_duration(limits_.pause_timeout));
+}
+
+step switch_machine::start(const switch_command& c, time_point now)
+{
+    if (busy())
+        return {{}, command_outcome{verdict::busy, fmt::format("another switch of {} is under way", name_), false}};
+    const auto& request = c.request;
+    const bool replicated_kind = kind_ != config::service_kind::tcp;
+    step out;
+    if (replicated_kind && request.mode != config::switch_mode::pause && !request.force) {
+        const auto reason =
+            fmt::format("switch refused: mode {} on a {} service would let both sides take writes; "
+                        "use --mode pause (promotes and fences) or --force",
+                        config::to_string(request.mode), config::to_string(kind_));
+        return {{}, command_outcome{verdict::refused, reason}};
+    }
+    if (replicated_kind && request.to == side::new_side && request.mode == config::switch_mode::pause) {
+        const auto reading = c.lag ? *c.lag
+                                   : unknown_lag(c.replicated ? "no probe has answered yet"
+                                                              : "no probe configured for this service",
+                                                 now);
+        const auto gate = check_gate(reading, c.limits.max_lag, c.limits.max_lag_seconds, request.force, now,
+                                     c.limits.max_lag_age);
+        if (!gate.allowed) {
+            const auto reason = "switch refused: " + gate.reason;
+            return {{log_line{true, reason}}, command_outcome{verdict::refused, reason}};
+        }
+        if (gate.forced) out.effects.push_back(log_line{true, "switch to new forced by operator: " + gate.reason});
+        out.effects.push_back(progress{gate.forced ? gate.reason : "lag gate passed: " + gate.reason});
+    }
+
+    const auto started = start_switch(request, now, c.limits.drain_timeout, c.limits.pause_timeout);
+    if (const auto* refused = std::get_if<refusal>(&started)) {
+        out.done = command_outcome{refused->busy ? verdict::busy : verdict::refused,
+                                   "switch refused: " + refused->reason};
+        return out;
+    }
+    const auto a = std::get<action>(started);
+    if (a == action::none && state_ == service_state::serving) {
+        out.effects.push_back(progress{fmt::format("{} is already on {}", name_, side_name(request.to))});
+        out.done = command_outcome{verdict::done, {}, false};
+        return out;
+    }
+    out.effects.push_back(log_line{false, fmt::format("switch to {} mode={} started", side_name(request.to),
+                                                      config::to_string(request.mode))});
+    request_ = request;
+    limits_ = c.limits;
+    replicated_ = c.replicated;
+    writes_paused_ = false;
+    budget_spent_ = false;
+    persist_error_.reset();
+    fence_problem_.clear();
+    failed_step_.clear();
+    if (a != action::run_pause_switch) {
+        phase_ = phase::persisting_flip;
+        out.effects.push_back(release{route_});
+        out.effects.push_back(persist{});
+        return out;
+    }
+    held_since_ = now;
+    out.effects.push_back(hold_new_clients{});
+    out.effects.push_back(progress{fmt::format("holding new clients of {} (budget {})", name_,
+                                               format_duration(limits_.pause_timeout))});
+    auto first = pause_step(now);
+    out.effects.insert(out.effects.end(), first.effects.begin(), first.effects.end());
+    out.done = first.done;
+    return out;
+}
+
+step switch_machine::pause_step(time_point now)
+{
+    const auto deadline = deadline_.value_or(now);
+    const auto remaining = std::max(config::duration(1), std::chrono::duration_cast<config::duration>(deadline - now));
+    if (replicated_ && request_.to == side::new_side) {
+        // Writes on a postgres primary cannot be paused from outside: its clients (maybe
+        // mid-transaction) finish until drain_timeout instead, and what is left is cut.
+        if (kind_ == config::service_kind::postgres) {
+            phase_ = phase::draining_old;
+            return {{drain_clients{side::old_side, std::min(deadline, now + limits_.drain_timeout),
+                                   limits_.drain_timeout}},
+                    std::nullopt};
+        }
+        // The write pause outlives the budget by the fence's deadline: old must refuse writes until fenced.
+        phase_ = phase::pausing_writes;
+        return {{pause_writes{side::old_side, remaining + std::chrono::seconds(5)}}, std::nullopt};
+    }
+    if (replicated_) {
+        // The rollback fences new and lifts its write pause itself: cut new's clients first, so
+        // that no write they had queued is answered with a refusal. They reconnect and are held.
+        phase_ = phase::rolling_back;
+        return {{cut{side::new_side, close_reason::cut_by_switch}, roll_back{remaining, request_.force, deadline}},
+                std::nullopt};
+    }
+    if (now >= deadline) return undo(budget_text(), now, false);
+    return commit(now);
+}
+
+step switch_machine::catch_up()
+{
+    phase_ = phase::catching_up;
+    return {{progress{"waiting for new to catch up"},
+             wait_caught_up{side::new_side, deadline_.value_or(time_point{})}},
+            std::nullopt};
+}
+
+step switch_machine::on_done(const step_done& d, time_point now)
+{
+    const auto expected = [&]() -> std::optional<step_kind> {
+        switch (phase_) {
+        case phase::persisting_flip:
+        case phase::persisting_split:
+        case phase::persisting_commit:
+        case phase::persisting_fence:
+            return step_kind::persist;
+        case phase::pausing_writes:
+            return step_kind::pause_writes;
+        case phase::draining_old:
+            return step_kind::drain_clients;
+        case phase::catching_up:
+            return step_kind::wait_caught_up;
+        case phase::promoting:
+            return step_kind::promote;
+        case phase::checking_roles:
+            return step_kind::check_roles;
+        case phase::rolling_back:
+            return step_kind::roll_back;
+        case phase::fencing:
+            return step_kind::fence;
+        case phase::stale:
+            return d.which;
+        case phase::idle:
+        case phase::draining:
+            return std::nullopt;
+        }
+        return std::nullopt;
+    }();
+    if (expected != d.which) return {};
+
+    switch (phase_) {
+    case phase::stale: {
+        // The switch already ended (its budget ran out) while this step was out: undo what it did.
+        phase_ = phase::idle;
+        const bool paused_now = writes_paused_ || (d.which == step_kind::pause_writes && d.ok);
+        writes_paused_ = false;
+        if (paused_now) return {{unpause{side::old_side}}, std::nullopt};
+        return {};
+    }
+    case phase::persisting_split: {
+        phase_ = phase::idle;
+        if (!d.ok)
+            return {{}, command_outcome{verdict::failed, "split applied but could not be persisted: " + d.message, false}};
+        return {{log_line{false, fmt::format("split {}% to new{}", route_.split_percent.value_or(0),
+                                             route_.sticky ? " (sticky)" : "")}},
+                command_outcome{verdict::done, {}, false}};
+    }
+    case phase::persisting_flip: {
+        const side to = route_.active;
+        const side from = draining_.value_or(proxy::other(to));
+        if (!d.ok) {
+            drained();
+            phase_ = phase::idle;
+            return {{}, fail(fmt::format("switched {} to {} but could not persist it: {}", name_, side_name(to),
+                                         d.message))};
+        }
+        if (state_ == service_state::draining) {
+            phase_ = phase::draining;
+            return {{watch_drain{from, limits_.drain_timeout}}, std::nullopt};
+        }
+        phase_ = phase::idle;
+        return {{progress{fmt::format("new clients go to {}; cutting clients on {}", side_name(to),
+                                      side_name(proxy::other(to)))},
+                 cut{proxy::other(to), close_reason::cut_by_switch},
+                 log_line{false, fmt::format("switch to {} done", side_name(to))}},
+                command_outcome{verdict::done, fmt::format("{} switched to {}", name_, side_name(to))}};
+    }
+    case phase::pausing_writes:
+        if (!d.ok) return undo(d.message, now, false);
+        writes_paused_ = true;
+        {
+            auto next = catch_up();
+            next.effects.insert(next.effects.begin(), progress{d.message});
+            return next;
+        }
+    case phase::draining_old: {
+        auto next = catch_up();
+        next.effects.insert(next.effects.begin(), cut{side::old_side, close_reason::drain_timeout});
+        return next;
+    }
+    case phase::catching_up:
+        if (!d.ok) return undo(d.message, now, false);
+        if (now >= deadline_.value_or(now)) {
+            auto out = undo(budget_text(), now, false);
+            out.effects.insert(out.effects.begin(), progress{d.message});
+            return out;
+        }
+        phase_ = phase::promoting;
+        return {{progress{d.message}, promote{side::new_side, *deadline_}}, std::nullopt};
+    case phase::promoting:
+        if (d.ok) {
+            auto out = commit(now);
+            out.effects.insert(out.effects.begin(), progress{d.message});
+            return out;
+        }
+        // A failed promotion may still have promoted new (a lost reply, a hook that timed out
+        // after acting): ask new's role before routing anyone anywhere.
+        failed_step_ = d.message;
+        phase_ = phase::checking_roles;
+        return {{progress{d.message}, check_roles{side::new_side}}, std::nullopt};
+    case phase::checking_roles:
+        if (!d.ok) return undo(failed_step_, now, false);
+        {
+            auto out = commit(now);
+            out.effects.insert(out.effects.begin(),
+                               progress{fmt::format("new is a primary after all ({}): the switch goes on", d.message)});
+            out.effects.insert(out.effects.begin(),
+                               log_line{true, fmt::format("promotion reported a failure ({}) but new is a primary; "
+                                                          "switching to it",
+                                                          failed_step_)});
+            return out;
+        }
+    case phase::rolling_back:
+        if (!d.ok) return undo(d.message, now, false);
+        {
+            auto out = commit(now);
+            out.effects.insert(out.effects.begin(), progress{d.message});
+            return out;
+        }
+    case phase::persisting_commit:
+        if (!d.ok) persist_error_ = d.message;
+        if (replicated_ && request_.to == side::new_side) {
+            phase_ = phase::fencing;
+            return {{fence{side::old_side, now + std::chrono::seconds(5)}}, std::nullopt};
+        }
+        return finish_pause_switch(now);
+    case phase::fencing:
+        if (d.ok)
+            fenced_ = true;
+        else
+            fence_problem_ = d.message;
+        if (persist_error_) {
+            auto out = finish_pause_switch(now);
+            out.effects.insert(out.effects.begin(), progress{d.message});
+            return out;
+        }
+        phase_ = phase::persisting_fence;
+        return {{progress{d.message}, persist{}}, std::nullopt};
+    case phase::persisting_fence:
+        if (!d.ok) persist_error_ = d.message;
+        return finish_pause_switch(now);
+    case phase::idle:
+    case phase::draining:
+        break;
+    }
+    return {};
+}
+
+step switch_machine::commit(time_point)
+{
+    // Committed: new is the primary (or this is a plain tcp service). From here on nothing is undone.
+    complete_pause_switch();
+    budget_spent_ = false;
+    if (request_.to == side::old_side) fenced_ = false;
+    phase_ = phase::persisting_commit;
+    return {{persist{}}, std::nullopt};
+}
+
+step switch_machine::finish_pause_switch(time_point now)
+{
+    phase_ = phase::idle;
+    const side to = route_.active;
+    step out{{cut{proxy::other(to), close_reason::cut_by_switch}, release{route_}}, std::nullopt};
+    if (writes_paused_) out.effects.push_back(unpause{side::old_side});
+    writes_paused_ = false;
+    const auto ms = held_ms(now);
+    out.effects.push_back(progress{fmt::format("released held clients to {} after {}ms", side_name(to), ms)});
+    if (persist_error_) {
+        out.done = fail(fmt::format("{} switched to {} but the state file could not be written: {}", name_,
+                                    side_name(to), *persist_error_));
+    } else if (!fence_problem_.empty()) {
+        out.done = fail(fmt::format("{} switched to new, but fencing the old primary failed: {}; it may still "
+                                    "accept writes from other hosts",
+                                    name_, fence_problem_));
+    } else {
+        const auto message = fmt::format("{} switched to {} (clients held {}ms)", name_, side_name(to), ms);
+        out.effects.push_back(log_line{false, message});
+        out.done = command_outcome{verdict::done, message};
+    }
+    return out;
+}
+
+step switch_machine::undo(const std::string& why, time_point now, bool step_out)
+{
+    abort_pause_switch();
+    budget_spent_ = false;
+    step out{{release{route_}}, std::nullopt};
+    if (step_out) {
+        // A step is still out on the servers: unpause follows its answer (phase stale), never
+        // two calls on the servers at once.
+        phase_ = phase::stale;
+    } else {
+        phase_ = phase::idle;
+        if (writes_paused_) out.effects.push_back(unpause{side::old_side});
+        writes_paused_ = false;
+    }
+    const auto reason = fmt::format("switch failed: {}; clients released to {} after {}ms, nothing changed", why,
+                                    side_name(route_.active), held_ms(now));
+    out.effects.push_back(log_line{true, reason});
+    out.done = fail(reason);
+    return out;
+}
+
+step switch_machine::on_deadline(time_point now)
+{
+    if (!deadline_ || now < *deadline_) return {};
+    switch (phase_) {
+    case phase::pausing_writes:
+    case phase::draining_old:
+    case phase::catching_up:
+        // Nothing on the servers has changed yet: the held clients go back to old right away.
+        return undo(budget_text(), now, true);
+    case phase::promoting:
+    case phase::checking_roles:
+    case phase::rolling_back:
+        // A step that changes a server is out: its answer decides (each has the budget as deadline).
+        if (!budget_spent_) {
+            budget_spent_ = true;
+            return {{log_line{true, budget_text() + " while a server was being changed; waiting for its answer"}},
+                    std::nullopt};
+        }
+        return {};
+    case phase::idle:
+    case phase::persisting_flip:
+    case phase::draining:
+        break;
+    case phase::persisting_split:
+    case phase::persisting_commit:
+    case phase::fencing:
+    case phase::persisting_fence:
+    case phase::stale:
+        return {};
+    }
+    const auto draining = draining_;
+    switch (tick(now)) {
+    case action::auto_resumed:
+        return {{release{route_},
+                 log_line{true, fmt::format("pause reached its timeout; clients released to {}",
+                                            side_name(route_.active))}},
+                std::nullopt};
+    case action::drain_deadline:
+        if (draining) return {{cut{*draining, close_reason::drain_timeout}}, std::nullopt};
+        return {};
+    default:
+        return {};
+    }
 }
 
 } // namespace tunneld::cutover

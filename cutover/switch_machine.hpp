@@ -1,24 +1,29 @@
 #pragma once
-// The switch state machine of one service: pure, clock passed in, no sockets. The controller
-// feeds it events and carries out the actions it returns.
+// The switch state machine of one service: pure, clock passed in, no sockets, no threads.
+// on() takes an event (a command, the result of a step, a deadline) and returns the effects to
+// carry out, as data; the controller performs them and feeds each asked-for result back as the
+// next event (etcd raft's Ready/Advance shape). The route transitions below on() (start_switch,
+// complete_pause_switch, tick, ...) are its building blocks and stay callable on their own.
 
 #include "config/config.hpp"
+#include "cutover/lag.hpp"
+#include "cutover/snapshot.hpp"
+#include "proxy/close_reason.hpp"
 #include "proxy/router.hpp"
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 namespace tunneld::cutover {
 
 using proxy::route;
 using proxy::side;
 using time_point = std::chrono::steady_clock::time_point;
-
-enum class service_state { serving, paused, draining, switching };
-std::string_view to_string(service_state) noexcept;
 
 struct switch_request {
     side to = side::new_side;
@@ -46,16 +51,183 @@ struct refusal {
 /// Result of an event: an action to carry out, or a refusal.
 using outcome = std::variant<action, refusal>;
 
+// ---- Effects: what the executor carries out. Those marked "answers" end an effect list, and
+// the executor feeds their outcome back as a step_done naming them; the others just happen. ----
+
+/// New clients are accepted and held; nothing is connected (the route with hold set).
+struct hold_new_clients {
+    friend bool operator==(const hold_new_clients&, const hold_new_clients&) = default;
+};
+/// New clients, and held ones, go to `to` from now on.
+struct release {
+    route to;
+    friend bool operator==(const release&, const release&) = default;
+};
+/// Answers. Makes `on` refuse writes for at most `hold` (it expires by itself should we die).
+struct pause_writes {
+    side on = side::old_side;
+    config::duration hold{};
+    friend bool operator==(const pause_writes&, const pause_writes&) = default;
+};
+/// Answers. Waits until `from` has no clients left, or `until` (a service whose writes cannot be
+/// paused: its clients may be mid-transaction); then the machine cuts what is left.
+struct drain_clients {
+    side from = side::old_side;
+    time_point until;
+    config::duration up_to{}; ///< as the operator configured it, for the progress line
+    friend bool operator==(const drain_clients&, const drain_clients&) = default;
+};
+/// Answers. Waits until `replica` has replayed everything its primary has, or `deadline`.
+struct wait_caught_up {
+    side replica = side::new_side;
+    time_point deadline;
+    friend bool operator==(const wait_caught_up&, const wait_caught_up&) = default;
+};
+/// Answers. Makes `which` a primary; a failure is ambiguous (the reply may be what was lost).
+struct promote {
+    side which = side::new_side;
+    time_point deadline;
+    friend bool operator==(const promote&, const promote&) = default;
+};
+/// Answers: ok when `primary` is a primary now. Asked after an ambiguous step, before routing.
+struct check_roles {
+    side primary = side::new_side;
+    friend bool operator==(const check_roles&, const check_roles&) = default;
+};
+/// Answers. Makes `which` refuse every further write from anyone.
+struct fence {
+    side which = side::old_side;
+    time_point deadline;
+    friend bool operator==(const fence&, const fence&) = default;
+};
+/// Answers. Reverses a completed switch on the servers (new -> old); changes nothing on failure.
+struct roll_back {
+    config::duration pause_hold{};
+    bool force = false;
+    time_point deadline;
+    friend bool operator==(const roll_back&, const roll_back&) = default;
+};
+/// Lifts pause_writes on `on`.
+struct unpause {
+    side on = side::old_side;
+    friend bool operator==(const unpause&, const unpause&) = default;
+};
+/// Answers. Writes every service's route and fence state to the state file.
+struct persist {
+    friend bool operator==(const persist&, const persist&) = default;
+};
+/// Cuts every client on `which` (why: cut_by_switch or drain_timeout).
+struct cut {
+    side which = side::old_side;
+    proxy::close_reason why = proxy::close_reason::cut_by_switch;
+    friend bool operator==(const cut&, const cut&) = default;
+};
+/// Watches `from` and reports side_empty when it has no clients left; says how it goes meanwhile.
+struct watch_drain {
+    side from = side::old_side;
+    config::duration up_to{};
+    friend bool operator==(const watch_drain&, const watch_drain&) = default;
+};
+/// One line of the switch's progress, for the operator who started it.
+struct progress {
+    std::string line;
+    friend bool operator==(const progress&, const progress&) = default;
+};
+/// One line for the daemon's log (the executor adds `service=NAME`).
+struct log_line {
+    bool warning = false;
+    std::string line;
+    friend bool operator==(const log_line&, const log_line&) = default;
+};
+
+using effect = std::variant<hold_new_clients, release, pause_writes, drain_clients, wait_caught_up, promote,
+                            check_roles, fence, roll_back, unpause, persist, cut, watch_drain, progress,
+                            log_line>;
+
+/// Which answering effect a step_done reports on.
+enum class step_kind { pause_writes, drain_clients, wait_caught_up, promote, check_roles, fence, roll_back, persist };
+step_kind kind_of_answer(const effect&) noexcept;
+/// True for the effects that end a list and are answered with a step_done.
+bool answers(const effect&) noexcept;
+
+// ---- Events ----
+
+/// What the gate and the budgets of one switch are measured against (from the service's config).
+struct switch_limits {
+    config::duration drain_timeout{};
+    config::duration pause_timeout{};
+    std::optional<std::uint64_t> max_lag;
+    std::optional<config::duration> max_lag_seconds;
+    config::duration max_lag_age{}; ///< a lag reading older than this fails the gate
+};
+
+struct switch_command {
+    switch_request request;
+    switch_limits limits;
+    bool replicated = false;         ///< the servers' roles are ours to change (a replication is set up)
+    std::optional<lag_reading> lag; ///< the newest probe reading, if any
+};
+struct pause_command {
+    config::duration timeout{};
+};
+struct resume_command {};
+struct split_command {
+    unsigned percent = 0;
+    bool sticky = false;
+};
+/// The outcome of the answering effect `which`.
+struct step_done {
+    step_kind which;
+    bool ok = false;
+    std::string message; ///< one human line (a persist failure: the error)
+};
+/// The time in deadline() has come.
+struct deadline_reached {};
+/// The side under watch_drain has no clients left.
+struct side_empty {};
+
+using event = std::variant<switch_command, pause_command, resume_command, split_command, step_done,
+                           deadline_reached, side_empty>;
+
+/// How a command ended, in the words of the control protocol.
+enum class verdict { done, refused, busy, failed, unknown_service };
+std::string_view to_string(verdict) noexcept;
+
+struct command_outcome {
+    verdict result = verdict::done;
+    std::string message; ///< done: what happened; otherwise the reason, one line
+    bool recorded = true; ///< counts in the service's switch history (switches, last_switch)
+    friend bool operator==(const command_outcome&, const command_outcome&) = default;
+};
+
+/// What the executor does after one event: every effect in order, then, if set, answer the command.
+struct step {
+    std::vector<effect> effects;
+    std::optional<command_outcome> done;
+};
+
 class switch_machine {
 public:
-    switch_machine(config::service_kind kind, route initial);
+    switch_machine(config::service_kind kind, route initial, std::string name = {}, bool fenced = false);
+
+    /// The whole life of a switch, a rollback, a pause and a split: takes an event at `now`,
+    /// returns the effects to carry out. At most one answering effect is outstanding at a time;
+    /// a step_done for anything else is stale and ignored (after undoing what it may have done).
+    step on(const event& e, time_point now);
+
+    /// Whether old refuses writes because a switch fenced it (persisted).
+    bool fenced() const { return fenced_; }
+    /// A switch, rollback or split is being carried out: other commands are refused as busy.
+    bool busy() const { return phase_ != phase::idle; }
 
     const route& current_route() const { return route_; }
     service_state state() const { return state_; }
     /// The side that is being drained (state draining) or that held clients came from (switching).
     std::optional<side> draining_side() const { return draining_; }
     /// When the current pause or drain ends on its own; nullopt when nothing is pending.
-    std::optional<time_point> deadline() const { return deadline_; }
+    /// A pause switch whose budget ran out while a server was being changed waits for that
+    /// step's answer instead: its deadline is spent.
+    std::optional<time_point> deadline() const { return budget_spent_ ? std::nullopt : deadline_; }
 
     /// Starts a switch. kill: flips and asks to cut the other side. drain: flips, old clients may
     /// finish until now + drain_timeout. pause: holds new clients until complete_pause_switch or
@@ -79,8 +251,52 @@ public:
     action tick(time_point now);
 
 private:
+    /// Where a command carried out by on() stands; idle when none is.
+    enum class phase {
+        idle,
+        persisting_flip, ///< kill or drain: the flip is being written down
+        draining,        ///< drain: waiting for the old side to empty
+        persisting_split,
+        pausing_writes, ///< pause switch: the steps before the commit, one at a time
+        draining_old,
+        catching_up,
+        promoting,
+        checking_roles,
+        rolling_back,
+        persisting_commit, ///< committed: nothing is undone from here on
+        fencing,
+        persisting_fence,
+        stale, ///< the switch ended early (budget); its last step is still out
+    };
+
+    step start(const switch_command& c, time_point now);
+    step on_done(const step_done& d, time_point now);
+    step on_deadline(time_point now);
+    step pause_step(time_point now);
+    step catch_up();
+    step commit(time_point now);
+    /// Releases held clients to the unchanged route; `step_out`: a step is still out on the
+    /// servers, and the undo of what it may do waits for its answer.
+    step undo(const std::string& why, time_point now, bool step_out);
+    step finish_pause_switch(time_point now);
+    command_outcome fail(std::string message);
+    long long held_ms(time_point now) const;
+    std::string budget_text() const;
+
     config::service_kind kind_;
+    std::string name_;
     route route_;
+    bool fenced_ = false;
+    phase phase_ = phase::idle;
+    switch_request request_;   ///< the switch under way
+    switch_limits limits_;     ///< its limits
+    bool replicated_ = false;  ///< its servers' roles are changed
+    bool writes_paused_ = false;   ///< pause_writes succeeded and no unpause followed yet
+    bool budget_spent_ = false;    ///< the deadline came while a server-changing step was out
+    time_point held_since_{};
+    std::optional<std::string> persist_error_; ///< first failed persist of a committed switch
+    std::string fence_problem_;                ///< a committed switch's failed fence
+    std::string failed_step_;                  ///< an ambiguous step's failure, while roles are checked
     service_state state_ = service_state::serving;
     std::optional<time_point> deadline_;
     std::optional<side> draining_;

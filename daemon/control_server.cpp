@@ -1,5 +1,6 @@
 #include "daemon/control_server.hpp"
 
+#include "control/status_json.hpp"
 #include "daemon/runtime.hpp"
 
 #include <algorithm>
@@ -23,6 +24,8 @@ namespace tunneld::daemon {
 using asio::as_tuple;
 using asio::use_awaitable;
 using local = asio::local::stream_protocol;
+using namespace control;
+using cutover::progress_fn;
 
 bool peer_allowed(uid_t peer_uid, gid_t peer_gid, uid_t daemon_uid, std::optional<gid_t> group,
                   const std::vector<gid_t>& peer_groups)
@@ -55,6 +58,23 @@ std::optional<gid_t> lookup_group(const std::optional<std::string>& name)
     const group* g = ::getgrnam(name->c_str());
     if (!g) throw std::runtime_error(fmt::format("control_group \"{}\" does not exist", *name));
     return g->gr_gid;
+}
+
+/// The protocol's error code for a command's verdict.
+error_code wire_code(cutover::verdict v)
+{
+    switch (v) {
+    case cutover::verdict::refused:
+        return error_code::refused;
+    case cutover::verdict::busy:
+        return error_code::busy;
+    case cutover::verdict::unknown_service:
+        return error_code::unknown_service;
+    case cutover::verdict::done:
+    case cutover::verdict::failed:
+        break;
+    }
+    return error_code::failed;
 }
 
 } // namespace
@@ -174,20 +194,28 @@ asio::awaitable<void> control_server::serve(local::socket peer)
 
 asio::awaitable<std::string> control_server::execute(const request& r, local::socket& peer)
 {
-    // Progress is advisory: written without blocking the loop; a peer that does not read loses it.
-    auto progress = [&peer](const std::string& message) {
-        const auto line = progress_line(message);
+    // Progress is advisory and written without blocking the loop, but never as part of a line:
+    // what a full socket buffer leaves unsent waits here and goes out, whole, before any later
+    // line. A peer that does not read loses whole lines once this holds more than one line's worth.
+    std::string unsent;
+    const progress_fn progress = [&peer, &unsent](const std::string& message) {
+        if (unsent.size() > max_line_length) return;
+        unsent += progress_line(message);
         boost::system::error_code ec;
         peer.non_blocking(true, ec);
-        std::size_t sent = 0;
-        while (sent < line.size() && !ec)
-            sent += peer.write_some(asio::buffer(line.data() + sent, line.size() - sent), ec);
+        while (!unsent.empty() && !ec)
+            unsent.erase(0, peer.write_some(asio::buffer(unsent), ec));
         peer.non_blocking(false, ec);
     };
+    auto reply = co_await answer(r, progress);
+    co_return unsent + reply;
+}
+
+asio::awaitable<std::string> control_server::answer(const request& r, progress_fn progress)
+{
     auto finish = [](const cutover::command_result& result) {
-        if (result.ok) return ok_line(result.result);
-        const auto code = parse_error_code(result.code).value_or(error_code::failed);
-        return error_line({code, result.error});
+        if (result.ok()) return ok_line(result.service ? to_json(*result.service) : nlohmann::json::object());
+        return error_line({wire_code(result.result), result.error});
     };
     auto& controller = daemon_.controller();
     const std::string service = r.service.value_or("");
@@ -198,9 +226,9 @@ asio::awaitable<std::string> control_server::execute(const request& r, local::so
 
     switch (r.cmd) {
     case command::status:
-        co_return ok_line(daemon_.status(service));
+        co_return ok_line(to_json(daemon_.status(service)));
     case command::tunnels:
-        co_return ok_line({{"tunnels", daemon_.tunnels_status()}});
+        co_return ok_line({{"tunnels", to_json(daemon_.tunnels_status())}});
     case command::switch_side:
         spdlog::info("control: switch {} to {} requested (uid-checked peer){}", service, to_string(r.to),
                      r.force ? " with --force" : "");

@@ -2,12 +2,13 @@
 // The control socket: JSON lines over a Unix stream socket (docs/control-protocol.md), each peer
 // checked with SO_PEERCRED before anything it sends is read.
 
-#include "daemon/control_protocol.hpp"
+#include "control/protocol.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <sys/types.h>
 
@@ -34,7 +35,10 @@ public:
 private:
     asio::awaitable<void> accept_loop();
     asio::awaitable<void> serve(asio::local::stream_protocol::socket peer);
-    asio::awaitable<std::string> execute(const request& r, asio::local::stream_protocol::socket& peer);
+    /// The reply to `r`, preceded by whatever progress the socket could not take at once.
+    asio::awaitable<std::string> execute(const control::request& r, asio::local::stream_protocol::socket& peer);
+    /// Carries out `r`; its reply line.
+    asio::awaitable<std::string> answer(const control::request& r, std::function<void(const std::string&)> progress);
 
     asio::io_context& loop_;
     runtime& daemon_;

@@ -9,15 +9,6 @@
 #include <libssh2.h>
 #include <spdlog/spdlog.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-// libssh2 1.10 leaks one small packet per server-initiated rekey; it has no frame pointers, so
-// LeakSanitizer can only attribute it by module. Our own objects are still reported.
-extern "C" const char* __lsan_default_suppressions()
-{
-    return "leak:libssh2.so\n";
-}
-#endif
-
 int main(int argc, char** argv)
 {
     CLI::App app{"tunneld: moves services from an old network to a new one, one switch at a time"};

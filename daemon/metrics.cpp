@@ -177,6 +177,21 @@ std::string render_metrics(const nlohmann::json& status)
                          "Seconds since the tunnel last received a byte from the gateway.",
                          {}};
 
+    family gateway_up{"tunneld_tunnel_gateway_up",
+                      "gauge",
+                      "1 when the gateway takes new channels, 0 while it is down or connecting.",
+                      {}};
+    family gateway_sessions_up{"tunneld_tunnel_gateway_sessions_up",
+                               "gauge",
+                               "SSH sessions to the gateway that are connected and authenticated.",
+                               {}};
+    family gateway_channels{
+        "tunneld_tunnel_gateway_channels", "gauge", "Open direct-tcpip channels through the gateway.", {}};
+    family gateway_failures{"tunneld_tunnel_gateway_failures_total",
+                            "counter",
+                            "Sessions to the gateway that failed or could not be established.",
+                            {}};
+
     for (const json& service : array_at(status, "services")) {
         const auto name = string_at(service, "name");
         if (!name) continue; // a sample without its service label would be meaningless
@@ -238,6 +253,16 @@ std::string render_metrics(const nlohmann::json& status)
             add_sample(channel_open, {{"tunnel", t}}, json(ms->get<double>() / 1000.0));
         if (const json* ms = number_at(tunnel, "since_last_receive_ms"))
             add_sample(since_receive, {{"tunnel", t}}, json(ms->get<double>() / 1000.0));
+        for (const json& gateway : array_at(tunnel, "gateways")) {
+            const auto address = string_at(gateway, "address");
+            if (!address) continue;
+            const std::string& g = *address;
+            if (const auto state = string_at(gateway, "state"))
+                add_sample(gateway_up, {{"tunnel", t}, {"gateway", g}}, json(*state == "up" ? 1 : 0));
+            add_if_number(gateway_sessions_up, {{"tunnel", t}, {"gateway", g}}, gateway, "sessions_up");
+            add_if_number(gateway_channels, {{"tunnel", t}, {"gateway", g}}, gateway, "channels");
+            add_if_number(gateway_failures, {{"tunnel", t}, {"gateway", g}}, gateway, "failures");
+        }
     }
 
     std::string out;
@@ -245,7 +270,8 @@ std::string render_metrics(const nlohmann::json& status)
          {&clients_active, &clients_total, &bytes,        &connect_errors, &switches,     &lag_bytes,
           &lag_seconds,    &link_up,       &active_side,  &split,          &paused,       &held,
           &fenced,         &sessions,      &sessions_up,  &channels,       &tunnel_bytes, &reconnects,
-          &open_failures,  &channel_open,  &since_receive}) {
+          &open_failures,  &channel_open,  &since_receive, &gateway_up, &gateway_sessions_up, &gateway_channels,
+          &gateway_failures}) {
         // Every family is declared even with no sample yet, so dashboards and alert rules find
         // each name from the first scrape (a tcp-only host has no lag samples, say).
         out.append("# HELP ").append(f->name).append(" ").append(f->help).append("\n");

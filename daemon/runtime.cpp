@@ -115,8 +115,12 @@ void runtime::start_tunnels(const config::config& settings)
         // Make before break: the old pool keeps its live channels until they end.
         if (existing) retiring_.push_back(existing);
         tunnels_[t.name] = std::move(pool);
-        spdlog::info("tunnel={} {} ({} sessions to {})", t.name,
-                     existing ? "restarted with new settings" : "started", t.sessions, t.address.to_string());
+        std::string gateways;
+        for (const auto& g : t.gateways())
+            gateways += (gateways.empty() ? "" : ", ") + g.to_string();
+        spdlog::info("tunnel={} {} ({} sessions to {}{})", t.name,
+                     existing ? "restarted with new settings" : "started", t.sessions,
+                     t.more_gateways.empty() ? "" : "each of ", gateways);
     }
 }
 
@@ -195,8 +199,8 @@ int runtime::run()
         if (settings_->daemon.health_listen) {
             const auto& h = *settings_->daemon.health_listen;
             http_sources sources{
-                .status = [this] { return status(); },
-                .metrics = [this] { return render_metrics(status()); },
+                .status = [this] { return control::to_json(status()); },
+                .metrics = [this] { return render_metrics(control::to_json(status())); },
                 .not_ready_reasons = [this] { return not_ready_reasons(); },
             };
             http_ = std::make_unique<http_server>(control_loop(), resolve_listen(h), std::move(sources));
@@ -269,7 +273,7 @@ asio::awaitable<void> runtime::drain_and_stop()
     if (const auto active = active_clients(); active > 0) {
         spdlog::info("shutdown_timeout reached: cutting {} clients", active);
         for (auto& [name, svc] : services_)
-            svc->cut_everything("shutdown");
+            svc->cut_everything(proxy::close_reason::shutdown);
     }
     for (auto& [name, list] : forwarders_)
         for (auto& f : list)
@@ -411,33 +415,18 @@ std::vector<std::string> runtime::reload()
     return errors;
 }
 
-nlohmann::json runtime::tunnels_status() const
+std::vector<tunnel::tunnel_status> runtime::tunnels_status() const
 {
-    nlohmann::json out = nlohmann::json::array();
+    std::vector<tunnel::tunnel_status> out;
     std::lock_guard lock(tunnels_mutex_);
-    for (const auto& [name, pool] : tunnels_) {
-        const auto s = pool->status();
-        out.push_back({
-            {"name", s.name},
-            {"address", s.address},
-            {"sessions", s.sessions},
-            {"sessions_up", s.sessions_up},
-            {"channels", s.channels},
-            {"bytes_up", s.bytes_up},
-            {"bytes_down", s.bytes_down},
-            {"reconnects", s.reconnects},
-            {"channel_open_failures", s.channel_open_failures},
-            {"last_error", s.last_error},
-            {"since_last_receive_ms",
-             s.since_last_receive ? nlohmann::json(s.since_last_receive->count()) : nlohmann::json(nullptr)},
-        });
-    }
+    for (const auto& [name, pool] : tunnels_)
+        out.push_back(pool->status());
     return out;
 }
 
-nlohmann::json runtime::status(const std::string& service) const
+control::status_snapshot runtime::status(const std::string& service) const
 {
-    return {{"services", controller_->status(service)}, {"tunnels", tunnels_status()}};
+    return {controller_->snapshot(service), tunnels_status()};
 }
 
 std::vector<std::string> runtime::not_ready_reasons() const
@@ -448,19 +437,17 @@ std::vector<std::string> runtime::not_ready_reasons() const
         for (const auto& [name, why] : unreachable_)
             reasons.push_back(why);
     }
-    for (const auto& svc : controller_->status()) {
-        const auto& active = svc["active"].get_ref<const std::string&>();
-        for (const char* s : {"old", "new"}) {
-            if (active != s && active != "split") continue;
-            const auto& via = svc[s]["via"];
-            if (via.is_null()) continue;
-            const auto pool = find_tunnel(via.get<std::string>());
+    for (const auto& svc : controller_->snapshot()) {
+        for (const auto s : {proxy::side::old_side, proxy::side::new_side}) {
+            if (!svc.receives(s)) continue;
+            const auto& via = (s == proxy::side::old_side ? svc.old_backend : svc.new_backend).via;
+            if (!via) continue;
+            const auto pool = find_tunnel(*via);
             if (!pool || !pool->healthy())
                 reasons.push_back(fmt::format(
-                    "service {}: tunnel {} for its {} backend has no healthy session{}",
-                    svc["name"].get<std::string>(), via.get<std::string>(), s,
-                    pool && !pool->status().last_error.empty() ? " (" + pool->status().last_error + ")"
-                                                               : ""));
+                    "service {}: tunnel {} for its {} backend has no healthy session{}", svc.name, *via,
+                    proxy::to_string(s),
+                    pool && !pool->status().last_error.empty() ? " (" + pool->status().last_error + ")" : ""));
         }
     }
     return reasons;

@@ -3,6 +3,7 @@
 // endpoint and signals, wired together. main() builds one and runs it.
 
 #include "config/config.hpp"
+#include "control/status_json.hpp"
 #include "cutover/controller.hpp"
 #include "proxy/service.hpp"
 #include "tunnel/tunnel.hpp"
@@ -12,7 +13,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
 
@@ -37,9 +37,9 @@ public:
     /// errors nothing changes and the errors are returned (each `PATH:LINE:COL: message`).
     std::vector<std::string> reload();
 
-    /// The `status` result: {"services": [...], "tunnels": [...]}. Thread-safe.
-    nlohmann::json status(const std::string& service = {}) const;
-    nlohmann::json tunnels_status() const;
+    /// What `status` reports (every service, or the one named), as values. Thread-safe.
+    control::status_snapshot status(const std::string& service = {}) const;
+    std::vector<tunnel::tunnel_status> tunnels_status() const;
     std::vector<std::string> not_ready_reasons() const;
 
     cutover::controller& controller() { return *controller_; }

@@ -13,27 +13,27 @@ using asio::as_tuple;
 using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 
-std::string close_reason(pump_end up, pump_end down, bool up_ended_first)
+close_reason reason_from(pump_end up, pump_end down, bool up_ended_first)
 {
     if (up_ended_first) {
         switch (up) {
         case pump_end::eof:
-            return "client_eof";
+            return close_reason::client_eof;
         case pump_end::read_error:
-            return "client_reset";
+            return close_reason::client_reset;
         case pump_end::write_error:
-            return "backend_reset";
+            return close_reason::backend_reset;
         }
     }
     switch (down) {
     case pump_end::eof:
-        return "backend_eof";
+        return close_reason::backend_eof;
     case pump_end::read_error:
-        return "backend_reset";
+        return close_reason::backend_reset;
     case pump_end::write_error:
-        return "client_reset";
+        return close_reason::client_reset;
     }
-    return "unknown";
+    return close_reason::backend_eof; // every pump_end is handled above
 }
 
 namespace {
@@ -99,19 +99,19 @@ asio::awaitable<client_outcome> run_client(tcp::socket client, std::shared_ptr<c
         co_return outcome;
     }
     if (result.index() == 1) {
-        outcome.reason = "connect_timeout";
+        outcome.reason = close_reason::connect_timeout;
         outcome.connect_failed = true;
         co_return outcome;
     }
     if (const auto ec = std::get<0>(result)) {
-        outcome.reason = "connect_failed";
+        outcome.reason = close_reason::connect_failed;
         outcome.detail = ec.message();
         outcome.connect_failed = true;
         co_return outcome;
     }
     boost::system::error_code ignored;
     backend.set_option(tcp::no_delay(true), ignored);
-    co_await pump_both(client, backend, *handle, settings.buffer_size, counters, outcome);
+    co_await pump_both(client, backend, *handle, settings, counters, outcome);
     co_return outcome;
 }
 

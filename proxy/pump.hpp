@@ -12,6 +12,7 @@
 #include <boost/asio/write.hpp>
 #include <cstdint>
 #include <span>
+#include <string_view>
 
 namespace tunneld::proxy {
 
@@ -34,12 +35,18 @@ inline void close_all(asio::ip::tcp::socket& socket)
     socket.close(ignored);
 }
 
+/// Sees nothing: the pump of a client whose bytes nothing follows (kind = "tcp").
+struct no_observer {
+    void operator()(std::string_view) const noexcept {}
+};
+
 /// Copies `from` to `to` until EOF or an error. Holds at most `buffer.size()` bytes, and reads
 /// again only once the last write completed, so a slow reader stalls its writer instead of
-/// making tunneld buffer without bound. On EOF it passes the half-close on to `to`.
-template <class From, class To>
+/// making tunneld buffer without bound. On EOF it passes the half-close on to `to`. Each chunk
+/// read is shown to `observe` before it is written on.
+template <class From, class To, class Observe = no_observer>
 asio::awaitable<pump_end> pump(From& from, To& to, std::span<char> buffer, std::uint64_t& count,
-                               std::atomic<std::uint64_t>& total)
+                               std::atomic<std::uint64_t>& total, Observe observe = {})
 {
     using asio::as_tuple;
     using asio::use_awaitable;
@@ -50,6 +57,7 @@ asio::awaitable<pump_end> pump(From& from, To& to, std::span<char> buffer, std::
             co_return pump_end::eof;
         }
         if (read_ec) co_return pump_end::read_error;
+        observe(std::string_view(buffer.data(), n));
         auto [write_ec, written] =
             co_await asio::async_write(to, asio::buffer(buffer.data(), n), as_tuple(use_awaitable));
         count += written;

@@ -23,11 +23,11 @@ void client_handle::on_cut(std::function<void()> action)
     action_ = std::move(action);
 }
 
-void client_handle::cut(std::string reason)
+void client_handle::cut(close_reason reason)
 {
     asio::any_io_executor executor = [&] {
         std::lock_guard lock(mutex_);
-        if (reason_.empty()) reason_ = std::move(reason);
+        if (!reason_) reason_ = reason;
         return executor_;
     }();
     cut_requested_.store(true, std::memory_order_release);
@@ -50,10 +50,10 @@ void client_handle::run_cut()
     if (action) action();
 }
 
-std::string client_handle::cut_reason() const
+close_reason client_handle::cut_reason() const
 {
     std::lock_guard lock(mutex_);
-    return reason_;
+    return reason_.value_or(close_reason::shutdown);
 }
 
 void client_registry::add(std::shared_ptr<client_handle> client)
@@ -83,7 +83,7 @@ std::size_t client_registry::count() const
     return clients_.size();
 }
 
-std::size_t client_registry::cut(side s, const std::string& reason)
+std::size_t client_registry::cut(side s, close_reason reason)
 {
     std::vector<std::shared_ptr<client_handle>> victims;
     {
@@ -96,7 +96,7 @@ std::size_t client_registry::cut(side s, const std::string& reason)
     return victims.size();
 }
 
-std::size_t client_registry::cut_all(const std::string& reason)
+std::size_t client_registry::cut_all(close_reason reason)
 {
     std::vector<std::shared_ptr<client_handle>> victims;
     {

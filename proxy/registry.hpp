@@ -2,6 +2,7 @@
 // The connection registry: every live client of a service, which side it is on, and how to cut it.
 // Thread-safe; cutting a client always runs on the thread that owns its sockets.
 
+#include "proxy/close_reason.hpp"
 #include "proxy/router.hpp"
 
 #include <atomic>
@@ -11,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 namespace tunneld::proxy {
@@ -33,9 +35,9 @@ public:
 
     /// Asks for the client to be closed with `reason`; returns at once, the close runs on the
     /// client's own thread. Only the first reason is kept.
-    void cut(std::string reason);
-    /// The reason given to cut(), or empty.
-    std::string cut_reason() const;
+    void cut(close_reason reason);
+    /// The reason given to cut(); meaningful once was_cut().
+    close_reason cut_reason() const;
     bool was_cut() const { return cut_requested_.load(std::memory_order_acquire); }
 
 private:
@@ -46,7 +48,7 @@ private:
     mutable std::mutex mutex_;
     asio::any_io_executor executor_; // guarded by mutex_
     std::function<void()> action_;   // guarded by mutex_; runs only on executor_
-    std::string reason_;             // guarded by mutex_
+    std::optional<close_reason> reason_; // guarded by mutex_
     std::atomic<bool> cut_requested_{false};
 };
 
@@ -59,8 +61,8 @@ public:
     std::size_t count(side s) const;
     std::size_t count() const;
     /// Cuts every client on side `s`; returns how many were asked to close.
-    std::size_t cut(side s, const std::string& reason);
-    std::size_t cut_all(const std::string& reason);
+    std::size_t cut(side s, close_reason reason);
+    std::size_t cut_all(close_reason reason);
 
 private:
     mutable std::mutex mutex_;

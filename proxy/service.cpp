@@ -101,7 +101,7 @@ void service::release_held()
     }
 }
 
-void service::cut_everything(const std::string& reason)
+void service::cut_everything(close_reason reason)
 {
     stopping_ = true;
     release_held();
@@ -225,7 +225,7 @@ asio::awaitable<void> service::serve(tcp::socket client)
     const auto elapsed =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
     spdlog::info("client={} service={} side={} via={} reason={} up={} down={} ms={}{}{}", id, name_,
-                 to_string(chosen), target.via.value_or("-"), outcome.reason, human_size(outcome.bytes_up),
+                 to_string(chosen), target.via.value_or("-"), to_string(outcome.reason), human_size(outcome.bytes_up),
                  human_size(outcome.bytes_down), elapsed.count(), outcome.detail.empty() ? "" : " error=",
                  outcome.detail.empty() ? "" : fmt::format("\"{}\"", outcome.detail));
 }

@@ -68,7 +68,7 @@ public:
     /// Clients accepted and not yet ended (held, connecting or pumping).
     std::size_t active() const { return active_.load(); }
     /// Cuts every client, held ones included (shutdown).
-    void cut_everything(const std::string& reason);
+    void cut_everything(close_reason reason);
 
 private:
     struct held_client {

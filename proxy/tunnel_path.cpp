@@ -41,7 +41,7 @@ asio::awaitable<client_outcome> run_tunnelled(tcp::socket client, std::shared_pt
     auto pool = tunnels ? tunnels(*target.via) : nullptr;
     if (!pool || !pool->healthy()) {
         // Refuse at once: waiting for a reconnect would hang the application instead of failing it.
-        outcome.reason = "tunnel_down";
+        outcome.reason = close_reason::tunnel_down;
         outcome.detail = pool ? pool->status().last_error : "no tunnel named " + *target.via;
         outcome.connect_failed = true;
         co_return outcome;
@@ -58,13 +58,13 @@ asio::awaitable<client_outcome> run_tunnelled(tcp::socket client, std::shared_pt
                             deadline.async_wait(as_tuple(use_awaitable)));
     handle->on_cut(nullptr);
     if (result.index() == 1) {
-        outcome.reason = handle->was_cut() ? handle->cut_reason() : "channel_open_timeout";
+        outcome.reason = handle->was_cut() ? handle->cut_reason() : close_reason::channel_open_timeout;
         outcome.connect_failed = !handle->was_cut();
         co_return outcome;
     }
     auto [ec, channel] = std::move(std::get<0>(result));
     if (ec || !channel) {
-        outcome.reason = "channel_open_failed";
+        outcome.reason = close_reason::channel_open_failed;
         outcome.detail = ec ? ec.message() : "no channel";
         outcome.connect_failed = true;
         co_return outcome;
@@ -83,7 +83,12 @@ asio::awaitable<client_outcome> run_tunnelled(tcp::socket client, std::shared_pt
     handle->rehome(channel_executor);
 
     auto run = [&, channel, moved = std::move(moved)]() mutable -> asio::awaitable<void> {
-        co_await pump_both(moved, *channel, *handle, settings.buffer_size, counters, outcome);
+        co_await pump_both(moved, *channel, *handle, settings, counters, outcome);
+        if (!handle->was_cut() && channel->failure() == tunnel::tunnel_errc::session_lost) {
+            // Its gateway died or went silent: say so rather than a plain backend reset.
+            outcome.reason = "gateway_lost";
+            outcome.detail = channel->failure().message();
+        }
         channel->close();
     };
     co_await asio::co_spawn(channel_executor, run(), use_awaitable);

@@ -3,7 +3,7 @@
 // `health` follows the monitoring-plugin convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
 
 #include "config/config.hpp"
-#include "daemon/control_protocol.hpp"
+#include "control/protocol.hpp"
 #include "tools/tunnelctl_client.hpp"
 #include "tools/tunnelctl_format.hpp"
 
@@ -20,9 +20,9 @@
 namespace {
 
 using namespace std::chrono_literals;
-using tunneld::daemon::command;
-using tunneld::daemon::request;
-namespace proto = tunneld::daemon;
+using tunneld::control::command;
+using tunneld::control::request;
+namespace proto = tunneld::control;
 namespace tools = tunneld::tools;
 
 constexpr int exit_ok = 0;

@@ -1,7 +1,7 @@
 #pragma once
 // tunnelctl's side of the control socket: blocking calls, each bounded by a deadline.
 
-#include "daemon/control_protocol.hpp"
+#include "control/protocol.hpp"
 
 #include <array>
 #include <boost/asio/io_context.hpp>
@@ -42,7 +42,7 @@ private:
 
     boost::asio::io_context io_;
     boost::asio::local::stream_protocol::socket socket_{io_};
-    daemon::line_reader reader_{max_reply_line};
+    control::line_reader reader_{max_reply_line};
     std::array<char, 16 * 1024> buffer_{};
 };
 

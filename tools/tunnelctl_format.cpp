@@ -161,7 +161,25 @@ std::string format_tunnels(const json& tunnels)
                             since ? human_age(*since) : "-", error});
         }
     }
-    return format_table(rows);
+    // A tunnel over several gateways gets one row per gateway in a second table.
+    std::vector<std::vector<std::string>> gateway_rows{
+        {"TUNNEL", "GATEWAY", "STATE", "SESSIONS", "CHANNELS", "FAILURES", "LAST_ERROR"}};
+    if (tunnels.is_array()) {
+        for (const auto& tunnel : tunnels) {
+            const auto* gateways = member(tunnel, "gateways");
+            if (!gateways || !gateways->is_array() || gateways->size() < 2) continue;
+            for (const auto& gateway : *gateways) {
+                auto error = text_of(gateway, "last_error");
+                if (error.empty()) error = "-";
+                gateway_rows.push_back({text_of(tunnel, "name"), text_of(gateway, "address"),
+                                        text_of(gateway, "state"),
+                                        count_text(gateway, "sessions_up") + "/" + count_text(gateway, "sessions"),
+                                        count_text(gateway, "channels"), count_text(gateway, "failures"), error});
+            }
+        }
+    }
+    if (gateway_rows.size() == 1) return format_table(rows);
+    return format_table(rows) + "\n" + format_table(gateway_rows);
 }
 
 health_report unknown_health(std::string_view reason)
@@ -243,6 +261,23 @@ health_report evaluate_health(const json& status, const health_thresholds& limit
             raise(health_state::critical, what);
         else if (limits.sessions_down_warning > 0 && down >= limits.sessions_down_warning)
             raise(health_state::warning, what);
+        // Several gateways: one that is down is a WARNING even while the others carry everything.
+        const auto* gateways = member(tunnel, "gateways");
+        if (!gateways || !gateways->is_array() || gateways->size() < 2) continue;
+        std::size_t gateways_up = 0;
+        for (const auto& gateway : *gateways) {
+            const auto gateway_state = text_of(gateway, "state", "?");
+            if (gateway_state == "up") {
+                ++gateways_up;
+                continue;
+            }
+            if (gateway_state != "down") continue;
+            const auto error = text_of(gateway, "last_error", "");
+            raise(health_state::warning, fmt::format("tunnel {} gateway {} down{}", name,
+                                                     text_of(gateway, "address", "?"),
+                                                     error.empty() ? "" : " (" + error + ")"));
+        }
+        perfdata.push_back(fmt::format("{}_gateways_up={};;;0;{}", label(name), gateways_up, gateways->size()));
     }
 
     constexpr std::array names{"OK", "WARNING", "CRITICAL", "UNKNOWN"};

@@ -8,6 +8,7 @@ namespace {
 
 using json = nlohmann::json;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 json service(std::string name, std::string active, json lag, std::string old_via = "",
              std::string new_via = "vpc")
@@ -168,6 +169,40 @@ TEST(Health, SessionsDownLevels)
     EXPECT_EQ(
         judge({}, {tunnel("vpc", 4, 2)}, {.sessions_down_warning = 0, .sessions_down_critical = 2}).state,
         health_state::critical);
+}
+
+json two_gateways(std::string first_state, unsigned first_up, unsigned second_up)
+{
+    auto t = tunnel("vpc", 4, first_up + second_up);
+    t["gateways"] = json::array(
+        {{{"address", "203.0.113.10:22"}, {"state", first_state}, {"sessions", 2}, {"sessions_up", first_up},
+          {"channels", 0}, {"failures", 3}, {"last_error", first_up ? "" : "connection refused"}},
+         {{"address", "203.0.113.11:22"}, {"state", "up"}, {"sessions", 2}, {"sessions_up", second_up},
+          {"channels", 5}, {"failures", 0}, {"last_error", ""}}});
+    return t;
+}
+
+TEST(Health, AGatewayDownIsAWarningWhileAnotherCarries)
+{
+    const auto report = judge({service("redis", "new", lag(0))}, {two_gateways("down", 0, 2)},
+                              {.sessions_down_warning = 0});
+    EXPECT_EQ(report.state, health_state::warning);
+    EXPECT_THAT(report.line, HasSubstr("tunnel vpc gateway 203.0.113.10:22 down (connection refused)"));
+    EXPECT_THAT(report.line, HasSubstr("vpc_gateways_up=1;;;0;2"));
+    EXPECT_EQ(judge({service("redis", "new", lag(0))}, {two_gateways("up", 2, 2)}).state, health_state::ok);
+    // No gateway up while the tunnel carries the active side: CRITICAL as with one gateway.
+    auto none = two_gateways("down", 0, 0);
+    none["gateways"][1]["state"] = "down";
+    EXPECT_EQ(judge({service("redis", "new", lag(0))}, {none}).state, health_state::critical);
+}
+
+TEST(FormatTunnels, SeveralGatewaysGetARowEach)
+{
+    const auto text = format_tunnels(json::array({tunnel("dc2", 2, 2), two_gateways("down", 0, 2)}));
+    EXPECT_THAT(text, HasSubstr("TUNNEL  GATEWAY          STATE  SESSIONS  CHANNELS  FAILURES  LAST_ERROR\n"
+                                "vpc     203.0.113.10:22  down   0/2       0         3         connection refused\n"
+                                "vpc     203.0.113.11:22  up     2/2       5         0         -\n"));
+    EXPECT_THAT(text, Not(HasSubstr("dc2     203.0.113.10:22  up")));
 }
 
 TEST(Health, MalformedStatusIsUnknown)

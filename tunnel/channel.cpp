@@ -184,8 +184,8 @@ bool channel::service(bool& unread_input)
     if (raw_ != nullptr && !remote_closed_ && (write_handler_ || (eof_requested_ && !eof_sent_)) &&
         (eof_received_ || write_stalled_) && libssh2_channel_eof(raw_) == 1) {
         // The gateway's CLOSE arrives after its EOF, typically while a write waits for window
-        // space that will never come (the backend is gone). libssh2 1.10 reports a remote CLOSE
-        // only through channel_wait_closed (0 once it was received, EAGAIN before). Without this
+        // space that will never come (the backend is gone). libssh2 (1.10 and 1.11.1) reports a
+        // remote CLOSE only through channel_wait_closed (0 once it was received, EAGAIN before). Without this
         // check the pending write would wait forever; after CLOSE nothing may be sent anyway.
         unread_input = false; // libssh2_channel_wait_closed drains the transport first
         const int rc = libssh2_channel_wait_closed(raw_);

@@ -74,6 +74,10 @@ public:
     /// False once closed or once its session died.
     bool is_open() const noexcept;
 
+    /// Why the channel stopped working (tunnel_errc::session_lost when its session died); empty
+    /// while it works. Call on get_executor().
+    boost::system::error_code failure() const noexcept { return failure_; }
+
     /// Bytes moved so far (client -> gateway, gateway -> client).
     std::uint64_t bytes_up() const noexcept { return bytes_up_; }
     std::uint64_t bytes_down() const noexcept { return bytes_down_; }

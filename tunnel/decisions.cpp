@@ -24,12 +24,44 @@ std::optional<std::size_t> least_loaded(std::span<const session_load> sessions, 
 {
     std::optional<std::size_t> best;
     const auto n = sessions.size();
-    for (std::size_t k = 0; k < n; ++k) {
-        const auto i = (start + k) % n;
-        if (!sessions[i].healthy) continue;
-        if (!best || sessions[i].channels < sessions[*best].channels) best = i;
+    // First pass: gateways not down; second: any healthy session (a suspect gateway beats none).
+    for (const bool allow_down : {false, true}) {
+        for (std::size_t k = 0; k < n; ++k) {
+            const auto i = (start + k) % n;
+            if (!sessions[i].healthy || (sessions[i].gateway_down && !allow_down)) continue;
+            if (!best || sessions[i].channels < sessions[*best].channels) best = i;
+        }
+        if (best) return best;
     }
     return best;
+}
+
+std::chrono::milliseconds race_delay(std::chrono::milliseconds connect_timeout,
+                                     std::chrono::milliseconds keepalive) noexcept
+{
+    using std::chrono::milliseconds;
+    auto delay = std::clamp(keepalive / 4, milliseconds{100}, milliseconds{1000});
+    if (connect_timeout.count() > 0) delay = std::min(delay, connect_timeout / 2);
+    return delay;
+}
+
+gateway_state gateway_state_of(unsigned sessions_up, bool failed) noexcept
+{
+    if (failed) return gateway_state::down;
+    return sessions_up > 0 ? gateway_state::up : gateway_state::connecting;
+}
+
+std::string_view to_string(gateway_state state) noexcept
+{
+    switch (state) {
+    case gateway_state::connecting:
+        return "connecting";
+    case gateway_state::up:
+        return "up";
+    case gateway_state::down:
+        return "down";
+    }
+    return "down";
 }
 
 bool keepalive_expired(std::chrono::steady_clock::time_point last_receive,

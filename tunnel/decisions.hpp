@@ -25,12 +25,35 @@ std::chrono::milliseconds backoff_delay(unsigned attempt, std::chrono::milliseco
 struct session_load {
     bool healthy = false;
     unsigned channels = 0;
+    bool gateway_down = false; ///< another session of its gateway failed and none has come back since
 };
 
-/// Index of the healthy session with the fewest channels; ties go to the first one at or after
-/// `start` (rotating `start` spreads ties); nullopt when none is healthy.
+/// Index of the healthy session with the fewest channels, taken from sessions whose gateway is
+/// not down if there is any such session, else from all healthy ones (one gateway behaves as if
+/// there were no gateways at all); ties go to the first one at or after `start` (rotating `start`
+/// spreads ties); nullopt when none is healthy.
 std::optional<std::size_t> least_loaded(std::span<const session_load> sessions,
                                         std::size_t start = 0) noexcept;
+
+/// How long a channel open waits on one gateway before it is also tried on another: a quarter
+/// keepalive within [100 ms, 1 s], and never more than half of connect_timeout. A gateway that
+/// answers does so in a round trip; one that is silent would otherwise hold the client until
+/// keepalive x keepalive_max_missed or connect_timeout.
+std::chrono::milliseconds race_delay(std::chrono::milliseconds connect_timeout,
+                                     std::chrono::milliseconds keepalive) noexcept;
+
+/// What `tunnelctl tunnels` shows for one gateway.
+enum class gateway_state {
+    connecting, ///< no session has come up yet and none has failed
+    up,         ///< at least one session up, none failed since
+    down,       ///< a session failed (or every attempt did) and none has been established since
+};
+
+/// The state of a gateway: `failed` = one of its sessions failed (or could not connect) and none
+/// has been established since.
+gateway_state gateway_state_of(unsigned sessions_up, bool failed) noexcept;
+
+std::string_view to_string(gateway_state) noexcept;
 
 /// True when nothing has been received for `max_missed` keepalive intervals.
 bool keepalive_expired(std::chrono::steady_clock::time_point last_receive,

@@ -5,12 +5,15 @@
 #include "tunnel/transport.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
+#include <deque>
 #include <fmt/format.h>
 #include <fstream>
 #include <libssh2.h>
@@ -56,16 +59,51 @@ public:
     }
 };
 
-/// One slot of the pool: keeps one transport up on its io_context, reconnecting with backoff.
+/// What the sessions of one gateway share; read by the pool from any thread.
+struct gateway_health {
+    explicit gateway_health(config::endpoint where) : address(std::move(where)) {}
+
+    const config::endpoint address;
+    /// A session of this gateway failed (or could not connect) and none has been established
+    /// since: new channels go to other gateways while any other has a session up.
+    std::atomic<bool> down{false};
+    std::atomic<std::uint64_t> failures{0};
+
+    void set_error(std::string text)
+    {
+        std::lock_guard lock(mutex_);
+        last_error_ = std::move(text);
+    }
+    std::string error() const
+    {
+        std::lock_guard lock(mutex_);
+        return last_error_;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::string last_error_; ///< guarded by mutex_; the last failure, kept after recovery
+};
+
+/// One slot of the pool: keeps one transport to its gateway up on its io_context, reconnecting
+/// with backoff.
 class session : public std::enable_shared_from_this<session> {
 public:
+    /// `settings` is the tunnel's, with `address` set to this session's gateway.
     session(asio::io_context& loop, std::shared_ptr<const config::tunnel_config> settings, unsigned index,
-            std::shared_ptr<std::atomic<unsigned>> pool_up)
+            std::shared_ptr<std::atomic<unsigned>> pool_up, std::shared_ptr<gateway_health> gateway)
         : executor_(loop.get_executor()), settings_owner_(std::move(settings)), settings_(*settings_owner_),
-          index_(index), pool_up_(std::move(pool_up)), stats_(std::make_shared<detail::session_stats>()),
-          backoff_timer_(executor_), random_(std::random_device{}() + index)
+          index_(index), pool_up_(std::move(pool_up)), gateway_(std::move(gateway)),
+          stats_(std::make_shared<detail::session_stats>()), backoff_timer_(executor_),
+          random_(std::random_device{}() + index)
     {
     }
+
+    const std::shared_ptr<gateway_health>& gateway() const { return gateway_; }
+
+    /// Opens started on this session and not completed yet: counted as load, so that a burst
+    /// of clients spreads before any of their channels exists.
+    std::atomic<unsigned> opening{0};
 
     asio::any_io_executor executor() const { return executor_; }
     const std::shared_ptr<detail::session_stats>& stats() const { return stats_; }
@@ -100,7 +138,21 @@ public:
     }
 
 private:
-    std::string label() const { return fmt::format("tunnel={} session={}", settings_.name, index_); }
+    std::string label() const
+    {
+        return fmt::format("tunnel={} gateway={} session={}", settings_.name, gateway_->address.to_string(),
+                           index_);
+    }
+
+    /// Called on every failure but a requested stop: the gateway is down until a session is back.
+    void gateway_failed(const std::string& reason)
+    {
+        ++gateway_->failures;
+        gateway_->set_error(reason);
+        if (!gateway_->down.exchange(true))
+            spdlog::warn("tunnel={} gateway={} state=down reason=\"{}\"", settings_.name,
+                         gateway_->address.to_string(), reason);
+    }
 
     asio::awaitable<void> run([[maybe_unused]] std::shared_ptr<session> self)
     {
@@ -129,15 +181,20 @@ private:
                 stats_->up = true;
                 ++*pool_up_;
                 stats_->set_error({});
+                if (gateway_->down.exchange(false))
+                    spdlog::info("tunnel={} gateway={} state=up", settings_.name, gateway_->address.to_string());
                 spdlog::info("{} state=up address={}:{} user={}", label(), settings_.address.host,
                              settings_.address.port, settings_.user);
                 co_await current->serve();
                 stats_->up = false;
                 --*pool_up_;
-                if (!stopped_)
+                if (!stopped_) {
                     spdlog::warn("{} state=down reason=\"{}\"", label(), current->failure_reason());
+                    gateway_failed(current->failure_reason());
+                }
             } else if (!stopped_) {
                 spdlog::warn("{} state=connect_failed reason=\"{}\"", label(), current->failure_reason());
+                gateway_failed(current->failure_reason());
             }
             stats_->set_error(current->failure_reason());
             transport_.reset();
@@ -155,11 +212,50 @@ private:
     const config::tunnel_config& settings_; ///< *settings_owner_
     unsigned index_;
     std::shared_ptr<std::atomic<unsigned>> pool_up_; ///< sessions up in the whole pool
+    std::shared_ptr<gateway_health> gateway_;
     std::shared_ptr<detail::session_stats> stats_;
     asio::steady_timer backoff_timer_;
     std::mt19937_64 random_;
     std::shared_ptr<detail::transport> transport_; ///< the current one; loop thread only
     bool stopped_ = false;                         ///< loop thread only
+};
+
+/// The channel opens of one open_channel call, started on sessions of one or more gateways.
+/// Lives on the caller's executor; an attempt that completes after the caller took a result (or
+/// gave up) has its channel closed.
+struct open_race {
+    using result = std::pair<std::error_code, std::shared_ptr<channel>>;
+    struct arrival {
+        std::size_t gateway;
+        result outcome;
+    };
+
+    explicit open_race(asio::any_io_executor caller) : wake(std::move(caller)) {}
+
+    /// Runs on the caller's executor.
+    void arrive(std::size_t gateway, result outcome)
+    {
+        if (finished) {
+            if (auto ch = std::move(outcome.second))
+                asio::post(ch->get_executor(), [ch] { ch->close(); });
+            return;
+        }
+        arrivals.push_back({gateway, std::move(outcome)});
+        wake.cancel();
+    }
+
+    /// The caller is done: close the channels it did not take.
+    void finish()
+    {
+        finished = true;
+        for (auto& a : arrivals)
+            if (auto ch = std::move(a.outcome.second)) asio::post(ch->get_executor(), [ch] { ch->close(); });
+        arrivals.clear();
+    }
+
+    asio::steady_timer wake;
+    std::deque<arrival> arrivals;
+    bool finished = false;
 };
 
 class session_pool final : public pool {
@@ -168,9 +264,21 @@ public:
         : settings_owner_(std::make_shared<const config::tunnel_config>(settings)),
           settings_(*settings_owner_)
     {
-        for (unsigned i = 0; i < std::max(1U, settings_.sessions); ++i)
-            sessions_.push_back(
-                std::make_shared<session>(*loops[i % loops.size()], settings_owner_, i, pool_up_));
+        const unsigned per_gateway = std::max(1U, settings_.sessions);
+        unsigned index = 0;
+        for (const auto& address : settings_.gateways()) {
+            gateways_.push_back(std::make_shared<gateway_health>(address));
+            // The transport reads the gateway from `address`: each gateway's sessions get a copy
+            // of the tunnel's settings naming it.
+            auto own = std::make_shared<config::tunnel_config>(settings_);
+            own->address = address;
+            own->more_gateways.clear();
+            for (unsigned i = 0; i < per_gateway; ++i, ++index) {
+                sessions_.push_back(std::make_shared<session>(*loops[index % loops.size()], own, index, pool_up_,
+                                                              gateways_.back()));
+                gateway_of_.push_back(gateways_.size() - 1);
+            }
+        }
         for (auto& s : sessions_)
             s->start();
     }
@@ -179,40 +287,101 @@ public:
     asio::awaitable<std::pair<std::error_code, std::shared_ptr<channel>>>
     open_channel(std::string host, std::uint16_t port) override
     {
+        using result = open_race::result;
+        const auto caller = co_await asio::this_coro::executor;
+        auto race = std::make_shared<open_race>(caller);
+        struct finish_on_exit {
+            std::shared_ptr<open_race> race;
+            ~finish_on_exit() { race->finish(); }
+        } guard{race};
+
         std::vector<bool> tried(sessions_.size(), false);
-        std::pair<std::error_code, std::shared_ptr<channel>> result{
-            make_error_code(tunnel_errc::no_healthy_session), nullptr};
-        // A session that dies between the choice and the open is skipped; a refusal is final.
-        for (std::size_t attempt = 0; attempt < sessions_.size() && !stopped_; ++attempt) {
+        std::vector<unsigned> in_flight(gateways_.size(), 0);
+        std::size_t pending = 0;
+        result last{make_error_code(tunnel_errc::no_healthy_session), nullptr};
+
+        // Starts an open on the least-loaded session not tried yet; `other_gateway` also skips
+        // gateways that already have an open in flight (a race). False when there is none.
+        auto launch = [&](bool other_gateway) {
             std::vector<session_load> loads;
             loads.reserve(sessions_.size());
-            for (std::size_t i = 0; i < sessions_.size(); ++i)
-                loads.push_back(
-                    {!tried[i] && sessions_[i]->stats()->up.load(), sessions_[i]->stats()->channels.load()});
+            for (std::size_t i = 0; i < sessions_.size(); ++i) {
+                const auto g = gateway_of_[i];
+                loads.push_back({!tried[i] && sessions_[i]->stats()->up.load() &&
+                                     !(other_gateway && in_flight[g] > 0),
+                                 sessions_[i]->stats()->channels.load() + sessions_[i]->opening.load(),
+                                 gateways_[g]->down.load()});
+            }
             const auto pick = least_loaded(loads, next_++ % sessions_.size());
-            if (!pick) break;
+            if (!pick) return false;
             tried[*pick] = true;
+            const auto g = gateway_of_[*pick];
+            ++in_flight[g];
+            ++pending;
             auto chosen = sessions_[*pick];
-            // Runs on the session's thread; co_spawn completes back on the caller's executor.
-            result =
-                co_await asio::co_spawn(chosen->executor(), chosen->open(host, port), asio::use_awaitable);
-            if (result.first != tunnel_errc::session_lost && result.first != tunnel_errc::no_healthy_session)
-                break;
+            ++chosen->opening;
+            // Runs on the session's thread; the result comes back on the caller's executor.
+            asio::co_spawn(chosen->executor(), chosen->open(host, port),
+                           asio::bind_executor(caller, [race, g, chosen](std::exception_ptr e, result outcome) {
+                               --chosen->opening;
+                               if (e) outcome = {make_error_code(tunnel_errc::session_lost), nullptr};
+                               race->arrive(g, std::move(outcome));
+                           }));
+            return true;
+        };
+
+        if (stopped_ || !launch(false)) co_return last;
+        const auto delay = race_delay(settings_.connect_timeout, settings_.keepalive);
+        auto race_at = clock::now() + delay;
+        for (;;) {
+            while (!race->arrivals.empty()) {
+                auto arrived = std::move(race->arrivals.front());
+                race->arrivals.pop_front();
+                --in_flight[arrived.gateway];
+                --pending;
+                if (!arrived.outcome.first && arrived.outcome.second) co_return std::move(arrived.outcome);
+                last = std::move(arrived.outcome);
+                // A session that died between the choice and the open is skipped; a refusal is
+                // final unless another gateway is still answering.
+                const bool retry = last.first == tunnel_errc::session_lost ||
+                                   last.first == tunnel_errc::no_healthy_session;
+                if (retry && !stopped_ && launch(false)) race_at = clock::now() + delay;
+            }
+            if (pending == 0) co_return last;
+            race->wake.expires_at(race_at);
+            auto [ec] = co_await race->wake.async_wait(use_tuple);
+            if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none)
+                co_return result{make_error_code(std::errc::operation_canceled), nullptr};
+            if (!ec && race->arrivals.empty()) {
+                // Unanswered for race_delay: the gateway may be silent, try another one too.
+                race_at = launch(true) ? clock::now() + delay : clock::time_point::max();
+            }
         }
-        co_return result;
     }
 
     tunnel_status status() const override
     {
         tunnel_status out;
         out.name = settings_.name;
-        out.address = fmt::format("{}:{}", settings_.address.host, settings_.address.port);
         out.sessions = static_cast<unsigned>(sessions_.size());
+        for (const auto& g : gateways_) {
+            out.address += (out.address.empty() ? "" : ",") + g->address.to_string();
+            gateway_status gateway;
+            gateway.address = g->address.to_string();
+            gateway.sessions = std::max(1U, settings_.sessions);
+            gateway.failures = g->failures.load();
+            gateway.last_error = g->error();
+            out.gateways.push_back(std::move(gateway));
+        }
         std::int64_t latest = 0;
-        for (auto& s : sessions_) {
-            const auto& st = *s->stats();
-            out.sessions_up += st.up ? 1 : 0;
+        for (std::size_t i = 0; i < sessions_.size(); ++i) {
+            const auto& st = *sessions_[i]->stats();
+            auto& gateway = out.gateways[gateway_of_[i]];
+            const unsigned up = st.up ? 1 : 0;
+            out.sessions_up += up;
+            gateway.sessions_up += up;
             out.channels += st.channels;
+            gateway.channels += st.channels;
             out.bytes_up += st.bytes_up;
             out.bytes_down += st.bytes_down;
             out.reconnects += st.reconnects;
@@ -220,6 +389,9 @@ public:
             latest = std::max(latest, st.last_receive_ns.load());
             if (auto e = st.error(); !e.empty() && out.last_error.empty()) out.last_error = std::move(e);
         }
+        for (std::size_t g = 0; g < gateways_.size(); ++g)
+            out.gateways[g].state =
+                std::string(to_string(gateway_state_of(out.gateways[g].sessions_up, gateways_[g]->down.load())));
         if (latest != 0) {
             const auto since = clock::now().time_since_epoch() - std::chrono::nanoseconds(latest);
             out.since_last_receive = std::chrono::duration_cast<std::chrono::milliseconds>(since);
@@ -244,10 +416,12 @@ public:
     }
 
 private:
-    std::shared_ptr<const config::tunnel_config> settings_owner_; ///< shared with sessions and transports
+    std::shared_ptr<const config::tunnel_config> settings_owner_;
     const config::tunnel_config& settings_;
     std::shared_ptr<std::atomic<unsigned>> pool_up_ = std::make_shared<std::atomic<unsigned>>(0);
-    std::vector<std::shared_ptr<session>> sessions_;
+    std::vector<std::shared_ptr<gateway_health>> gateways_; ///< in configuration order
+    std::vector<std::shared_ptr<session>> sessions_;         ///< grouped by gateway
+    std::vector<std::size_t> gateway_of_;                    ///< sessions_[i]'s index in gateways_
     std::atomic<std::size_t> next_{0};
     std::atomic<bool> stopped_{false};
 };

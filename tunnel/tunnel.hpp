@@ -20,11 +20,22 @@ namespace asio = boost::asio;
 
 class channel; // tunnel/channel.hpp: async_read_some / async_write_some / shutdown_send / close
 
+/// One gateway of a tunnel, as `tunnelctl tunnels` shows it.
+struct gateway_status {
+    std::string address;          ///< "host:port" as configured
+    std::string state;            ///< "connecting" | "up" | "down" (tunnel/decisions.hpp gateway_state)
+    unsigned sessions = 0;        ///< configured per gateway
+    unsigned sessions_up = 0;
+    unsigned channels = 0;        ///< open now on this gateway's sessions
+    std::uint64_t failures = 0;   ///< sessions of this gateway that failed or could not connect
+    std::string last_error;       ///< empty when none; never contains secrets
+};
+
 /// What `tunnelctl tunnels` and `status --json` show for one tunnel.
 struct tunnel_status {
     std::string name;
-    std::string address;
-    unsigned sessions = 0;        ///< configured pool size
+    std::string address;          ///< the gateways, comma-separated ("host:port" for one)
+    unsigned sessions = 0;        ///< configured pool size: `sessions` x gateways
     unsigned sessions_up = 0;     ///< authenticated and healthy
     unsigned channels = 0;        ///< open now
     std::uint64_t bytes_up = 0;   ///< client -> gateway, all channels ever
@@ -33,23 +44,27 @@ struct tunnel_status {
     std::uint64_t channel_open_failures = 0;
     std::string last_error;                                      ///< empty when none; never contains secrets
     std::optional<std::chrono::milliseconds> since_last_receive; ///< nullopt: nothing received yet
+    std::vector<gateway_status> gateways;                        ///< in configuration order
 };
 
-/// One tunnel: `sessions` libssh2 sessions to the gateway, each living on one io_context.
-/// Thread-safe: open_channel and status may be called from any thread.
+/// One tunnel: `sessions` libssh2 sessions to each of its gateways, each living on one io_context.
+/// Thread-safe: open_channel and status may be called from any thread (open_channel's caller
+/// runs on a one-thread executor, as every event loop here does).
 class pool {
 public:
     virtual ~pool() = default;
 
-    /// Opens a direct-tcpip channel to host:port on the least-loaded healthy session; never waits
-    /// for a reconnect: fails at once with tunnel_errc::no_healthy_session when none is up.
+    /// Opens a direct-tcpip channel to host:port on the least-loaded healthy session of any gateway
+    /// that is not down; never waits for a reconnect: fails at once with
+    /// tunnel_errc::no_healthy_session when none is up. An open unanswered after race_delay is
+    /// also tried on another gateway; the first channel wins and the other is closed.
     /// The channel lives on its session's executor (channel::get_executor()); the caller moves its
     /// client socket there so that the pumps never cross threads. Completes on the caller's executor.
     virtual asio::awaitable<std::pair<std::error_code, std::shared_ptr<channel>>>
     open_channel(std::string host, std::uint16_t port) = 0;
 
     virtual tunnel_status status() const = 0;
-    virtual bool healthy() const = 0; ///< at least one session up
+    virtual bool healthy() const = 0; ///< at least one session up, on any gateway
     virtual const config::tunnel_config& settings() const = 0;
 
     /// Closes every session and channel; idempotent.

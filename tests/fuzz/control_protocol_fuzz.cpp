@@ -3,7 +3,7 @@
 // lines a line_reader returns do not depend on where the input was cut, and every error line
 // built from a message is valid JSON on one line.
 
-#include "daemon/control_protocol.hpp"
+#include "control/protocol.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -14,7 +14,7 @@
 
 namespace {
 
-using namespace tunneld::daemon;
+using namespace tunneld::control;
 
 void check(bool condition)
 {

@@ -112,6 +112,17 @@ class IntegrationTest(unittest.TestCase):
         self.assertTrue(tb.connection_closed(sock, timeout), f"{what}: still open after {timeout}s")
 
 
+def exchange(port: int, payload: bytes, timeout: float = 20) -> bytes:
+    """One client: sends `payload`, half-closes, returns everything read until EOF."""
+    with socket.create_connection((tb.HOST, port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+        return bytes(received)
+
+
 def answers(client: tb.RespClient) -> str | None:
     """`GET whoami` on an existing connection; None if it fails (closed, reset, timeout)."""
     try:

@@ -402,6 +402,46 @@ split_sticky = "yes"
                     "t.toml:5:16: split_sticky must be true or false, not a string"));
 }
 
+/// The keys of a [tunnels.gw] table after its `address`.
+constexpr std::string_view after_address = R"(
+user = "tunnel"
+identity = "/k"
+known_hosts = "/kh"
+)";
+
+TEST(Parse, TunnelAddressIsOneGatewayOrAList)
+{
+    const auto one = accepted(std::string("[tunnels.gw]\naddress = \"192.0.2.1:22\"") + std::string(after_address));
+    ASSERT_TRUE(one);
+    EXPECT_EQ(one->tunnels[0].gateways(), (std::vector<endpoint>{{"192.0.2.1", 22}}));
+    EXPECT_TRUE(one->tunnels[0].more_gateways.empty());
+    const auto many = accepted(
+        std::string("[tunnels.gw]\naddress = [\"192.0.2.1:22\", \"[2001:db8::2]:2222\", \"gw3.example:22\"]") +
+        std::string(after_address));
+    ASSERT_TRUE(many);
+    const auto& t = many->tunnels[0];
+    EXPECT_EQ(t.address, (endpoint{"192.0.2.1", 22}));
+    EXPECT_EQ(t.gateways(),
+              (std::vector<endpoint>{{"192.0.2.1", 22}, {"2001:db8::2", 2222}, {"gw3.example", 22}}));
+}
+
+TEST(ParseErrors, GatewayListsPointAtTheBadItem)
+{
+    EXPECT_THAT(errors_of(std::string("[tunnels.gw]\naddress = []") + std::string(after_address)),
+                ElementsAre("t.toml:2:11: address = [] lists no gateway; expected \"host:port\" or a list of "
+                            "them, e.g. [\"203.0.113.10:22\", \"203.0.113.11:22\"]"));
+    EXPECT_THAT(
+        errors_of(std::string("[tunnels.gw]\naddress = [\"192.0.2.1:22\", 22, \"192.0.2.2\", \"192.0.2.1:22\"]") +
+                  std::string(after_address)),
+        ElementsAre("t.toml:2:28: address[1] must be a \"host:port\" string, not an integer",
+                    "t.toml:2:32: address[2]: invalid address \"192.0.2.2\"; expected \"host:port\" with a "
+                    "port in 1..65535, e.g. \"127.0.0.1:6379\" or \"[::1]:6379\"",
+                    "t.toml:2:45: address[3]: gateway 192.0.2.1:22 is listed twice"));
+    EXPECT_THAT(errors_of(std::string("[tunnels.gw]\naddress = 22") + std::string(after_address)),
+                ElementsAre("t.toml:2:11: address must be a \"host:port\" string or a list of them, e.g. "
+                            "[\"203.0.113.10:22\", \"203.0.113.11:22\"], not an integer"));
+}
+
 TEST(ParseErrors, BadDurationsSizesAndAddressesQuoteTheTextAndAnExample)
 {
     EXPECT_THAT(

@@ -145,7 +145,8 @@ TEST(PostgresLag, MissingOrGarbageIsUnknown)
 lag_reading good(std::uint64_t bytes, clock::time_point at = t0)
 {
     return lag_reading{
-        .bytes = bytes, .seconds = std::nullopt, .link = link_state::up, .detail = "ok", .at = at};
+        .bytes = bytes, .seconds = std::nullopt, .link = link_state::up, .replica_position = std::nullopt,
+        .detail = "ok", .at = at};
 }
 
 TEST(CheckGate, AllowsWithinMaxLag)

@@ -144,6 +144,26 @@ TEST(RenderMetrics, TunnelSamples)
     EXPECT_THAT(text, HasSubstr("tunneld_tunnel_since_last_receive_seconds{tunnel=\"vpc\"} 0.12\n"));
 }
 
+TEST(RenderMetrics, GatewaySamplesCarryTunnelAndGatewayLabels)
+{
+    auto vpc = vpc_tunnel();
+    vpc["gateways"] = json::parse(R"([
+        {"address": "203.0.113.10:22", "state": "up", "sessions": 2, "sessions_up": 2, "channels": 5,
+         "failures": 0, "last_error": ""},
+        {"address": "203.0.113.11:22", "state": "down", "sessions": 2, "sessions_up": 0, "channels": 0,
+         "failures": 7, "last_error": "connection refused"}])");
+    const std::string text = render_metrics({{"tunnels", {vpc}}});
+    EXPECT_THAT(text, HasSubstr("tunneld_tunnel_gateway_up{tunnel=\"vpc\",gateway=\"203.0.113.10:22\"} 1\n"));
+    EXPECT_THAT(text, HasSubstr("tunneld_tunnel_gateway_up{tunnel=\"vpc\",gateway=\"203.0.113.11:22\"} 0\n"));
+    EXPECT_THAT(text,
+                HasSubstr("tunneld_tunnel_gateway_sessions_up{tunnel=\"vpc\",gateway=\"203.0.113.10:22\"} 2\n"));
+    EXPECT_THAT(text,
+                HasSubstr("tunneld_tunnel_gateway_channels{tunnel=\"vpc\",gateway=\"203.0.113.10:22\"} 5\n"));
+    EXPECT_THAT(text,
+                HasSubstr("tunneld_tunnel_gateway_failures_total{tunnel=\"vpc\",gateway=\"203.0.113.11:22\"} 7\n"));
+    EXPECT_THAT(text, HasSubstr("# TYPE tunneld_tunnel_gateway_failures_total counter\n"));
+}
+
 TEST(RenderMetrics, LabelValuesAreEscaped)
 {
     json service = redis_service();

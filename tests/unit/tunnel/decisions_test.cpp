@@ -50,6 +50,51 @@ TEST(LeastLoaded, NoneHealthyMeansNoChoice)
     EXPECT_EQ(least_loaded(std::span<const session_load>{}), std::nullopt);
 }
 
+TEST(LeastLoaded, SessionsOfADownGatewayAreALastResort)
+{
+    // Gateway A (sessions 0, 1) is down; gateway B (2, 3) is up but busier.
+    const session_load loads[] = {{true, 0, true}, {true, 1, true}, {true, 40, false}, {true, 30, false}};
+    EXPECT_EQ(least_loaded(loads), 3U);
+    // Only the down gateway still has a session: use it rather than fail the client.
+    const session_load only_down[] = {{true, 5, true}, {false, 0, false}};
+    EXPECT_EQ(least_loaded(only_down), 0U);
+}
+
+TEST(LeastLoaded, SpreadsOverGatewaysByChannelCount)
+{
+    // Two gateways of two sessions each; each new channel goes to the emptiest session of either.
+    std::vector<session_load> loads{{true, 0}, {true, 0}, {true, 0}, {true, 0}};
+    for (std::size_t round = 0; round < 8; ++round) {
+        const auto pick = least_loaded(loads, round % loads.size());
+        ASSERT_TRUE(pick);
+        ++loads[*pick].channels;
+    }
+    for (const auto& l : loads)
+        EXPECT_EQ(l.channels, 2U);
+}
+
+TEST(RaceDelay, AQuarterKeepaliveWithinBoundsAndHalfConnectTimeout)
+{
+    using namespace std::chrono_literals;
+    EXPECT_EQ(race_delay(10s, 2s), 500ms);
+    EXPECT_EQ(race_delay(10s, 5s), 1000ms);  // capped at 1 s
+    EXPECT_EQ(race_delay(10s, 200ms), 100ms); // at least 100 ms
+    EXPECT_EQ(race_delay(600ms, 2s), 300ms);  // never more than half of connect_timeout
+    EXPECT_EQ(race_delay(0ms, 2s), 500ms);
+}
+
+TEST(GatewayState, DownFromFailureUntilASessionIsEstablished)
+{
+    EXPECT_EQ(gateway_state_of(0, false), gateway_state::connecting);
+    EXPECT_EQ(gateway_state_of(2, false), gateway_state::up);
+    EXPECT_EQ(gateway_state_of(0, true), gateway_state::down);
+    // A sibling session still up does not make a gateway that just lost one healthy.
+    EXPECT_EQ(gateway_state_of(1, true), gateway_state::down);
+    EXPECT_EQ(to_string(gateway_state::down), "down");
+    EXPECT_EQ(to_string(gateway_state::up), "up");
+    EXPECT_EQ(to_string(gateway_state::connecting), "connecting");
+}
+
 TEST(LeastLoaded, TiesGoToTheFirstAtOrAfterStart)
 {
     const std::array<session_load, 3> loads{{{true, 1}, {true, 1}, {true, 1}}};

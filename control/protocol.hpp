@@ -10,9 +10,10 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <variant>
 
-namespace tunneld::daemon {
+namespace tunneld::control {
 
 /// The longest request or reply line accepted, not counting its "\n" (or "\r\n").
 inline constexpr std::size_t max_line_length = 64 * 1024;
@@ -49,7 +50,9 @@ private:
 
 enum class command { status, tunnels, switch_side, rollback, split, pause, resume, reload };
 enum class side_choice { old_side, new_side };
-enum class error_code { bad_request, unknown_service, refused, failed, busy, forbidden };
+/// Why a request failed, as the wire names it; an error_condition-style enum hooked into
+/// std::error_code (`ec == control::error_code::busy`). Zero is no error, so the codes start at 1.
+enum class error_code { bad_request = 1, unknown_service, refused, failed, busy, forbidden };
 
 /// The wire name: "status", "tunnels", "switch", "rollback", "split", "pause", "resume", "reload".
 std::string_view to_string(command) noexcept;
@@ -57,6 +60,10 @@ std::string_view to_string(command) noexcept;
 std::string_view to_string(side_choice) noexcept;
 /// "bad_request", "unknown_service", "refused", "failed", "busy" or "forbidden".
 std::string_view to_string(error_code) noexcept;
+
+/// The category of error_code: its name is "tunneld.control", its messages the wire names.
+const std::error_category& control_category() noexcept;
+std::error_code make_error_code(error_code code) noexcept;
 
 /// The command named `name` on the wire; nullopt for anything else.
 std::optional<command> parse_command(std::string_view name) noexcept;
@@ -133,4 +140,6 @@ reply parse_reply(std::string_view line);
 /// A duration as the protocol writes it: "250ms", "5s", "2m", "1h" (the largest exact unit).
 std::string format_duration(config::duration d);
 
-} // namespace tunneld::daemon
+} // namespace tunneld::control
+
+template <> struct std::is_error_code_enum<tunneld::control::error_code> : std::true_type {};

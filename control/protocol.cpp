@@ -1,11 +1,11 @@
-#include "daemon/control_protocol.hpp"
+#include "control/protocol.hpp"
 
 #include <algorithm>
 #include <array>
 #include <span>
 #include <utility>
 
-namespace tunneld::daemon {
+namespace tunneld::control {
 
 namespace {
 
@@ -336,6 +336,25 @@ std::optional<command> parse_command(std::string_view name) noexcept
     return std::nullopt;
 }
 
+const std::error_category& control_category() noexcept
+{
+    struct category final : std::error_category {
+        const char* name() const noexcept override { return "tunneld.control"; }
+        std::string message(int value) const override
+        {
+            const auto text = to_string(static_cast<error_code>(value));
+            return text.empty() ? "unknown control error" : std::string(text);
+        }
+    };
+    static const category instance;
+    return instance;
+}
+
+std::error_code make_error_code(error_code code) noexcept
+{
+    return {static_cast<int>(code), control_category()};
+}
+
 std::optional<error_code> parse_error_code(std::string_view name) noexcept
 {
     for (const auto& [value, text] : error_code_names)
@@ -463,4 +482,4 @@ std::string format_duration(config::duration d)
     return std::to_string(ms) + "ms";
 }
 
-} // namespace tunneld::daemon
+} // namespace tunneld::control

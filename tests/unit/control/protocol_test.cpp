@@ -1,11 +1,11 @@
-#include "daemon/control_protocol.hpp"
+#include "control/protocol.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <string>
 #include <vector>
 
-namespace tunneld::daemon {
+namespace tunneld::control {
 namespace {
 
 using namespace std::chrono_literals;
@@ -494,4 +494,4 @@ TEST(Names, CommandsRoundTrip)
 }
 
 } // namespace
-} // namespace tunneld::daemon
+} // namespace tunneld::control

@@ -11,6 +11,13 @@
 //  7. A group-readable identity file is refused by start_pool, naming the file and mode.
 //  8. A refused channel open (closed port) fails only that open; other channels keep flowing.
 //  9. A gateway rekeying every 1 MiB (RekeyLimit 1M) keeps 20 loaded channels byte-identical.
+// 10. Two gateways: channels spread over both; one SIGKILLed (listener and session processes): its
+//     channels are cut with session_lost, a connect loop running through it sees no failed
+//     connect; it is restarted and new channels go to it again.
+// 11. The same with the gateway SIGSTOPped (silent): detected within keepalive x
+//     keepalive_max_missed, opens raced to the other gateway, SIGCONT brings it back.
+// 12. A gateway with a changed host key is refused on every retry and stays down while the
+//     other serves every client.
 
 #include "tunnel/channel.hpp"
 #include "tunnel/tunnel.hpp"
@@ -24,18 +31,23 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/asio/write.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fmt/format.h>
 #include <fstream>
 #include <functional>
 #include <future>
 #include <gtest/gtest.h>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <openssl/evp.h>
 #include <poll.h>
 #include <random>
@@ -47,14 +59,9 @@
 #include <thread>
 #include <unistd.h>
 
-// libssh2 1.10 leaks one small packet (51 bytes) per server-initiated rekey inside its transport
-// read; the rekey scenario triggers ~160 rekeys. libssh2 has no frame pointers, so LSan's fast
-// unwinder only sees libssh2's allocator: suppress by module. A leaked tunnel/ object (transport,
-// channel) is still reported, because those are allocated by our code.
-extern "C" const char* __lsan_default_suppressions()
-{
-    return "leak:libssh2.so\n";
-}
+// No LeakSanitizer suppression: libssh2 is linked statically, built with frame pointers, and its
+// one leak seen here (the AES-GCM MAC key, once per key exchange) is fixed by a patch
+// (third_party/libssh2/patches).
 
 namespace {
 
@@ -404,10 +411,69 @@ protected:
 };
 testbed* Tunnel::bed_ = nullptr;
 
-TEST_F(Tunnel, Transfers64MiBEachWayWithMatchingHash)
+/// One cipher (and MAC) the transport offers; sshd is configured to accept only that one, so the
+/// key scenarios below run once on each.
+struct cipher_case {
+    const char* name; // gtest parameter name
+    const char* cipher;
+    const char* mac; // "<implicit>" for AEAD ciphers, as sshd logs it
+};
+
+void PrintTo(const cipher_case& c, std::ostream* os)
+{
+    *os << c.cipher << " " << c.mac;
+}
+
+std::vector<std::string> sshd_config_for(const cipher_case& c)
+{
+    std::vector<std::string> lines{"--sshd-config", std::string("Ciphers ") + c.cipher, "--sshd-config",
+                                   "LogLevel DEBUG1"};
+    if (std::string_view(c.mac) != "<implicit>") {
+        lines.push_back("--sshd-config");
+        lines.push_back(std::string("MACs ") + c.mac);
+    }
+    return lines;
+}
+
+// The key scenarios on every cipher offered, each cipher with an sshd of its own that accepts
+// only it (created on first use, shared by that cipher's scenarios).
+class TunnelCipher : public ::testing::TestWithParam<cipher_case> {
+protected:
+    static testbed& bed()
+    {
+        auto& slot = beds_[GetParam().name];
+        if (!slot) slot = std::make_unique<testbed>(sshd_config_for(GetParam()));
+        return *slot;
+    }
+    static void TearDownTestSuite() { beds_.clear(); }
+    static std::map<std::string, std::unique_ptr<testbed>> beds_;
+};
+std::map<std::string, std::unique_ptr<testbed>> TunnelCipher::beds_;
+
+const cipher_case offered_ciphers[] = {
+    {"aes128_gcm", "aes128-gcm@openssh.com", "<implicit>"},
+    {"chacha20_poly1305", "chacha20-poly1305@openssh.com", "<implicit>"},
+    {"aes128_ctr_etm", "aes128-ctr", "hmac-sha2-256-etm@openssh.com"},
+};
+INSTANTIATE_TEST_SUITE_P(Offered, TunnelCipher, ::testing::ValuesIn(offered_ciphers),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST_P(TunnelCipher, NegotiatesTheCipherSshdAccepts)
+{
+    pool_fixture f(settings_for(bed(), 1));
+    ASSERT_TRUE(f.wait_up(1)) << f.pool->status().last_error;
+    const auto expected = fmt::format("kex: client->server cipher: {} MAC: {} compression: none",
+                                      GetParam().cipher, GetParam().mac);
+    const auto expected_back = fmt::format("kex: server->client cipher: {} MAC: {} compression: none",
+                                           GetParam().cipher, GetParam().mac);
+    EXPECT_TRUE(eventually([&] { return bed().sshd_log().find(expected_back) != std::string::npos; }, 5s));
+    EXPECT_NE(bed().sshd_log().find(expected), std::string::npos) << bed().sshd_log();
+}
+
+TEST_P(TunnelCipher, Transfers64MiBEachWayWithMatchingHash)
 {
     backend echo_backend(echo);
-    pool_fixture f(settings_for(*bed_));
+    pool_fixture f(settings_for(bed()));
     ASSERT_TRUE(f.wait_up(2));
     auto [ec, ch] = f.open(echo_backend.port());
     ASSERT_FALSE(ec) << ec.message();
@@ -427,7 +493,7 @@ TEST_F(Tunnel, Transfers64MiBEachWayWithMatchingHash)
     asio::post(ch->get_executor(), [ch] { ch->close(); });
 }
 
-TEST_F(Tunnel, HalfCloseTravelsBothWays)
+TEST_P(TunnelCipher, HalfCloseTravelsBothWays)
 {
     // Backend speaks first and closes its sending side; then reads until the client's EOF.
     std::promise<std::string> received_by_backend;
@@ -444,7 +510,7 @@ TEST_F(Tunnel, HalfCloseTravelsBothWays)
         received_by_backend.set_value(got);
     });
     backend echo_backend(echo);
-    pool_fixture f(settings_for(*bed_));
+    pool_fixture f(settings_for(bed()));
     ASSERT_TRUE(f.wait_up(1));
 
     // Client EOF first: the echo backend sees EOF, still answers, then its EOF comes back.
@@ -489,10 +555,10 @@ TEST_F(Tunnel, HalfCloseTravelsBothWays)
     }
 }
 
-TEST_F(Tunnel, TwoHundredConcurrentChannelsOverTwoSessions)
+TEST_P(TunnelCipher, TwoHundredConcurrentChannelsOverTwoSessions)
 {
     backend echo_backend(echo);
-    pool_fixture f(settings_for(*bed_));
+    pool_fixture f(settings_for(bed()));
     ASSERT_TRUE(f.wait_up(2));
     constexpr int count = 200;
     std::vector<std::shared_ptr<channel>> channels;
@@ -919,9 +985,16 @@ TEST(TunnelFailure, StoppedGatewayIsDetectedWithinKeepaliveBound)
     asio::post(ch->get_executor(), [ch] { ch->close(); });
 }
 
-TEST(TunnelFailure, RekeyUnderLoadKeepsChannelsByteIdentical)
+// Its own sshd per cipher: RekeyLimit would slow the other scenarios down.
+class TunnelRekey : public ::testing::TestWithParam<cipher_case> {};
+INSTANTIATE_TEST_SUITE_P(Offered, TunnelRekey, ::testing::ValuesIn(offered_ciphers),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST_P(TunnelRekey, RekeyUnderLoadKeepsChannelsByteIdentical)
 {
-    testbed bed({"--sshd-config", "RekeyLimit 1M"});
+    auto config = sshd_config_for(GetParam());
+    config.insert(config.end(), {"--sshd-config", "RekeyLimit 1M"});
+    testbed bed(config);
     backend echo_backend(echo);
     pool_fixture f(settings_for(bed, 2));
     ASSERT_TRUE(f.wait_up(2));
@@ -947,6 +1020,316 @@ TEST(TunnelFailure, RekeyUnderLoadKeepsChannelsByteIdentical)
     EXPECT_EQ(f.pool->status().reconnects, 0U);
     for (auto& ch : channels)
         asio::post(ch->get_executor(), [ch] { ch->close(); });
+}
+
+// --- a tunnel over two gateways (two sshd on loopback) -----------------------------------------
+
+/// Settings for one tunnel over both test beds, with a known_hosts file holding both host keys
+/// (or, for `changed_key_of_first`, a different key for the first gateway).
+tunneld::config::tunnel_config two_gateway_settings(const testbed& first, const testbed& second,
+                                                    bool changed_key_of_first = false)
+{
+    auto s = settings_for(first, 2);
+    s.more_gateways = {{second.sshd()["host"].get<std::string>(), second.sshd()["port"].get<std::uint16_t>()}};
+    // user_key and user are the same kind in both beds; each bed authorizes its own key.
+    const auto dir = fs::path(first.sshd()["dir"].get<std::string>());
+    const auto path = dir / (changed_key_of_first ? "kh_two_changed" : "kh_two");
+    std::ofstream out(path);
+    const auto first_key = changed_key_of_first ? fresh_ed25519_public_key(dir)
+                                                : first.sshd()["host_key_pub"].get<std::string>();
+    out << "[127.0.0.1]:" << first.sshd()["port"].get<int>() << " " << first_key << "\n";
+    out << "[127.0.0.1]:" << second.sshd()["port"].get<int>() << " "
+        << second.sshd()["host_key_pub"].get<std::string>() << "\n";
+    s.known_hosts = path;
+    // libssh2 sends a keepalive at most every 2 s: a bound under 3 s would fail idle sessions.
+    s.keepalive = 1s;
+    s.keepalive_max_missed = 3;
+    return s;
+}
+
+/// Both beds must accept the same user key: the second bed authorizes the first bed's key too.
+void authorize_first_key_on(const testbed& first, const testbed& second)
+{
+    std::ifstream pub(first.sshd()["user_key"].get<std::string>() + ".pub");
+    std::string line;
+    std::getline(pub, line);
+    std::ofstream(fs::path(second.sshd()["dir"].get<std::string>()) / "authorized_keys", std::ios::app)
+        << line << "\n";
+}
+
+/// One after another until `stop`: open a channel (bounded by connect_timeout, as proxy/ does),
+/// echo 64 bytes, close. Counts failed connects and the longest time without a served client.
+struct connect_loop_result {
+    unsigned attempts = 0;
+    unsigned failed_connects = 0;
+    unsigned cut = 0; ///< opened, then lost before the echo came back (clients on the dead gateway)
+    std::vector<std::string> reasons;
+    std::chrono::milliseconds longest_gap{0};
+};
+
+asio::awaitable<connect_loop_result> connect_loop(std::shared_ptr<tunneld::tunnel::pool> pool,
+                                                  std::uint16_t port, const std::atomic<bool>& stop,
+                                                  std::chrono::milliseconds connect_timeout)
+{
+    connect_loop_result r;
+    auto executor = co_await asio::this_coro::executor;
+    asio::steady_timer timer(executor);
+    auto last_served = std::chrono::steady_clock::now();
+    std::uint64_t seed = 1000;
+    auto gap_until = [&](std::chrono::steady_clock::time_point now) {
+        r.longest_gap =
+            std::max(r.longest_gap, std::chrono::duration_cast<std::chrono::milliseconds>(now - last_served));
+    };
+    while (!stop) {
+        ++r.attempts;
+        timer.expires_after(connect_timeout);
+        auto opened = co_await (pool->open_channel("127.0.0.1", port) || timer.async_wait(use_tuple));
+        if (opened.index() == 1) {
+            ++r.failed_connects;
+            r.reasons.push_back("open timed out");
+        } else if (auto [ec, ch] = std::get<0>(std::move(opened)); ec || !ch) {
+            ++r.failed_connects;
+            r.reasons.push_back(ec.message());
+        } else {
+            auto t = co_await asio::co_spawn(ch->get_executor(), echo_transfer(ch, 64, ++seed), asio::use_awaitable);
+            asio::post(ch->get_executor(), [ch] { ch->close(); });
+            if (t.received == 64 && t.sent_hash == t.received_hash) {
+                const auto now = std::chrono::steady_clock::now();
+                gap_until(now);
+                last_served = now;
+            } else {
+                ++r.cut;
+                r.reasons.push_back("cut: " + t.read_ec.message());
+            }
+        }
+        timer.expires_after(20ms);
+        co_await timer.async_wait(use_tuple);
+    }
+    gap_until(std::chrono::steady_clock::now());
+    co_return r;
+}
+
+tunneld::tunnel::gateway_status gateway_of(const tunneld::tunnel::pool& pool, std::size_t i)
+{
+    return pool.status().gateways.at(i);
+}
+
+/// A pending read on each channel: completes with the error that cut it.
+std::vector<std::future<error_code>> pending_reads(const std::vector<std::shared_ptr<channel>>& channels)
+{
+    std::vector<std::future<error_code>> out;
+    for (auto& ch : channels)
+        out.push_back(asio::co_spawn(
+            ch->get_executor(),
+            [](std::shared_ptr<channel> c) -> asio::awaitable<error_code> {
+                std::array<char, 16> buf;
+                auto [rec, n] = co_await c->async_read_some(asio::buffer(buf), use_tuple);
+                co_return rec;
+            }(ch),
+            asio::use_future));
+    return out;
+}
+
+void close_all(std::vector<std::shared_ptr<channel>>& channels)
+{
+    for (auto& ch : channels)
+        asio::post(ch->get_executor(), [ch] { ch->close(); });
+    channels.clear();
+}
+
+/// sshd started again with a test bed's config (same port, same keys); killed at the end.
+class restarted_sshd {
+public:
+    explicit restarted_sshd(const testbed& bed)
+    {
+        const auto config = bed.sshd()["config"].get<std::string>();
+        const auto log = bed.sshd()["log"].get<std::string>();
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            ::execl("/usr/sbin/sshd", "/usr/sbin/sshd", "-D", "-f", config.c_str(), "-E", log.c_str(), nullptr);
+            ::_exit(127);
+        }
+    }
+    ~restarted_sshd()
+    {
+        ::kill(pid_, SIGTERM);
+        int status = 0;
+        ::waitpid(pid_, &status, 0);
+    }
+
+private:
+    pid_t pid_ = -1;
+};
+
+/// Opens `count` channels, each checked with a 4 KiB echo; fails the test for any that does not work.
+std::vector<std::shared_ptr<channel>> open_echoed(pool_fixture& f, std::uint16_t port, int count)
+{
+    std::vector<std::shared_ptr<channel>> out;
+    for (int i = 0; i < count; ++i) {
+        auto [ec, ch] = f.open(port);
+        if (ec || !ch) {
+            ADD_FAILURE() << "open " << i << ": " << ec.message();
+            continue;
+        }
+        auto t = run_on(ch->get_executor(), echo_transfer(ch, 4096, 300 + static_cast<std::uint64_t>(i)), 20s);
+        EXPECT_EQ(t.sent_hash, t.received_hash);
+        out.push_back(ch);
+    }
+    return out;
+}
+
+enum class gateway_fault { killed, stopped };
+
+/// Scenarios 10 and 11: channels spread over two gateways; the first dies (SIGKILL of sshd and its
+/// session processes, or SIGSTOP of all of them: silent); its clients are cut with session_lost,
+/// every new client is served through the second (no failed connect, a bounded gap); the first
+/// comes back and new channels go to it again.
+void lose_one_gateway(gateway_fault fault)
+{
+    testbed first;
+    testbed second;
+    authorize_first_key_on(first, second);
+    backend echo_backend(echo);
+    const auto settings = two_gateway_settings(first, second);
+    const auto bound = settings.keepalive * settings.keepalive_max_missed;
+    pool_fixture f(settings);
+    ASSERT_TRUE(f.wait_up(4)) << f.pool->status().last_error;
+    ASSERT_EQ(gateway_of(*f.pool, 0).state, "up");
+    ASSERT_EQ(gateway_of(*f.pool, 1).state, "up");
+
+    // Spread: 8 channels, 4 per gateway (2 per session).
+    std::vector<std::shared_ptr<channel>> channels;
+    for (int i = 0; i < 8; ++i) {
+        auto [ec, ch] = f.open(echo_backend.port());
+        ASSERT_FALSE(ec) << ec.message();
+        channels.push_back(ch);
+    }
+    EXPECT_EQ(gateway_of(*f.pool, 0).channels, 4U);
+    EXPECT_EQ(gateway_of(*f.pool, 1).channels, 4U);
+    auto reads = pending_reads(channels);
+
+    std::atomic<bool> stop{false};
+    auto loop = asio::co_spawn(f.client[0].get_executor(),
+                               connect_loop(f.pool, echo_backend.port(), stop, settings.connect_timeout),
+                               asio::use_future);
+    std::this_thread::sleep_for(500ms);
+
+    const auto victims = first.sshd_descendants();
+    const int listener = first.sshd()["pid"].get<int>();
+    const int signal_number = fault == gateway_fault::killed ? SIGKILL : SIGSTOP;
+    ::kill(listener, signal_number);
+    for (int pid : victims)
+        ::kill(pid, signal_number);
+    const auto lost = std::chrono::steady_clock::now();
+    const bool detected = eventually([&] { return gateway_of(*f.pool, 0).state == "down"; }, bound + 2s);
+    const auto detection = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - lost);
+    // Clients on the lost gateway are cut with a clear reason; those on the other keep going.
+    auto count_cut = [&] {
+        return std::count_if(reads.begin(), reads.end(),
+                             [](auto& r) { return r.wait_for(0s) == std::future_status::ready; });
+    };
+    eventually([&] { return count_cut() >= 4; }, bound + 2s);
+    const auto cut = count_cut();
+    for (auto& read : reads) {
+        if (read.wait_for(0s) == std::future_status::ready) {
+            EXPECT_EQ(read.get(), tunnel_errc::session_lost);
+        }
+    }
+    std::this_thread::sleep_for(bound + 1s); // new clients while the first gateway is gone
+    stop = true;
+    ASSERT_EQ(loop.wait_for(20s), std::future_status::ready);
+    const auto r = loop.get();
+    std::cout << (fault == gateway_fault::killed ? "SIGKILL" : "SIGSTOP")
+              << " of one gateway: detected after " << detection.count() << " ms (bound " << bound.count()
+              << " ms); connect loop: " << r.attempts << " clients, " << r.failed_connects
+              << " failed connects, " << r.cut << " cut, longest gap " << r.longest_gap.count() << " ms\n";
+    for (const auto& reason : r.reasons)
+        std::cout << "  " << reason << "\n";
+    EXPECT_TRUE(detected);
+    EXPECT_LE(detection, bound + 1s);
+    EXPECT_EQ(cut, 4) << "exactly the channels of the lost gateway are cut";
+    EXPECT_EQ(r.failed_connects, 0U);
+    EXPECT_GT(r.attempts, 10U);
+    // A dead gateway answers with a reset; a silent one costs at most the race delay per client.
+    EXPECT_LT(r.longest_gap, fault == gateway_fault::killed ? 1000ms : 1500ms);
+    EXPECT_NE(gateway_of(*f.pool, 0).last_error, "");
+    EXPECT_EQ(gateway_of(*f.pool, 1).state, "up");
+    EXPECT_TRUE(f.pool->healthy());
+    close_all(channels);
+    ASSERT_TRUE(eventually([&] { return f.pool->status().channels == 0; }, 5s))
+        << f.pool->status().channels << " channels";
+
+    // The first gateway comes back: its sessions return and take new channels again.
+    std::optional<restarted_sshd> again;
+    if (fault == gateway_fault::killed) {
+        again.emplace(first);
+    } else {
+        for (int pid : victims)
+            ::kill(pid, SIGCONT);
+        ::kill(listener, SIGCONT);
+    }
+    ASSERT_TRUE(eventually(
+        [&] {
+            const auto g = gateway_of(*f.pool, 0);
+            return g.state == "up" && g.sessions_up == 2;
+        },
+        15s))
+        << gateway_of(*f.pool, 0).last_error;
+    channels = open_echoed(f, echo_backend.port(), 8);
+    ASSERT_EQ(channels.size(), 8U);
+    EXPECT_EQ(gateway_of(*f.pool, 0).channels, 4U);
+    EXPECT_EQ(gateway_of(*f.pool, 1).channels, 4U);
+    close_all(channels);
+}
+
+TEST(Gateways, KilledGatewayCostsNoNewClientAndComesBack)
+{
+    lose_one_gateway(gateway_fault::killed);
+}
+
+TEST(Gateways, SilentGatewayCostsNoNewClientAndComesBack)
+{
+    lose_one_gateway(gateway_fault::stopped);
+}
+
+/// Scenario 12: the first gateway presents a host key other than known_hosts': it is refused
+/// before authentication, retried and refused again each time (never trusted), reported, and
+/// stays down while the second serves every client.
+TEST(Gateways, ChangedHostKeyKeepsThatGatewayDownWhileTheOtherServes)
+{
+    testbed first;
+    testbed second;
+    authorize_first_key_on(first, second);
+    backend echo_backend(echo);
+    const auto attempts_before = auth_attempts(first.sshd_log());
+    pool_fixture f(two_gateway_settings(first, second, true));
+    ASSERT_TRUE(eventually([&] { return gateway_of(*f.pool, 1).sessions_up == 2; }, 10s))
+        << f.pool->status().last_error;
+    // Checked again on every retry (backoff from 0.5 s, capped at reconnect_max = 2 s).
+    ASSERT_TRUE(eventually([&] { return gateway_of(*f.pool, 0).failures >= 4; }, 10s));
+    const auto refused = gateway_of(*f.pool, 0);
+    EXPECT_EQ(refused.state, "down");
+    EXPECT_EQ(refused.sessions_up, 0U);
+    EXPECT_NE(refused.last_error.find("CHANGED host key"), std::string::npos) << refused.last_error;
+    auto channels = open_echoed(f, echo_backend.port(), 6);
+    ASSERT_EQ(channels.size(), 6U);
+    EXPECT_EQ(gateway_of(*f.pool, 1).channels, 6U);
+    EXPECT_EQ(gateway_of(*f.pool, 0).channels, 0U);
+    EXPECT_EQ(gateway_of(*f.pool, 0).state, "down");
+    std::this_thread::sleep_for(300ms); // let sshd write its log
+    EXPECT_EQ(auth_attempts(first.sshd_log()), attempts_before) << "an authentication was attempted";
+    close_all(channels);
+
+TEST(TunnelStrictKex, SshdLogsStrictKeyExchange)
+{
+    // Terrapin (CVE-2023-48795): libssh2 1.11.1 offers kex-strict-c-v00@openssh.com and sshd
+    // (OpenSSH 9.2 with Debian's fix) says at DEBUG3 that it uses strict KEX ordering.
+    testbed bed({"--sshd-config", "LogLevel DEBUG3"});
+    pool_fixture f(settings_for(bed, 1));
+    ASSERT_TRUE(f.wait_up(1)) << f.pool->status().last_error;
+    EXPECT_TRUE(eventually([&] { return bed.sshd_log().find("strict KEX") != std::string::npos; }, 5s))
+        << bed.sshd_log();
+    EXPECT_NE(bed.sshd_log().find("kex-strict-c-v00@openssh.com"), std::string::npos);
 }
 
 // Not a test: single-stream upload throughput, tunnel vs `ssh -L` with the same cipher and MAC.

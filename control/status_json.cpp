@@ -1,0 +1,107 @@
+#include "control/status_json.hpp"
+
+namespace tunneld::control {
+
+namespace {
+
+using nlohmann::json;
+using proxy::side;
+
+json backend_json(const config::backend& b)
+{
+    return {{"address", b.address.to_string()}, {"via", b.via ? json(*b.via) : json(nullptr)}};
+}
+
+json lag_json(const std::optional<cutover::lag_reading>& reading)
+{
+    json lag = {{"bytes", nullptr}, {"seconds", nullptr}, {"link", "unknown"}};
+    if (reading) {
+        if (reading->bytes) lag["bytes"] = *reading->bytes;
+        if (reading->seconds) lag["seconds"] = *reading->seconds;
+        lag["link"] = cutover::to_string(reading->link);
+        lag["detail"] = reading->detail;
+    }
+    return lag;
+}
+
+} // namespace
+
+json to_json(const cutover::service_snapshot& s)
+{
+    const auto& r = s.route;
+    const std::string active = r.split_percent ? "split" : std::string(proxy::to_string(r.active));
+    const auto index = [](side which) { return static_cast<std::size_t>(which); };
+    return {
+        {"name", s.name},
+        {"kind", config::to_string(s.kind)},
+        {"listen", s.listen.to_string()},
+        {"active", active},
+        {"split_percent", r.split_percent.value_or(0)},
+        {"sticky", r.sticky},
+        {"state", cutover::to_string(s.state)},
+        {"mode", config::to_string(s.mode)},
+        {"connections",
+         {{"old", s.connections[index(side::old_side)]}, {"new", s.connections[index(side::new_side)]}}},
+        {"held", s.held},
+        {"clients_total", s.clients_total},
+        {"bytes_up", s.bytes_up},
+        {"bytes_down", s.bytes_down},
+        {"connect_errors",
+         {{"old", s.connect_errors[index(side::old_side)]}, {"new", s.connect_errors[index(side::new_side)]}}},
+        {"refused_max_clients", s.refused_max_clients},
+        {"old", backend_json(s.old_backend)},
+        {"new", backend_json(s.new_backend)},
+        {"lag", lag_json(s.lag)},
+        {"fenced", s.fenced},
+        {"switches", s.switches},
+        {"last_switch", s.last_switch ? json{{"result", s.last_switch->result},
+                                             {"at", s.last_switch->at},
+                                             {"message", s.last_switch->message}}
+                                      : json(nullptr)},
+    };
+}
+
+json to_json(const tunnel::tunnel_status& t)
+{
+    json gateways = json::array();
+    for (const auto& g : t.gateways)
+        gateways.push_back({{"address", g.address},
+                            {"state", g.state},
+                            {"sessions", g.sessions},
+                            {"sessions_up", g.sessions_up},
+                            {"channels", g.channels},
+                            {"failures", g.failures},
+                            {"last_error", g.last_error}});
+    return {
+        {"name", t.name},
+        {"address", t.address},
+        {"sessions", t.sessions},
+        {"sessions_up", t.sessions_up},
+        {"channels", t.channels},
+        {"bytes_up", t.bytes_up},
+        {"bytes_down", t.bytes_down},
+        {"reconnects", t.reconnects},
+        {"channel_open_failures", t.channel_open_failures},
+        {"last_error", t.last_error},
+        {"since_last_receive_ms", t.since_last_receive ? json(t.since_last_receive->count()) : json(nullptr)},
+        {"gateways", gateways},
+    };
+}
+
+json to_json(const std::vector<tunnel::tunnel_status>& tunnels)
+{
+    json out = json::array();
+    for (const auto& t : tunnels)
+        out.push_back(to_json(t));
+    return out;
+}
+
+json to_json(const status_snapshot& s)
+{
+    json services = json::array();
+    for (const auto& service : s.services)
+        services.push_back(to_json(service));
+    return {{"services", services}, {"tunnels", to_json(s.tunnels)}};
+}
+
+} // namespace tunneld::control

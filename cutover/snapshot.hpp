@@ -1,0 +1,56 @@
+#pragma once
+// What a service looks like right now, as values: the controller produces it; the control
+// server, HTTP /status, metrics and readiness read it; control/ turns it into the contract's
+// JSON at the edge (tunnelctl never sees this type: it reads that JSON).
+
+#include "config/config.hpp"
+#include "cutover/lag.hpp"
+#include "proxy/router.hpp"
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace tunneld::cutover {
+
+enum class service_state { serving, paused, draining, switching };
+std::string_view to_string(service_state) noexcept;
+
+/// The last recorded switch of a service.
+struct switch_record {
+    std::string result; ///< "done" | "refused" | "failed"
+    std::string at;     ///< RFC 3339 UTC
+    std::string message;
+};
+
+struct service_snapshot {
+    std::string name;
+    config::service_kind kind = config::service_kind::tcp;
+    config::switch_mode mode = config::switch_mode::drain;
+    config::endpoint listen;
+    config::backend old_backend;
+    config::backend new_backend;
+    proxy::route route; ///< active side, split and sticky as new clients see them
+    service_state state = service_state::serving;
+    std::array<std::size_t, 2> connections{}; ///< clients now, indexed by side
+    std::size_t held = 0;
+    std::uint64_t clients_total = 0;
+    std::uint64_t bytes_up = 0;
+    std::uint64_t bytes_down = 0;
+    std::array<std::uint64_t, 2> connect_errors{}; ///< indexed by side
+    std::uint64_t refused_max_clients = 0;
+    std::optional<lag_reading> lag; ///< nullopt: no probe has answered (or none is configured)
+    bool fenced = false;
+    std::map<std::string, std::uint64_t> switches; ///< "done", "refused", "failed" -> count
+    std::optional<switch_record> last_switch;
+
+    /// The sides that receive new clients: the active one, or both while split.
+    bool receives(proxy::side s) const
+    {
+        return route.split_percent ? true : route.active == s;
+    }
+};
+
+} // namespace tunneld::cutover

@@ -1,0 +1,213 @@
+// Goal: the controller carries out what the switch machine decides, on fake servers (a fake
+// replication; no redis, no postgres, no listener bound): the steps in the machine's order, the
+// state file written, the pause budget firing through the deadline timer while a step hangs,
+// and a promotion whose reply was lost resolved by asking new's role.
+
+#include "cutover/controller.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <mutex>
+#include <thread>
+#include <unistd.h>
+
+namespace tunneld::cutover {
+namespace {
+
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+/// The two servers as the fake replications see them, shared by the probe's and the switch's.
+struct fake_servers {
+    std::mutex mutex;
+    std::vector<std::string> calls; ///< switch steps in the order they ran
+    bool promote_answers = true;    ///< false: the reply to promote is lost
+    bool promote_promotes = true;   ///< false: the promotion itself failed (new stays a replica)
+    std::chrono::milliseconds catch_up_takes{0};
+    bool new_is_primary = false;
+
+    void record(std::string call)
+    {
+        std::lock_guard lock(mutex);
+        calls.push_back(std::move(call));
+    }
+    std::vector<std::string> seen()
+    {
+        std::lock_guard lock(mutex);
+        return calls;
+    }
+};
+
+class fake_replication : public replication {
+public:
+    explicit fake_replication(std::shared_ptr<fake_servers> servers) : servers_(std::move(servers)) {}
+
+    lag_reading probe() override
+    {
+        lag_reading r;
+        r.bytes = 0;
+        r.link = link_state::up;
+        r.at = clock::now();
+        return r;
+    }
+    step_result pause_writes(duration) override { return done("pause_writes"); }
+    step_result wait_caught_up(clock::time_point) override
+    {
+        std::this_thread::sleep_for(servers_->catch_up_takes);
+        return done("wait_caught_up");
+    }
+    step_result promote(clock::time_point) override
+    {
+        servers_->record("promote");
+        servers_->new_is_primary = servers_->promote_promotes;
+        if (!servers_->promote_answers) return step_result::failure("promote: connection lost");
+        return step_result::success("promote ok");
+    }
+    step_result verify_promoted() override
+    {
+        servers_->record("verify_promoted");
+        return servers_->new_is_primary ? step_result::success("new is a primary")
+                                        : step_result::failure("new is a replica");
+    }
+    step_result fence(clock::time_point) override { return done("fence"); }
+    step_result unpause() override { return done("unpause"); }
+    step_result rollback(const rollback_options&, clock::time_point) override { return done("rollback"); }
+
+private:
+    step_result done(std::string call)
+    {
+        servers_->record(call);
+        return step_result::success(call + " ok");
+    }
+    std::shared_ptr<fake_servers> servers_;
+};
+
+struct harness {
+    explicit harness(config::duration pause_timeout = 5s)
+    {
+        settings->name = "redis";
+        settings->kind = config::service_kind::redis;
+        settings->mode = config::switch_mode::pause;
+        settings->listen = {"127.0.0.1", 0};
+        settings->old_backend.address = {"127.0.0.1", 1};
+        settings->new_backend.address = {"127.0.0.1", 2};
+        settings->pause_timeout = pause_timeout;
+        settings->probe_interval = 20ms;
+        svc = std::make_shared<proxy::service>(settings, std::vector<asio::io_context*>{&loop}, proxy::tunnel_lookup{},
+                                               route{});
+        ctl.add_service(svc, probe_endpoints{settings->old_backend.address, settings->new_backend.address});
+        run_until([&] { return ctl.snapshot().at(0).lag.has_value(); });
+    }
+    ~harness()
+    {
+        ctl.stop();
+        std::filesystem::remove_all(dir);
+    }
+
+    template <class Done> void run_until(Done done, std::chrono::milliseconds limit = 10s)
+    {
+        const auto give_up = steady::now() + limit;
+        while (!done() && steady::now() < give_up)
+            loop.run_one_for(5ms);
+        ASSERT_TRUE(done()) << "not reached within the limit";
+    }
+    void start_switch(side to)
+    {
+        progress_fn report = [this](const std::string& line) { progress.push_back(line); };
+        asio::co_spawn(loop, ctl.switch_side("redis", to, std::nullopt, false, report),
+                       [this](std::exception_ptr, command_result r) { result = std::move(r); });
+    }
+    command_result finish()
+    {
+        run_until([&] { return result.has_value(); });
+        return result.value_or(command_result{});
+    }
+
+    std::filesystem::path dir = [] {
+        auto d = std::filesystem::temp_directory_path() / ("controller_test." + std::to_string(::getpid()) + "." +
+                                                           std::to_string(steady::now().time_since_epoch().count()));
+        std::filesystem::create_directories(d);
+        return d;
+    }();
+    std::shared_ptr<fake_servers> servers = std::make_shared<fake_servers>();
+    std::shared_ptr<config::service_config> settings = std::make_shared<config::service_config>();
+    asio::io_context loop;
+    std::shared_ptr<proxy::service> svc;
+    controller ctl{loop, dir / "state.json", state{},
+                   [s = servers](const config::service_config&, const config::endpoint&, const config::endpoint&) {
+                       return std::make_unique<fake_replication>(s);
+                   }};
+    std::vector<std::string> progress;
+    std::optional<command_result> result;
+};
+
+TEST(Controller, PauseSwitchPerformsTheStepsInTheMachinesOrderAndPersists)
+{
+    harness h;
+    h.start_switch(side::new_side);
+    const auto r = h.finish();
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(h.servers->seen(),
+              (std::vector<std::string>{"pause_writes", "wait_caught_up", "promote", "fence", "unpause"}));
+    EXPECT_EQ(h.svc->current_route(), proxy::route_to(side::new_side));
+    ASSERT_TRUE(r.service);
+    EXPECT_TRUE(r.service->fenced);
+    EXPECT_EQ(r.service->switches.at("done"), 1u);
+    const auto saved = load_state(h.dir / "state.json");
+    ASSERT_TRUE(std::holds_alternative<state>(saved));
+    const auto& record = std::get<state>(saved).services.at("redis");
+    EXPECT_EQ(record.active, "new");
+    EXPECT_TRUE(record.fenced);
+    ASSERT_FALSE(h.progress.empty());
+    EXPECT_EQ(h.progress.back().rfind("released held clients to new after ", 0), 0u) << h.progress.back();
+}
+
+TEST(Controller, PauseBudgetFiresThroughTheTimerWhileAStepHangs)
+{
+    harness h(300ms);
+    h.servers->catch_up_takes = 1500ms; // a replica that stopped answering (SIGSTOP)
+    const auto started = steady::now();
+    h.start_switch(side::new_side);
+    h.run_until([&] { return steady::now() >= started + 800ms; }, 2s);
+    EXPECT_FALSE(h.svc->current_route().hold) << "held clients go back to old when the budget runs out";
+    EXPECT_EQ(h.svc->current_route().active, side::old_side);
+    EXPECT_EQ(h.ctl.snapshot().at(0).state, service_state::serving);
+    EXPECT_FALSE(h.result) << "the answer waits for the step still out (then unpause)";
+
+    const auto r = h.finish();
+    EXPECT_EQ(r.result, verdict::failed);
+    EXPECT_NE(r.error.find("pause budget 300ms ran out"), std::string::npos) << r.error;
+    EXPECT_EQ(h.servers->seen(), (std::vector<std::string>{"pause_writes", "wait_caught_up", "unpause"}));
+    EXPECT_EQ(h.ctl.snapshot().at(0).switches.at("failed"), 1u);
+}
+
+TEST(Controller, LostPromoteReplyIsResolvedByAskingNewsRole)
+{
+    harness h;
+    h.servers->promote_answers = false;
+    h.start_switch(side::new_side);
+    const auto r = h.finish();
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(h.servers->seen(), (std::vector<std::string>{"pause_writes", "wait_caught_up", "promote",
+                                                           "verify_promoted", "fence", "unpause"}));
+    EXPECT_EQ(h.svc->current_route(), proxy::route_to(side::new_side));
+}
+
+TEST(Controller, FailedPromotionOfAReplicaThatStayedOneReleasesToOld)
+{
+    harness h;
+    h.servers->promote_answers = false;
+    h.servers->promote_promotes = false;
+    h.start_switch(side::new_side);
+    const auto r = h.finish();
+    EXPECT_EQ(r.result, verdict::failed);
+    EXPECT_EQ(h.svc->current_route(), route{});
+    const auto seen = h.servers->seen();
+    EXPECT_EQ(seen.back(), "unpause");
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), "fence"), 0);
+}
+
+} // namespace
+} // namespace tunneld::cutover
