@@ -37,14 +37,14 @@ std::vector<config_error> check_files(const std::filesystem::path& source,
             fail(fmt::format("{} {} cannot be read: {}", file.key, file.path.string(), std::strerror(errno)));
             continue;
         }
-        if (file.key != "identity") continue;
+        if (file.key != "identity" && !file.secret) continue;
         // ssh refuses such keys too: a private key others can read or replace is not private.
         const unsigned mode = st.st_mode & 07777;
         if (mode & (S_IRGRP | S_IROTH))
-            fail(fmt::format("identity {} is readable by group or others (mode {:04o}); chmod 600 it",
+            fail(fmt::format("{} {} is readable by group or others (mode {:04o}); chmod 600 it", file.key,
                              file.path.string(), mode));
         else if (mode & (S_IWGRP | S_IWOTH))
-            fail(fmt::format("identity {} is writable by group or others (mode {:04o}); chmod 600 it",
+            fail(fmt::format("{} {} is writable by group or others (mode {:04o}); chmod 600 it", file.key,
                              file.path.string(), mode));
     }
     return errors;

@@ -109,11 +109,36 @@ struct service_config {
     friend bool operator==(const service_config&, const service_config&) = default;
 };
 
+/// One etcd client URL of `[fleet] etcd`: "http://host:port" or "https://host:port".
+struct etcd_endpoint {
+    bool tls = false;
+    endpoint address;
+
+    std::string to_string() const; ///< the URL again
+    friend bool operator==(const etcd_endpoint&, const etcd_endpoint&) = default;
+};
+
+/// `[fleet]`: the member coordinates its services' switches with the other members through etcd.
+struct fleet_config {
+    std::vector<etcd_endpoint> etcd; ///< tried in turn; never empty
+    std::string name;                ///< the fleet's key prefix: /tunneld/<name>/
+    std::string member;              ///< this member's name; the host name when not written
+    std::optional<std::filesystem::path> ca_file;   ///< verifies https:// endpoints (else the system's CAs)
+    std::optional<std::filesystem::path> cert_file; ///< client certificate; set with key_file
+    std::optional<std::filesystem::path> key_file;
+    /// "user password" on its first line; read at each authentication, never kept in the config.
+    std::optional<std::filesystem::path> credentials_file;
+    duration ack_timeout = std::chrono::seconds(2);
+
+    friend bool operator==(const fleet_config&, const fleet_config&) = default;
+};
+
 struct config {
     std::filesystem::path source; ///< the file it was read from
     daemon_config daemon;
     std::vector<tunnel_config> tunnels;   ///< sorted by name
     std::vector<service_config> services; ///< sorted by name
+    std::optional<fleet_config> fleet;    ///< unset: a single host, no etcd
 
     const tunnel_config* find_tunnel(std::string_view name) const;
     const service_config* find_service(std::string_view name) const;

@@ -1,5 +1,6 @@
 // TOML text -> validated config. Every problem becomes a config_error; none stops the parse.
 #include "config/parse_detail.hpp"
+#include "config/parse_fleet.hpp"
 
 #include <algorithm>
 #include <fmt/format.h>
@@ -164,6 +165,7 @@ public:
         if (const toml::node* node = top.find("services")) {
             if (const toml::table* table = as_table(*node, "services")) read_services(*table, *result);
         }
+        if (const toml::node* node = top.find("fleet")) detail::read_fleet(*node, file_, *result, errors_, out.files);
         top.report_unknown_keys();
         check_listen_addresses();
 

@@ -11,6 +11,7 @@ struct named_file {
     std::filesystem::path path;
     std::uint32_t line = 0;
     std::uint32_t column = 0;
+    bool secret = false; ///< refused when group or others may read or write it, like an identity key
 };
 
 struct parse_output {

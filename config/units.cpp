@@ -97,6 +97,11 @@ std::string endpoint::to_string() const
     return host + ":" + std::to_string(port);
 }
 
+std::string etcd_endpoint::to_string() const
+{
+    return (tls ? "https://" : "http://") + address.to_string();
+}
+
 std::string_view to_string(service_kind kind) noexcept
 {
     switch (kind) {

@@ -1,0 +1,250 @@
+#include "fleet/membership.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+namespace tunneld::fleet {
+
+namespace asio = boost::asio;
+using std::chrono::milliseconds;
+
+fleet_view make_view(const key_layout& keys, const prefix_mirror& mirror)
+{
+    fleet_view view;
+    view.revision = mirror.revision();
+    for (const auto& [key, kv] : mirror.entries()) {
+        const auto named = keys.parse(key);
+        if (!named) continue;
+        auto& service = view.services[named->service];
+        if (named->what == key_layout::named::kind::epoch) {
+            if (auto record = decode_epoch_record(kv.value))
+                service.epoch = epoch_state{std::move(*record), kv.mod_revision};
+            else
+                service.epoch_malformed = true;
+        } else {
+            // entries() is ordered by key, so members come sorted by name within a service.
+            service.members.push_back({named->member, decode_member_record(kv.value), kv.mod_revision});
+        }
+    }
+    return view;
+}
+
+struct membership::state : std::enable_shared_from_this<state> {
+    etcd::client& client;
+    key_layout keys;
+    std::string member;
+    records_source records;
+    membership_options options;
+
+    bool started = false;
+    bool stopped = false;
+    int loops_running = 0;
+    bool publish_requested = false;
+    asio::steady_timer wake;
+    std::shared_ptr<etcd::watch_handle> watch_handle = std::make_shared<etcd::watch_handle>();
+
+    std::int64_t lease_id = 0;
+    unsigned leases_granted = 0;
+    std::map<std::string, member_record> published; ///< as last written under lease_id
+    etcd::clock::time_point last_heartbeat{};
+
+    prefix_mirror mirror;
+    fleet_view view;
+    std::function<void(const fleet_view&)> on_change;
+
+    state(etcd::client& c, key_layout k, std::string m, records_source r, membership_options o)
+        : client(c), keys(std::move(k)), member(std::move(m)), records(std::move(r)), options(o),
+          wake(c.get_executor())
+    {
+    }
+
+    etcd::clock::time_point deadline() const { return etcd::clock::now() + options.call_timeout; }
+
+    /// Sleeps until `until` or stop(), or publish_now() when `wake_on_publish` (not while
+    /// backing off from a failure: a caller's publish_now() must not turn the backoff into a spin).
+    asio::awaitable<void> sleep_until(etcd::clock::time_point until, bool wake_on_publish)
+    {
+        while (!stopped && !(wake_on_publish && publish_requested) && etcd::clock::now() < until) {
+            wake.expires_at(until);
+            co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+    }
+
+    /// Writes every record that changed (or all, at a heartbeat) and deletes the ones no
+    /// longer offered. False when the lease is gone (re-grant) or etcd failed.
+    asio::awaitable<bool> publish(bool heartbeat, bool& lease_lost)
+    {
+        const std::map<std::string, member_record> now = records ? records() : std::map<std::string, member_record>{};
+        const auto stamp = std::chrono::duration_cast<milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+        for (const auto& [service, record] : now) {
+            const auto it = published.find(service);
+            member_record stamped = record;
+            if (it != published.end()) stamped.last_seen_ms = it->second.last_seen_ms;
+            if (!heartbeat && it != published.end() && it->second == stamped) continue;
+            stamped.last_seen_ms = stamp;
+            // Named outside co_await: g++ 12 destroys a co_await expression's temporaries twice (PR 100611).
+            etcd::put_request request{keys.member_key(service, member), encode(stamped), lease_id};
+            auto put = co_await client.put(std::move(request), deadline());
+            if (!put) {
+                lease_lost = put.err().code == etcd::errc::lease_not_found;
+                spdlog::warn("fleet: member record {} not written: {}", keys.member_key(service, member),
+                             put.err().to_string());
+                co_return false;
+            }
+            published[service] = stamped;
+        }
+        for (auto it = published.begin(); it != published.end();) {
+            if (now.count(it->first)) {
+                ++it;
+                continue;
+            }
+            etcd::delete_request request{keys.member_key(it->first, member), {}};
+            auto erased = co_await client.erase(std::move(request), deadline());
+            if (!erased) co_return false;
+            it = published.erase(it);
+        }
+        co_return true;
+    }
+
+    asio::awaitable<void> lease_loop()
+    {
+        auto self = shared_from_this();
+        milliseconds retry(100);
+        while (!stopped) {
+            if (lease_id == 0) {
+                auto granted = co_await client.lease_grant(options.lease_ttl, deadline());
+                if (stopped) break;
+                if (!granted) {
+                    spdlog::warn("fleet: lease not granted: {}", granted.err().to_string());
+                    co_await sleep_until(etcd::clock::now() + retry, false);
+                    retry = std::min(retry * 2, milliseconds(options.lease_ttl) / 3);
+                    continue;
+                }
+                lease_id = granted->id;
+                ++leases_granted;
+                published.clear();
+                // Keep-alive at a third of the TTL etcd granted, which may exceed the one asked for.
+                keep_alive_every = milliseconds(std::chrono::seconds(granted->ttl)) / 3;
+                next_keep_alive = etcd::clock::now() + keep_alive_every;
+                if (leases_granted > 1) spdlog::info("fleet: lease lost; new lease {:x} granted", lease_id);
+            }
+            const bool heartbeat = etcd::clock::now() - last_heartbeat >= options.heartbeat;
+            publish_requested = false;
+            bool lease_lost = false;
+            const bool written = co_await publish(heartbeat, lease_lost);
+            if (lease_lost) {
+                spdlog::warn("fleet: lease {:x} expired; granting a new one and writing the records again", lease_id);
+                lease_id = 0;
+                continue;
+            }
+            if (written && heartbeat) last_heartbeat = etcd::clock::now();
+            // After a failed write, publish again soon: `published` still holds what etcd has.
+            const auto next_publish = written ? last_heartbeat + options.heartbeat : etcd::clock::now() + retry;
+            retry = written ? milliseconds(100) : std::min(retry * 2, keep_alive_every);
+            co_await sleep_until(std::min(next_keep_alive, next_publish), written);
+            if (stopped) break;
+            if (etcd::clock::now() < next_keep_alive) continue;
+            auto renewed = co_await client.lease_keep_alive(lease_id, deadline());
+            if (stopped) break;
+            if (renewed) {
+                next_keep_alive = etcd::clock::now() + keep_alive_every;
+            } else if (renewed.err().code == etcd::errc::lease_not_found) {
+                spdlog::warn("fleet: lease {:x} expired; granting a new one and writing the records again", lease_id);
+                lease_id = 0;
+            } else {
+                // Unreachable for now: the lease may still live; try again soon, within its TTL.
+                spdlog::warn("fleet: lease keep-alive failed: {}", renewed.err().to_string());
+                next_keep_alive = etcd::clock::now() + std::min(keep_alive_every, retry);
+                retry = std::min(retry * 2, keep_alive_every);
+            }
+        }
+        if (lease_id != 0) {
+            // Best effort: a member that leaves cleanly disappears at once, not after the TTL.
+            co_await client.lease_revoke(lease_id, deadline());
+            lease_id = 0;
+        }
+        --loops_running;
+    }
+
+    asio::awaitable<void> watch_loop()
+    {
+        auto self = shared_from_this();
+        // Named outside co_await: g++ 12 destroys a co_await expression's temporaries twice (PR 100611).
+        std::function<void(const prefix_update&)> on_update = [this](const prefix_update& update) {
+            if (update.snapshot) {
+                mirror.reset({update.revision, update.kvs, 0, false});
+            } else {
+                mirror.apply(update.events);
+            }
+            const bool reachable = view.reachable;
+            std::string last_error = view.last_error;
+            view = make_view(keys, mirror);
+            view.reachable = reachable;
+            view.last_error = std::move(last_error);
+            if (on_change) on_change(view);
+        };
+        std::function<void(const watch_status&)> on_status = [this](const watch_status& status) {
+            if (view.reachable == status.connected && !status.error) return;
+            view.reachable = status.connected;
+            view.last_error = status.error ? status.error->to_string() : std::string();
+            if (on_change) on_change(view);
+        };
+        std::string prefix = keys.root();
+        auto handle = watch_handle;
+        co_await watch_prefix(client, std::move(prefix), options.watch, std::move(on_update), std::move(on_status),
+                              std::move(handle));
+        --loops_running;
+    }
+
+    milliseconds keep_alive_every{1000};
+    etcd::clock::time_point next_keep_alive{};
+};
+
+membership::membership(etcd::client& client, key_layout keys, std::string member, records_source records,
+                       membership_options options)
+    : state_(std::make_shared<state>(client, std::move(keys), std::move(member), std::move(records), options))
+{
+}
+
+membership::~membership() { stop(); }
+
+void membership::start()
+{
+    if (state_->started) return;
+    state_->started = true;
+    state_->loops_running = 2;
+    asio::co_spawn(state_->client.get_executor(), state_->lease_loop(), asio::detached);
+    asio::co_spawn(state_->client.get_executor(), state_->watch_loop(), asio::detached);
+}
+
+void membership::stop()
+{
+    state_->stopped = true;
+    state_->wake.cancel();
+    state_->watch_handle->stop();
+}
+
+bool membership::finished() const { return state_->loops_running == 0; }
+
+void membership::publish_now()
+{
+    state_->publish_requested = true;
+    state_->wake.cancel();
+}
+
+void membership::on_view_change(std::function<void(const fleet_view&)> callback)
+{
+    state_->on_change = std::move(callback);
+}
+
+const fleet_view& membership::view() const { return state_->view; }
+std::int64_t membership::lease() const { return state_->lease_id; }
+unsigned membership::leases_granted() const { return state_->leases_granted; }
+
+} // namespace tunneld::fleet

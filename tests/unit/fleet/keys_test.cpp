@@ -1,0 +1,99 @@
+// The fleet's key layout and records: every key the layout makes parses back to what made it,
+// foreign keys are ignored, and a record that is not exactly ours decodes to nothing (the view
+// reports it) instead of to a default that would read as "epoch 0 on old".
+#include "fleet/keys.hpp"
+#include "fleet/membership.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace tunneld::fleet {
+namespace {
+
+TEST(KeyLayout, KeysOfAFleet)
+{
+    const key_layout keys("legacy-eu1");
+    EXPECT_EQ(keys.root(), "/tunneld/legacy-eu1/");
+    EXPECT_EQ(keys.epoch_key("redis"), "/tunneld/legacy-eu1/services/redis/epoch");
+    EXPECT_EQ(keys.members_prefix("redis"), "/tunneld/legacy-eu1/services/redis/members/");
+    EXPECT_EQ(keys.member_key("redis", "web-7.eu"), "/tunneld/legacy-eu1/services/redis/members/web-7.eu");
+}
+
+TEST(KeyLayout, ParsesItsOwnKeysAndIgnoresOthers)
+{
+    const key_layout keys("f");
+    using kind = key_layout::named::kind;
+    EXPECT_EQ(keys.parse(keys.epoch_key("redis")), (key_layout::named{kind::epoch, "redis", ""}));
+    EXPECT_EQ(keys.parse(keys.member_key("pg", "web-7")), (key_layout::named{kind::member, "pg", "web-7"}));
+    for (std::string_view other : {"/tunneld/g/services/redis/epoch", "/tunneld/f/services/redis/lock",
+                                   "/tunneld/f/services//epoch", "/tunneld/f/services/redis/members/",
+                                   "/tunneld/f/services/redis/members/a/b", "/tunneld/f/switches/1", "/tunneld/f/"})
+        EXPECT_FALSE(keys.parse(other)) << other;
+}
+
+TEST(MemberRecord, RoundTripsAndRefusesAnythingElse)
+{
+    const member_record r{side::new_side, 7, "holding", 12, 1'700'000'000'123};
+    EXPECT_EQ(encode(r), R"({"epoch":7,"held":12,"last_seen_ms":1700000000123,"side":"new","state":"holding"})");
+    EXPECT_EQ(decode_member_record(encode(r)), r);
+    for (std::string_view bad : {
+             "", "[]", "null",
+             R"({"epoch":7,"held":12,"last_seen_ms":1,"side":"split","state":"serving"})",
+             R"({"epoch":-1,"held":12,"last_seen_ms":1,"side":"old","state":"serving"})",
+             R"({"epoch":"7","held":12,"last_seen_ms":1,"side":"old","state":"serving"})",
+             R"({"epoch":7,"held":-1,"last_seen_ms":1,"side":"old","state":"serving"})",
+             R"({"epoch":7,"held":1,"last_seen_ms":1,"side":"old","state":""})",
+             R"({"epoch":7,"held":1,"side":"old","state":"serving"})",
+         })
+        EXPECT_FALSE(decode_member_record(bad)) << bad;
+}
+
+TEST(EpochRecord, CommittedAndHeld)
+{
+    const epoch_record committed{3, side::new_side, "committed", {}, std::nullopt};
+    EXPECT_FALSE(committed.held());
+    EXPECT_EQ(encode(committed), R"({"epoch":3,"phase":"committed","side":"new"})");
+    EXPECT_EQ(decode_epoch_record(encode(committed)), committed);
+
+    const epoch_record held{4, side::new_side, "claimed", "web-7", side::old_side};
+    EXPECT_TRUE(held.held());
+    EXPECT_EQ(decode_epoch_record(encode(held)), held);
+    // Held without saying by whom or towards where cannot be acted on: refused.
+    EXPECT_FALSE(decode_epoch_record(R"({"epoch":4,"phase":"claimed","side":"new"})"));
+    EXPECT_FALSE(decode_epoch_record(R"({"epoch":4,"phase":"claimed","side":"new","coordinator":"a","target":"x"})"));
+    EXPECT_FALSE(decode_epoch_record(R"({"epoch":4,"phase":"","side":"new"})"));
+}
+
+TEST(FleetView, DecodesTheMirrorByService)
+{
+    const key_layout keys("f");
+    prefix_mirror mirror;
+    const member_record a{side::old_side, 3, "serving", 0, 1}, b{side::new_side, 3, "serving", 0, 2};
+    mirror.reset({20,
+                  {{keys.epoch_key("redis"), encode(epoch_record{3, side::old_side, "committed", {}, std::nullopt}), 1, 4, 2, 0},
+                   {keys.member_key("redis", "web-2"), encode(b), 5, 6, 1, 9},
+                   {keys.member_key("redis", "web-1"), encode(a), 5, 7, 1, 9},
+                   {keys.member_key("pg", "web-1"), "garbage", 8, 8, 1, 9},
+                   {keys.epoch_key("pg"), "{}", 8, 8, 1, 0},
+                   {"/tunneld/f/unknown", "x", 8, 8, 1, 0}},
+                  6, false});
+    const fleet_view view = make_view(keys, mirror);
+    EXPECT_EQ(view.revision, 20);
+    ASSERT_EQ(view.services.size(), 2u);
+    const auto& redis = view.services.at("redis");
+    ASSERT_TRUE(redis.epoch);
+    EXPECT_EQ(redis.epoch->record.epoch, 3);
+    EXPECT_EQ(redis.epoch->mod_revision, 4);
+    ASSERT_EQ(redis.members.size(), 2u);
+    EXPECT_EQ(redis.members[0].member, "web-1");
+    EXPECT_EQ(redis.members[0].record, a);
+    EXPECT_EQ(redis.members[1].record, b);
+    const auto& pg = view.services.at("pg");
+    EXPECT_FALSE(pg.epoch);
+    EXPECT_TRUE(pg.epoch_malformed);
+    ASSERT_EQ(pg.members.size(), 1u);
+    EXPECT_FALSE(pg.members[0].record);
+}
+
+} // namespace
+} // namespace tunneld::fleet
