@@ -365,7 +365,8 @@ public:
         out.name = settings_.name;
         out.sessions = static_cast<unsigned>(sessions_.size());
         for (const auto& g : gateways_) {
-            out.address += (out.address.empty() ? "" : ",") + g->address.to_string();
+            if (!out.address.empty()) out.address += ',';
+            out.address += g->address.to_string();
             gateway_status gateway;
             gateway.address = g->address.to_string();
             gateway.sessions = std::max(1U, settings_.sessions);

@@ -6,7 +6,8 @@ tunnel) serves the page; Chromium (Debian's chromium + chromedriver, driven by D
 python3-selenium) loads it and sees the service row (kind, side old, the clients connected now,
 link up), the tunnel row with its sessions up; then `tunnelctl switch redis` runs and, without
 the page being reloaded (a marker set in the page survives), the row shows side new and the old
-backend fenced. Screenshots before and after go next to
+backend fenced and the switch history lists the switch with its operator. The lag graph is
+drawn from the daemon's history of the last minutes. Screenshots before and after go next to
 the test log (build/<preset>/Testing/Temporary/) and their paths are printed.
 """
 
@@ -98,6 +99,8 @@ class StatusPageTest(IntegrationTest):
         self.eventually(lambda: "2 / 2" in self.cell('#tunnels tr[data-tunnel="vpc"]'), 15,
                         "the tunnel row shows 2 of 2 sessions up")
         self.assertIn("live", self.cell("#live"))
+        self.eventually(lambda: self.browser.find_elements(By.CSS_SELECTOR, f"{row} svg.spark path"), 15,
+                        "the lag graph of the last minutes is drawn")
         self.screenshot("before_switch")
 
         self.browser.execute_script("window.__not_reloaded = 42;")
@@ -107,6 +110,8 @@ class StatusPageTest(IntegrationTest):
         self.eventually(lambda: self.cell(f"{row} td.active") == "new", 10, "side new on the page")
         self.eventually(lambda: self.cell(f"{row} td.fenced-yes") == "yes", 10,
                         "old fenced on the page")
+        self.eventually(lambda: "switch" in (h := self.cell("#history tbody")) and "done" in h
+                        and "root (0)" in h, 10, "the switch in the page's history, with its operator")
         self.assertEqual(self.browser.execute_script("return window.__not_reloaded;"), 42,
                          "the page was reloaded instead of updating itself")
         self.screenshot("after_switch")
