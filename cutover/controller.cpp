@@ -23,12 +23,6 @@ std::int64_t unix_ms_now()
         .count();
 }
 
-std::string utc_now()
-{
-    return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}",
-                       fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
-}
-
 } // namespace
 
 struct controller::entry {
