@@ -89,6 +89,9 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
     family paused{"tunneld_paused", gauge, "1 while the service holds new clients (pause)."};
     family held{"tunneld_clients_held", gauge, "Clients held by a pause, waiting for a backend."};
     family fenced{"tunneld_fenced", gauge, "1 when the old backend has been fenced."};
+    family fleet_reachable{"tunneld_fleet_etcd_reachable", gauge,
+                           "1 while the fleet's etcd answers, 0 while not."};
+    family fleet_epoch{"tunneld_fleet_epoch", gauge, "The fleet epoch the service runs on this member."};
 
     family sessions{"tunneld_tunnel_sessions", gauge, "SSH sessions configured for the tunnel."};
     family sessions_up{"tunneld_tunnel_sessions_up", gauge,
@@ -154,6 +157,13 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
         paused.add({{"service", s}}, service.state == cutover::service_state::paused ? 1 : 0);
         held.add({{"service", s}}, static_cast<double>(service.held));
         fenced.add({{"service", s}}, service.fenced ? 1 : 0);
+        if (const auto& fleet = status.fleet) { // only in a fleet: a single host has neither
+            fleet_reachable.add({{"service", s}}, fleet->reachable ? 1 : 0);
+            // 0: no epoch committed for the service yet, as status --json says
+            const auto epoch = fleet->epochs.find(s);
+            fleet_epoch.add({{"service", s}},
+                            epoch == fleet->epochs.end() ? 0.0 : static_cast<double>(epoch->second));
+        }
     }
 
     for (const auto& tunnel : status.tunnels) {
@@ -203,7 +213,9 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
                       &gateway_up,
                       &gateway_sessions_up,
                       &gateway_channels,
-                      &gateway_failures})
+                      &gateway_failures,
+                      &fleet_reachable,
+                      &fleet_epoch})
         out.push_back(std::move(f->out));
     return out;
 }

@@ -178,6 +178,8 @@ TEST(RenderMetrics, EveryFamilyIsDeclaredOnceWithItsTypeEvenWithoutSamples)
         {"tunneld_tunnel_gateway_sessions_up", "gauge"},
         {"tunneld_tunnel_gateway_channels", "gauge"},
         {"tunneld_tunnel_gateway_failures_total", "counter"},
+        {"tunneld_fleet_etcd_reachable", "gauge"},
+        {"tunneld_fleet_epoch", "gauge"},
     };
     const std::string text = render_metrics(metric_families({}, {}));
     const auto m = parse(text);
@@ -233,6 +235,24 @@ TEST(RenderMetrics, PausedStateIsOneAndHeldClientsAreCounted)
     const auto m = scrape_of(with_services({service}));
     EXPECT_EQ(m.at(R"(tunneld_paused{service="redis"})"), 1);
     EXPECT_EQ(m.at(R"(tunneld_clients_held{service="redis"})"), 4);
+}
+
+TEST(RenderMetrics, FleetReachabilityAndEpochOnlyInAFleet)
+{
+    auto status = with_services({redis_service()});
+    EXPECT_FALSE(scrape_of(status).has(R"(tunneld_fleet_etcd_reachable{service="redis"})"));
+    EXPECT_FALSE(scrape_of(status).has(R"(tunneld_fleet_epoch{service="redis"})"));
+    status.fleet.emplace();
+    status.fleet->reachable = false;
+    status.fleet->epochs = {{"redis", 3}};
+    auto m = scrape_of(status);
+    EXPECT_EQ(m.at(R"(tunneld_fleet_etcd_reachable{service="redis"})"), 0);
+    EXPECT_EQ(m.at(R"(tunneld_fleet_epoch{service="redis"})"), 3);
+    status.fleet->reachable = true;
+    status.fleet->epochs.clear(); // no epoch committed yet
+    m = scrape_of(status);
+    EXPECT_EQ(m.at(R"(tunneld_fleet_etcd_reachable{service="redis"})"), 1);
+    EXPECT_EQ(m.at(R"(tunneld_fleet_epoch{service="redis"})"), 0);
 }
 
 TEST(RenderMetrics, TunnelSamples)
