@@ -23,12 +23,6 @@ std::int64_t unix_ms_now()
         .count();
 }
 
-std::string utc_now()
-{
-    return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}",
-                       fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
-}
-
 /// The journal as stored: the write pause's wall-clock expiry is fixed when its step is first
 /// journaled (kept from `previous` after that); a running hook's process group comes from `hook_pgid`.
 std::optional<journal_record> journal_to_record(const std::optional<switch_journal>& j,

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <limits>
 #include <cstring>
 #include <fcntl.h>
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -159,6 +161,12 @@ std::variant<state, state_error> load_state(const std::filesystem::path& path)
                                        "every service on old)",
                                        path.string(), *message)};
     return std::get<state>(std::move(decoded));
+}
+
+std::string utc_now()
+{
+    return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}",
+                       fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
 }
 
 std::optional<std::string> save_state(const std::filesystem::path& path, const state& s)

@@ -53,6 +53,9 @@ struct state_error {
     std::string message; ///< names the file and what is wrong with it
 };
 
+/// Now, as RFC 3339 UTC to the second: the state's `updated`, a switch's `at`, the history's `time`.
+std::string utc_now();
+
 /// Serialises to the JSON document stored on disk. Pure.
 std::string encode(const state& s);
 /// Parses the JSON document; an error message says what is wrong (not the path). Pure.
