@@ -132,6 +132,7 @@ public:
     std::optional<clock::time_point> deadline() const;
     /// The epoch record as last written (or claimed) by this coordinator.
     const epoch_state& state() const { return state_; }
+    const std::string& member() const { return member_; }
     bool finished() const { return stage_ == stage::done; }
 
 private:
