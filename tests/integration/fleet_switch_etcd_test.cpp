@@ -75,9 +75,11 @@ struct test_member {
             if (!answers) return; // stuck: never holds, never acknowledges
             local.holding = action.epoch;
             ++holds;
+            held_at = clock::now();
             break;
         case member_action::kind::release:
         case member_action::kind::flip:
+            released_at = clock::now();
             local.holding.reset();
             local.active = action.to;
             local.epoch = action.epoch;
@@ -90,6 +92,7 @@ struct test_member {
     bool answers;
     member_local local;
     int holds = 0;
+    clock::time_point held_at{}, released_at{}; ///< the last hold and release
     etcd::client client;
     membership self;
 };
@@ -111,12 +114,12 @@ bool all_on(const std::vector<member_local>& locals, side s, std::int64_t epoch)
 
 class FleetSwitch : public ::testing::Test {
 protected:
-    void start_members(std::vector<bool> acknowledges = {true, true, true})
+    void start_members(std::vector<bool> acknowledges = {true, true, true}, std::chrono::milliseconds settle = 5s)
     {
         for (std::size_t i = 0; i < acknowledges.size(); ++i)
             members.push_back(
                 std::make_unique<test_member>(loop, etcd, keys, "web-" + std::to_string(i + 1), acknowledges[i]));
-        ASSERT_TRUE(eventually(loop, 5s, [&] {
+        ASSERT_TRUE(eventually(loop, settle, [&] {
             for (const auto& m : members) {
                 const auto& services = m->self.view().services;
                 const auto it = services.find(service);
@@ -266,6 +269,45 @@ TEST_F(FleetSwitch, EtcdStoppedRefusesTheSwitch)
     EXPECT_TRUE(loop.on_loop([&] { return switches.empty(); }));
     const auto all = loop.on_loop([&] { return locals(members); });
     EXPECT_TRUE(std::none_of(all.begin(), all.end(), [](const member_local& l) { return l.holding.has_value(); }));
+}
+
+/// Not run by ctest (DISABLED_): `fleet_switch_etcd_tests --gtest_also_run_disabled_tests
+/// --gtest_filter='*Bench*'`. The coordination's share of a fleet switch on one event loop and
+/// one etcd (tmpfs), with servers that switch at once: how long members hold (first hold to last
+/// release) and claim to commit, for 3 and 20 members, five switches each to the other side.
+TEST_F(FleetSwitch, DISABLED_Bench_HoldTimeAt3And20Members)
+{
+    for (const std::size_t count : {3u, 20u}) {
+        TearDown();
+        members.clear();
+        start_members(std::vector<bool>(count, true), 20s);
+        std::vector<long> holds, totals;
+        for (int round = 0; round < 5; ++round) {
+            // To the other side each time (the members of the second run join a fleet on new).
+            const side target = record_in_etcd().committed == side::old_side ? side::new_side : side::old_side;
+            coordinator machine("web-1", target);
+            const auto started = clock::now();
+            const auto result = switch_from(0, machine, 0ms).get();
+            ASSERT_EQ(result.outcome, fleet_outcome::committed) << result.reason;
+            const auto total = clock::now() - started;
+            ASSERT_TRUE(eventually(loop, 5s, [&] { return all_on(locals(members), target, result.epoch); }));
+            const auto [first, last] = loop.on_loop([&] {
+                clock::time_point first = clock::time_point::max(), last{};
+                for (const auto& m : members) {
+                    first = std::min(first, m->held_at);
+                    last = std::max(last, m->released_at);
+                }
+                return std::pair{first, last};
+            });
+            holds.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(last - first).count());
+            totals.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(total).count());
+        }
+        std::sort(holds.begin(), holds.end());
+        std::sort(totals.begin(), totals.end());
+        std::cout << "[ fleet bench ] " << count << " members: hold (first hold to last release) median "
+                  << holds[2] << " ms, max " << holds[4] << " ms; claim to commit median " << totals[2]
+                  << " ms, max " << totals[4] << " ms\n";
+    }
 }
 
 } // namespace
