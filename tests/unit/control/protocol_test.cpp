@@ -306,7 +306,7 @@ TEST(ParseRequest, CmdProblems)
     EXPECT_EQ(error_of(R"({"cmd":null})"), "\"cmd\" must be a string, not null");
     EXPECT_EQ(error_of(R"({"cmd":"explode"})"),
               "unknown cmd \"explode\" (expected one of status, tunnels, switch, rollback, split, pause, "
-              "resume, reload, check, history)");
+              "resume, reload, check, history, resolve)");
     EXPECT_THAT(error_of(R"({"cmd":"switch_side","service":"r"})"),
                 StartsWith("unknown cmd \"switch_side\""));
     EXPECT_THAT(error_of("{\"cmd\":\"" + std::string(500, 'x') + "\"}"),
