@@ -102,6 +102,7 @@ constexpr std::array command_names{
     std::pair{command::check, std::string_view{"check"}},
     std::pair{command::history, std::string_view{"history"}},
     std::pair{command::fleet, std::string_view{"fleet"}},
+    std::pair{command::resolve, std::string_view{"resolve"}},
 };
 
 constexpr std::array error_code_names{
@@ -120,6 +121,7 @@ std::span<const std::string_view> fields_of(command cmd)
     static constexpr std::array<std::string_view, 4> switch_fields{"service", "to", "mode", "force"};
     static constexpr std::array<std::string_view, 3> split_fields{"service", "percent", "sticky"};
     static constexpr std::array<std::string_view, 2> pause_fields{"service", "timeout"};
+    static constexpr std::array<std::string_view, 2> resolve_fields{"service", "to"};
     switch (cmd) {
     case command::status:
     case command::rollback:
@@ -134,6 +136,8 @@ std::span<const std::string_view> fields_of(command cmd)
         return split_fields;
     case command::pause:
         return pause_fields;
+    case command::resolve:
+        return resolve_fields;
     case command::tunnels:
     case command::reload:
         return {};
@@ -417,6 +421,9 @@ std::string encode(const request& r)
     object["cmd"] = to_string(r.cmd);
     if (r.service) object["service"] = *r.service;
     switch (r.cmd) {
+    case command::resolve:
+        object["to"] = to_string(r.to);
+        break;
     case command::switch_side:
     case command::check:
         object["to"] = to_string(r.to);

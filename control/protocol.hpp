@@ -49,8 +49,9 @@ private:
 };
 
 /// check: the guardrails of a switch, changing nothing (`tunnelctl check`, `switch --dry-run`);
-/// history: the switches recorded on this host; fleet: the members of this host's fleet.
-enum class command { status, tunnels, switch_side, rollback, split, pause, resume, reload, check, history, fleet };
+/// history: the switches recorded on this host; fleet: the members of this host's fleet;
+/// resolve: ends an unresolved switch on the side the operator names, checked first.
+enum class command { status, tunnels, switch_side, rollback, split, pause, resume, reload, check, history, fleet, resolve };
 enum class side_choice { old_side, new_side };
 /// Why a request failed, as the wire names it; an error_condition-style enum hooked into
 /// std::error_code (`ec == control::error_code::busy`). Zero is no error, so the codes start at 1.

@@ -84,6 +84,7 @@ json to_json(const cutover::service_snapshot& s)
         {"new", backend_json(s.new_backend)},
         {"lag", lag_json(s.lag)},
         {"fenced", s.fenced},
+        {"problem", s.problem.empty() ? json(nullptr) : json(s.problem)},
         {"switches", s.switches},
         {"last_switch", s.last_switch ? json{{"result", s.last_switch->result},
                                              {"at", s.last_switch->at},

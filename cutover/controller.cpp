@@ -5,6 +5,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <csignal>
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -46,9 +47,10 @@ std::optional<journal_record> journal_to_record(const std::optional<switch_journ
 } // namespace
 
 struct controller::entry {
-    entry(std::shared_ptr<proxy::service> s, asio::io_context& loop, route initial, bool fenced_at_start)
+    entry(std::shared_ptr<proxy::service> s, asio::io_context& loop, route initial, bool fenced_at_start,
+          std::optional<switch_journal> journal)
         : svc(std::move(s)), settings(svc->settings()),
-          machine(settings->kind, initial, settings->name, fenced_at_start), deadline_timer(loop)
+          machine(settings->kind, initial, settings->name, fenced_at_start, std::move(journal)), deadline_timer(loop)
     {
     }
 
@@ -134,12 +136,27 @@ void controller::add_service(std::shared_ptr<proxy::service> svc, std::optional<
     const auto settings = svc->settings();
     const auto persisted = persisted_.services.find(settings->name);
     const bool fenced = persisted != persisted_.services.end() && persisted->second.fenced;
-    auto e = std::make_shared<entry>(svc, loop_, svc->current_route(), fenced);
+    std::optional<switch_journal> journal;
+    if (persisted != persisted_.services.end() && persisted->second.journal) {
+        const auto& r = *persisted->second.journal;
+        journal = switch_journal{r.id,
+                                 r.from == "new" ? side::new_side : side::old_side,
+                                 r.to == "new" ? side::new_side : side::old_side,
+                                 config::switch_mode::pause,
+                                 parse_journal_step(r.step).value_or(journal_step::pause_writes),
+                                 std::nullopt};
+    }
+    auto e = std::make_shared<entry>(svc, loop_, svc->current_route(), fenced, journal);
+    if (journal) svc->set_route(e->machine.current_route()); // held until recovered
     {
         std::lock_guard lock(mutex_);
         entries_[settings->name] = e;
     }
     update_service(settings->name, settings, std::move(probes));
+    if (journal) {
+        const auto pgid = persisted->second.journal->hook_pgid.value_or(0);
+        asio::co_spawn(loop_, recover(e, pgid), asio::detached);
+    }
 }
 
 void controller::remove_service(const std::string& name)
@@ -376,13 +393,13 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
         const auto run = [repl] { return repl->verify_promoted(); };
         co_return asked(step_kind::check_roles, co_await off_loop(run));
     } else if (const auto* f = std::get_if<fence>(&what)) {
-        const auto run = [repl, deadline = f->deadline] { return repl->fence(deadline); };
+        const auto run = [repl, which = f->which, deadline = f->deadline] { return repl->fence(which, deadline); };
         co_return asked(step_kind::fence, co_await off_loop(run));
     } else if (const auto* f = std::get_if<follow>(&what)) {
         const auto run = [repl, deadline = f->deadline] { return repl->follow(deadline); };
         co_return asked(step_kind::follow, co_await off_loop(run));
-    } else if (std::holds_alternative<unfence>(what)) {
-        const auto run = [repl] { return repl->unfence(); };
+    } else if (const auto* u = std::get_if<unfence>(&what)) {
+        const auto run = [repl, which = u->which] { return repl->unfence(which); };
         const auto result = co_await off_loop(run);
         if (!result.ok)
             spdlog::warn("service={} {}", name, result.message);
@@ -395,8 +412,8 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
         options.new_replicaof = e->settings->rollback_replicaof;
         const auto run = [repl, options, deadline = b->deadline] { return repl->rollback(options, deadline); };
         co_return asked(step_kind::roll_back, co_await off_loop(run));
-    } else if (std::holds_alternative<unpause>(what)) {
-        const auto run = [repl] { return repl->unpause(); };
+    } else if (const auto* u = std::get_if<unpause>(&what)) {
+        const auto run = [repl, which = u->on] { return repl->unpause(which); };
         const auto result = co_await off_loop(run);
         if (!result.ok) spdlog::warn("service={} {}", name, result.message);
     }
@@ -642,6 +659,65 @@ asio::awaitable<std::optional<dry_run_report>> controller::check(std::string nam
     co_return make_dry_run_report(in);
 }
 
+asio::awaitable<void> controller::recover(std::shared_ptr<entry> e, int hook_pgid)
+{
+    const auto name = e->settings->name;
+    if (hook_pgid > 1 && ::kill(-hook_pgid, 0) == 0) {
+        // The hook of the step we died in may still be changing a server: its end decides what
+        // the servers say. Waited for up to 10s, then its whole group is killed.
+        spdlog::warn("service={} waiting for the hook still running from before the restart (process group {})",
+                     name, hook_pgid);
+        asio::steady_timer poll(loop_);
+        const auto until = steady::now() + std::chrono::seconds(10);
+        while (::kill(-hook_pgid, 0) == 0 && steady::now() < until) {
+            poll.expires_after(std::chrono::milliseconds(50));
+            co_await poll.async_wait(as_tuple(use_awaitable));
+        }
+        if (::kill(-hook_pgid, 0) == 0) {
+            spdlog::warn("service={} killing the hook's process group {}", name, hook_pgid);
+            ::kill(-hook_pgid, SIGKILL);
+        }
+    }
+    std::shared_ptr<replication> repl;
+    config::duration timeout{};
+    {
+        std::lock_guard lock(mutex_);
+        repl = e->switch_replication;
+        timeout = e->settings->probe_timeout;
+    }
+    observations seen;
+    if (!repl) {
+        seen.old_server.error = seen.new_server.error = "no replication is set up for this service";
+    } else {
+        const auto look = [repl, timeout] { return repl->observe(steady::now() + 2 * timeout); };
+        seen = co_await off_loop(look);
+    }
+    event ev = recovered{seen};
+    progress_fn nobody = [](const std::string&) {};
+    co_await execute(e, std::move(ev), std::move(nobody));
+}
+
+asio::awaitable<command_result> controller::resolve(std::string name, side to)
+{
+    auto e = find(name);
+    if (!e)
+        co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
+    std::shared_ptr<replication> repl;
+    config::duration timeout{};
+    {
+        std::lock_guard lock(mutex_);
+        repl = e->switch_replication;
+        timeout = e->settings->probe_timeout;
+    }
+    if (!repl)
+        co_return command_result::failure(verdict::refused,
+                                          "resolve refused: no replication is set up to check the servers");
+    const auto look = [repl, timeout] { return repl->observe(steady::now() + 2 * timeout); };
+    event ev = resolve_command{to, co_await off_loop(look)};
+    progress_fn nobody = [](const std::string&) {};
+    co_return co_await command(e, std::move(ev), std::move(nobody));
+}
+
 service_snapshot controller::describe(const entry& e) const
 {
     const auto& counters = e.svc->counters();
@@ -667,6 +743,7 @@ service_snapshot controller::describe(const entry& e) const
     s.last_switch = e.last_switch;
     s.lag_history.assign(e.history.samples().begin(), e.history.samples().end());
     s.progress = e.current;
+    s.problem = e.machine.problem();
     return s;
 }
 
@@ -684,7 +761,9 @@ std::vector<std::string> controller::not_ready_reasons() const
     std::lock_guard lock(mutex_);
     std::vector<std::string> reasons;
     for (const auto& [name, e] : entries_) {
-        if (e->machine.state() == service_state::paused || e->machine.state() == service_state::switching)
+        if (e->machine.state() == service_state::unresolved)
+            reasons.push_back(fmt::format("service {} is unresolved: {}", name, e->machine.problem()));
+        else if (e->machine.state() != service_state::serving && e->machine.state() != service_state::draining)
             reasons.push_back(fmt::format("service {} is {}", name, to_string(e->machine.state())));
     }
     return reasons;

@@ -84,6 +84,9 @@ public:
     asio::awaitable<command_result> rollback(std::string name, progress_fn progress);
     asio::awaitable<command_result> split(std::string name, unsigned percent, bool sticky);
     asio::awaitable<command_result> pause(std::string name, std::optional<config::duration> timeout);
+    /// `tunnelctl resolve`: routes an unresolved service to `to` once the servers show `to` a
+    /// primary; fences the other side first if it is a primary too.
+    asio::awaitable<command_result> resolve(std::string name, side to);
     asio::awaitable<command_result> resume(std::string name);
     /// Every guardrail of `switch_side(name, to, mode, force)`, changing nothing on any server or
     /// in the state file: the lag gate, the servers' preflight checks (on connections of its own,
@@ -109,6 +112,9 @@ private:
     /// Arms the entry's timer for the machine's deadline (none: cancels it).
     void arm_deadline(const std::shared_ptr<entry>& e);
     void on_deadline(const std::shared_ptr<entry>& e);
+    /// Finishes or undoes the switch in `e`'s journal: waits for (or kills) the hook of the step
+    /// the daemon died in, asks the servers, feeds the machine `recovered`.
+    asio::awaitable<void> recover(std::shared_ptr<entry> e, int hook_pgid);
     /// Feeds `ev` to the entry's machine and carries out what it returns, then every step its
     /// answers lead to; returns the outcome if one of those steps ended the command.
     asio::awaitable<std::optional<command_outcome>> execute(std::shared_ptr<entry> e, event ev,

@@ -90,6 +90,9 @@ hook_result run_hook(const std::string& command, std::chrono::milliseconds timeo
         if (null_fd.fd >= 0) ::dup2(null_fd.fd, STDIN_FILENO);
         ::dup2(write_end.fd, STDOUT_FILENO);
         ::dup2(write_end.fd, STDERR_FILENO);
+        // Why: a listening socket inherited by a hook that outlives a crashed daemon would keep
+        // the restarted daemon from binding its ports (Asio does not open sockets close-on-exec).
+        ::close_range(3, ~0U, 0);
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -255,8 +255,10 @@ public:
         return step_result::success("new is a primary (not in recovery)");
     }
 
-    step_result fence(clock::time_point deadline) override
+    step_result fence(proxy::side which, clock::time_point deadline) override
     {
+        if (which != proxy::side::old_side)
+            return step_result::nothing_done("postgres: new has no fence (fence_command fences old)");
         if (!service_.fence_command)
             return step_result::nothing_done(
                 "postgres has no built-in fence and no fence_command is set; old-side clients are cut");
@@ -266,9 +268,9 @@ public:
         return step_result::success("old fenced: fence_command " + describe(hook));
     }
 
-    step_result unfence() override
+    step_result unfence(proxy::side which) override
     {
-        if (!service_.fence_command) return step_result::nothing_done("postgres: nothing fenced");
+        if (!service_.fence_command || which != proxy::side::old_side) return step_result::nothing_done("postgres: nothing fenced");
         return step_result::failure("old was fenced by fence_command and nothing here lifts it: lift it by hand");
     }
 
@@ -277,7 +279,26 @@ public:
         return step_result::nothing_done("postgres: old cannot follow new (rebuild it with pg_rewind)");
     }
 
-    step_result unpause() override { return step_result::success("postgres: nothing paused"); }
+    observations observe(clock::time_point deadline) override
+    {
+        observations seen;
+        const auto look = [&](auto& session, server_observation& o) {
+            std::string error;
+            const auto answer =
+                session.first_row("SELECT pg_is_in_recovery()", time_left(deadline, service_.probe_timeout), error);
+            if (!answer || answer->empty() || !(*answer)[0]) {
+                o.error = answer ? "no answer to pg_is_in_recovery()" : error;
+                return;
+            }
+            o.reachable = true;
+            o.role = *(*answer)[0] == "f" ? server_role::primary : server_role::replica;
+        };
+        look(old_, seen.old_server);
+        look(new_, seen.new_server);
+        return seen;
+    }
+
+    step_result unpause(proxy::side) override { return step_result::success("postgres: nothing paused"); }
 
     std::vector<preflight_check> preflight(clock::time_point deadline) override
     {

@@ -224,16 +224,16 @@ public:
                    : step_result::failure("verify promotion: new is not a primary (" + info.message + ")");
     }
 
-    step_result fence(clock::time_point deadline) override
+    step_result fence(proxy::side which, clock::time_point deadline) override
     {
         // Whatever the mode, old first refuses writes in a way that can be undone: becoming a
         // replica (fence = "replicaof") waits for follow(), after new is a primary to follow.
-        step_result outcome = step_result::nothing_done("old: no built-in fence (fence = none)");
+        step_result outcome = step_result::nothing_done(session(which).side() + ": no built-in fence (fence = none)");
         if (service_.fence != config::redis_fence::none) {
-            outcome = fence_min_replicas(old_, deadline, old_min_replicas_);
+            outcome = fence_min_replicas(session(which), deadline, saved_min_replicas(which));
             if (!outcome.ok) return outcome;
         }
-        if (service_.fence_command) {
+        if (service_.fence_command && which == proxy::side::old_side) {
             const auto hook = run_service_hook(*service_.fence_command, "fence", service_, old_endpoint_,
                                                new_endpoint_, deadline, hook_observer_);
             if (!hook.ok) return step_result::failure(outcome.message + "; fence_command " + describe(hook));
@@ -242,15 +242,48 @@ public:
         return outcome;
     }
 
-    step_result unfence() override
+    step_result unfence(proxy::side which) override
     {
-        if (service_.fence == config::redis_fence::none) return step_result::nothing_done("old: nothing fenced");
-        const auto restore = std::to_string(old_min_replicas_.value_or(0));
-        const auto answer = old_.run({"CONFIG", "SET", "min-replicas-to-write", restore}, service_.probe_timeout);
+        auto& server = session(which);
+        if (service_.fence == config::redis_fence::none)
+            return step_result::nothing_done(server.side() + ": nothing fenced");
+        const auto restore = std::to_string(saved_min_replicas(which).value_or(0));
+        const auto answer = server.run({"CONFIG", "SET", "min-replicas-to-write", restore}, service_.probe_timeout);
         if (!answer.ok) return step_result::failure("unfence: " + answer.text);
-        std::string message = "old: fence lifted (min-replicas-to-write " + restore + ")";
-        if (service_.fence_command) message += "; what fence_command did is not undone";
+        std::string message = server.side() + ": fence lifted (min-replicas-to-write " + restore + ")";
+        if (service_.fence_command && which == proxy::side::old_side)
+            message += "; what fence_command did is not undone";
         return step_result::success(std::move(message));
+    }
+
+    observations observe(clock::time_point deadline) override
+    {
+        observations seen;
+        const auto look = [&](redis_session& server, server_observation& o) {
+            const auto info = server.run({"INFO", "replication"}, time_left(deadline, service_.probe_timeout));
+            if (!info.ok) {
+                o.error = info.text;
+                return;
+            }
+            const auto fields = parse_info(info.text);
+            const auto typed = parse_replication(fields);
+            o.reachable = true;
+            if (typed.role) o.role = *typed.role == redis_role::master ? server_role::primary : server_role::replica;
+            const auto text = [&](const char* key) {
+                const auto it = fields.find(key);
+                return it == fields.end() ? std::string() : std::string(it->second);
+            };
+            o.replid = text("master_replid");
+            o.replid2 = text("master_replid2");
+            o.offset = typed.master_repl_offset;
+            o.second_offset = parse_uint(text("second_repl_offset"));
+            const auto min = server.run({"CONFIG", "GET", "min-replicas-to-write"},
+                                        time_left(deadline, service_.probe_timeout));
+            o.fenced = min.ok && min.text == "min-replicas-to-write " + std::to_string(impossible_min_replicas);
+        };
+        look(old_, seen.old_server);
+        look(new_, seen.new_server);
+        return seen;
     }
 
     step_result follow(clock::time_point deadline) override
@@ -262,11 +295,12 @@ public:
         return fence_as_replica(old_, *service_.fence_replicaof, deadline);
     }
 
-    step_result unpause() override
+    step_result unpause(proxy::side which) override
     {
-        const auto answer = old_.run({"CLIENT", "UNPAUSE"}, service_.probe_timeout);
+        auto& server = session(which);
+        const auto answer = server.run({"CLIENT", "UNPAUSE"}, service_.probe_timeout);
         if (!answer.ok) return step_result::failure("unpause: " + answer.text);
-        return step_result::success("old: writes unpaused");
+        return step_result::success(server.side() + ": writes unpaused");
     }
 
     step_result rollback(const rollback_options& options, clock::time_point deadline) override
@@ -391,6 +425,12 @@ public:
     }
 
 private:
+    redis_session& session(proxy::side which) { return which == proxy::side::old_side ? old_ : new_; }
+    std::optional<unsigned>& saved_min_replicas(proxy::side which)
+    {
+        return which == proxy::side::old_side ? old_min_replicas_ : new_min_replicas_;
+    }
+
     /// PING through the configured credentials, timed.
     preflight_check reachable(redis_session& session, clock::time_point deadline)
     {
@@ -576,6 +616,7 @@ private:
     redis_session old_; ///< reused across calls; reconnects after any I/O error
     redis_session new_;
     std::optional<unsigned> old_min_replicas_; ///< old's min-replicas-to-write before fence(), for unfence()
+    std::optional<unsigned> new_min_replicas_; ///< new's, the same
 };
 
 } // namespace

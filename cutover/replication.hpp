@@ -8,6 +8,8 @@
 
 #include "config/config.hpp"
 #include "cutover/lag.hpp"
+#include "cutover/recovery.hpp"
+#include "proxy/router.hpp"
 
 #include <chrono>
 #include <filesystem>
@@ -89,15 +91,18 @@ public:
     /// min-replicas-to-write set to a number no deployment reaches, unless fence = "none"), then
     /// runs fence_command if configured; verifies what it can before `deadline`. Taken before new
     /// is promoted. nothing_done when no fence is configured (postgres without fence_command).
-    virtual step_result fence(clock::time_point deadline) = 0;
-    /// Lifts fence() (redis: min-replicas-to-write back to what it was). A fence_command cannot be
-    /// undone from here: says so.
-    virtual step_result unfence() = 0;
+    /// `which`: the side to fence (new during a rollback or a resolve; fence_command fences old only).
+    virtual step_result fence(proxy::side which, clock::time_point deadline) = 0;
+    /// Lifts fence() on `which` (redis: min-replicas-to-write back to what it was, 0 if unknown).
+    /// A fence_command cannot be undone from here: says so.
+    virtual step_result unfence(proxy::side which) = 0;
+    /// What both servers say about their replication now (recovery and resolve).
+    virtual observations observe(clock::time_point deadline) = 0;
     /// Makes the fenced old a read-only replica of new (redis fence = "replicaof" with
     /// fence_replicaof), keeping it warm for a rollback; nothing_done where not configured.
     virtual step_result follow(clock::time_point deadline) = 0;
-    /// Lifts pause_writes on old (a no-op where nothing was paused).
-    virtual step_result unpause() = 0;
+    /// Lifts a write pause on `which` (a no-op where nothing was paused).
+    virtual step_result unpause(proxy::side which) = 0;
     /// Reverses a completed switch, fence first: pause writes on new, wait until old (a replica of
     /// new after a replicaof fence) has caught up, fence new, promote old, make new a replica of
     /// old (when configured), unpause new. Changes nothing and fails if old cannot catch up before `deadline`.

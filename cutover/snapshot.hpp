@@ -18,7 +18,9 @@
 
 namespace tunneld::cutover {
 
-enum class service_state { serving, paused, draining, switching };
+/// recovering: a switch the daemon died in is being finished or undone (clients held);
+/// unresolved: it could not be, clients are refused until `tunnelctl resolve`.
+enum class service_state { serving, paused, draining, switching, recovering, unresolved };
 std::string_view to_string(service_state) noexcept;
 
 /// The last recorded switch of a service.
@@ -61,6 +63,7 @@ struct service_snapshot {
     std::optional<switch_record> last_switch;
     std::vector<lag_sample> lag_history;      ///< the last minutes, oldest first (redis, postgres)
     std::optional<switch_progress> progress; ///< set while a switch or rollback runs
+    std::string problem; ///< state unresolved: why, and the way out
 
     /// The sides that receive new clients: the active one, or both while split.
     bool receives(proxy::side s) const

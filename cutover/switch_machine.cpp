@@ -16,14 +16,27 @@ std::string_view to_string(service_state s) noexcept
         return "draining";
     case service_state::switching:
         return "switching";
+    case service_state::recovering:
+        return "recovering";
+    case service_state::unresolved:
+        return "unresolved";
     }
     return "serving";
 }
 
-switch_machine::switch_machine(config::service_kind kind, route initial, std::string name, bool fenced)
-    : kind_(kind), name_(std::move(name)), route_(initial), fenced_(fenced)
+switch_machine::switch_machine(config::service_kind kind, route initial, std::string name, bool fenced,
+                               std::optional<switch_journal> journal)
+    : kind_(kind), name_(std::move(name)), route_(initial), fenced_(fenced), journal_(std::move(journal))
 {
     route_.hold = false;
+    route_.refuse = false;
+    if (journal_) {
+        // Nobody is routed anywhere until the servers say which side may take writes.
+        state_ = service_state::recovering;
+        phase_ = phase::recovering;
+        route_.hold = true;
+        journal_on_disk_ = true;
+    }
 }
 
 outcome switch_machine::start_switch(const switch_request& request, time_point now,
@@ -138,6 +151,8 @@ action switch_machine::tick(time_point now)
         deadline_.reset();
         return action::drain_deadline;
     case service_state::serving:
+    case service_state::recovering:
+    case service_state::unresolved:
         break;
     }
     return action::none;
@@ -264,6 +279,8 @@ step switch_machine::on(const event& e, time_point now)
                 return {{release{route_}, persist{}}, std::nullopt};
             },
             [&](const step_done& d) { return on_done(d, now); },
+            [&](const recovered& r) { return on_recovered(r, now); },
+            [&](const resolve_command& r) { return on_resolve(r, now); },
             [&](const deadline_reached&) { return on_deadline(now); },
             [&](const side_empty&) -> step {
                 if (phase_ != phase::draining) return {};
@@ -296,6 +313,7 @@ std::string switch_machine::budget_text() const
 
 step switch_machine::start(const switch_command& c, time_point now)
 {
+    if (phase_ == phase::unresolved) return {{}, command_outcome{verdict::refused, "switch refused: " + problem_}};
     if (busy())
         return {{}, command_outcome{verdict::busy, fmt::format("another switch of {} is under way", name_), false}};
     const auto& request = c.request;
@@ -446,6 +464,15 @@ step switch_machine::on_done(const step_done& d, time_point now)
             return step_kind::follow;
         case phase::stale:
             return d.which;
+        case phase::recovering_fence:
+            return step_kind::fence;
+        case phase::recovering_follow:
+            return step_kind::follow;
+        case phase::recovering_persist:
+            return step_kind::persist;
+        case phase::recovering:
+        case phase::unresolved:
+            return std::nullopt;
         case phase::idle:
         case phase::draining:
             return std::nullopt;
@@ -606,11 +633,120 @@ step switch_machine::on_done(const step_done& d, time_point now)
     case phase::persisting_fence:
         if (!d.ok) persist_error_ = d.message;
         return finish_pause_switch(now);
+    case phase::recovering_fence:
+        if (!d.ok && !resolved_) {
+            // The side left behind cannot be fenced: never route to the other one blind.
+            phase_ = phase::unresolved;
+            state_ = service_state::unresolved;
+            problem_ = "fencing " + std::string(side_name(proxy::other(recovering_to_))) + " failed: " + d.message;
+            route_ = proxy::route_to(route_.active);
+            route_.refuse = true;
+            return {{release{route_}, log_line{true, problem_}}, std::nullopt};
+        }
+        if (!d.ok) {
+            phase_ = phase::unresolved;
+            resolved_.reset();
+            return {{log_line{true, "resolve: " + d.message}},
+                    command_outcome{verdict::failed, "resolve failed: " + d.message, false}};
+        }
+        fenced_ = recovering_to_ == side::new_side && !d.no_op;
+        if (recovering_to_ == side::new_side && !resolved_) {
+            phase_ = phase::recovering_follow;
+            return {{log_line{false, d.message}, follow{side::old_side, now + std::chrono::seconds(5)}}, std::nullopt};
+        }
+        return finish_recovery(recovering_to_, d.message);
+    case phase::recovering_follow:
+        return finish_recovery(recovering_to_, d.message);
+    case phase::recovering_persist: {
+        phase_ = phase::idle;
+        step out;
+        if (!d.ok) out.effects.push_back(log_line{true, "the recovered route could not be written: " + d.message});
+        out.done = std::exchange(resolved_, std::nullopt);
+        return out;
+    }
+    case phase::recovering:
+    case phase::unresolved:
     case phase::idle:
     case phase::draining:
         break;
     }
     return {};
+}
+
+step switch_machine::on_recovered(const recovered& r, time_point now)
+{
+    if (phase_ != phase::recovering || !journal_) return {};
+    const auto& j = *journal_;
+    const auto decision = decide_recovery(j, r.seen);
+    const auto head = fmt::format("unfinished switch {} ({} -> {}, step {})", j.id, side_name(j.from), side_name(j.to),
+                                  to_string(j.step));
+    switch (decision.verdict) {
+    case recovery_verdict::forward:
+        recovering_to_ = j.to;
+        phase_ = phase::recovering_fence;
+        return {{log_line{true, fmt::format("{}: finishing it forward: {}", head, decision.reason)},
+                 unpause{j.from}, fence{j.from, now + std::chrono::seconds(5)}},
+                std::nullopt};
+    case recovery_verdict::undo: {
+        recovering_to_ = j.from;
+        auto out = finish_recovery(j.from, fmt::format("{}: undone: {}", head, decision.reason));
+        out.effects.insert(out.effects.begin(), {unfence{j.from}, unpause{j.from}});
+        if (j.from == side::old_side) fenced_ = false;
+        return out;
+    }
+    case recovery_verdict::unresolved:
+        break;
+    }
+    phase_ = phase::unresolved;
+    state_ = service_state::unresolved;
+    problem_ = fmt::format("{}: {}; clients are refused until `tunnelctl resolve {} --to old` or `--to new`", head,
+                           decision.reason, name_);
+    route_.hold = false;
+    route_.refuse = true;
+    return {{release{route_}, log_line{true, problem_}}, std::nullopt};
+}
+
+step switch_machine::on_resolve(const resolve_command& r, time_point now)
+{
+    if (phase_ != phase::unresolved)
+        return {{}, command_outcome{phase_ == phase::recovering ? verdict::busy : verdict::refused,
+                                    fmt::format("resolve refused: {} has no unresolved switch", name_), false}};
+    const auto check = check_resolve(r.to, r.seen);
+    if (check.verdict != recovery_verdict::forward)
+        return {{}, command_outcome{verdict::refused, "resolve refused: " + check.reason, false}};
+    recovering_to_ = r.to;
+    resolved_ = command_outcome{verdict::done, fmt::format("{} resolved to {}: {}", name_, side_name(r.to), check.reason)};
+    const auto other = proxy::other(r.to);
+    const auto& left = r.seen.of(other);
+    step out{{log_line{true, fmt::format("resolve to {} by the operator: {}", side_name(r.to), check.reason)},
+              unpause{r.to}},
+             std::nullopt};
+    if (left.reachable && left.role == server_role::primary) {
+        // Two primaries: the one left behind refuses writes before any client reaches the other.
+        phase_ = phase::recovering_fence;
+        out.effects.push_back(fence{other, now + std::chrono::seconds(5)});
+        return out;
+    }
+    auto rest = finish_recovery(r.to, left.reachable ? "" : fmt::format("{} is unreachable and not fenced: it must "
+                                                                        "not come back writable", side_name(other)));
+    out.effects.insert(out.effects.end(), rest.effects.begin(), rest.effects.end());
+    return out;
+}
+
+step switch_machine::finish_recovery(side to, std::string message)
+{
+    journal_.reset();
+    journal_on_disk_ = false;
+    problem_.clear();
+    state_ = service_state::serving;
+    route_ = proxy::route_to(to);
+    phase_ = phase::recovering_persist;
+    step out;
+    if (!message.empty()) out.effects.push_back(log_line{false, std::move(message)});
+    out.effects.push_back(log_line{false, fmt::format("clients go to {}", side_name(to))});
+    out.effects.push_back(release{route_});
+    out.effects.push_back(persist{});
+    return out;
 }
 
 step switch_machine::commit(time_point)
@@ -719,6 +855,11 @@ step switch_machine::on_deadline(time_point now)
     case phase::persisting_fence:
     case phase::persisting_undo:
     case phase::stale:
+    case phase::recovering:
+    case phase::recovering_fence:
+    case phase::recovering_follow:
+    case phase::recovering_persist:
+    case phase::unresolved:
         return {};
     }
     const auto draining = draining_;

@@ -7,6 +7,7 @@
 
 #include "config/config.hpp"
 #include "cutover/lag.hpp"
+#include "cutover/recovery.hpp"
 #include "cutover/snapshot.hpp"
 #include "proxy/close_reason.hpp"
 #include "proxy/router.hpp"
@@ -232,9 +233,18 @@ struct step_done {
 struct deadline_reached {};
 /// The side under watch_drain has no clients left.
 struct side_empty {};
+/// State recovering: what the servers say now (the hook of the crashed step has ended).
+struct recovered {
+    observations seen;
+};
+/// `tunnelctl resolve SERVICE --to old|new` on an unresolved switch, with what the servers say now.
+struct resolve_command {
+    side to = side::old_side;
+    observations seen;
+};
 
 using event = std::variant<switch_command, pause_command, resume_command, split_command, step_done,
-                           deadline_reached, side_empty>;
+                           deadline_reached, side_empty, recovered, resolve_command>;
 
 /// How a command ended, in the words of the control protocol.
 enum class verdict { done, refused, busy, failed, unknown_service };
@@ -255,7 +265,10 @@ struct step {
 
 class switch_machine {
 public:
-    switch_machine(config::service_kind kind, route initial, std::string name = {}, bool fenced = false);
+    /// `journal`: a switch the daemon died in (from the state file); the machine starts in state
+    /// recovering, holding clients, and waits for `recovered`.
+    switch_machine(config::service_kind kind, route initial, std::string name = {}, bool fenced = false,
+                   std::optional<switch_journal> journal = std::nullopt);
 
     /// The whole life of a switch, a rollback, a pause and a split: takes an event at `now`,
     /// returns the effects to carry out. At most one answering effect is outstanding at a time;
@@ -266,6 +279,8 @@ public:
     bool fenced() const { return fenced_; }
     /// The switch under way that changes servers, as persisted (nullopt: none).
     const std::optional<switch_journal>& journal() const { return journal_; }
+    /// State unresolved: why, and the way out (empty otherwise).
+    const std::string& problem() const { return problem_; }
     /// A switch, rollback or split is being carried out: other commands are refused as busy.
     bool busy() const { return phase_ != phase::idle; }
 
@@ -319,9 +334,18 @@ private:
         following, ///< committed; old becomes a replica of new
         persisting_fence,
         stale, ///< the switch ended early (budget); its last step is still out
+        recovering,         ///< waiting for what the servers say about the journal's switch
+        recovering_fence,   ///< finishing forward (or resolving): the side left behind is fenced
+        recovering_follow,  ///< finishing forward: old becomes a replica of new
+        recovering_persist, ///< the recovered route is written, the journal cleared
+        unresolved,         ///< clients refused until resolve_command
     };
 
     step start(const switch_command& c, time_point now);
+    step on_recovered(const recovered& r, time_point now);
+    step on_resolve(const resolve_command& r, time_point now);
+    /// Routes to `to`, clears the journal and writes it down (phase recovering_persist).
+    step finish_recovery(side to, std::string message);
     step on_done(const step_done& d, time_point now);
     step on_deadline(time_point now);
     step pause_step(time_point now);
@@ -360,6 +384,9 @@ private:
     std::optional<side> target_; ///< state switching: where the pause switch goes
     std::optional<switch_journal> journal_; ///< set from the first journaled step to the end
     phase journal_then_ = phase::idle;      ///< persisting_journal: the phase of the step it names
+    std::string problem_;                   ///< state unresolved: why
+    side recovering_to_ = side::old_side;   ///< recovering_*: the side clients go to at the end
+    std::optional<command_outcome> resolved_; ///< a resolve_command's answer, given once persisted
     std::vector<effect> journal_next_;      ///< persisting_journal: the step it names
 };
 

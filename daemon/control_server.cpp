@@ -321,6 +321,11 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
                switch_message(result));
         co_return finish(result);
     }
+    case command::resolve: {
+        spdlog::warn("control: resolve {} to {} requested", service, to_string(r.to));
+        auto result = co_await controller.resolve(service, to_side);
+        co_return finish(result);
+    }
     case command::rollback: {
         spdlog::info("control: rollback {} requested", service);
         auto result = co_await controller.rollback(service, progress);

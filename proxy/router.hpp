@@ -25,6 +25,7 @@ struct route {
     std::optional<std::uint8_t> split_percent;
     bool sticky = false; ///< split by client address instead of by a random roll
     bool hold = false;   ///< new clients are accepted and held, nothing is connected
+    bool refuse = false; ///< new (and held) clients are closed at once: no side may be used (unresolved switch)
 
     friend bool operator==(const route&, const route&) = default;
 };

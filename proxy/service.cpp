@@ -203,6 +203,10 @@ asio::awaitable<bool> service::wait_while_held(std::uint64_t id, tcp::socket& cl
                 held_.erase(id);
                 co_return false;
             }
+            if (route_.refuse) {
+                held_.erase(id);
+                co_return false;
+            }
             if (!route_.hold) {
                 held_.erase(id);
                 co_return true;
@@ -236,8 +240,13 @@ asio::awaitable<void> service::serve(tcp::socket client)
     client.set_option(tcp::no_delay(true), ignored);
     const auto peer = client.remote_endpoint(ignored);
 
+    if (current_route().refuse) {
+        spdlog::info("client={} service={} reason=refused_unresolved_switch", id, name_);
+        co_return;
+    }
     if (current_route().hold && !co_await wait_while_held(id, client)) {
-        spdlog::info("client={} service={} reason=shutdown_while_held", id, name_);
+        spdlog::info("client={} service={} reason={}", id, name_,
+                     current_route().refuse ? "refused_unresolved_switch" : "shutdown_while_held");
         co_return;
     }
 

@@ -80,7 +80,7 @@ outcome call(const std::string& socket, const request& r, bool show_progress)
     if (const auto ec = client.write(proto::encode(r), write_timeout))
         return {std::nullopt, exit_unreachable, "cannot send the request to " + socket + ": " + ec.message()};
 
-    const bool changes = r.cmd == command::switch_side || r.cmd == command::rollback ||
+    const bool changes = r.cmd == command::switch_side || r.cmd == command::rollback || r.cmd == command::resolve ||
                          r.cmd == command::pause || r.cmd == command::split || r.cmd == command::resume;
     const auto idle = changes ? change_idle_timeout : read_idle_timeout;
     const std::string unknown_outcome =
@@ -262,6 +262,16 @@ int main(int argc, char** argv)
     add_service(history, false);
     add_json(history);
     history->callback([&] { r.cmd = command::history; });
+
+    auto* resolve = app.add_subcommand(
+        "resolve", "route an unresolved service (a switch tunneld died in) to old or new, once the servers\n"
+                   "show that side a primary; the other side is fenced first if it is a primary too");
+    add_service(resolve, true);
+    resolve->add_option("--to", opts.to, "the side that keeps the clients")
+        ->check(CLI::IsMember({"new", "old"}))
+        ->required();
+    add_json(resolve);
+    resolve->callback([&] { r.cmd = command::resolve; });
 
     auto* rollback =
         app.add_subcommand("rollback", "back to old, undoing promotion and fence where configured");

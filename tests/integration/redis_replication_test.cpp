@@ -127,14 +127,14 @@ TEST_F(RedisReplication, SwitchUnderLoadLosesNoAcknowledgedWriteAndFencesOld)
     const auto caught_up = replication->wait_caught_up(clock::now() + 2s);
     ASSERT_TRUE(caught_up.ok) << caught_up.message;
     // Fence first: old refuses writes before new takes any; then old follows new.
-    const auto fenced = replication->fence(clock::now() + 2s);
+    const auto fenced = replication->fence(proxy::side::old_side, clock::now() + 2s);
     ASSERT_TRUE(fenced.ok) << fenced.message;
     const auto promoted = replication->promote(clock::now() + 2s);
     ASSERT_TRUE(promoted.ok) << promoted.message;
     EXPECT_TRUE(replication->verify_promoted().ok);
     const auto followed = replication->follow(clock::now() + 2s);
     ASSERT_TRUE(followed.ok) << followed.message;
-    const auto unpaused = replication->unpause();
+    const auto unpaused = replication->unpause(proxy::side::old_side);
     ASSERT_TRUE(unpaused.ok) << unpaused.message;
     const auto held = clock::now() - start;
     std::this_thread::sleep_for(200ms);
@@ -164,12 +164,12 @@ TEST_F(RedisReplication, MinReplicasFenceRefusesWrites)
     probe_until_caught_up(*replication);
     ASSERT_TRUE(replication->pause_writes(2000ms).ok);
     ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
-    const auto fenced = replication->fence(clock::now() + 2s);
+    const auto fenced = replication->fence(proxy::side::old_side, clock::now() + 2s);
     ASSERT_TRUE(fenced.ok) << fenced.message;
     ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
     const auto followed = replication->follow(clock::now() + 2s);
     EXPECT_TRUE(followed.ok && followed.no_op) << "fence = min_replicas: old stays fenced as it is";
-    ASSERT_TRUE(replication->unpause().ok);
+    ASSERT_TRUE(replication->unpause(proxy::side::old_side).ok);
     auto old_client = old_->connect();
     EXPECT_EQ(old_client.command({"SET", "after", "fence"}).rfind("!NOREPLICAS", 0), 0u);
 }
@@ -196,7 +196,7 @@ TEST_F(RedisReplication, StoppedReplicaFailsCatchUpAtDeadline)
     EXPECT_EQ(reading.link, link_state::unknown);
     EXPECT_FALSE(check_gate(reading, std::nullopt, std::nullopt, false, clock::now(), 5s).allowed);
     // Undo: old takes writes again, nothing was promoted.
-    ASSERT_TRUE(replication->unpause().ok);
+    ASSERT_TRUE(replication->unpause(proxy::side::old_side).ok);
     EXPECT_EQ(primary.command({"SET", "after", "abort"}), "OK");
     ::kill(new_->pid(), SIGCONT);
     std::cout << "[ stopped ] " << caught_up.message << "\n";
@@ -209,10 +209,10 @@ TEST_F(RedisReplication, RollbackAfterSwitchLosesNothing)
     probe_until_caught_up(*replication);
     ASSERT_TRUE(replication->pause_writes(2000ms).ok);
     ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
-    ASSERT_TRUE(replication->fence(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->fence(proxy::side::old_side, clock::now() + 2s).ok);
     ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
     ASSERT_TRUE(replication->follow(clock::now() + 2s).ok);
-    ASSERT_TRUE(replication->unpause().ok);
+    ASSERT_TRUE(replication->unpause(proxy::side::old_side).ok);
 
     auto on_new = new_->connect();
     for (int i = 0; i < 200; ++i)
@@ -242,9 +242,9 @@ TEST_F(RedisReplication, RollbackRefusedWhenOldIsNotAReplica)
     probe_until_caught_up(*replication);
     ASSERT_TRUE(replication->pause_writes(2000ms).ok);
     ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
-    ASSERT_TRUE(replication->fence(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->fence(proxy::side::old_side, clock::now() + 2s).ok);
     ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
-    ASSERT_TRUE(replication->unpause().ok);
+    ASSERT_TRUE(replication->unpause(proxy::side::old_side).ok);
 
     rollback_options options;
     options.new_replicaof = old_->endpoint();

@@ -309,7 +309,7 @@ TEST(ParseRequest, CmdProblems)
     EXPECT_EQ(error_of(R"({"cmd":null})"), "\"cmd\" must be a string, not null");
     EXPECT_EQ(error_of(R"({"cmd":"explode"})"),
               "unknown cmd \"explode\" (expected one of status, tunnels, switch, rollback, split, pause, "
-              "resume, reload, check, history, fleet)");
+              "resume, reload, check, history, fleet, resolve)");
     EXPECT_THAT(error_of(R"({"cmd":"switch_side","service":"r"})"),
                 StartsWith("unknown cmd \"switch_side\""));
     EXPECT_THAT(error_of("{\"cmd\":\"" + std::string(500, 'x') + "\"}"),

@@ -27,6 +27,7 @@ struct fake_servers {
     bool promote_promotes = true;   ///< false: the promotion itself failed (new stays a replica)
     std::chrono::milliseconds catch_up_takes{0};
     bool new_is_primary = false;
+    observations seen_by_observe; ///< what observe() answers (recovery, resolve)
 
     void record(std::string call)
     {
@@ -71,10 +72,15 @@ public:
         return servers_->new_is_primary ? step_result::success("new is a primary")
                                         : step_result::failure("new is a replica");
     }
-    step_result fence(clock::time_point) override { return done("fence"); }
-    step_result unfence() override { return done("unfence"); }
+    step_result fence(side, clock::time_point) override { return done("fence"); }
+    step_result unfence(side) override { return done("unfence"); }
+    observations observe(clock::time_point) override
+    {
+        servers_->record("observe");
+        return servers_->seen_by_observe;
+    }
     step_result follow(clock::time_point) override { return done("follow"); }
-    step_result unpause() override { return done("unpause"); }
+    step_result unpause(side) override { return done("unpause"); }
     step_result rollback(const rollback_options&, clock::time_point) override { return done("rollback"); }
     std::vector<preflight_check> preflight(clock::time_point) override
     {
