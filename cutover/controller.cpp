@@ -515,7 +515,7 @@ void controller::record_result(entry& e, const command_outcome& outcome)
     const std::string result(to_string(outcome.result == verdict::busy ? verdict::refused : outcome.result));
     std::lock_guard lock(mutex_);
     e.switches[result]++;
-    e.last_switch = switch_record{result, utc_now(), outcome.message};
+    e.last_switch = switch_record{result, utc_now(), outcome.message, e.cut, e.moved};
 }
 
 asio::awaitable<command_result> controller::switch_side(std::string name, side to,
@@ -689,6 +689,8 @@ service_snapshot controller::describe(const entry& e) const
     s.bytes_down = counters.bytes_down.load();
     s.connect_errors = {counters.connect_errors[0].load(), counters.connect_errors[1].load()};
     s.refused_max_clients = counters.refused_max_clients.load();
+    s.clients_moved = counters.clients_moved.load();
+    s.clients_move_failed = counters.clients_move_failed.load();
     s.lag = e.lag;
     s.fenced = e.machine.fenced();
     s.switches = e.switches;

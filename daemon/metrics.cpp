@@ -132,6 +132,14 @@ std::string render_metrics(const nlohmann::json& status)
                           "Failed connects to a backend (direct or through a tunnel channel).",
                           {}};
     family switches{"tunneld_switches_total", "counter", "Switches of the active side, by result.", {}};
+    family moved{"tunneld_clients_moved_total",
+                 "counter",
+                 "Redis clients a switch moved to the other side with their session, since start.",
+                 {}};
+    family move_failed{"tunneld_client_moves_failed_total",
+                       "counter",
+                       "Client moves that ended the client (the other side refused its session, or no connect).",
+                       {}};
     family lag_bytes{
         "tunneld_lag_bytes", "gauge", "Replication lag of the new backend behind the old one, in bytes.", {}};
     family lag_seconds{"tunneld_lag_seconds",
@@ -208,6 +216,9 @@ std::string render_metrics(const nlohmann::json& status)
         add_if_number(connect_errors, {{"service", s}, {"side", "old"}}, errors, "old");
         add_if_number(connect_errors, {{"service", s}, {"side", "new"}}, errors, "new");
 
+        add_if_number(moved, {{"service", s}}, service, "clients_moved");
+        add_if_number(move_failed, {{"service", s}}, service, "clients_move_failed");
+
         const json& switch_counts = member(service, "switches");
         for (const std::string_view result : {"done", "refused", "failed"})
             add_if_number(switches, {{"service", s}, {"result", std::string{result}}}, switch_counts, result);
@@ -267,7 +278,7 @@ std::string render_metrics(const nlohmann::json& status)
 
     std::string out;
     for (const family* f :
-         {&clients_active, &clients_total, &bytes,        &connect_errors, &switches,     &lag_bytes,
+         {&clients_active, &clients_total, &bytes,        &connect_errors, &switches,     &moved, &move_failed, &lag_bytes,
           &lag_seconds,    &link_up,       &active_side,  &split,          &paused,       &held,
           &fenced,         &sessions,      &sessions_up,  &channels,       &tunnel_bytes, &reconnects,
           &open_failures,  &channel_open,  &since_receive, &gateway_up, &gateway_sessions_up, &gateway_channels,

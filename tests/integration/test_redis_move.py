@@ -185,6 +185,10 @@ class RedisMoveBase(IntegrationTest):
         switched = self.ctl_progress("switch", SERVICE, "--mode", "pause")
         self.assertEqual(self.daemon.service(SERVICE)["active"], "new")
         self.assertGreaterEqual(self.moved_count(switched), 4, switched)
+        status = self.daemon.service(SERVICE)
+        self.assertGreaterEqual(status["last_switch"]["moved"], 4, status["last_switch"])
+        self.assertEqual(status["last_switch"]["cut"], 1, "the subscriber")
+        self.assertGreaterEqual(status["clients_moved"], 4)
         producer = self.server(self.new)
         for n in range(3):
             producer.lpush("jobs", f"job-new-{n}")

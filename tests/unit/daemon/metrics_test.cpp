@@ -18,7 +18,7 @@ json redis_service()
         "active": "old", "split_percent": 0, "state": "serving",
         "connections": {"old": 3, "new": 1}, "clients_total": 17, "held": 0,
         "bytes_up": 1024, "bytes_down": 4096, "connect_errors": {"old": 0, "new": 2},
-        "switches": {"done": 1, "refused": 2, "failed": 0},
+        "switches": {"done": 1, "refused": 2, "failed": 0}, "clients_moved": 6, "clients_move_failed": 1,
         "lag": {"bytes": 512, "seconds": 0.25, "link": "up"}, "fenced": false})");
 }
 
@@ -39,6 +39,8 @@ TEST(RenderMetrics, ServiceSamplesCarryServiceAndSideLabels)
     EXPECT_THAT(text, HasSubstr("tunneld_bytes_total{service=\"redis\",direction=\"down\"} 4096\n"));
     EXPECT_THAT(text, HasSubstr("tunneld_backend_connect_errors_total{service=\"redis\",side=\"new\"} 2\n"));
     EXPECT_THAT(text, HasSubstr("tunneld_switches_total{service=\"redis\",result=\"refused\"} 2\n"));
+    EXPECT_THAT(text, HasSubstr("tunneld_clients_moved_total{service=\"redis\"} 6\n"));
+    EXPECT_THAT(text, HasSubstr("tunneld_client_moves_failed_total{service=\"redis\"} 1\n"));
     EXPECT_THAT(text, HasSubstr("tunneld_lag_bytes{service=\"redis\"} 512\n"));
     EXPECT_THAT(text, HasSubstr("tunneld_lag_seconds{service=\"redis\"} 0.25\n"));
     EXPECT_THAT(text, HasSubstr("tunneld_replication_link_up{service=\"redis\"} 1\n"));
