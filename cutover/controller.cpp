@@ -296,7 +296,7 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
     const auto& name = e->settings->name;
     auto repl = e->switch_replication;
     const auto asked = [&](step_kind which, const step_result& r) -> std::optional<event> {
-        return step_done{which, r.ok, r.message};
+        return step_done{which, r.ok, r.message, r.no_op};
     };
     // The machine asks a server step only of a service whose replication is set up.
     const auto missing = step_result::failure("no replication is set up for this service");
@@ -355,6 +355,16 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
     } else if (const auto* f = std::get_if<fence>(&what)) {
         const auto run = [repl, deadline = f->deadline] { return repl->fence(deadline); };
         co_return asked(step_kind::fence, co_await off_loop(run));
+    } else if (const auto* f = std::get_if<follow>(&what)) {
+        const auto run = [repl, deadline = f->deadline] { return repl->follow(deadline); };
+        co_return asked(step_kind::follow, co_await off_loop(run));
+    } else if (std::holds_alternative<unfence>(what)) {
+        const auto run = [repl] { return repl->unfence(); };
+        const auto result = co_await off_loop(run);
+        if (!result.ok)
+            spdlog::warn("service={} {}", name, result.message);
+        else
+            spdlog::info("service={} {}", name, result.message);
     } else if (const auto* b = std::get_if<roll_back>(&what)) {
         rollback_options options;
         options.pause_hold = b->pause_hold;

@@ -186,7 +186,7 @@ bool answers(const effect& e) noexcept
     return std::holds_alternative<pause_writes>(e) || std::holds_alternative<drain_clients>(e) ||
            std::holds_alternative<wait_caught_up>(e) || std::holds_alternative<promote>(e) ||
            std::holds_alternative<check_roles>(e) || std::holds_alternative<fence>(e) ||
-           std::holds_alternative<roll_back>(e) || std::holds_alternative<persist>(e) ||
+           std::holds_alternative<follow>(e) || std::holds_alternative<roll_back>(e) || std::holds_alternative<persist>(e) ||
            std::holds_alternative<watch_drain>(e);
 }
 
@@ -199,6 +199,7 @@ step_kind kind_of_answer(const effect& e) noexcept
                           [](const promote&) { return step_kind::promote; },
                           [](const check_roles&) { return step_kind::check_roles; },
                           [](const fence&) { return step_kind::fence; },
+                          [](const follow&) { return step_kind::follow; },
                           [](const roll_back&) { return step_kind::roll_back; },
                           [](const auto&) { return step_kind::persist; },
                       },
@@ -315,6 +316,7 @@ step switch_machine::start(const switch_command& c, time_point now)
     limits_ = c.limits;
     replicated_ = c.replicated;
     writes_paused_ = false;
+    fence_sent_ = false;
     budget_spent_ = false;
     persist_error_.reset();
     fence_problem_.clear();
@@ -400,8 +402,10 @@ step switch_machine::on_done(const step_done& d, time_point now)
             return step_kind::check_roles;
         case phase::rolling_back:
             return step_kind::roll_back;
-        case phase::fencing:
+        case phase::fencing_writes:
             return step_kind::fence;
+        case phase::following:
+            return step_kind::follow;
         case phase::stale:
             return d.which;
         case phase::idle:
@@ -417,9 +421,15 @@ step switch_machine::on_done(const step_done& d, time_point now)
         // The switch already ended (its budget ran out) while this step was out: undo what it did.
         phase_ = phase::idle;
         const bool paused_now = writes_paused_ || (d.which == step_kind::pause_writes && d.ok);
+        step out;
+        if (fence_sent_) {
+            out.effects.push_back(unfence{side::old_side});
+            fenced_ = false;
+        }
+        if (paused_now) out.effects.push_back(unpause{side::old_side});
         writes_paused_ = false;
-        if (paused_now) return {{unpause{side::old_side}}, std::nullopt};
-        return {};
+        fence_sent_ = false;
+        return out;
     }
     case phase::persisting_split: {
         phase_ = phase::idle;
@@ -469,8 +479,22 @@ step switch_machine::on_done(const step_done& d, time_point now)
             out.effects.insert(out.effects.begin(), progress{d.message});
             return out;
         }
+        // Fence first: old refuses writes before new accepts any, by a fence that outlives the
+        // write pause (and us); unfence undoes it should the switch stop before the promotion.
+        phase_ = phase::fencing_writes;
+        fence_sent_ = true;
+        return {{progress{d.message}, fence{side::old_side, *deadline_}}, std::nullopt};
+    case phase::fencing_writes:
+        if (!d.ok) return undo(d.message, now, false);
+        fenced_ = !d.no_op;
+        if (now >= deadline_.value_or(now)) {
+            auto out = undo(budget_text(), now, false);
+            out.effects.insert(out.effects.begin(), progress{d.message});
+            return out;
+        }
         phase_ = phase::promoting;
-        return {{progress{d.message}, promote{side::new_side, *deadline_}}, std::nullopt};
+        return {{progress{d.no_op ? "old is not fenced: " + d.message : d.message}, promote{side::new_side, *deadline_}},
+                std::nullopt};
     case phase::promoting:
         if (d.ok) {
             auto out = commit(now);
@@ -504,15 +528,12 @@ step switch_machine::on_done(const step_done& d, time_point now)
     case phase::persisting_commit:
         if (!d.ok) persist_error_ = d.message;
         if (replicated_ && request_.to == side::new_side) {
-            phase_ = phase::fencing;
-            return {{fence{side::old_side, now + std::chrono::seconds(5)}}, std::nullopt};
+            phase_ = phase::following;
+            return {{follow{side::old_side, now + std::chrono::seconds(5)}}, std::nullopt};
         }
         return finish_pause_switch(now);
-    case phase::fencing:
-        if (d.ok)
-            fenced_ = true;
-        else
-            fence_problem_ = d.message;
+    case phase::following:
+        if (!d.ok) fence_problem_ = d.message;
         if (persist_error_) {
             auto out = finish_pause_switch(now);
             out.effects.insert(out.effects.begin(), progress{d.message});
@@ -535,6 +556,7 @@ step switch_machine::commit(time_point)
     // Committed: new is the primary (or this is a plain tcp service). From here on nothing is undone.
     complete_pause_switch();
     budget_spent_ = false;
+    fence_sent_ = false;
     if (request_.to == side::old_side) fenced_ = false;
     phase_ = phase::persisting_commit;
     return {{persist{}}, std::nullopt};
@@ -564,8 +586,8 @@ step switch_machine::finish_pause_switch(time_point now)
         out.done = fail(fmt::format("{} switched to {} but the state file could not be written: {}", name_,
                                     side_name(to), *persist_error_));
     } else if (!fence_problem_.empty()) {
-        out.done = fail(fmt::format("{} switched to new, but fencing the old primary failed: {}; it may still "
-                                    "accept writes from other hosts",
+        out.done = fail(fmt::format("{} switched to new, but making old a replica of new failed: {}; old "
+                                    "still refuses writes (fenced before the promotion)",
                                     name_, fence_problem_));
     } else {
         const auto message = fmt::format("{} switched to {} (clients held {}ms)", name_, side_name(to), ms);
@@ -586,8 +608,13 @@ step switch_machine::undo(const std::string& why, time_point now, bool step_out)
         phase_ = phase::stale;
     } else {
         phase_ = phase::idle;
+        if (fence_sent_) {
+            out.effects.push_back(unfence{side::old_side});
+            fenced_ = false;
+        }
         if (writes_paused_) out.effects.push_back(unpause{side::old_side});
         writes_paused_ = false;
+        fence_sent_ = false;
     }
     const auto reason = fmt::format("switch failed: {}; clients released to {} after {}ms, nothing changed", why,
                                     side_name(route_.active), held_ms(now));
@@ -603,7 +630,9 @@ step switch_machine::on_deadline(time_point now)
     case phase::pausing_writes:
     case phase::draining_old:
     case phase::catching_up:
-        // Nothing on the servers has changed yet: the held clients go back to old right away.
+    case phase::fencing_writes:
+        // Nothing new accepts writes yet: the held clients go back to old right away (a fence
+        // under way is lifted once its step answers).
         return undo(budget_text(), now, true);
     case phase::promoting:
     case phase::checking_roles:
@@ -621,7 +650,7 @@ step switch_machine::on_deadline(time_point now)
         break;
     case phase::persisting_split:
     case phase::persisting_commit:
-    case phase::fencing:
+    case phase::following:
     case phase::persisting_fence:
     case phase::stale:
         return {};

@@ -94,11 +94,26 @@ struct check_roles {
     side primary = side::new_side;
     friend bool operator==(const check_roles&, const check_roles&) = default;
 };
-/// Answers. Makes `which` refuse every further write from anyone.
+/// Answers. Makes `which` refuse every further write from anyone, in a way unfence undoes (redis:
+/// min-replicas-to-write; then fence_command). Taken before the other side is promoted, so that
+/// no moment has two writable primaries, even should the daemon die and a write pause expire.
+/// Answered ok with no_op set when nothing can fence it (postgres without fence_command).
 struct fence {
     side which = side::old_side;
     time_point deadline;
     friend bool operator==(const fence&, const fence&) = default;
+};
+/// Lifts a fence on `which` (the switch was undone before the other side became a primary).
+struct unfence {
+    side which = side::old_side;
+    friend bool operator==(const unfence&, const unfence&) = default;
+};
+/// Answers. Makes the fenced `which` a read-only replica of the new primary (redis fence =
+/// "replicaof": warm for a rollback); no_op where that is not configured.
+struct follow {
+    side which = side::old_side;
+    time_point deadline;
+    friend bool operator==(const follow&, const follow&) = default;
 };
 /// Answers. Reverses a completed switch on the servers (new -> old); changes nothing on failure.
 struct roll_back {
@@ -158,11 +173,21 @@ struct log_line {
 };
 
 using effect = std::variant<hold_new_clients, release, pause_writes, drain_clients, wait_caught_up, promote,
-                            check_roles, fence, roll_back, unpause, persist, cut, watch_drain, progress,
-                            log_line, quiesce_clients, move_clients>;
+                            check_roles, fence, unfence, follow, roll_back, unpause, persist, cut, watch_drain,
+                            progress, log_line, quiesce_clients, move_clients>;
 
 /// Which answering effect a step_done reports on.
-enum class step_kind { pause_writes, drain_clients, wait_caught_up, promote, check_roles, fence, roll_back, persist };
+enum class step_kind {
+    pause_writes,
+    drain_clients,
+    wait_caught_up,
+    promote,
+    check_roles,
+    fence,
+    follow,
+    roll_back,
+    persist
+};
 step_kind kind_of_answer(const effect&) noexcept;
 /// True for the effects that end a list and are answered with a step_done.
 bool answers(const effect&) noexcept;
@@ -197,6 +222,7 @@ struct step_done {
     step_kind which;
     bool ok = false;
     std::string message; ///< one human line (a persist failure: the error)
+    bool no_op = false;  ///< ok, but nothing could be done (no fence configured)
 };
 /// The time in deadline() has come.
 struct deadline_reached {};
@@ -278,10 +304,11 @@ private:
         draining_old,
         catching_up,
         promoting,
+        fencing_writes, ///< old is being fenced, before new is promoted
         checking_roles,
         rolling_back,
         persisting_commit, ///< committed: nothing is undone from here on
-        fencing,
+        following, ///< committed; old becomes a replica of new
         persisting_fence,
         stale, ///< the switch ended early (budget); its last step is still out
     };
@@ -311,6 +338,7 @@ private:
     switch_limits limits_;     ///< its limits
     bool replicated_ = false;  ///< its servers' roles are changed
     bool writes_paused_ = false;   ///< pause_writes succeeded and no unpause followed yet
+    bool fence_sent_ = false;      ///< a fence on old was asked for and no unfence followed yet
     bool budget_spent_ = false;    ///< the deadline came while a server-changing step was out
     time_point held_since_{};
     std::optional<std::string> persist_error_; ///< first failed persist of a committed switch

@@ -1,6 +1,7 @@
 #include "daemon/control_server.hpp"
 
 #include "control/status_json.hpp"
+#include "daemon/fleet_member.hpp"
 #include "daemon/runtime.hpp"
 
 #include <algorithm>
@@ -306,6 +307,10 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
         co_return ok_line(to_json(daemon_.status(service)));
     case command::history:
         co_return ok_line({{"history", to_json(daemon_.history(service))}});
+    case command::fleet:
+        if (!daemon_.fleet())
+            co_return error_line({error_code::refused, "no [fleet] in the config: this host is not a member of a fleet"});
+        co_return ok_line(daemon_.fleet()->listing(service));
     case command::check: {
         std::string error;
         const auto report = co_await controller.check(service, to_side, r.mode, r.force, error);

@@ -159,6 +159,8 @@ std::string render_metrics(const nlohmann::json& status)
     family paused{"tunneld_paused", "gauge", "1 while the service holds new clients (pause).", {}};
     family held{"tunneld_clients_held", "gauge", "Clients held by a pause, waiting for a backend.", {}};
     family fenced{"tunneld_fenced", "gauge", "1 when the old backend has been fenced.", {}};
+    family fleet_reachable{"tunneld_fleet_etcd_reachable", "gauge", "1 while the fleet's etcd answers, 0 while not.", {}};
+    family fleet_epoch{"tunneld_fleet_epoch", "gauge", "The fleet epoch the service runs on this member.", {}};
 
     family sessions{"tunneld_tunnel_sessions", "gauge", "SSH sessions configured for the tunnel.", {}};
     family sessions_up{"tunneld_tunnel_sessions_up",
@@ -247,6 +249,9 @@ std::string render_metrics(const nlohmann::json& status)
         add_if_number(held, {{"service", s}}, service, "held");
         if (const json& f = member(service, "fenced"); f.is_boolean())
             add_sample(fenced, {{"service", s}}, json(f.get<bool>() ? 1 : 0));
+        if (const auto fleet = string_at(service, "fleet"))
+            add_sample(fleet_reachable, {{"service", s}}, json(*fleet == "ok" ? 1 : 0));
+        add_if_number(fleet_epoch, {{"service", s}}, service, "epoch");
     }
 
     for (const json& tunnel : array_at(status, "tunnels")) {
@@ -282,7 +287,7 @@ std::string render_metrics(const nlohmann::json& status)
           &lag_seconds,    &link_up,       &active_side,  &split,          &paused,       &held,
           &fenced,         &sessions,      &sessions_up,  &channels,       &tunnel_bytes, &reconnects,
           &open_failures,  &channel_open,  &since_receive, &gateway_up, &gateway_sessions_up, &gateway_channels,
-          &gateway_failures}) {
+          &gateway_failures, &fleet_reachable, &fleet_epoch}) {
         // Every family is declared even with no sample yet, so dashboards and alert rules find
         // each name from the first scrape (a tcp-only host has no lag samples, say).
         out.append("# HELP ").append(f->name).append(" ").append(f->help).append("\n");

@@ -23,6 +23,7 @@ namespace tunneld::daemon {
 namespace asio = boost::asio;
 
 class control_server;
+class fleet_member;
 class http_server;
 
 class runtime {
@@ -51,12 +52,16 @@ public:
     std::vector<cutover::history_entry> history(const std::string& service = {}, std::size_t limit = 1000) const;
 
     cutover::controller& controller() { return *controller_; }
+    /// This host in its fleet; nullptr without [fleet] (a single host).
+    fleet_member* fleet() { return fleet_.get(); }
     asio::io_context& control_loop() { return *loops_.front(); }
 
 private:
     struct forwarder; // loopback listener that reaches a tunnelled backend for probes
 
     void start_tunnels(const config::config& settings);
+    /// With [fleet]: joins the fleet (member records, the fleet's view). On the control loop.
+    void start_fleet();
     void start_service(std::shared_ptr<const config::service_config> settings);
     std::optional<cutover::probe_endpoints> probe_endpoints_for(const config::service_config& settings);
     void stop_service(const std::string& name);
@@ -80,6 +85,7 @@ private:
     std::vector<std::shared_ptr<tunnel::pool>> retiring_;                       // guarded by tunnels_mutex_
 
     std::unique_ptr<cutover::controller> controller_;
+    std::unique_ptr<fleet_member> fleet_; ///< set before the control socket opens; then only read
 
     std::filesystem::path history_path_;
     mutable std::mutex history_mutex_;

@@ -126,11 +126,14 @@ TEST_F(RedisReplication, SwitchUnderLoadLosesNoAcknowledgedWriteAndFencesOld)
     ASSERT_TRUE(paused.ok) << paused.message;
     const auto caught_up = replication->wait_caught_up(clock::now() + 2s);
     ASSERT_TRUE(caught_up.ok) << caught_up.message;
+    // Fence first: old refuses writes before new takes any; then old follows new.
+    const auto fenced = replication->fence(clock::now() + 2s);
+    ASSERT_TRUE(fenced.ok) << fenced.message;
     const auto promoted = replication->promote(clock::now() + 2s);
     ASSERT_TRUE(promoted.ok) << promoted.message;
     EXPECT_TRUE(replication->verify_promoted().ok);
-    const auto fenced = replication->fence(clock::now() + 2s);
-    ASSERT_TRUE(fenced.ok) << fenced.message;
+    const auto followed = replication->follow(clock::now() + 2s);
+    ASSERT_TRUE(followed.ok) << followed.message;
     const auto unpaused = replication->unpause();
     ASSERT_TRUE(unpaused.ok) << unpaused.message;
     const auto held = clock::now() - start;
@@ -161,9 +164,11 @@ TEST_F(RedisReplication, MinReplicasFenceRefusesWrites)
     probe_until_caught_up(*replication);
     ASSERT_TRUE(replication->pause_writes(2000ms).ok);
     ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
-    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
     const auto fenced = replication->fence(clock::now() + 2s);
     ASSERT_TRUE(fenced.ok) << fenced.message;
+    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
+    const auto followed = replication->follow(clock::now() + 2s);
+    EXPECT_TRUE(followed.ok && followed.no_op) << "fence = min_replicas: old stays fenced as it is";
     ASSERT_TRUE(replication->unpause().ok);
     auto old_client = old_->connect();
     EXPECT_EQ(old_client.command({"SET", "after", "fence"}).rfind("!NOREPLICAS", 0), 0u);
@@ -204,8 +209,9 @@ TEST_F(RedisReplication, RollbackAfterSwitchLosesNothing)
     probe_until_caught_up(*replication);
     ASSERT_TRUE(replication->pause_writes(2000ms).ok);
     ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
-    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
     ASSERT_TRUE(replication->fence(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->follow(clock::now() + 2s).ok);
     ASSERT_TRUE(replication->unpause().ok);
 
     auto on_new = new_->connect();
@@ -236,8 +242,8 @@ TEST_F(RedisReplication, RollbackRefusedWhenOldIsNotAReplica)
     probe_until_caught_up(*replication);
     ASSERT_TRUE(replication->pause_writes(2000ms).ok);
     ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
-    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
     ASSERT_TRUE(replication->fence(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
     ASSERT_TRUE(replication->unpause().ok);
 
     rollback_options options;

@@ -115,7 +115,7 @@ TEST(SwitchSaga, RedisPauseSwitchRunsEveryStepInOrder)
     d.run(command(side::new_side, switch_mode::pause));
     ASSERT_TRUE(d.done);
     EXPECT_EQ(d.done->result, verdict::done) << d.done->message;
-    EXPECT_EQ(d.done->message, "svc switched to new (clients held 60ms)");
+    EXPECT_EQ(d.done->message, "svc switched to new (clients held 70ms)");
 
     std::vector<std::string> order;
     for (const auto& e : d.effects)
@@ -127,16 +127,20 @@ TEST(SwitchSaga, RedisPauseSwitchRunsEveryStepInOrder)
             else if constexpr (std::is_same_v<T, promote>) order.push_back("promote");
             else if constexpr (std::is_same_v<T, persist>) order.push_back("persist");
             else if constexpr (std::is_same_v<T, fence>) order.push_back("fence");
+            else if constexpr (std::is_same_v<T, follow>) order.push_back("follow");
+            else if constexpr (std::is_same_v<T, unfence>) order.push_back("unfence");
             else if constexpr (std::is_same_v<T, cut>) order.push_back("cut");
             else if constexpr (std::is_same_v<T, release>) order.push_back("release");
             else if constexpr (std::is_same_v<T, unpause>) order.push_back("unpause");
             else if constexpr (std::is_same_v<T, quiesce_clients>) order.push_back("quiesce");
             else if constexpr (std::is_same_v<T, move_clients>) order.push_back("move");
         }, e);
-    EXPECT_EQ(order, (std::vector<std::string>{"hold", "quiesce", "pause_writes", "wait_caught_up", "promote",
-                                               "persist", "fence", "persist", "release", "unpause", "move"}))
-        << "this host's clients are held at a request boundary before old's writes pause, and moved "
-           "(not cut) once new is the primary; old is unpaused first, for an EXEC still inside it";
+    EXPECT_EQ(order, (std::vector<std::string>{"hold", "quiesce", "pause_writes", "wait_caught_up", "fence",
+                                               "promote", "persist", "follow", "persist", "release", "unpause",
+                                               "move"}))
+        << "fence first: old refuses writes before new takes any; this host's clients are held at a "
+           "request boundary before old's writes pause, and moved (not cut) once new is the primary; "
+           "old is unpaused first, for an EXEC still inside it";
     EXPECT_EQ(all_of<pause_writes>(d.effects).at(0), (pause_writes{side::old_side, 10s}))
         << "the write pause outlives the budget by the fence's 5s";
     EXPECT_EQ(all_of<quiesce_clients>(d.effects).at(0), (quiesce_clients{side::old_side, t0 + 3s}))
@@ -149,7 +153,7 @@ TEST(SwitchSaga, RedisPauseSwitchRunsEveryStepInOrder)
     const auto lines = progress_lines(d.effects);
     EXPECT_EQ(lines.front(), "lag gate passed: lag 0B within max_lag 1KiB, link up");
     EXPECT_EQ(lines.at(1), "holding new clients of svc (budget 5s)");
-    EXPECT_EQ(lines.back(), "released held clients to new after 60ms");
+    EXPECT_EQ(lines.back(), "released held clients to new after 70ms");
     EXPECT_TRUE(d.machine.fenced());
     EXPECT_FALSE(d.machine.busy());
     EXPECT_EQ(d.machine.state(), service_state::serving);
@@ -351,7 +355,9 @@ TEST(SwitchSaga, PromoteFailedAndNewIsNoPrimaryUndoes)
     EXPECT_EQ(d.done->result, verdict::failed);
     EXPECT_EQ(d.done->message.rfind("switch failed: step failed; clients released to old", 0), 0u);
     EXPECT_TRUE(has<unpause>(d.effects));
-    EXPECT_FALSE(has<fence>(d.effects));
+    EXPECT_EQ(all_of<unfence>(d.effects), std::vector<unfence>{unfence{side::old_side}})
+        << "the fence taken before the promotion is lifted";
+    EXPECT_FALSE(has<follow>(d.effects));
     EXPECT_EQ(d.machine.current_route(), route{});
     EXPECT_FALSE(d.machine.fenced());
 }
@@ -374,15 +380,49 @@ TEST(SwitchSaga, PromoteFailedButNewIsAPrimaryGoesForward)
 
 // ---- failure of each step after the commit: the switch stands, the outcome says what is wrong ----
 
-TEST(SwitchSaga, FenceFailingStillSwitchesAndReportsIt)
+TEST(SwitchSaga, FenceFailingUndoesBeforeAnyPromotion)
 {
     driver d(service_kind::redis);
     d.script[step_kind::fence] = {false};
     d.run(command(side::new_side, switch_mode::pause));
     EXPECT_EQ(d.done->result, verdict::failed);
-    EXPECT_EQ(d.done->message, "svc switched to new, but fencing the old primary failed: step failed; it may "
-                               "still accept writes from other hosts");
+    EXPECT_EQ(d.done->message.rfind("switch failed: step failed; clients released to old", 0), 0u) << d.done->message;
+    EXPECT_FALSE(has<promote>(d.effects)) << "new is never promoted while old may take writes";
+    EXPECT_TRUE(has<unfence>(d.effects)) << "a fence that half worked is lifted";
+    EXPECT_TRUE(has<unpause>(d.effects));
     EXPECT_FALSE(d.machine.fenced());
+    EXPECT_EQ(d.machine.current_route(), route{});
+}
+
+TEST(SwitchSaga, NoFenceConfiguredSaysOldIsNotFenced)
+{
+    driver d(service_kind::postgres);
+    auto s = d.machine.on(command(side::new_side, switch_mode::pause), d.now);
+    for (int i = 0; i < 20 && !s.done; ++i) {
+        d.effects.insert(d.effects.end(), s.effects.begin(), s.effects.end());
+        if (s.effects.empty() || !answers(s.effects.back())) break;
+        const auto which = kind_of_answer(s.effects.back());
+        step_done answer{which, true, which == step_kind::fence ? "no fence_command is set" : "ok"};
+        answer.no_op = which == step_kind::fence;
+        s = d.machine.on(answer, d.now);
+    }
+    ASSERT_TRUE(s.done);
+    d.effects.insert(d.effects.end(), s.effects.begin(), s.effects.end());
+    EXPECT_EQ(s.done->result, verdict::done) << s.done->message;
+    const auto lines = progress_lines(d.effects);
+    EXPECT_NE(std::find(lines.begin(), lines.end(), "old is not fenced: no fence_command is set"), lines.end());
+    EXPECT_FALSE(d.machine.fenced());
+}
+
+TEST(SwitchSaga, FollowFailingStillSwitchesAndReportsIt)
+{
+    driver d(service_kind::redis);
+    d.script[step_kind::follow] = {false};
+    d.run(command(side::new_side, switch_mode::pause));
+    EXPECT_EQ(d.done->result, verdict::failed);
+    EXPECT_EQ(d.done->message, "svc switched to new, but making old a replica of new failed: step failed; old "
+                               "still refuses writes (fenced before the promotion)");
+    EXPECT_TRUE(d.machine.fenced());
     EXPECT_EQ(d.machine.current_route(), proxy::route_to(side::new_side));
     EXPECT_TRUE(has<unpause>(d.effects));
     EXPECT_EQ(all_of<persist>(d.effects).size(), 2u);
@@ -503,6 +543,21 @@ TEST(SwitchSaga, BudgetExhaustedDuringCatchUpReleasesAtOnceAndUnpausesAfterTheSt
     EXPECT_FALSE(late.done) << "answered once, by the deadline";
     EXPECT_FALSE(d.machine.busy());
     EXPECT_FALSE(d.machine.deadline());
+}
+
+TEST(SwitchSaga, BudgetExhaustedWhileFencingLiftsTheFenceAfterTheStep)
+{
+    driver d(service_kind::redis);
+    d.run(command(side::new_side, switch_mode::pause), step_kind::fence);
+    const auto fired = d.machine.on(deadline_reached{}, t0 + 5s);
+    ASSERT_TRUE(fired.done);
+    EXPECT_EQ(fired.done->result, verdict::failed);
+    EXPECT_EQ(all_of<release>(fired.effects), (std::vector<release>{release{route{}}}));
+    EXPECT_FALSE(has<unfence>(fired.effects)) << "one call on the servers at a time";
+    const auto late = d.machine.on(step_done{step_kind::fence, true, "fenced"}, t0 + 5100ms);
+    EXPECT_EQ(late.effects, (std::vector<effect>{unfence{side::old_side}, unpause{side::old_side}}));
+    EXPECT_FALSE(d.machine.fenced());
+    EXPECT_FALSE(d.machine.busy());
 }
 
 TEST(SwitchSaga, BudgetExhaustedWhilePausingWritesUnpausesOnlyIfThePauseTookHold)

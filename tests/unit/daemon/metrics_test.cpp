@@ -132,6 +132,19 @@ TEST(RenderMetrics, PausedStateIsOne)
                 HasSubstr("tunneld_paused{service=\"redis\"} 1\n"));
 }
 
+TEST(RenderMetrics, FleetReachabilityAndEpochOnlyInAFleet)
+{
+    json service = redis_service();
+    EXPECT_THAT(render_metrics({{"services", {service}}}), Not(HasSubstr("tunneld_fleet_etcd_reachable{")));
+    service["fleet"] = "unreachable";
+    service["epoch"] = 3;
+    std::string text = render_metrics({{"services", {service}}});
+    EXPECT_THAT(text, HasSubstr("tunneld_fleet_etcd_reachable{service=\"redis\"} 0\n"));
+    EXPECT_THAT(text, HasSubstr("tunneld_fleet_epoch{service=\"redis\"} 3\n"));
+    service["fleet"] = "ok";
+    EXPECT_THAT(render_metrics({{"services", {service}}}), HasSubstr("tunneld_fleet_etcd_reachable{service=\"redis\"} 1\n"));
+}
+
 TEST(RenderMetrics, TunnelSamples)
 {
     const std::string text = render_metrics({{"tunnels", {vpc_tunnel()}}});
