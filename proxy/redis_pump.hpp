@@ -231,7 +231,8 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
                 outcome.bytes_up += written;
                 counters.bytes_up.fetch_add(written, std::memory_order_relaxed);
                 carry.begin += forward;
-                if (write_ec) co_return pump_end::write_error;
+                // A move closes the old backend: a write cut short by it is no client error.
+                if (write_ec) co_return moving ? pump_end::eof : pump_end::write_error;
             }
             while (holding && !moving && !down_done && !handle.was_cut()) {
                 evaluate();
