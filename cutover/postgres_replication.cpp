@@ -221,7 +221,7 @@ public:
         const auto start = clock::now();
         if (service_.promote_command) {
             const auto hook = run_service_hook(*service_.promote_command, "promote", service_, old_endpoint_,
-                                               new_endpoint_, deadline);
+                                               new_endpoint_, deadline, hook_observer_);
             if (!hook.ok) return step_result::failure("promote_command " + describe(hook));
         } else {
             const auto left = time_left(deadline, std::chrono::hours(1));
@@ -261,7 +261,7 @@ public:
             return step_result::nothing_done(
                 "postgres has no built-in fence and no fence_command is set; old-side clients are cut");
         const auto hook = run_service_hook(*service_.fence_command, "fence", service_, old_endpoint_,
-                                           new_endpoint_, deadline);
+                                           new_endpoint_, deadline, hook_observer_);
         if (!hook.ok) return step_result::failure("fence_command " + describe(hook));
         return step_result::success("old fenced: fence_command " + describe(hook));
     }

@@ -203,7 +203,7 @@ public:
         const auto start = clock::now();
         if (service_.promote_command) {
             const auto hook = run_service_hook(*service_.promote_command, "promote", service_, old_endpoint_,
-                                               new_endpoint_, deadline);
+                                               new_endpoint_, deadline, hook_observer_);
             if (!hook.ok) return step_result::failure("promote_command " + describe(hook));
         } else {
             const auto answer =
@@ -235,7 +235,7 @@ public:
         }
         if (service_.fence_command) {
             const auto hook = run_service_hook(*service_.fence_command, "fence", service_, old_endpoint_,
-                                               new_endpoint_, deadline);
+                                               new_endpoint_, deadline, hook_observer_);
             if (!hook.ok) return step_result::failure(outcome.message + "; fence_command " + describe(hook));
             return step_result::success(outcome.message + "; fence_command " + describe(hook));
         }

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -68,6 +69,10 @@ public:
 
     virtual ~replication() = default;
 
+    /// `observer` hears the process group of each hook a step starts, and 0 when it has ended
+    /// (called on the calling thread). Set before the first step.
+    void observe_hooks(std::function<void(int)> observer) { hook_observer_ = std::move(observer); }
+
     /// Measures how far new is behind old (probe_timeout per query); a failed or garbled
     /// answer gives link unknown, bytes nullopt, and says why in `detail`.
     virtual lag_reading probe() = 0;
@@ -101,6 +106,9 @@ public:
     /// reachable with the configured credentials, new a replica of old, promotion and fence
     /// permitted (the command exists and the probe user may run it). Hooks are `unchecked`.
     virtual std::vector<preflight_check> preflight(clock::time_point deadline) = 0;
+
+protected:
+    std::function<void(int)> hook_observer_;
 };
 
 /// Replication for `service.kind` redis or postgres; nullptr for tcp.

@@ -181,6 +181,31 @@ std::string_view to_string(verdict v) noexcept
     return "failed";
 }
 
+std::string_view to_string(journal_step s) noexcept
+{
+    switch (s) {
+    case journal_step::pause_writes:
+        return "pause_writes";
+    case journal_step::fence:
+        return "fence";
+    case journal_step::promote:
+        return "promote";
+    case journal_step::follow:
+        return "follow";
+    case journal_step::roll_back:
+        return "roll_back";
+    }
+    return "pause_writes";
+}
+
+std::optional<journal_step> parse_journal_step(std::string_view text) noexcept
+{
+    for (auto s : {journal_step::pause_writes, journal_step::fence, journal_step::promote, journal_step::follow,
+                   journal_step::roll_back})
+        if (to_string(s) == text) return s;
+    return std::nullopt;
+}
+
 bool answers(const effect& e) noexcept
 {
     return std::holds_alternative<pause_writes>(e) || std::holds_alternative<drain_clients>(e) ||
@@ -315,6 +340,10 @@ step switch_machine::start(const switch_command& c, time_point now)
     request_ = request;
     limits_ = c.limits;
     replicated_ = c.replicated;
+    journal_.reset();
+    journal_on_disk_ = false;
+    if (replicated_ && replicated_kind && a == action::run_pause_switch)
+        journal_ = switch_journal{c.id, *draining_, request.to, request.mode, journal_step::pause_writes, std::nullopt};
     writes_paused_ = false;
     fence_sent_ = false;
     budget_spent_ = false;
@@ -357,20 +386,37 @@ step switch_machine::pause_step(time_point now)
                     std::nullopt};
         }
         // The write pause outlives the budget by the fence's deadline: old must refuse writes until fenced.
-        phase_ = phase::pausing_writes;
-        return {{pause_writes{side::old_side, remaining + std::chrono::seconds(5)}}, std::nullopt};
+        const auto hold = remaining + std::chrono::seconds(5);
+        if (journal_) journal_->pause_hold = hold;
+        return journaled(journal_step::pause_writes, phase::pausing_writes, {pause_writes{side::old_side, hold}});
     }
     if (replicated_) {
         // The rollback fences new and lifts its write pause itself: no write of new's clients
         // may be queued there, or it is answered with a refusal. Redis clients were held at a
-        // request boundary (quiesce_clients); others are cut, reconnect and are held.
-        phase_ = phase::rolling_back;
-        if (moves_clients()) return {{roll_back{remaining, request_.force, deadline}}, std::nullopt};
-        return {{cut{side::new_side, close_reason::cut_by_switch}, roll_back{remaining, request_.force, deadline}},
-                std::nullopt};
+        // request boundary (quiesce_clients); others are cut first. They reconnect and are held.
+        if (moves_clients())
+            return journaled(journal_step::roll_back, phase::rolling_back,
+                             {roll_back{remaining, request_.force, deadline}});
+        return journaled(journal_step::roll_back, phase::rolling_back,
+                         {cut{side::new_side, close_reason::cut_by_switch},
+                          roll_back{remaining, request_.force, deadline}});
     }
     if (now >= deadline) return undo(budget_text(), now, false);
     return commit(now);
+}
+
+step switch_machine::journaled(journal_step s, phase then, std::vector<effect> next)
+{
+    if (!journal_) {
+        phase_ = then;
+        return {std::move(next), std::nullopt};
+    }
+    journal_->step = s;
+    journal_on_disk_ = true;
+    phase_ = phase::persisting_journal;
+    journal_then_ = then;
+    journal_next_ = std::move(next);
+    return {{persist{}}, std::nullopt};
 }
 
 step switch_machine::catch_up()
@@ -389,6 +435,8 @@ step switch_machine::on_done(const step_done& d, time_point now)
         case phase::persisting_split:
         case phase::persisting_commit:
         case phase::persisting_fence:
+        case phase::persisting_journal:
+        case phase::persisting_undo:
             return step_kind::persist;
         case phase::pausing_writes:
             return step_kind::pause_writes;
@@ -429,8 +477,27 @@ step switch_machine::on_done(const step_done& d, time_point now)
         if (paused_now) out.effects.push_back(unpause{side::old_side});
         writes_paused_ = false;
         fence_sent_ = false;
+        journal_.reset();
+        if (std::exchange(journal_on_disk_, false)) {
+            phase_ = phase::persisting_undo;
+            out.effects.push_back(persist{});
+        }
         return out;
     }
+    case phase::persisting_journal: {
+        if (!d.ok) return undo("cannot write the journal to the state file: " + d.message, now, false);
+        phase_ = journal_then_;
+        for (const auto& next : journal_next_)
+            if (std::holds_alternative<fence>(next)) fence_sent_ = true;
+        return {std::exchange(journal_next_, {}), std::nullopt};
+    }
+    case phase::persisting_undo:
+        phase_ = phase::idle;
+        if (!d.ok)
+            return {{log_line{true, "the undone switch's journal could not be cleared (" + d.message +
+                                        "); a restart resolves it from the servers again"}},
+                    std::nullopt};
+        return {};
     case phase::persisting_split: {
         phase_ = phase::idle;
         if (!d.ok)
@@ -481,9 +548,11 @@ step switch_machine::on_done(const step_done& d, time_point now)
         }
         // Fence first: old refuses writes before new accepts any, by a fence that outlives the
         // write pause (and us); unfence undoes it should the switch stop before the promotion.
-        phase_ = phase::fencing_writes;
-        fence_sent_ = true;
-        return {{progress{d.message}, fence{side::old_side, *deadline_}}, std::nullopt};
+        {
+            auto out = journaled(journal_step::fence, phase::fencing_writes, {fence{side::old_side, *deadline_}});
+            out.effects.insert(out.effects.begin(), progress{d.message});
+            return out;
+        }
     case phase::fencing_writes:
         if (!d.ok) return undo(d.message, now, false);
         fenced_ = !d.no_op;
@@ -492,9 +561,11 @@ step switch_machine::on_done(const step_done& d, time_point now)
             out.effects.insert(out.effects.begin(), progress{d.message});
             return out;
         }
-        phase_ = phase::promoting;
-        return {{progress{d.no_op ? "old is not fenced: " + d.message : d.message}, promote{side::new_side, *deadline_}},
-                std::nullopt};
+        {
+            auto out = journaled(journal_step::promote, phase::promoting, {promote{side::new_side, *deadline_}});
+            out.effects.insert(out.effects.begin(), progress{d.no_op ? "old is not fenced: " + d.message : d.message});
+            return out;
+        }
     case phase::promoting:
         if (d.ok) {
             auto out = commit(now);
@@ -534,6 +605,7 @@ step switch_machine::on_done(const step_done& d, time_point now)
         return finish_pause_switch(now);
     case phase::following:
         if (!d.ok) fence_problem_ = d.message;
+        journal_.reset();
         if (persist_error_) {
             auto out = finish_pause_switch(now);
             out.effects.insert(out.effects.begin(), progress{d.message});
@@ -558,6 +630,11 @@ step switch_machine::commit(time_point)
     budget_spent_ = false;
     fence_sent_ = false;
     if (request_.to == side::old_side) fenced_ = false;
+    // The route and the next step go to disk together: a crash after this finishes forward.
+    if (journal_ && replicated_ && request_.to == side::new_side)
+        journal_->step = journal_step::follow;
+    else
+        journal_.reset();
     phase_ = phase::persisting_commit;
     return {{persist{}}, std::nullopt};
 }
@@ -620,6 +697,14 @@ step switch_machine::undo(const std::string& why, time_point now, bool step_out)
                                     side_name(route_.active), held_ms(now));
     out.effects.push_back(log_line{true, reason});
     out.done = fail(reason);
+    if (!step_out) {
+        // Undone: the journal goes, once the servers are as they were.
+        journal_.reset();
+        if (std::exchange(journal_on_disk_, false)) {
+            phase_ = phase::persisting_undo;
+            out.effects.push_back(persist{});
+        }
+    }
     return out;
 }
 
@@ -631,6 +716,7 @@ step switch_machine::on_deadline(time_point now)
     case phase::draining_old:
     case phase::catching_up:
     case phase::fencing_writes:
+    case phase::persisting_journal:
         // Nothing new accepts writes yet: the held clients go back to old right away (a fence
         // under way is lifted once its step answers).
         return undo(budget_text(), now, true);
@@ -652,6 +738,7 @@ step switch_machine::on_deadline(time_point now)
     case phase::persisting_commit:
     case phase::following:
     case phase::persisting_fence:
+    case phase::persisting_undo:
     case phase::stale:
         return {};
     }

@@ -31,6 +31,26 @@ struct switch_request {
     bool force = false;
 };
 
+/// A step of a switch that changes a server, written to the journal before it is taken.
+enum class journal_step { pause_writes, fence, promote, follow, roll_back };
+std::string_view to_string(journal_step) noexcept;
+std::optional<journal_step> parse_journal_step(std::string_view) noexcept;
+
+/// The journal of the switch under way (DESIGN.md): persisted with the route before each step
+/// that changes a server, cleared when the switch is done or undone; read at start to finish or
+/// undo a switch the daemon died in.
+struct switch_journal {
+    std::string id;
+    side from = side::old_side;
+    side to = side::new_side;
+    config::switch_mode mode = config::switch_mode::pause;
+    journal_step step = journal_step::pause_writes;
+    /// The write pause asked on `from`; the executor records when it lifts by itself.
+    std::optional<config::duration> pause_hold;
+
+    friend bool operator==(const switch_journal&, const switch_journal&) = default;
+};
+
 /// What the controller must do after an event or a tick.
 enum class action {
     none,
@@ -127,7 +147,7 @@ struct unpause {
     side on = side::old_side;
     friend bool operator==(const unpause&, const unpause&) = default;
 };
-/// Answers. Writes every service's route and fence state to the state file.
+/// Answers. Writes every service's route, fence state and journal to the state file.
 struct persist {
     friend bool operator==(const persist&, const persist&) = default;
 };
@@ -204,6 +224,7 @@ struct switch_limits {
 };
 
 struct switch_command {
+    std::string id; ///< names the switch in the journal and the log
     switch_request request;
     switch_limits limits;
     bool replicated = false;         ///< the servers' roles are ours to change (a replication is set up)
@@ -260,6 +281,8 @@ public:
 
     /// Whether old refuses writes because a switch fenced it (persisted).
     bool fenced() const { return fenced_; }
+    /// The switch under way that changes servers, as persisted (nullopt: none).
+    const std::optional<switch_journal>& journal() const { return journal_; }
     /// A switch, rollback or split is being carried out: other commands are refused as busy.
     bool busy() const { return phase_ != phase::idle; }
 
@@ -300,6 +323,8 @@ private:
         persisting_flip, ///< kill or drain: the flip is being written down
         draining,        ///< drain: waiting for the old side to empty
         persisting_split,
+        persisting_journal, ///< the journal names the next step; it is taken once on disk
+        persisting_undo,    ///< an undone switch's journal is being cleared
         pausing_writes, ///< pause switch: the steps before the commit, one at a time
         draining_old,
         catching_up,
@@ -317,6 +342,9 @@ private:
     step on_done(const step_done& d, time_point now);
     step on_deadline(time_point now);
     step pause_step(time_point now);
+    /// Writes the journal with `s` as the step about to be taken; once it is on disk, carries out
+    /// `next` in phase `then`.
+    step journaled(journal_step s, phase then, std::vector<effect> next);
     step catch_up();
     step commit(time_point now);
     /// Releases held clients to the unchanged route; `step_out`: a step is still out on the
@@ -339,6 +367,7 @@ private:
     bool replicated_ = false;  ///< its servers' roles are changed
     bool writes_paused_ = false;   ///< pause_writes succeeded and no unpause followed yet
     bool fence_sent_ = false;      ///< a fence on old was asked for and no unfence followed yet
+    bool journal_on_disk_ = false; ///< the journal was persisted: an undo clears it on disk too
     bool budget_spent_ = false;    ///< the deadline came while a server-changing step was out
     time_point held_since_{};
     std::optional<std::string> persist_error_; ///< first failed persist of a committed switch
@@ -348,6 +377,9 @@ private:
     std::optional<time_point> deadline_;
     std::optional<side> draining_;
     std::optional<side> target_; ///< state switching: where the pause switch goes
+    std::optional<switch_journal> journal_; ///< set from the first journaled step to the end
+    phase journal_then_ = phase::idle;      ///< persisting_journal: the phase of the step it names
+    std::vector<effect> journal_next_;      ///< persisting_journal: the step it names
 };
 
 } // namespace tunneld::cutover

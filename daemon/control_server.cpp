@@ -246,12 +246,6 @@ std::string user_name(uid_t uid)
     return found->pw_name;
 }
 
-std::string utc_now_text()
-{
-    return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}",
-                       fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
-}
-
 } // namespace
 
 asio::awaitable<std::string> control_server::answer(const request& r, progress_fn progress, uid_t uid)
@@ -278,7 +272,7 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
     const auto record = [&](cutover::history_action action, std::string to, std::string mode,
                             const cutover::command_result& result, std::string done_reason) {
         cutover::history_entry e;
-        e.time = utc_now_text();
+        e.time = cutover::utc_now();
         e.service = service;
         e.action = action;
         e.from = before ? active_text(before->route) : "";

@@ -214,7 +214,7 @@ int runtime::run()
             const auto& h = *settings_->daemon.health_listen;
             http_sources sources{
                 .status = [this] { return control::to_json(status()); },
-                .metrics = [this] { return render_metrics(control::to_json(status())); },
+                .metrics = [this] { return metrics_.render(status()); },
                 .not_ready_reasons = [this] { return not_ready_reasons(); },
             };
             http_ = std::make_unique<http_server>(control_loop(), resolve_listen(h), std::move(sources));
@@ -462,6 +462,10 @@ control::status_snapshot runtime::status(const std::string& service) const
 
 void runtime::record_history(cutover::history_entry entry)
 {
+    const bool moves_side = entry.action == cutover::history_action::switch_side ||
+                            entry.action == cutover::history_action::rollback;
+    if (moves_side && entry.held_ms)
+        metrics_.observe_hold(entry.service, std::chrono::milliseconds(*entry.held_ms));
     std::lock_guard lock(history_mutex_);
     history_.append(std::move(entry));
     asio::post(history_writer_, [path = history_path_, document = history_] {

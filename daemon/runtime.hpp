@@ -6,6 +6,7 @@
 #include "control/status_json.hpp"
 #include "cutover/controller.hpp"
 #include "cutover/history.hpp"
+#include "daemon/metrics.hpp"
 #include "proxy/service.hpp"
 #include "tunnel/tunnel.hpp"
 
@@ -45,8 +46,9 @@ public:
     std::vector<tunnel::tunnel_status> tunnels_status() const;
     std::vector<std::string> not_ready_reasons() const;
 
-    /// Appends `entry` to the switch history and writes the history file off the event loops,
-    /// in order. Thread-safe.
+    /// Appends `entry` to the switch history (and a switch or rollback that held clients to the
+    /// hold histogram of /metrics) and writes the history file off the event loops, in order.
+    /// Thread-safe.
     void record_history(cutover::history_entry entry);
     /// The newest `limit` history entries of `service` (all services when empty), oldest first.
     std::vector<cutover::history_entry> history(const std::string& service = {}, std::size_t limit = 1000) const;
@@ -91,6 +93,7 @@ private:
     mutable std::mutex history_mutex_;
     cutover::switch_history history_;        ///< guarded by history_mutex_
     asio::thread_pool history_writer_{1};    ///< one thread: history files are written in order
+    metrics metrics_;
     std::map<std::string, std::shared_ptr<proxy::service>> services_; ///< touched on the control loop only
     std::map<std::string, std::vector<std::shared_ptr<proxy::service>>> forwarders_;
 

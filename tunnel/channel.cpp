@@ -82,7 +82,7 @@ void channel::start_read(asio::mutable_buffer buffer, io_handler handler, execut
     if (buffer.size() == 0) return complete(read_handler_, {}, 0);
     read_buffer_ = buffer;
     arm_cancellation(read_handler_, true);
-    transport_->notify();
+    run_now(true);
 }
 
 void channel::start_write(asio::const_buffer buffer, io_handler handler, executor_type handler_executor)
@@ -95,7 +95,22 @@ void channel::start_write(asio::const_buffer buffer, io_handler handler, executo
     if (buffer.size() == 0) return complete(write_handler_, {}, 0);
     write_buffer_ = buffer;
     arm_cancellation(write_handler_, false);
-    transport_->notify();
+    run_now(false);
+}
+
+void channel::run_now(bool read)
+{
+    // A pump starts its next operation as soon as the last one completed: doing it here, when
+    // libssh2 may be called, saves a wake-up of the driver (a trip through the event loop) per
+    // operation. The driver still services every channel after any I/O.
+    if (raw_ == nullptr || !transport_->may_call_now()) return transport_->notify();
+    const auto unread_before = transport_->unread_input();
+    bool unread_input = unread_before > 0;
+    const bool done = read ? try_read(unread_input)
+                           : !remote_closed_ && !transport_->output_full() && try_write(unread_input);
+    // Not done (no data, no window) or input taken that may hold other channels' data: the driver
+    // takes it from here.
+    if (!done || transport_->unread_input() != unread_before) transport_->notify();
 }
 
 void channel::shutdown_send()
@@ -147,40 +162,72 @@ bool channel::fail_on(int rc, bool reading)
     return false;
 }
 
+bool channel::try_read(bool& unread_input)
+{
+    // A read call costs a transport drain and a scan of libssh2's packet list: skip it for idle
+    // channels, so that thousands of them do not tax a busy one. Skipping is exact: without
+    // queued data libssh2 would return nothing, and above this window it would not adjust it.
+    unsigned long queued = 0;
+    unsigned long window_initial = 0;
+    const auto window = libssh2_channel_window_read_ex(raw_, &queued, &window_initial);
+    const bool would_adjust = window < window_initial / 4 * 3 + read_buffer_.size();
+    long rc = LIBSSH2_ERROR_EAGAIN;
+    if (unread_input || queued > 0 || would_adjust) {
+        unread_input = false; // libssh2_channel_read drains the transport first
+        rc = libssh2_channel_read(raw_, static_cast<char*>(read_buffer_.data()), read_buffer_.size());
+    }
+    if (rc > 0) {
+        const auto n = static_cast<std::size_t>(rc);
+        bytes_down_ += n;
+        transport_->add_bytes_down(n);
+        complete(read_handler_, {}, n);
+        return true;
+    }
+    if (rc == 0 || rc == LIBSSH2_ERROR_EAGAIN) {
+        // 0 is EOF only when libssh2 says so; EAGAIN may hide an EOF already received.
+        if (libssh2_channel_eof(raw_) != 1) return false;
+        eof_received_ = true;
+        complete(read_handler_, asio::error::eof, 0);
+        return true;
+    }
+    fail_on(static_cast<int>(rc), true);
+    return true;
+}
+
+bool channel::try_write(bool& unread_input)
+{
+    const auto* bytes = static_cast<const char*>(write_buffer_.data());
+    const auto size = write_buffer_.size();
+    std::size_t written = 0;
+    long rc = 0;
+    // One libssh2 call sends one packet (at most 32700 bytes): send as many as the gateway's
+    // window and the session's output buffer take, and complete the write once.
+    while (written < size && !transport_->output_full()) {
+        unread_input = false; // libssh2_channel_write drains the transport first
+        rc = libssh2_channel_write(raw_, bytes + written, size - written);
+        if (rc <= 0) break;
+        written += static_cast<std::size_t>(rc);
+    }
+    // 0 or EAGAIN: the gateway's window is full; its WINDOW_ADJUST wakes the driver.
+    write_stalled_ = written < size && (rc == 0 || rc == LIBSSH2_ERROR_EAGAIN);
+    if (written > 0) {
+        bytes_up_ += written;
+        transport_->add_bytes_up(written);
+        complete(write_handler_, {}, written);
+        return true;
+    }
+    if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN) {
+        fail_on(static_cast<int>(rc), false);
+        return true;
+    }
+    return false;
+}
+
 bool channel::service(bool& unread_input)
 {
     bool progress = false;
-    if (raw_ != nullptr && read_handler_) {
-        // A read call costs a transport drain and a scan of libssh2's packet list: skip it for idle
-        // channels, so that thousands of them do not tax a busy one. Skipping is exact: without
-        // queued data libssh2 would return nothing, and above this window it would not adjust it.
-        unsigned long queued = 0;
-        unsigned long window_initial = 0;
-        const auto window = libssh2_channel_window_read_ex(raw_, &queued, &window_initial);
-        const bool would_adjust = window < window_initial / 4 * 3 + read_buffer_.size();
-        long rc = LIBSSH2_ERROR_EAGAIN;
-        if (unread_input || queued > 0 || would_adjust) {
-            unread_input = false; // libssh2_channel_read drains the transport first
-            rc = libssh2_channel_read(raw_, static_cast<char*>(read_buffer_.data()), read_buffer_.size());
-        }
-        if (rc > 0) {
-            const auto n = static_cast<std::size_t>(rc);
-            bytes_down_ += n;
-            transport_->add_bytes_down(n);
-            complete(read_handler_, {}, n);
-            progress = true;
-        } else if (rc == 0 || rc == LIBSSH2_ERROR_EAGAIN) {
-            // 0 is EOF only when libssh2 says so; EAGAIN may hide an EOF already received.
-            if (libssh2_channel_eof(raw_) == 1) {
-                eof_received_ = true;
-                complete(read_handler_, asio::error::eof, 0);
-                progress = true;
-            }
-        } else {
-            if (fail_on(static_cast<int>(rc), true)) return true;
-            progress = true;
-        }
-    }
+    // A libssh2 error that fails the whole session resets this channel too (raw_ becomes null).
+    if (raw_ != nullptr && read_handler_ && try_read(unread_input)) progress = true;
     if (raw_ != nullptr && !remote_closed_ && (write_handler_ || (eof_requested_ && !eof_sent_)) &&
         (eof_received_ || write_stalled_) && libssh2_channel_eof(raw_) == 1) {
         // The gateway's CLOSE arrives after its EOF, typically while a write waits for window
@@ -199,23 +246,9 @@ bool channel::service(bool& unread_input)
             progress = true;
         }
     }
-    if (raw_ != nullptr && !remote_closed_ && write_handler_ && !transport_->output_full()) {
-        unread_input = false; // libssh2_channel_write drains the transport first
-        const auto rc =
-            libssh2_channel_write(raw_, static_cast<const char*>(write_buffer_.data()), write_buffer_.size());
-        write_stalled_ = rc == 0;
-        if (rc > 0) {
-            const auto n = static_cast<std::size_t>(rc);
-            bytes_up_ += n;
-            transport_->add_bytes_up(n);
-            complete(write_handler_, {}, n);
-            progress = true;
-        } else if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN) {
-            if (fail_on(static_cast<int>(rc), false)) return true;
-            progress = true;
-        }
-        // rc == 0: the gateway's window is full; its WINDOW_ADJUST wakes us.
-    }
+    if (raw_ != nullptr && !remote_closed_ && write_handler_ && !transport_->output_full() &&
+        try_write(unread_input))
+        progress = true;
     if (raw_ != nullptr && !remote_closed_ && eof_requested_ && !eof_sent_ && !write_handler_) {
         const int rc = libssh2_channel_send_eof(raw_);
         if (rc == 0) {

@@ -106,6 +106,14 @@ private:
 
     void start_read(boost::asio::mutable_buffer buffer, io_handler handler, executor_type handler_executor);
     void start_write(boost::asio::const_buffer buffer, io_handler handler, executor_type handler_executor);
+    /// Runs a just-started operation against libssh2 at once when the session allows it, else
+    /// (and when it cannot complete yet) wakes the driver.
+    void run_now(bool read);
+    /// Completes the pending read from what libssh2 holds; false when there is nothing yet.
+    bool try_read(bool& unread_input);
+    /// Sends as much of the pending write as the window and the output buffer take and completes
+    /// it; false when nothing could be sent yet.
+    bool try_write(bool& unread_input);
     /// Posts the pending handler to its own executor; never runs it inline.
     void complete(io_handler& pending, boost::system::error_code ec, std::size_t n);
     void arm_cancellation(io_handler& handler, bool read);

@@ -42,6 +42,10 @@ std::optional<std::size_t> least_loaded(std::span<const session_load> sessions,
 std::chrono::milliseconds race_delay(std::chrono::milliseconds connect_timeout,
                                      std::chrono::milliseconds keepalive) noexcept;
 
+/// The index in channel_open_latency::counts of an open that took `took`: the first bound it
+/// does not exceed, or the last index when it exceeds them all.
+std::size_t channel_open_bucket(std::chrono::nanoseconds took) noexcept;
+
 /// What `tunnelctl tunnels` shows for one gateway.
 enum class gateway_state {
     connecting, ///< no session has come up yet and none has failed

@@ -55,7 +55,9 @@ asio::awaitable<void> wake_signal::wait()
 {
     if (!raised_) {
         timer_.expires_at(clock::time_point::max());
+        waiting_ = true;
         co_await timer_.async_wait(use_tuple);
+        waiting_ = false;
     }
     raised_ = false;
 }
@@ -102,7 +104,7 @@ ssize_t transport::on_send(libssh2_socket_t fd, const void* buffer, size_t lengt
     // session and may deadlock in a rekey during a partial write.
     const auto* bytes = static_cast<const char*>(buffer);
     self->out_.insert(self->out_.end(), bytes, bytes + length);
-    self->writer_wake_.raise();
+    if (self->writer_waiting_) self->writer_wake_.raise();
     return static_cast<ssize_t>(length);
 }
 
@@ -113,15 +115,11 @@ ssize_t transport::on_recv(libssh2_socket_t fd, void* buffer, size_t length, int
         const auto n = ::recv(fd, buffer, length, flags);
         return n < 0 ? -errno : n;
     }
-    const auto unread = self->in_.size() - self->in_pos_;
+    const auto unread = self->unread_input();
     if (unread == 0) return self->failed_ ? -ECONNRESET : -EAGAIN;
     const auto n = std::min(length, unread);
-    std::memcpy(buffer, self->in_.data() + self->in_pos_, n);
-    self->in_pos_ += n;
-    if (self->in_pos_ == self->in_.size()) {
-        self->in_.clear();
-        self->in_pos_ = 0;
-    }
+    std::memcpy(buffer, self->in_.get() + self->in_begin_, n);
+    self->in_begin_ += n; // the reader rewinds an empty buffer before its next read
     if (self->reader_blocked_) self->reader_wake_.raise();
     return static_cast<ssize_t>(n);
 }
@@ -332,16 +330,26 @@ asio::awaitable<boost::system::error_code> transport::authenticate()
 
 asio::awaitable<void> transport::reader([[maybe_unused]] std::shared_ptr<transport> self)
 {
-    std::vector<char> chunk(64 * 1024);
+    constexpr std::size_t size = in_capacity + read_chunk;
     while (!failed_) {
-        if (in_.size() - in_pos_ >= in_capacity) {
+        if (unread_input() >= in_capacity) {
             // libssh2 has not taken what we have: stop reading, TCP pushes back on the gateway.
             reader_blocked_ = true;
             co_await reader_wake_.wait();
             reader_blocked_ = false;
             continue;
         }
-        auto [ec, n] = co_await socket_.async_read_some(asio::buffer(chunk), use_tuple);
+        if (!in_) in_ = std::make_unique_for_overwrite<char[]>(size);
+        // Only here, never while a read is in flight into in_[in_end_..].
+        if (in_begin_ == in_end_) {
+            in_begin_ = in_end_ = 0;
+        } else if (size - in_end_ < read_chunk) {
+            // Rarely: libssh2 lags behind by more than a chunk at the buffer's end.
+            std::memmove(in_.get(), in_.get() + in_begin_, unread_input());
+            in_end_ -= in_begin_;
+            in_begin_ = 0;
+        }
+        auto [ec, n] = co_await socket_.async_read_some(asio::buffer(in_.get() + in_end_, read_chunk), use_tuple);
         if (failed_) break;
         if (ec) {
             fail(make_error_code(tunnel_errc::session_lost),
@@ -349,11 +357,7 @@ asio::awaitable<void> transport::reader([[maybe_unused]] std::shared_ptr<transpo
                                         : fmt::format("receive failed: {}", ec.message()));
             break;
         }
-        if (in_pos_ > 0) {
-            in_.erase(in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(in_pos_));
-            in_pos_ = 0;
-        }
-        in_.insert(in_.end(), chunk.data(), chunk.data() + n);
+        in_end_ += n;
         last_receive_ = clock::now();
         stats_->last_receive_ns = steady_ns(last_receive_);
         notify();
@@ -365,7 +369,9 @@ asio::awaitable<void> transport::writer([[maybe_unused]] std::shared_ptr<transpo
     std::vector<char> flight;
     while (!failed_) {
         if (out_.empty()) {
+            writer_waiting_ = true;
             co_await writer_wake_.wait();
+            writer_waiting_ = false;
             continue;
         }
         flight.swap(out_);
@@ -443,8 +449,13 @@ asio::awaitable<boost::system::error_code> transport::serve()
 
 bool transport::service_once()
 {
-    const auto unread_before = in_.size() - in_pos_;
-    bool unread_input = unread_before > 0;
+    servicing_ = true;
+    struct done_on_exit {
+        bool& flag;
+        ~done_on_exit() { flag = false; }
+    } done{servicing_};
+    const auto unread_before = unread_input();
+    bool unread = unread_before > 0;
     bool progress = false;
     for (std::size_t i = 0; i < channels_.size();) {
         auto ch = channels_[i].lock();
@@ -453,7 +464,7 @@ bool transport::service_once()
             channels_.pop_back();
             continue;
         }
-        if (ch->service(unread_input)) progress = true;
+        if (ch->service(unread)) progress = true;
         if (failed_) return false;
         ++i;
     }
@@ -462,7 +473,7 @@ bool transport::service_once()
     if (service_opens()) progress = true;
     if (failed_) return false;
     // Bytes taken off the wire may hold data for channels serviced earlier in this pass.
-    if (in_.size() - in_pos_ != unread_before) progress = true;
+    if (unread_input() != unread_before) progress = true;
     return progress;
 }
 
@@ -572,8 +583,7 @@ void transport::fail(boost::system::error_code ec, std::string reason)
     boost::system::error_code ignored;
     socket_.shutdown(asio::socket_base::shutdown_both, ignored);
     socket_.close(ignored);
-    in_.clear();
-    in_pos_ = 0;
+    in_begin_ = in_end_ = 0;
     out_.clear();
     wake_.raise();
     reader_wake_.raise();

@@ -54,13 +54,15 @@ public:
     void raise()
     {
         raised_ = true;
-        timer_.cancel();
+        // Cancelling a timer takes the reactor's lock: only when someone waits.
+        if (waiting_) timer_.cancel();
     }
     asio::awaitable<void> wait();
 
 private:
     asio::steady_timer timer_;
     bool raised_ = false;
+    bool waiting_ = false;
 };
 
 class transport : public std::enable_shared_from_this<transport> {
@@ -95,6 +97,13 @@ public:
     /// Wakes the driver: a channel has a new operation, or I/O progressed.
     void notify() { wake_.raise(); }
 
+    /// True when a channel may call libssh2 right now, outside the driver's pass: the session is
+    /// up and no libssh2 call is on the stack. Saves a trip through the driver per operation.
+    bool may_call_now() const noexcept { return established_ && !failed_ && !servicing_; }
+
+    /// Bytes received from the gateway that libssh2 has not taken yet.
+    std::size_t unread_input() const noexcept { return in_end_ - in_begin_; }
+
     /// A closed channel's raw handle, freed by the driver (channel_free retried on EAGAIN).
     void retire(LIBSSH2_CHANNEL* raw);
 
@@ -111,6 +120,9 @@ public:
     /// A quiet session with no channels is reconnected after this many keepalives (an hour at 5 s).
     static constexpr std::uint64_t recycle_after_keepalives = 720;
     static constexpr std::size_t in_capacity = 4 * 1024 * 1024;
+    /// Bytes asked of the gateway socket per read (at most); the input buffer holds
+    /// in_capacity + this.
+    static constexpr std::size_t read_chunk = 256 * 1024;
 
 private:
     struct open_request {
@@ -149,8 +161,13 @@ private:
     LIBSSH2_AGENT* agent_ = nullptr; ///< only during agent authentication; allocated from ssh_
     void free_agent();
 
-    std::vector<char> in_;   ///< received from the gateway, not yet taken by libssh2
-    std::size_t in_pos_ = 0; ///< in_[in_pos_..] is unread
+    /// Received from the gateway, not yet taken by libssh2: in_[in_begin_, in_end_). The socket
+    /// reads straight into it; the reader rewinds both indices to 0 before a read whenever
+    /// libssh2 took everything, so a quiet session touches only the buffer's first pages.
+    /// Allocated at the first read.
+    std::unique_ptr<char[]> in_;
+    std::size_t in_begin_ = 0;
+    std::size_t in_end_ = 0;
     std::vector<char> out_;  ///< whole packets from libssh2, not yet handed to the socket
     wake_signal wake_;       ///< driver
     wake_signal reader_wake_;
@@ -165,6 +182,8 @@ private:
     std::deque<open_request> opens_;
 
     bool reader_blocked_ = false;
+    bool writer_waiting_ = false;
+    bool servicing_ = false; ///< the driver's pass is running (libssh2 calls on the stack)
     bool established_ = false;
     bool failed_ = false;
     boost::system::error_code failure_;
