@@ -80,6 +80,8 @@ json to_json(const cutover::service_snapshot& s)
         {"connect_errors",
          {{"old", s.connect_errors[index(side::old_side)]}, {"new", s.connect_errors[index(side::new_side)]}}},
         {"refused_max_clients", s.refused_max_clients},
+        {"clients_moved", s.clients_moved},
+        {"clients_move_failed", s.clients_move_failed},
         {"old", backend_json(s.old_backend)},
         {"new", backend_json(s.new_backend)},
         {"lag", lag_json(s.lag)},
@@ -88,7 +90,9 @@ json to_json(const cutover::service_snapshot& s)
         {"switches", s.switches},
         {"last_switch", s.last_switch ? json{{"result", s.last_switch->result},
                                              {"at", s.last_switch->at},
-                                             {"message", s.last_switch->message}}
+                                             {"message", s.last_switch->message},
+                                             {"cut", s.last_switch->cut},
+                                             {"moved", optional_json(s.last_switch->moved)}}
                                       : json(nullptr)},
         {"lag_history", lag_history_json(s.lag_history)},
         {"switch", progress_json(s.progress)},

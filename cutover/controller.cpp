@@ -73,6 +73,7 @@ struct controller::entry {
     std::optional<steady::time_point> held_since;
     std::optional<std::chrono::milliseconds> held;
     std::uint64_t cut = 0;
+    std::optional<std::uint64_t> moved;
     int hook_pgid = 0; ///< process group of a hook a switch step is running (0: none); guarded by the mutex
 };
 
@@ -313,6 +314,7 @@ asio::awaitable<command_result> controller::command(std::shared_ptr<entry> e, ev
 {
     e->held.reset();
     e->cut = 0;
+    e->moved.reset();
     auto outcome = co_await execute(e, std::move(ev), std::move(progress));
     if (!outcome) outcome = std::exchange(e->finished, std::nullopt);
     command_result result =
@@ -325,6 +327,7 @@ asio::awaitable<command_result> controller::command(std::shared_ptr<entry> e, ev
     }
     result.held = e->held;
     result.cut = e->cut;
+    result.moved = e->moved;
     co_return result;
 }
 
@@ -364,6 +367,12 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
             e->held_since.reset();
         }
         e->svc->set_route(r->to);
+        // Clients held at a request boundary on the side that stays go on there.
+        if (!r->to.hold && !r->to.split_percent) e->svc->resume_clients(r->to.active);
+    } else if (const auto* q = std::get_if<quiesce_clients>(&what)) {
+        co_await quiesce_step(e, *q, progress);
+    } else if (const auto* m = std::get_if<move_clients>(&what)) {
+        co_await move_step(e, *m, progress);
     } else if (const auto* c = std::get_if<cut>(&what)) {
         const auto n = e->svc->clients().cut(c->which, c->why);
         e->cut += n;
@@ -418,6 +427,70 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
         if (!result.ok) spdlog::warn("service={} {}", name, result.message);
     }
     co_return std::nullopt;
+}
+
+namespace {
+
+/// How often a quiesce or a move looks at its clients: a held client waits this long at most.
+constexpr auto client_poll = std::chrono::milliseconds(2);
+
+} // namespace
+
+asio::awaitable<void> controller::quiesce_step(std::shared_ptr<entry> e, quiesce_clients what, progress_fn progress)
+{
+    const auto& svc = *e->svc;
+    const auto ordered = e->svc->hold_clients(what.from);
+    const auto started = steady::now();
+    asio::steady_timer poll(loop_);
+    auto census = svc.census(what.from);
+    while (census.busy() > 0 && steady::now() < what.until) {
+        poll.expires_after(client_poll);
+        co_await poll.async_wait(as_tuple(use_awaitable));
+        census = svc.census(what.from);
+    }
+    if (ordered == 0) co_return;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count();
+    std::string line = fmt::format("{} clients on {} held at a request boundary in {}ms", census.held,
+                                   proxy::to_string(what.from), ms);
+    if (census.pinned_lasting > 0) line += fmt::format(", {} pinned for good (cut at the move)", census.pinned_lasting);
+    if (census.busy() > 0)
+        line += fmt::format(", {} still busy (a transaction or a blocking command): they move when they unpin",
+                            census.busy());
+    progress(line);
+}
+
+asio::awaitable<void> controller::move_step(std::shared_ptr<entry> e, move_clients what, progress_fn progress)
+{
+    auto& svc = *e->svc;
+    const auto& counters = svc.counters();
+    const auto moved_before = counters.clients_moved.load();
+    const auto failed_before = counters.clients_move_failed.load();
+    const auto started = steady::now();
+    std::uint64_t cut = svc.move_clients(what.from, what.to);
+    asio::steady_timer poll(loop_);
+    // Pinned clients move as they unpin; whoever is still on `from` at `until` is cut.
+    while (svc.clients().count(what.from) > 0 && steady::now() < what.until) {
+        poll.expires_after(client_poll);
+        co_await poll.async_wait(as_tuple(use_awaitable));
+    }
+    cut += svc.cut_unmoved(what.from);
+    // The last moves replay their session on the other side: wait for their answers (each is
+    // bounded by connect_timeout).
+    while (counters.moves_in_flight.load() > 0 && steady::now() < what.until + e->settings->connect_timeout) {
+        poll.expires_after(client_poll);
+        co_await poll.async_wait(as_tuple(use_awaitable));
+    }
+    const auto moved = counters.clients_moved.load() - moved_before;
+    const auto failed = counters.clients_move_failed.load() - failed_before;
+    e->moved = e->moved.value_or(0) + moved;
+    e->cut += cut + failed;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count();
+    std::string line = fmt::format("moved {} clients from {} to {} in {}ms", moved, proxy::to_string(what.from),
+                                   proxy::to_string(what.to), ms);
+    if (cut > 0) line += fmt::format("; cut {} pinned", cut);
+    if (failed > 0) line += fmt::format("; {} could not be moved (see the log)", failed);
+    progress(line);
+    spdlog::info("service={} {}", e->settings->name, line);
 }
 
 asio::awaitable<event> controller::drain_clients_step(std::shared_ptr<entry> e, drain_clients what,
@@ -503,7 +576,7 @@ void controller::record_result(entry& e, const command_outcome& outcome)
     const std::string result(to_string(outcome.result == verdict::busy ? verdict::refused : outcome.result));
     std::lock_guard lock(mutex_);
     e.switches[result]++;
-    e.last_switch = switch_record{result, utc_now(), outcome.message};
+    e.last_switch = switch_record{result, utc_now(), outcome.message, e.cut, e.moved};
 }
 
 asio::awaitable<command_result> controller::switch_side(std::string name, side to,
@@ -737,6 +810,8 @@ service_snapshot controller::describe(const entry& e) const
     s.bytes_down = counters.bytes_down.load();
     s.connect_errors = {counters.connect_errors[0].load(), counters.connect_errors[1].load()};
     s.refused_max_clients = counters.refused_max_clients.load();
+    s.clients_moved = counters.clients_moved.load();
+    s.clients_move_failed = counters.clients_move_failed.load();
     s.lag = e.lag;
     s.fenced = e.machine.fenced();
     s.switches = e.switches;

@@ -32,6 +32,7 @@ struct command_result {
     std::optional<service_snapshot> service; ///< done: the service after the command
     std::optional<std::chrono::milliseconds> held; ///< how long the command held new clients
     std::uint64_t cut = 0;                         ///< clients the command cut
+    std::optional<std::uint64_t> moved;            ///< clients the command moved (set when it moved any side)
 
     bool ok() const { return result == verdict::done; }
     static command_result success(service_snapshot s)
@@ -127,6 +128,8 @@ private:
     asio::awaitable<std::optional<event>> perform_one(const std::shared_ptr<entry>& e, const effect& what,
                                                       const progress_fn& progress);
     asio::awaitable<event> drain_clients_step(std::shared_ptr<entry> e, drain_clients what, progress_fn progress);
+    asio::awaitable<void> quiesce_step(std::shared_ptr<entry> e, quiesce_clients what, progress_fn progress);
+    asio::awaitable<void> move_step(std::shared_ptr<entry> e, move_clients what, progress_fn progress);
     asio::awaitable<event> watch_drain_step(std::shared_ptr<entry> e, watch_drain what, progress_fn progress);
     asio::awaitable<std::optional<std::string>> persist();
     /// Writes every service's route, fence state and journal now. Blocking; any thread.

@@ -28,6 +28,8 @@ struct switch_record {
     std::string result; ///< "done" | "refused" | "failed"
     std::string at;     ///< RFC 3339 UTC
     std::string message;
+    std::uint64_t cut = 0;              ///< clients the switch cut
+    std::optional<std::uint64_t> moved; ///< clients it moved to the other side (redis); nullopt: none could be
 };
 
 /// A switch or rollback under way: what the status page shows step by step.
@@ -57,6 +59,8 @@ struct service_snapshot {
     std::uint64_t bytes_down = 0;
     std::array<std::uint64_t, 2> connect_errors{}; ///< indexed by side
     std::uint64_t refused_max_clients = 0;
+    std::uint64_t clients_moved = 0;       ///< redis clients moved by switches since start
+    std::uint64_t clients_move_failed = 0; ///< moves that ended the client (replay refused, connect failed)
     std::optional<lag_reading> lag; ///< nullopt: no probe has answered (or none is configured)
     bool fenced = false;
     std::map<std::string, std::uint64_t> switches; ///< "done", "refused", "failed" -> count

@@ -378,6 +378,12 @@ step switch_machine::start(const switch_command& c, time_point now)
     out.effects.push_back(hold_new_clients{});
     out.effects.push_back(progress{fmt::format("holding new clients of {} (budget {})", name_,
                                                format_duration(limits_.pause_timeout))});
+    if (moves_clients()) {
+        // This host's own clients stop at a request boundary before any server changes: none of
+        // their requests is then inside old when its writes pause (it would be answered after
+        // the pause, by a replica). Three fifths of the budget: the server steps need the rest.
+        out.effects.push_back(quiesce_clients{*draining_, now + limits_.pause_timeout * 3 / 5});
+    }
     auto first = pause_step(now);
     out.effects.insert(out.effects.end(), first.effects.begin(), first.effects.end());
     out.done = first.done;
@@ -403,8 +409,12 @@ step switch_machine::pause_step(time_point now)
         return journaled(journal_step::pause_writes, phase::pausing_writes, {pause_writes{side::old_side, hold}});
     }
     if (replicated_) {
-        // The rollback fences new and lifts its write pause itself: cut new's clients first, so
-        // that no write they had queued is answered with a refusal. They reconnect and are held.
+        // The rollback fences new and lifts its write pause itself: no write of new's clients
+        // may be queued there, or it is answered with a refusal. Redis clients were held at a
+        // request boundary (quiesce_clients); others are cut first. They reconnect and are held.
+        if (moves_clients())
+            return journaled(journal_step::roll_back, phase::rolling_back,
+                             {roll_back{remaining, request_.force, deadline}});
         return journaled(journal_step::roll_back, phase::rolling_back,
                          {cut{side::new_side, close_reason::cut_by_switch},
                           roll_back{remaining, request_.force, deadline}});
@@ -769,8 +779,19 @@ step switch_machine::finish_pause_switch(time_point now)
 {
     phase_ = phase::idle;
     const side to = route_.active;
-    step out{{cut{proxy::other(to), close_reason::cut_by_switch}, release{route_}}, std::nullopt};
-    if (writes_paused_) out.effects.push_back(unpause{side::old_side});
+    step out;
+    if (moves_clients()) {
+        // Unpause before the move waits for pinned clients: an EXEC still inside old is
+        // answered only once its writes are unpaused. Pinned clients get what is left of the
+        // budget, and at least a second, to unpin.
+        out.effects.push_back(release{route_});
+        if (writes_paused_) out.effects.push_back(unpause{side::old_side});
+        out.effects.push_back(move_clients{proxy::other(to), to,
+                                           std::max(now + std::chrono::seconds(1), held_since_ + limits_.pause_timeout)});
+    } else {
+        out.effects = {cut{proxy::other(to), close_reason::cut_by_switch}, release{route_}};
+        if (writes_paused_) out.effects.push_back(unpause{side::old_side});
+    }
     writes_paused_ = false;
     const auto ms = held_ms(now);
     out.effects.push_back(progress{fmt::format("released held clients to {} after {}ms", side_name(to), ms)});

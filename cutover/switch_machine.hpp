@@ -164,6 +164,23 @@ struct watch_drain {
     config::duration up_to{};
     friend bool operator==(const watch_drain&, const watch_drain&) = default;
 };
+/// kind = "redis": holds every client on `from` at its next request boundary with no reply
+/// outstanding, and waits until each is held or pinned for good, or `until`. Carried out before
+/// any server changes, so that no request of this host's clients is inside old when its writes
+/// pause. move_clients follows on success, release on failure (the held clients go on there).
+struct quiesce_clients {
+    side from = side::old_side;
+    time_point until;
+    friend bool operator==(const quiesce_clients&, const quiesce_clients&) = default;
+};
+/// kind = "redis": moves every client on `from` to `to` (held ones at once, the others as soon as
+/// they unpin), cuts those pinned for good, and at `until` cuts what is left on `from`.
+struct move_clients {
+    side from = side::old_side;
+    side to = side::new_side;
+    time_point until;
+    friend bool operator==(const move_clients&, const move_clients&) = default;
+};
 /// One line of the switch's progress, for the operator who started it.
 struct progress {
     std::string line;
@@ -178,7 +195,7 @@ struct log_line {
 
 using effect = std::variant<hold_new_clients, release, pause_writes, drain_clients, wait_caught_up, promote,
                             check_roles, fence, unfence, follow, roll_back, unpause, persist, cut, watch_drain,
-                            progress, log_line>;
+                            progress, log_line, quiesce_clients, move_clients>;
 
 /// Which answering effect a step_done reports on.
 enum class step_kind {
@@ -361,6 +378,8 @@ private:
     command_outcome fail(std::string message);
     long long held_ms(time_point now) const;
     std::string budget_text() const;
+    /// Clients of this kind are moved by a pause switch instead of cut (redis).
+    bool moves_clients() const { return kind_ == config::service_kind::redis; }
 
     config::service_kind kind_;
     std::string name_;

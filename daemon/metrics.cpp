@@ -75,6 +75,10 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
     family connect_errors{"tunneld_backend_connect_errors_total", counter,
                           "Failed connects to a backend (direct or through a tunnel channel)."};
     family switches{"tunneld_switches_total", counter, "Switches of the active side, by result."};
+    family moved{"tunneld_clients_moved_total", counter,
+                 "Redis clients a switch moved to the other side with their session, since start."};
+    family move_failed{"tunneld_client_moves_failed_total", counter,
+                       "Client moves that ended the client (the other side refused its session, or no connect)."};
     family hold{"tunneld_switch_hold_seconds", histogram,
                 "How long a switch or rollback held new clients (those that held any), in seconds."};
     family lag_bytes{"tunneld_lag_bytes", gauge,
@@ -126,6 +130,8 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
             connect_errors.add({{"service", s}, {"side", side_name}}, at(service.connect_errors, d));
         }
         clients_total.add({{"service", s}}, static_cast<double>(service.clients_total));
+        moved.add({{"service", s}}, static_cast<double>(service.clients_moved));
+        move_failed.add({{"service", s}}, static_cast<double>(service.clients_move_failed));
         bytes.add({{"service", s}, {"direction", "up"}}, static_cast<double>(service.bytes_up));
         bytes.add({{"service", s}, {"direction", "down"}}, static_cast<double>(service.bytes_down));
         for (const std::string result : {"done", "refused", "failed"}) {
@@ -193,6 +199,8 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
                       &bytes,
                       &connect_errors,
                       &switches,
+                      &moved,
+                      &move_failed,
                       &hold,
                       &lag_bytes,
                       &lag_seconds,

@@ -139,8 +139,10 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
     const std::span<char> down_buffer(down_storage.get(), settings.buffer_size);
 
     if (carry.replay_due) {
+        auto refused = co_await replay_session(backend, carry, down_buffer, settings.connect_timeout);
         carry.replay_due = false;
-        if (auto refused = co_await replay_session(backend, carry, down_buffer, settings.connect_timeout)) {
+        counters.moves_in_flight.fetch_sub(1, std::memory_order_relaxed);
+        if (refused) {
             handle.on_cut(nullptr);
             outcome.reason = handle.was_cut() ? handle.cut_reason() : close_reason::replay_refused;
             outcome.detail = std::move(*refused);
@@ -229,7 +231,8 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
                 outcome.bytes_up += written;
                 counters.bytes_up.fetch_add(written, std::memory_order_relaxed);
                 carry.begin += forward;
-                if (write_ec) co_return pump_end::write_error;
+                // A move closes the old backend: a write cut short by it is no client error.
+                if (write_ec) co_return moving ? pump_end::eof : pump_end::write_error;
             }
             while (holding && !moving && !down_done && !handle.was_cut()) {
                 evaluate();

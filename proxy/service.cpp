@@ -297,10 +297,17 @@ asio::awaitable<void> service::serve(tcp::socket client)
         handle->order(move_order::none);
         const auto bytes_up = outcome.bytes_up;
         const auto bytes_down = outcome.bytes_down;
+        counters_.moves_in_flight.fetch_add(1, std::memory_order_relaxed);
         outcome = co_await run_client(std::move(again), handle, *cfg, *backend, tunnels_, counters_, carry.get());
         outcome.bytes_up += bytes_up;
         outcome.bytes_down += bytes_down;
-        if (outcome.connect_failed) counters_.clients_move_failed.fetch_add(1, std::memory_order_relaxed);
+        if (carry->replay_due && outcome.reason != close_reason::moved) {
+            // The move ended before its replay: no backend (connect failed) or cut meanwhile.
+            // (A client moved on again was replayed: only a replayed client can be moved.)
+            carry->replay_due = false;
+            counters_.moves_in_flight.fetch_sub(1, std::memory_order_relaxed);
+            counters_.clients_move_failed.fetch_add(1, std::memory_order_relaxed);
+        }
     }
     if (outcome.reason == close_reason::cut_pinned && outcome.detail.empty())
         outcome.detail = fmt::format("pinned: {}", to_string(handle->pin()));

@@ -16,11 +16,12 @@ The whole story on one machine (everything on 127.0.0.1, torn down at the end):
      every acknowledged write (+OK) and every error
   5. the replica falls behind (relay stalled) and `tunnelctl switch redis` is refused by the lag
      gate (lag above max_lag); the replica catches up again
-  6. the real `tunnelctl switch redis` (mode pause): clients held, old paused, replica caught up,
-     promoted, old fenced (it answers READONLY), clients released to new; every acknowledged
-     write is checked on the new primary
-  7. `tunnelctl rollback redis` with the writer still running; every acknowledged write is
-     checked on old, the primary again, and new refuses writes
+  6. the real `tunnelctl switch redis` (mode pause): the writer's connections held at a request
+     boundary, old paused, replica caught up, old fenced, replica promoted, the writer's
+     connections moved to new (not cut: the writer sees no error and does not reconnect); every
+     acknowledged write is checked on the new primary
+  7. `tunnelctl rollback redis` with the writer still running, moved back the same way; every
+     acknowledged write is checked on old, the primary again, and new refuses writes
   8. teardown
 
 Binaries: $TUNNELD_BIN and $TUNNELCTL_BIN if set, else build/default/{daemon/tunneld,
@@ -289,6 +290,11 @@ def try_write(redis: tb.Redis, name: str) -> str:
     return answer
 
 
+def moved_clients(text: str) -> str:
+    match = re.search(r"moved (\d+) clients", text)
+    return match.group(1) if match else "?"
+
+
 def held_ms(text: str) -> str:
     match = re.search(r"clients held (\d+)ms", text) or \
         re.search(r"released held clients to \w+ after (\d+)ms", text)
@@ -403,6 +409,7 @@ def run(args: argparse.Namespace) -> None:
             output = tunnelctl(daemon, "switch", SERVICE)
             switch_seconds = time.monotonic() - started
             switch_held = held_ms(output)
+            switch_moved = moved_clients(output)
             say(f"switch took {switch_seconds:.2f}s; clients were held {switch_held}")
             time.sleep(1.0)  # the writer keeps going, now on new
             tunnelctl(daemon, "status")
@@ -431,6 +438,7 @@ def run(args: argparse.Namespace) -> None:
             started = time.monotonic()
             output = tunnelctl(daemon, "rollback", SERVICE)
             rollback_held = held_ms(output)
+            rollback_moved = moved_clients(output)
             say(f"rollback took {time.monotonic() - started:.2f}s; clients were held "
                 f"{rollback_held}")
             before = writer2.count()
@@ -455,8 +463,12 @@ def run(args: argparse.Namespace) -> None:
                 f"the primary again")
 
             banner("summary")
-            say(f"switch:   clients held {switch_held}; writer: {writer.summary()}")
-            say(f"rollback: clients held {rollback_held}; writer: {writer2.summary()}")
+            say(f"switch:   clients held {switch_held}, {switch_moved} moved; writer: {writer.summary()}")
+            say(f"rollback: clients held {rollback_held}, {rollback_moved} moved; writer: "
+                f"{writer2.summary()}")
+            expect(writer.errors == 0 and writer2.errors == 0,
+                   "the writer's connections must be moved, not cut: "
+                   f"{writer.error_kinds} at the switch, {writer2.error_kinds} at the rollback")
             say("no acknowledged write lost in either direction (errors are requests that were "
                 "refused or cut, never acknowledged; the writer retries them)")
 

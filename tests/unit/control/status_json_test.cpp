@@ -55,14 +55,20 @@ TEST(StatusJson, SplitLagAndLastSwitch)
     lag.link = cutover::link_state::up;
     lag.detail = "in sync";
     s.lag = lag;
-    s.last_switch = cutover::switch_record{"failed", "2026-11-21T23:50:00Z", "why"};
+    s.last_switch = cutover::switch_record{"failed", "2026-11-21T23:50:00Z", "why", 1, 4};
+    s.clients_moved = 9;
+    s.clients_move_failed = 2;
     const auto j = to_json(s);
     EXPECT_EQ(j["active"], "split");
     EXPECT_EQ(j["split_percent"], 25);
     EXPECT_EQ(j["sticky"], true);
     EXPECT_EQ(j["lag"], (nlohmann::json{{"bytes", 512}, {"seconds", 0.25}, {"link", "up"}, {"detail", "in sync"}}));
     EXPECT_EQ(j["last_switch"],
-              (nlohmann::json{{"result", "failed"}, {"at", "2026-11-21T23:50:00Z"}, {"message", "why"}}));
+              (nlohmann::json{{"result", "failed"}, {"at", "2026-11-21T23:50:00Z"}, {"message", "why"},
+                              {"cut", 1}, {"moved", 4}}))
+        << "the last switch says how many clients it cut and moved";
+    EXPECT_EQ(j["clients_moved"], 9);
+    EXPECT_EQ(j["clients_move_failed"], 2);
 }
 
 TEST(StatusJson, TunnelsAndTheWhole)

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <deque>
 #include <map>
 
@@ -131,15 +132,23 @@ TEST(SwitchSaga, RedisPauseSwitchRunsEveryStepInOrder)
             else if constexpr (std::is_same_v<T, cut>) order.push_back("cut");
             else if constexpr (std::is_same_v<T, release>) order.push_back("release");
             else if constexpr (std::is_same_v<T, unpause>) order.push_back("unpause");
+            else if constexpr (std::is_same_v<T, quiesce_clients>) order.push_back("quiesce");
+            else if constexpr (std::is_same_v<T, move_clients>) order.push_back("move");
         }, e);
-    EXPECT_EQ(order, (std::vector<std::string>{"hold", "persist", "pause_writes", "wait_caught_up", "persist",
-                                               "fence", "persist", "promote", "persist", "follow", "persist", "cut",
-                                               "release", "unpause"}))
+    EXPECT_EQ(order, (std::vector<std::string>{"hold", "quiesce", "persist", "pause_writes", "wait_caught_up",
+                                               "persist", "fence", "persist", "promote", "persist", "follow",
+                                               "persist", "release", "unpause", "move"}))
         << "fence first: old refuses writes before new takes any; the journal is written before each "
-           "step that changes a server";
+           "step that changes a server; this host's clients are held at a request boundary before "
+           "old's writes pause, and moved (not cut) once new is the primary; old is unpaused first, "
+           "for an EXEC still inside it";
     EXPECT_EQ(all_of<pause_writes>(d.effects).at(0), (pause_writes{side::old_side, 10s}))
         << "the write pause outlives the budget by the fence's 5s";
-    EXPECT_EQ(all_of<cut>(d.effects).at(0), (cut{side::old_side, proxy::close_reason::cut_by_switch}));
+    EXPECT_EQ(all_of<quiesce_clients>(d.effects).at(0), (quiesce_clients{side::old_side, t0 + 3s}))
+        << "the quiesce has three fifths of the budget";
+    EXPECT_EQ(all_of<move_clients>(d.effects).at(0), (move_clients{side::old_side, side::new_side, t0 + 5s}))
+        << "pinned clients have until the budget's end to unpin";
+    EXPECT_FALSE(has<cut>(d.effects));
     EXPECT_EQ(all_of<release>(d.effects).at(0), (release{proxy::route_to(side::new_side)}));
     EXPECT_EQ(all_of<promote>(d.effects).at(0).deadline, t0 + 5s) << "promotion is bounded by the budget";
     const auto lines = progress_lines(d.effects);
@@ -232,6 +241,8 @@ TEST(SwitchSaga, TcpPauseSwitchHoldsFlipsAndReleases)
     EXPECT_EQ(all_of<persist>(d.effects).size(), 1u);
     EXPECT_FALSE(d.machine.fenced());
     EXPECT_EQ(d.machine.current_route(), proxy::route_to(side::new_side));
+    EXPECT_FALSE(has<quiesce_clients>(d.effects)) << "kind = \"tcp\" is untouched: no request boundaries";
+    EXPECT_EQ(all_of<cut>(d.effects).at(0), (cut{side::old_side, proxy::close_reason::cut_by_switch}));
 }
 
 TEST(SwitchSaga, ReplicatedKindWithoutReplicationFlipsWithoutServerSteps)
@@ -488,7 +499,7 @@ TEST(SwitchSaga, SecondPersistFailingIsReported)
 
 // ---- rollback ----
 
-TEST(SwitchSaga, RollbackCutsNewThenRollsBackTheServers)
+TEST(SwitchSaga, RollbackHoldsNewsClientsThenRollsBackTheServersThenMovesThem)
 {
     driver d(service_kind::redis, proxy::route_to(side::new_side));
     d.run(command(side::old_side, switch_mode::pause));
@@ -496,13 +507,53 @@ TEST(SwitchSaga, RollbackCutsNewThenRollsBackTheServers)
     EXPECT_EQ(d.done->result, verdict::done) << d.done->message;
     EXPECT_FALSE(has<pause_writes>(d.effects));
     EXPECT_FALSE(has<fence>(d.effects));
+    EXPECT_FALSE(has<cut>(d.effects)) << "redis clients are moved, not cut";
     const auto rb = all_of<roll_back>(d.effects);
     ASSERT_EQ(rb.size(), 1u);
     EXPECT_EQ(rb[0], (roll_back{5s, false, t0 + 5s}));
-    EXPECT_EQ(all_of<cut>(d.effects).front(), (cut{side::new_side, proxy::close_reason::cut_by_switch}))
-        << "new's clients are cut before new is fenced";
+    const auto quiesce = std::find(d.effects.begin(), d.effects.end(), effect{quiesce_clients{side::new_side, t0 + 3s}});
+    const auto roll = std::find_if(d.effects.begin(), d.effects.end(),
+                                   [](const effect& e) { return std::holds_alternative<roll_back>(e); });
+    EXPECT_LT(quiesce, roll) << "new's clients are held at a request boundary before new is fenced";
+    EXPECT_EQ(all_of<move_clients>(d.effects).at(0), (move_clients{side::new_side, side::old_side, t0 + 5s}));
     EXPECT_EQ(d.machine.current_route(), route{});
     EXPECT_FALSE(d.machine.fenced());
+}
+
+TEST(SwitchSaga, PostgresRollbackStillCutsNewsClients)
+{
+    driver d(service_kind::postgres, proxy::route_to(side::new_side));
+    d.run(command(side::old_side, switch_mode::pause));
+    ASSERT_TRUE(d.done);
+    EXPECT_EQ(all_of<cut>(d.effects).front(), (cut{side::new_side, proxy::close_reason::cut_by_switch}))
+        << "new's clients are cut before new is fenced";
+    EXPECT_FALSE(has<quiesce_clients>(d.effects));
+    EXPECT_FALSE(has<move_clients>(d.effects));
+}
+
+TEST(SwitchSaga, FailedRedisSwitchReleasesTheHeldClientsToOld)
+{
+    // The held clients go on with old: release names the side they stay on, and nothing moves.
+    driver d(service_kind::redis);
+    d.script[step_kind::wait_caught_up] = {false};
+    d.run(command(side::new_side, switch_mode::pause));
+    ASSERT_TRUE(d.done);
+    EXPECT_EQ(d.done->result, verdict::failed);
+    EXPECT_TRUE(has<quiesce_clients>(d.effects));
+    EXPECT_FALSE(has<move_clients>(d.effects));
+    EXPECT_EQ(all_of<release>(d.effects).back(), (release{proxy::route_to(side::old_side)}));
+}
+
+TEST(SwitchSaga, MovePinnedClientsGetAtLeastASecond)
+{
+    // A switch that used up its budget on the server steps still gives pinned clients a second.
+    driver d(service_kind::redis);
+    d.step_time = 500ms;
+    d.run(command(side::new_side, switch_mode::pause));
+    ASSERT_TRUE(d.done);
+    ASSERT_EQ(d.done->result, verdict::done) << d.done->message;
+    const auto move = all_of<move_clients>(d.effects).at(0);
+    EXPECT_EQ(move.until, d.now + 1s);
 }
 
 TEST(SwitchSaga, RollbackFailingStaysOnNew)

@@ -65,6 +65,8 @@ cutover::service_snapshot redis_service()
     s.route.active = proxy::side::old_side;
     s.connections = {3, 1};
     s.clients_total = 17;
+    s.clients_moved = 6;
+    s.clients_move_failed = 1;
     s.bytes_up = 1024;
     s.bytes_down = 4096;
     s.connect_errors = {0, 2};
@@ -136,6 +138,8 @@ TEST(RenderMetrics, ServiceSamplesCarryServiceAndSideLabels)
     EXPECT_EQ(m.at(R"(tunneld_bytes_total{service="redis",direction="down"})"), 4096);
     EXPECT_EQ(m.at(R"(tunneld_backend_connect_errors_total{service="redis",side="new"})"), 2);
     EXPECT_EQ(m.at(R"(tunneld_switches_total{service="redis",result="refused"})"), 2);
+    EXPECT_EQ(m.at(R"(tunneld_clients_moved_total{service="redis"})"), 6);
+    EXPECT_EQ(m.at(R"(tunneld_client_moves_failed_total{service="redis"})"), 1);
     // A result that never happened is a real zero, there from the start for increase().
     EXPECT_EQ(m.at(R"(tunneld_switches_total{service="redis",result="failed"})"), 0);
     EXPECT_EQ(m.at(R"(tunneld_lag_bytes{service="redis"})"), 512);
@@ -153,7 +157,7 @@ TEST(RenderMetrics, EveryFamilyIsDeclaredOnceWithItsTypeEvenWithoutSamples)
 {
     const std::map<std::string, std::string> expected = {
         {"tunneld_clients_active", "gauge"},
-        {"tunneld_clients_total", "counter"},
+        {"tunneld_clients_moved_total", "counter"}, {"tunneld_client_moves_failed_total", "counter"}, {"tunneld_clients_total", "counter"},
         {"tunneld_bytes_total", "counter"},
         {"tunneld_backend_connect_errors_total", "counter"},
         {"tunneld_switches_total", "counter"},
