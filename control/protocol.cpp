@@ -101,6 +101,7 @@ constexpr std::array command_names{
     std::pair{command::reload, std::string_view{"reload"}},
     std::pair{command::check, std::string_view{"check"}},
     std::pair{command::history, std::string_view{"history"}},
+    std::pair{command::fleet, std::string_view{"fleet"}},
 };
 
 constexpr std::array error_code_names{
@@ -124,6 +125,7 @@ std::span<const std::string_view> fields_of(command cmd)
     case command::rollback:
     case command::resume:
     case command::history:
+    case command::fleet:
         return service;
     case command::switch_side:
     case command::check:
@@ -369,7 +371,7 @@ std::optional<error_code> parse_error_code(std::string_view name) noexcept
 bool needs_service(command cmd) noexcept
 {
     return cmd != command::status && cmd != command::tunnels && cmd != command::reload &&
-           cmd != command::history;
+           cmd != command::history && cmd != command::fleet;
 }
 
 protocol_error line_too_long_error()

@@ -49,15 +49,15 @@ private:
 };
 
 /// check: the guardrails of a switch, changing nothing (`tunnelctl check`, `switch --dry-run`);
-/// history: the switches recorded on this host.
-enum class command { status, tunnels, switch_side, rollback, split, pause, resume, reload, check, history };
+/// history: the switches recorded on this host; fleet: the members of this host's fleet.
+enum class command { status, tunnels, switch_side, rollback, split, pause, resume, reload, check, history, fleet };
 enum class side_choice { old_side, new_side };
 /// Why a request failed, as the wire names it; an error_condition-style enum hooked into
 /// std::error_code (`ec == control::error_code::busy`). Zero is no error, so the codes start at 1.
 enum class error_code { bad_request = 1, unknown_service, refused, failed, busy, forbidden };
 
 /// The wire name: "status", "tunnels", "switch", "rollback", "split", "pause", "resume", "reload",
-/// "check", "history".
+/// "check", "history", "fleet".
 std::string_view to_string(command) noexcept;
 /// "old" or "new".
 std::string_view to_string(side_choice) noexcept;
@@ -73,7 +73,8 @@ std::optional<command> parse_command(std::string_view name) noexcept;
 /// The error code named `name` on the wire; nullopt for anything else.
 std::optional<error_code> parse_error_code(std::string_view name) noexcept;
 
-/// True for commands whose `service` field is required (all but status, tunnels, reload, history).
+/// True for commands whose `service` field is required (all but status, tunnels, reload, history,
+/// fleet).
 bool needs_service(command) noexcept;
 
 /// One validated request. Fields a command does not take keep their defaults.

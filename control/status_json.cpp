@@ -174,8 +174,17 @@ json to_json(const std::vector<tunnel::tunnel_status>& tunnels)
 json to_json(const status_snapshot& s)
 {
     json services = json::array();
-    for (const auto& service : s.services)
-        services.push_back(to_json(service));
+    for (const auto& service : s.services) {
+        auto object = to_json(service);
+        object["epoch"] = nullptr;
+        object["fleet"] = nullptr;
+        if (s.fleet) {
+            const auto epoch = s.fleet->epochs.find(service.name);
+            object["epoch"] = epoch == s.fleet->epochs.end() ? 0 : epoch->second; // 0: none committed yet
+            object["fleet"] = s.fleet->reachable ? "ok" : "unreachable";
+        }
+        services.push_back(std::move(object));
+    }
     return {{"services", services}, {"tunnels", to_json(s.tunnels)}, {"history", to_json(s.history)}};
 }
 

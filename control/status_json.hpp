@@ -7,16 +7,25 @@
 #include "cutover/snapshot.hpp"
 #include "tunnel/tunnel.hpp"
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <vector>
 
 namespace tunneld::control {
+
+/// This member's place in its fleet, for status: whether etcd answers and the epoch each
+/// service runs here.
+struct fleet_status {
+    bool reachable = false;
+    std::map<std::string, std::int64_t> epochs; ///< service -> the epoch it runs on this member
+};
 
 /// Everything `status` reports: the services and the tunnels, as values.
 struct status_snapshot {
     std::vector<cutover::service_snapshot> services;
     std::vector<tunnel::tunnel_status> tunnels;
     std::vector<cutover::history_entry> history; ///< the newest switches on this host, oldest first
+    std::optional<fleet_status> fleet;           ///< nullopt: no [fleet], a single host
 };
 
 /// One service object of the contract.
@@ -32,7 +41,8 @@ nlohmann::json to_json(const std::vector<cutover::history_entry>& entries);
 /// switch would proceed, the hold estimate, every guardrail and the plan.
 nlohmann::json check_json(const std::string& service, proxy::side from, proxy::side to, config::switch_mode mode,
                           const cutover::dry_run_report& report);
-/// `{"services": [...], "tunnels": [...], "history": [...]}`
+/// `{"services": [...], "tunnels": [...], "history": [...]}`; each service also carries `epoch`
+/// (the epoch it runs here) and `fleet` (`"ok"|"unreachable"`), both null without a fleet.
 nlohmann::json to_json(const status_snapshot& s);
 
 } // namespace tunneld::control

@@ -23,10 +23,24 @@ std::int64_t unix_ms_now()
         .count();
 }
 
-std::string utc_now()
+/// The journal as stored: the write pause's wall-clock expiry is fixed when its step is first
+/// journaled (kept from `previous` after that); a running hook's process group comes from `hook_pgid`.
+std::optional<journal_record> journal_to_record(const std::optional<switch_journal>& j,
+                                                const std::optional<journal_record>& previous, int hook_pgid)
 {
-    return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}",
-                       fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
+    if (!j) return std::nullopt;
+    journal_record r;
+    r.id = j->id;
+    r.from = proxy::to_string(j->from);
+    r.to = proxy::to_string(j->to);
+    r.mode = config::to_string(j->mode);
+    r.step = to_string(j->step);
+    if (previous && previous->id == r.id && previous->pause_expires_unix_ms)
+        r.pause_expires_unix_ms = previous->pause_expires_unix_ms;
+    else if (j->pause_hold)
+        r.pause_expires_unix_ms = unix_ms_now() + j->pause_hold->count();
+    if (hook_pgid > 0) r.hook_pgid = hook_pgid;
+    return r;
 }
 
 } // namespace
@@ -57,6 +71,7 @@ struct controller::entry {
     std::optional<steady::time_point> held_since;
     std::optional<std::chrono::milliseconds> held;
     std::uint64_t cut = 0;
+    int hook_pgid = 0; ///< process group of a hook a switch step is running (0: none); guarded by the mutex
 };
 
 controller::controller(asio::io_context& loop, std::filesystem::path state_file, state initial,
@@ -155,6 +170,23 @@ void controller::update_service(const std::string& name,
         if (probes && settings->kind != config::service_kind::tcp) {
             e->probe_replication = make_replication_(*settings, probes->old_endpoint, probes->new_endpoint);
             e->switch_replication = make_replication_(*settings, probes->old_endpoint, probes->new_endpoint);
+            if (e->switch_replication) {
+                // A hook's process group goes into the journal as soon as it runs (on the worker
+                // thread): a daemon killed meanwhile finds it at start, and waits for it or kills it.
+                std::weak_ptr<entry> weak = e;
+                e->switch_replication->observe_hooks([this, weak](int pgid) {
+                    auto held = weak.lock();
+                    if (!held) return;
+                    {
+                        std::lock_guard lock(mutex_);
+                        held->hook_pgid = pgid;
+                        if (pgid == 0 || !held->machine.journal()) return;
+                    }
+                    if (auto error = save_now())
+                        spdlog::warn("service={} the journal could not record the hook's process group: {}",
+                                     held->settings->name, *error);
+                });
+            }
         }
     }
     e->svc->update_settings(settings);
@@ -293,7 +325,7 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
     const auto& name = e->settings->name;
     auto repl = e->switch_replication;
     const auto asked = [&](step_kind which, const step_result& r) -> std::optional<event> {
-        return step_done{which, r.ok, r.message};
+        return step_done{which, r.ok, r.message, r.no_op};
     };
     // The machine asks a server step only of a service whose replication is set up.
     const auto missing = step_result::failure("no replication is set up for this service");
@@ -346,6 +378,16 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
     } else if (const auto* f = std::get_if<fence>(&what)) {
         const auto run = [repl, deadline = f->deadline] { return repl->fence(deadline); };
         co_return asked(step_kind::fence, co_await off_loop(run));
+    } else if (const auto* f = std::get_if<follow>(&what)) {
+        const auto run = [repl, deadline = f->deadline] { return repl->follow(deadline); };
+        co_return asked(step_kind::follow, co_await off_loop(run));
+    } else if (std::holds_alternative<unfence>(what)) {
+        const auto run = [repl] { return repl->unfence(); };
+        const auto result = co_await off_loop(run);
+        if (!result.ok)
+            spdlog::warn("service={} {}", name, result.message);
+        else
+            spdlog::info("service={} {}", name, result.message);
     } else if (const auto* b = std::get_if<roll_back>(&what)) {
         rollback_options options;
         options.pause_hold = b->pause_hold;
@@ -399,7 +441,7 @@ asio::awaitable<event> controller::watch_drain_step(std::shared_ptr<entry> e, wa
     co_return side_empty{};
 }
 
-asio::awaitable<std::optional<std::string>> controller::persist()
+std::optional<std::string> controller::save_now()
 {
     std::uint64_t sequence = 0;
     state snapshot;
@@ -415,22 +457,24 @@ asio::awaitable<std::optional<std::string>> controller::persist()
             record.split_percent = r.split_percent.value_or(0);
             record.sticky = r.sticky;
             record.fenced = e->machine.fenced();
+            record.journal = journal_to_record(e->machine.journal(), previous.journal, e->hook_pgid);
             if (!(record == previous) || record.updated.empty()) record.updated = utc_now();
         }
         persisted_ = snapshot;
-    }
-    {
-        std::lock_guard lock(save_mutex_);
+        std::lock_guard save_lock(save_mutex_);
         sequence = ++save_sequence_;
     }
-    const auto write = [this, snapshot, sequence]() -> std::optional<std::string> {
-        std::lock_guard lock(save_mutex_);
-        // A newer snapshot already on disk includes this one's changes: writing this would go back in time.
-        if (sequence <= saved_sequence_) return std::nullopt;
-        auto error = save_state(state_file_, snapshot);
-        if (!error) saved_sequence_ = sequence;
-        return error;
-    };
+    std::lock_guard lock(save_mutex_);
+    // A newer snapshot already on disk includes this one's changes: writing this would go back in time.
+    if (sequence <= saved_sequence_) return std::nullopt;
+    auto error = save_state(state_file_, snapshot);
+    if (!error) saved_sequence_ = sequence;
+    return error;
+}
+
+asio::awaitable<std::optional<std::string>> controller::persist()
+{
+    const auto write = [this] { return save_now(); };
     auto error = co_await off_loop(write);
     co_return error;
 }
@@ -454,6 +498,7 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
         co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
     const auto settings = e->settings;
     switch_command request;
+    request.id = fmt::format("{}-{}", name, unix_ms_now());
     request.request = switch_request{to, requested_mode.value_or(settings->mode), force};
     bool started_here = false;
     {

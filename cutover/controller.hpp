@@ -123,6 +123,8 @@ private:
     asio::awaitable<event> drain_clients_step(std::shared_ptr<entry> e, drain_clients what, progress_fn progress);
     asio::awaitable<event> watch_drain_step(std::shared_ptr<entry> e, watch_drain what, progress_fn progress);
     asio::awaitable<std::optional<std::string>> persist();
+    /// Writes every service's route, fence state and journal now. Blocking; any thread.
+    std::optional<std::string> save_now();
     asio::awaitable<void> probe_loop(std::shared_ptr<entry> e, std::uint64_t generation);
     template <class F> asio::awaitable<std::invoke_result_t<F>> off_loop(const F& f);
     service_snapshot describe(const entry& e) const;

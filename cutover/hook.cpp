@@ -48,7 +48,8 @@ void drain(int fd, std::string& output)
 } // namespace
 
 hook_result run_hook(const std::string& command, std::chrono::milliseconds timeout,
-                     const std::vector<std::pair<std::string, std::string>>& environment)
+                     const std::vector<std::pair<std::string, std::string>>& environment,
+                     const std::function<void(int)>& started_hook)
 {
     hook_result result;
     // Everything the child needs is built before fork: after fork only async-signal-safe calls.
@@ -98,6 +99,7 @@ hook_result run_hook(const std::string& command, std::chrono::milliseconds timeo
     // Why both sides call setpgid: whichever runs first, the group exists before we may kill it.
     ::setpgid(pid, pid);
     write_end.reset();
+    if (started_hook) started_hook(static_cast<int>(pid));
     ::fcntl(read_end.fd, F_SETFL, ::fcntl(read_end.fd, F_GETFL) | O_NONBLOCK);
 
     const auto deadline = started + timeout;

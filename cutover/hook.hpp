@@ -3,6 +3,7 @@
 // Blocking: call it off the event loop.
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,8 +22,11 @@ struct hook_result {
 /// environment of the daemon plus `environment`; kills the group with SIGKILL when `timeout`
 /// runs out; whatever the hook left running in its group is killed when it exits. Never throws
 /// for a failing command.
+/// `started`, if set, is called with the hook's process group id as soon as it runs (for the
+/// journal: a daemon restarted meanwhile finds the group and waits for it or kills it).
 hook_result run_hook(const std::string& command, std::chrono::milliseconds timeout,
-                     const std::vector<std::pair<std::string, std::string>>& environment = {});
+                     const std::vector<std::pair<std::string, std::string>>& environment = {},
+                     const std::function<void(int)>& started = nullptr);
 
 /// `message`, plus the hook's last non-empty output line (at most 200 bytes) when it failed:
 /// "exited 1 after 12ms: ERROR: permission denied".

@@ -221,7 +221,7 @@ public:
         const auto start = clock::now();
         if (service_.promote_command) {
             const auto hook = run_service_hook(*service_.promote_command, "promote", service_, old_endpoint_,
-                                               new_endpoint_, deadline);
+                                               new_endpoint_, deadline, hook_observer_);
             if (!hook.ok) return step_result::failure("promote_command " + describe(hook));
         } else {
             const auto left = time_left(deadline, std::chrono::hours(1));
@@ -258,12 +258,23 @@ public:
     step_result fence(clock::time_point deadline) override
     {
         if (!service_.fence_command)
-            return step_result::success(
-                "postgres: no built-in fence (set fence_command); old-side clients are cut");
+            return step_result::nothing_done(
+                "postgres has no built-in fence and no fence_command is set; old-side clients are cut");
         const auto hook = run_service_hook(*service_.fence_command, "fence", service_, old_endpoint_,
-                                           new_endpoint_, deadline);
+                                           new_endpoint_, deadline, hook_observer_);
         if (!hook.ok) return step_result::failure("fence_command " + describe(hook));
-        return step_result::success("fence_command " + describe(hook));
+        return step_result::success("old fenced: fence_command " + describe(hook));
+    }
+
+    step_result unfence() override
+    {
+        if (!service_.fence_command) return step_result::nothing_done("postgres: nothing fenced");
+        return step_result::failure("old was fenced by fence_command and nothing here lifts it: lift it by hand");
+    }
+
+    step_result follow(clock::time_point) override
+    {
+        return step_result::nothing_done("postgres: old cannot follow new (rebuild it with pg_rewind)");
     }
 
     step_result unpause() override { return step_result::success("postgres: nothing paused"); }

@@ -36,6 +36,9 @@ std::string swap_words(const std::string& text, std::string_view a, std::string_
     return swapped;
 }
 
+/// min-replicas-to-write that fences: no deployment has this many replicas.
+constexpr unsigned impossible_min_replicas = 100;
+
 timeval to_timeval(milliseconds timeout)
 {
     return timeval{.tv_sec = static_cast<time_t>(timeout.count() / 1000),
@@ -200,7 +203,7 @@ public:
         const auto start = clock::now();
         if (service_.promote_command) {
             const auto hook = run_service_hook(*service_.promote_command, "promote", service_, old_endpoint_,
-                                               new_endpoint_, deadline);
+                                               new_endpoint_, deadline, hook_observer_);
             if (!hook.ok) return step_result::failure("promote_command " + describe(hook));
         } else {
             const auto answer =
@@ -223,27 +226,40 @@ public:
 
     step_result fence(clock::time_point deadline) override
     {
-        auto mode = service_.fence;
-        std::string note;
-        if (mode == config::redis_fence::replicaof && !service_.fence_replicaof) {
-            // Fail safe rather than leave old writable: a fence that cannot be a replica refuses writes.
-            mode = config::redis_fence::min_replicas;
-            note = " (fence_replicaof unset: fell back to min_replicas)";
+        // Whatever the mode, old first refuses writes in a way that can be undone: becoming a
+        // replica (fence = "replicaof") waits for follow(), after new is a primary to follow.
+        step_result outcome = step_result::nothing_done("old: no built-in fence (fence = none)");
+        if (service_.fence != config::redis_fence::none) {
+            outcome = fence_min_replicas(old_, deadline, old_min_replicas_);
+            if (!outcome.ok) return outcome;
         }
-        step_result outcome = step_result::success("old: no built-in fence (fence = none)");
-        if (mode == config::redis_fence::replicaof)
-            outcome = fence_as_replica(old_, *service_.fence_replicaof, deadline);
-        else if (mode == config::redis_fence::min_replicas)
-            outcome = fence_min_replicas(old_, deadline);
-        outcome.message += note;
-        if (!outcome.ok) return outcome;
         if (service_.fence_command) {
             const auto hook = run_service_hook(*service_.fence_command, "fence", service_, old_endpoint_,
-                                               new_endpoint_, deadline);
+                                               new_endpoint_, deadline, hook_observer_);
             if (!hook.ok) return step_result::failure(outcome.message + "; fence_command " + describe(hook));
-            outcome.message += "; fence_command " + describe(hook);
+            return step_result::success(outcome.message + "; fence_command " + describe(hook));
         }
         return outcome;
+    }
+
+    step_result unfence() override
+    {
+        if (service_.fence == config::redis_fence::none) return step_result::nothing_done("old: nothing fenced");
+        const auto restore = std::to_string(old_min_replicas_.value_or(0));
+        const auto answer = old_.run({"CONFIG", "SET", "min-replicas-to-write", restore}, service_.probe_timeout);
+        if (!answer.ok) return step_result::failure("unfence: " + answer.text);
+        std::string message = "old: fence lifted (min-replicas-to-write " + restore + ")";
+        if (service_.fence_command) message += "; what fence_command did is not undone";
+        return step_result::success(std::move(message));
+    }
+
+    step_result follow(clock::time_point deadline) override
+    {
+        if (service_.fence != config::redis_fence::replicaof)
+            return step_result::nothing_done("old stays fenced by min-replicas-to-write");
+        if (!service_.fence_replicaof)
+            return step_result::nothing_done("old stays fenced by min-replicas-to-write (fence_replicaof unset)");
+        return fence_as_replica(old_, *service_.fence_replicaof, deadline);
     }
 
     step_result unpause() override
@@ -268,6 +284,11 @@ public:
         // 2. Old must hold every write new acknowledged: wait until old, a replica of new, caught up.
         const auto old_info = replication_of(old_, deadline);
         if (!old_info.ok) return give_up(old_info.message);
+        std::optional<unsigned> new_min_replicas;
+        const auto lift_new_fence = [&] {
+            new_.run({"CONFIG", "SET", "min-replicas-to-write", std::to_string(new_min_replicas.value_or(0))},
+                     service_.probe_timeout);
+        };
         std::string caught_up =
             "old was not a replica of new: writes made on new since the switch are lost (forced)";
         if (role_is(old_info.info, redis_role::slave)) {
@@ -280,9 +301,19 @@ public:
                            "would be lost (fence = replicaof keeps old warm; force to roll back anyway)");
         }
 
-        // 3. Promote old back and lift a min_replicas fence.
+        // 3. Fence first: new refuses writes (beyond its pause, which expires) before old takes any.
+        auto fenced = fence_min_replicas(new_, deadline, new_min_replicas);
+        if (!fenced.ok) {
+            lift_new_fence();
+            return give_up(fenced.message);
+        }
+
+        // 4. Promote old back and lift its min_replicas fence.
         answer = old_.run({"REPLICAOF", "NO", "ONE"}, time_left(deadline, service_.probe_timeout));
-        if (!answer.ok) return give_up("promote old: " + answer.text);
+        if (!answer.ok) {
+            lift_new_fence();
+            return give_up("promote old: " + answer.text);
+        }
         answer =
             old_.run({"CONFIG", "SET", "min-replicas-to-write", std::to_string(options.restore_min_replicas)},
                      time_left(deadline, service_.probe_timeout));
@@ -293,21 +324,18 @@ public:
         auto role = wait_for_role(old_, redis_role::master, deadline);
         if (!role.ok) return step_result::failure("rollback: old: " + role.message);
 
-        // 4. Demote new so it acknowledges nothing more, then let it go.
-        std::string demoted;
+        // 5. Make new a replica of old when configured (warm for the next switch); else it stays fenced.
+        std::string demoted = "new refuses writes (min-replicas-to-write " +
+                              std::to_string(impossible_min_replicas) + ")";
         if (options.new_replicaof) {
             auto host = options.new_replicaof->host;
             answer = new_.run({"REPLICAOF", host, std::to_string(options.new_replicaof->port)},
                               time_left(deadline, service_.probe_timeout));
+            if (!answer.ok)
+                return step_result::failure("rollback: old is the primary again and new is fenced, but making new "
+                                            "a replica of old failed: " + answer.text);
             demoted = "new is a replica of " + endpoint_text(*options.new_replicaof);
-        } else {
-            answer = new_.run({"CONFIG", "SET", "min-replicas-to-write", "100"},
-                              time_left(deadline, service_.probe_timeout));
-            demoted = "new refuses writes (min-replicas-to-write 100)";
         }
-        if (!answer.ok)
-            return step_result::failure("rollback: old is the primary again but demoting new failed: " +
-                                        answer.text + "; new stays paused until the hold expires");
         answer = new_.run({"CLIENT", "UNPAUSE"}, service_.probe_timeout);
         if (!answer.ok) demoted += " (unpause failed: " + answer.text + ")";
         return step_result::success("rolled back in " + since(start) + ": " + caught_up + "; old promoted; " +
@@ -341,18 +369,19 @@ public:
         else
             checks.push_back(permitted(new_, "new accepts REPLICAOF NO ONE (promote)", {"REPLICAOF", "NO", "ONE"},
                                        deadline));
-        auto mode = service_.fence;
-        if (mode == config::redis_fence::replicaof && !service_.fence_replicaof) mode = config::redis_fence::min_replicas;
-        if (mode == config::redis_fence::replicaof) {
+        const auto mode = service_.fence;
+        if (mode != config::redis_fence::none)
+            checks.push_back(permitted(old_, "old accepts CONFIG SET min-replicas-to-write (fence)",
+                                       {"CONFIG", "SET", "min-replicas-to-write",
+                                        std::to_string(impossible_min_replicas)},
+                                       deadline));
+        if (mode == config::redis_fence::replicaof && service_.fence_replicaof) {
             const auto& primary = *service_.fence_replicaof;
             checks.push_back(permitted(old_, "old accepts CONFIG SET replica-read-only (fence)",
                                        {"CONFIG", "SET", "replica-read-only", "yes"}, deadline));
             checks.push_back(permitted(old_, "old accepts REPLICAOF " + endpoint_text(primary) + " (fence)",
                                        {"REPLICAOF", primary.host, std::to_string(primary.port)}, deadline));
-        } else if (mode == config::redis_fence::min_replicas) {
-            checks.push_back(permitted(old_, "old accepts CONFIG SET min-replicas-to-write (fence)",
-                                       {"CONFIG", "SET", "min-replicas-to-write", "100"}, deadline));
-        } else {
+        } else if (mode == config::redis_fence::none) {
             checks.push_back({"fence", check_verdict::unchecked,
                               "fence = none: old is not fenced and keeps accepting writes from other hosts", {}});
         }
@@ -516,18 +545,29 @@ private:
                                     endpoint_text(primary));
     }
 
-    step_result fence_min_replicas(redis_session& session, clock::time_point deadline)
+    /// Sets min-replicas-to-write on `session` to a number no deployment reaches, so that every
+    /// write fails with NOREPLICAS; `previous` keeps the value it had (not overwritten by a second
+    /// fence) for unfence.
+    step_result fence_min_replicas(redis_session& session, clock::time_point deadline,
+                                   std::optional<unsigned>& previous)
     {
-        // No deployment has 100 replicas, so every write fails with NOREPLICAS.
-        auto answer = session.run({"CONFIG", "SET", "min-replicas-to-write", "100"},
+        const auto impossible = std::to_string(impossible_min_replicas);
+        auto answer = session.run({"CONFIG", "GET", "min-replicas-to-write"},
                                   time_left(deadline, service_.probe_timeout));
+        if (!answer.ok) return step_result::failure("fence: " + answer.text);
+        const auto space = answer.text.rfind(' ');
+        const auto value = space == std::string::npos ? std::nullopt : parse_uint(answer.text.substr(space + 1));
+        if (value && *value != impossible_min_replicas) previous = static_cast<unsigned>(*value);
+        answer = session.run({"CONFIG", "SET", "min-replicas-to-write", impossible},
+                             time_left(deadline, service_.probe_timeout));
         if (!answer.ok) return step_result::failure("fence: " + answer.text);
         answer = session.run({"CONFIG", "GET", "min-replicas-to-write"},
                              time_left(deadline, service_.probe_timeout));
         if (!answer.ok) return step_result::failure("fence: " + answer.text);
-        if (answer.text != "min-replicas-to-write 100")
+        if (answer.text != "min-replicas-to-write " + impossible)
             return step_result::failure("fence: min-replicas-to-write did not stick (" + answer.text + ")");
-        return step_result::success(session.side() + " fenced: min-replicas-to-write 100, writes refused");
+        return step_result::success(session.side() + " fenced: min-replicas-to-write " + impossible +
+                                    ", writes refused");
     }
 
     config::service_config service_;
@@ -535,6 +575,7 @@ private:
     config::endpoint new_endpoint_;
     redis_session old_; ///< reused across calls; reconnects after any I/O error
     redis_session new_;
+    std::optional<unsigned> old_min_replicas_; ///< old's min-replicas-to-write before fence(), for unfence()
 };
 
 } // namespace

@@ -35,15 +35,19 @@ std::string since(clock::time_point start)
 
 hook_result run_service_hook(const std::string& command, std::string_view step,
                              const config::service_config& service, const config::endpoint& old_endpoint,
-                             const config::endpoint& new_endpoint, clock::time_point deadline)
+                             const config::endpoint& new_endpoint, clock::time_point deadline,
+                             const std::function<void(int)>& observer)
 {
     const auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
-    return run_hook(command, std::max(left, milliseconds(1)),
-                    {{"TUNNELD_SERVICE", service.name},
-                     {"TUNNELD_KIND", service.kind == config::service_kind::redis ? "redis" : "postgres"},
-                     {"TUNNELD_STEP", std::string(step)},
-                     {"TUNNELD_OLD", endpoint_text(old_endpoint)},
-                     {"TUNNELD_NEW", endpoint_text(new_endpoint)}});
+    auto result = run_hook(command, std::max(left, milliseconds(1)),
+                           {{"TUNNELD_SERVICE", service.name},
+                            {"TUNNELD_KIND", service.kind == config::service_kind::redis ? "redis" : "postgres"},
+                            {"TUNNELD_STEP", std::string(step)},
+                            {"TUNNELD_OLD", endpoint_text(old_endpoint)},
+                            {"TUNNELD_NEW", endpoint_text(new_endpoint)}},
+                           observer);
+    if (observer) observer(0);
+    return result;
 }
 
 } // namespace detail

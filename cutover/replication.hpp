@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,9 +25,11 @@ namespace tunneld::cutover {
 struct step_result {
     bool ok = false;
     std::string message;
+    bool no_op = false; ///< ok, but nothing could be done (no fence configured)
 
-    static step_result success(std::string message) { return {true, std::move(message)}; }
-    static step_result failure(std::string message) { return {false, std::move(message)}; }
+    static step_result success(std::string message) { return {true, std::move(message), false}; }
+    static step_result failure(std::string message) { return {false, std::move(message), false}; }
+    static step_result nothing_done(std::string message) { return {true, std::move(message), true}; }
 };
 
 /// How one guardrail of a dry run came out. `unchecked`: the dry run cannot know without doing it
@@ -66,6 +69,10 @@ public:
 
     virtual ~replication() = default;
 
+    /// `observer` hears the process group of each hook a step starts, and 0 when it has ended
+    /// (called on the calling thread). Set before the first step.
+    void observe_hooks(std::function<void(int)> observer) { hook_observer_ = std::move(observer); }
+
     /// Measures how far new is behind old (probe_timeout per query); a failed or garbled
     /// answer gives link unknown, bytes nullopt, and says why in `detail`.
     virtual lag_reading probe() = 0;
@@ -78,19 +85,30 @@ public:
     virtual step_result promote(clock::time_point deadline) = 0;
     /// Checks that new is a primary now (redis role:master, postgres not in recovery).
     virtual step_result verify_promoted() = 0;
-    /// Makes old refuse every further write from anyone (redis: per `fence` mode), then runs
-    /// fence_command if configured; verifies what it can before `deadline`.
+    /// Makes old refuse every further write from anyone in a way unfence() undoes (redis:
+    /// min-replicas-to-write set to a number no deployment reaches, unless fence = "none"), then
+    /// runs fence_command if configured; verifies what it can before `deadline`. Taken before new
+    /// is promoted. nothing_done when no fence is configured (postgres without fence_command).
     virtual step_result fence(clock::time_point deadline) = 0;
+    /// Lifts fence() (redis: min-replicas-to-write back to what it was). A fence_command cannot be
+    /// undone from here: says so.
+    virtual step_result unfence() = 0;
+    /// Makes the fenced old a read-only replica of new (redis fence = "replicaof" with
+    /// fence_replicaof), keeping it warm for a rollback; nothing_done where not configured.
+    virtual step_result follow(clock::time_point deadline) = 0;
     /// Lifts pause_writes on old (a no-op where nothing was paused).
     virtual step_result unpause() = 0;
-    /// Reverses a completed switch: pause writes on new, wait until old (a replica of new after a
-    /// replicaof fence) has caught up, promote old, make new a replica of old (or fence it),
-    /// unpause new. Changes nothing and fails if old cannot catch up before `deadline`.
+    /// Reverses a completed switch, fence first: pause writes on new, wait until old (a replica of
+    /// new after a replicaof fence) has caught up, fence new, promote old, make new a replica of
+    /// old (when configured), unpause new. Changes nothing and fails if old cannot catch up before `deadline`.
     virtual step_result rollback(const rollback_options& options, clock::time_point deadline) = 0;
     /// The server-side guardrails of a switch old -> new, changing nothing on either server: both
     /// reachable with the configured credentials, new a replica of old, promotion and fence
     /// permitted (the command exists and the probe user may run it). Hooks are `unchecked`.
     virtual std::vector<preflight_check> preflight(clock::time_point deadline) = 0;
+
+protected:
+    std::function<void(int)> hook_observer_;
 };
 
 /// Replication for `service.kind` redis or postgres; nullptr for tcp.

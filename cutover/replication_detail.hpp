@@ -30,9 +30,11 @@ std::string scrub(std::string text, const std::string& secret);
 std::string since(clock::time_point start);
 
 /// Runs a promote/fence hook with the service's names in its environment (no credentials).
+/// `observer` hears the hook's process group when it starts and 0 when it has ended.
 hook_result run_service_hook(const std::string& command, std::string_view step,
                              const config::service_config& service, const config::endpoint& old_endpoint,
-                             const config::endpoint& new_endpoint, clock::time_point deadline);
+                             const config::endpoint& new_endpoint, clock::time_point deadline,
+                             const std::function<void(int)>& observer = nullptr);
 
 /// The pause between two polls of a catch-up or promotion wait.
 inline constexpr milliseconds poll_interval{5};

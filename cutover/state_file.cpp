@@ -1,8 +1,12 @@
 #include "cutover/state_file.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <limits>
 #include <cstring>
 #include <fcntl.h>
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -15,6 +19,10 @@ namespace tunneld::cutover {
 namespace {
 
 constexpr int state_version = 1;
+/// A file with a journal: a tunneld that predates the journal refuses it instead of ignoring it.
+constexpr int journal_state_version = 2;
+
+const char* const journal_steps[] = {"pause_writes", "fence", "promote", "follow", "roll_back"};
 
 struct fd_closer {
     int fd;
@@ -34,6 +42,7 @@ std::string errno_text(int error)
 std::string encode(const state& s)
 {
     nlohmann::json services = nlohmann::json::object();
+    bool journaled = false;
     for (const auto& [name, record] : s.services) {
         services[name] = {
             {"active", record.split ? "split" : record.active},
@@ -43,8 +52,19 @@ std::string encode(const state& s)
             {"fenced", record.fenced},
             {"updated", record.updated},
         };
+        if (const auto& j = record.journal) {
+            journaled = true;
+            nlohmann::json journal = {
+                {"id", j->id}, {"from", j->from}, {"to", j->to}, {"mode", j->mode}, {"step", j->step},
+            };
+            if (j->pause_expires_unix_ms) journal["pause_expires_unix_ms"] = *j->pause_expires_unix_ms;
+            if (j->hook_pgid) journal["hook_pgid"] = *j->hook_pgid;
+            services[name]["journal"] = std::move(journal);
+        }
     }
-    return nlohmann::json{{"version", state_version}, {"services", services}}.dump(2) + "\n";
+    return nlohmann::json{{"version", journaled ? journal_state_version : state_version}, {"services", services}}
+               .dump(2) +
+           "\n";
 }
 
 std::variant<state, std::string> decode(std::string_view text)
@@ -53,8 +73,10 @@ std::variant<state, std::string> decode(std::string_view text)
     if (doc.is_discarded()) return std::string("not valid JSON");
     if (!doc.is_object()) return std::string("not a JSON object");
     const auto version = doc.find("version");
-    if (version == doc.end() || !version->is_number_integer() || version->get<int>() != state_version)
-        return fmt::format("missing or unsupported \"version\" (expected {})", state_version);
+    if (version == doc.end() || !version->is_number_integer() ||
+        (version->get<int>() != state_version && version->get<int>() != journal_state_version))
+        return fmt::format("missing or unsupported \"version\" (expected {} or {})", state_version,
+                           journal_state_version);
     const auto services = doc.find("services");
     if (services == doc.end() || !services->is_object()) return std::string("missing \"services\" object");
 
@@ -88,6 +110,37 @@ std::variant<state, std::string> decode(std::string_view text)
         if (!flag("fenced", record.fenced))
             return fmt::format("service \"{}\": fenced must be a boolean", name);
         record.updated = entry.value("updated", std::string());
+        if (const auto journal = entry.find("journal"); journal != entry.end()) {
+            if (!journal->is_object()) return fmt::format("service \"{}\": journal must be an object", name);
+            journal_record j;
+            const auto text = [&](const char* key, std::string& out) {
+                const auto it = journal->find(key);
+                if (it == journal->end() || !it->is_string()) return false;
+                out = it->get<std::string>();
+                return true;
+            };
+            if (!text("id", j.id) || !text("from", j.from) || !text("to", j.to) || !text("mode", j.mode) ||
+                !text("step", j.step))
+                return fmt::format("service \"{}\": journal needs id, from, to, mode and step", name);
+            const auto is_side = [](const std::string& v) { return v == "old" || v == "new"; };
+            if (!is_side(j.from) || !is_side(j.to))
+                return fmt::format("service \"{}\": journal from/to must be \"old\" or \"new\"", name);
+            if (std::find(std::begin(journal_steps), std::end(journal_steps), j.step) == std::end(journal_steps))
+                return fmt::format("service \"{}\": journal step \"{}\" is not one this tunneld knows", name,
+                                   j.step);
+            if (const auto it = journal->find("pause_expires_unix_ms"); it != journal->end()) {
+                if (!it->is_number_integer())
+                    return fmt::format("service \"{}\": journal pause_expires_unix_ms must be an integer", name);
+                j.pause_expires_unix_ms = it->get<std::int64_t>();
+            }
+            if (const auto it = journal->find("hook_pgid"); it != journal->end()) {
+                if (!it->is_number_integer() || it->get<std::int64_t>() <= 1 ||
+                    it->get<std::int64_t>() > std::numeric_limits<int>::max())
+                    return fmt::format("service \"{}\": journal hook_pgid must be a process group id", name);
+                j.hook_pgid = it->get<int>();
+            }
+            record.journal = std::move(j);
+        }
         result.services.emplace(name, std::move(record));
     }
     return result;
@@ -108,6 +161,12 @@ std::variant<state, state_error> load_state(const std::filesystem::path& path)
                                        "every service on old)",
                                        path.string(), *message)};
     return std::get<state>(std::move(decoded));
+}
+
+std::string utc_now()
+{
+    return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}",
+                       fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
 }
 
 std::optional<std::string> save_state(const std::filesystem::path& path, const state& s)

@@ -2,6 +2,7 @@
 // The persisted choice of each service: which side is active, its split, whether the old primary
 // is fenced. Written atomically before a switch reports done; read at start.
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -11,6 +12,20 @@
 
 namespace tunneld::cutover {
 
+/// A switch in progress, written before each step that changes a server (see DESIGN.md, journal).
+/// Text as stored; the controller gives it types.
+struct journal_record {
+    std::string id;   ///< the switch's id, e.g. "redis-1764500000123"
+    std::string from; ///< "old" | "new": the side clients were on when it started
+    std::string to;   ///< "old" | "new"
+    std::string mode; ///< "pause"
+    std::string step; ///< the step about to be taken: pause_writes, fence, promote, follow, roll_back
+    std::optional<std::int64_t> pause_expires_unix_ms; ///< when the write pause set on `from` lifts by itself
+    std::optional<int> hook_pgid;                      ///< process group of a hook running for this step
+
+    friend bool operator==(const journal_record&, const journal_record&) = default;
+};
+
 /// One service's persisted state.
 struct service_record {
     std::string active = "old"; ///< "old" | "new"
@@ -19,6 +34,10 @@ struct service_record {
     bool sticky = false;
     bool fenced = false;
     std::string updated; ///< RFC 3339 UTC time of the last change
+    /// An unfinished switch: read at start to finish or undo it. Its presence makes the file
+    /// version 2, which a tunneld older than the journal refuses to start with (rather than route
+    /// by `active` while a switch is half done); without one the file stays version 1.
+    std::optional<journal_record> journal;
 
     friend bool operator==(const service_record&, const service_record&) = default;
 };
@@ -33,6 +52,9 @@ struct state {
 struct state_error {
     std::string message; ///< names the file and what is wrong with it
 };
+
+/// Now, as RFC 3339 UTC to the second: the state's `updated`, a switch's `at`, the history's `time`.
+std::string utc_now();
 
 /// Serialises to the JSON document stored on disk. Pure.
 std::string encode(const state& s);

@@ -181,12 +181,37 @@ std::string_view to_string(verdict v) noexcept
     return "failed";
 }
 
+std::string_view to_string(journal_step s) noexcept
+{
+    switch (s) {
+    case journal_step::pause_writes:
+        return "pause_writes";
+    case journal_step::fence:
+        return "fence";
+    case journal_step::promote:
+        return "promote";
+    case journal_step::follow:
+        return "follow";
+    case journal_step::roll_back:
+        return "roll_back";
+    }
+    return "pause_writes";
+}
+
+std::optional<journal_step> parse_journal_step(std::string_view text) noexcept
+{
+    for (auto s : {journal_step::pause_writes, journal_step::fence, journal_step::promote, journal_step::follow,
+                   journal_step::roll_back})
+        if (to_string(s) == text) return s;
+    return std::nullopt;
+}
+
 bool answers(const effect& e) noexcept
 {
     return std::holds_alternative<pause_writes>(e) || std::holds_alternative<drain_clients>(e) ||
            std::holds_alternative<wait_caught_up>(e) || std::holds_alternative<promote>(e) ||
            std::holds_alternative<check_roles>(e) || std::holds_alternative<fence>(e) ||
-           std::holds_alternative<roll_back>(e) || std::holds_alternative<persist>(e) ||
+           std::holds_alternative<follow>(e) || std::holds_alternative<roll_back>(e) || std::holds_alternative<persist>(e) ||
            std::holds_alternative<watch_drain>(e);
 }
 
@@ -199,6 +224,7 @@ step_kind kind_of_answer(const effect& e) noexcept
                           [](const promote&) { return step_kind::promote; },
                           [](const check_roles&) { return step_kind::check_roles; },
                           [](const fence&) { return step_kind::fence; },
+                          [](const follow&) { return step_kind::follow; },
                           [](const roll_back&) { return step_kind::roll_back; },
                           [](const auto&) { return step_kind::persist; },
                       },
@@ -314,7 +340,12 @@ step switch_machine::start(const switch_command& c, time_point now)
     request_ = request;
     limits_ = c.limits;
     replicated_ = c.replicated;
+    journal_.reset();
+    journal_on_disk_ = false;
+    if (replicated_ && replicated_kind && a == action::run_pause_switch)
+        journal_ = switch_journal{c.id, *draining_, request.to, request.mode, journal_step::pause_writes, std::nullopt};
     writes_paused_ = false;
+    fence_sent_ = false;
     budget_spent_ = false;
     persist_error_.reset();
     fence_problem_.clear();
@@ -349,18 +380,33 @@ step switch_machine::pause_step(time_point now)
                     std::nullopt};
         }
         // The write pause outlives the budget by the fence's deadline: old must refuse writes until fenced.
-        phase_ = phase::pausing_writes;
-        return {{pause_writes{side::old_side, remaining + std::chrono::seconds(5)}}, std::nullopt};
+        const auto hold = remaining + std::chrono::seconds(5);
+        if (journal_) journal_->pause_hold = hold;
+        return journaled(journal_step::pause_writes, phase::pausing_writes, {pause_writes{side::old_side, hold}});
     }
     if (replicated_) {
         // The rollback fences new and lifts its write pause itself: cut new's clients first, so
         // that no write they had queued is answered with a refusal. They reconnect and are held.
-        phase_ = phase::rolling_back;
-        return {{cut{side::new_side, close_reason::cut_by_switch}, roll_back{remaining, request_.force, deadline}},
-                std::nullopt};
+        return journaled(journal_step::roll_back, phase::rolling_back,
+                         {cut{side::new_side, close_reason::cut_by_switch},
+                          roll_back{remaining, request_.force, deadline}});
     }
     if (now >= deadline) return undo(budget_text(), now, false);
     return commit(now);
+}
+
+step switch_machine::journaled(journal_step s, phase then, std::vector<effect> next)
+{
+    if (!journal_) {
+        phase_ = then;
+        return {std::move(next), std::nullopt};
+    }
+    journal_->step = s;
+    journal_on_disk_ = true;
+    phase_ = phase::persisting_journal;
+    journal_then_ = then;
+    journal_next_ = std::move(next);
+    return {{persist{}}, std::nullopt};
 }
 
 step switch_machine::catch_up()
@@ -379,6 +425,8 @@ step switch_machine::on_done(const step_done& d, time_point now)
         case phase::persisting_split:
         case phase::persisting_commit:
         case phase::persisting_fence:
+        case phase::persisting_journal:
+        case phase::persisting_undo:
             return step_kind::persist;
         case phase::pausing_writes:
             return step_kind::pause_writes;
@@ -392,8 +440,10 @@ step switch_machine::on_done(const step_done& d, time_point now)
             return step_kind::check_roles;
         case phase::rolling_back:
             return step_kind::roll_back;
-        case phase::fencing:
+        case phase::fencing_writes:
             return step_kind::fence;
+        case phase::following:
+            return step_kind::follow;
         case phase::stale:
             return d.which;
         case phase::idle:
@@ -409,10 +459,35 @@ step switch_machine::on_done(const step_done& d, time_point now)
         // The switch already ended (its budget ran out) while this step was out: undo what it did.
         phase_ = phase::idle;
         const bool paused_now = writes_paused_ || (d.which == step_kind::pause_writes && d.ok);
+        step out;
+        if (fence_sent_) {
+            out.effects.push_back(unfence{side::old_side});
+            fenced_ = false;
+        }
+        if (paused_now) out.effects.push_back(unpause{side::old_side});
         writes_paused_ = false;
-        if (paused_now) return {{unpause{side::old_side}}, std::nullopt};
-        return {};
+        fence_sent_ = false;
+        journal_.reset();
+        if (std::exchange(journal_on_disk_, false)) {
+            phase_ = phase::persisting_undo;
+            out.effects.push_back(persist{});
+        }
+        return out;
     }
+    case phase::persisting_journal: {
+        if (!d.ok) return undo("cannot write the journal to the state file: " + d.message, now, false);
+        phase_ = journal_then_;
+        for (const auto& next : journal_next_)
+            if (std::holds_alternative<fence>(next)) fence_sent_ = true;
+        return {std::exchange(journal_next_, {}), std::nullopt};
+    }
+    case phase::persisting_undo:
+        phase_ = phase::idle;
+        if (!d.ok)
+            return {{log_line{true, "the undone switch's journal could not be cleared (" + d.message +
+                                        "); a restart resolves it from the servers again"}},
+                    std::nullopt};
+        return {};
     case phase::persisting_split: {
         phase_ = phase::idle;
         if (!d.ok)
@@ -461,8 +536,26 @@ step switch_machine::on_done(const step_done& d, time_point now)
             out.effects.insert(out.effects.begin(), progress{d.message});
             return out;
         }
-        phase_ = phase::promoting;
-        return {{progress{d.message}, promote{side::new_side, *deadline_}}, std::nullopt};
+        // Fence first: old refuses writes before new accepts any, by a fence that outlives the
+        // write pause (and us); unfence undoes it should the switch stop before the promotion.
+        {
+            auto out = journaled(journal_step::fence, phase::fencing_writes, {fence{side::old_side, *deadline_}});
+            out.effects.insert(out.effects.begin(), progress{d.message});
+            return out;
+        }
+    case phase::fencing_writes:
+        if (!d.ok) return undo(d.message, now, false);
+        fenced_ = !d.no_op;
+        if (now >= deadline_.value_or(now)) {
+            auto out = undo(budget_text(), now, false);
+            out.effects.insert(out.effects.begin(), progress{d.message});
+            return out;
+        }
+        {
+            auto out = journaled(journal_step::promote, phase::promoting, {promote{side::new_side, *deadline_}});
+            out.effects.insert(out.effects.begin(), progress{d.no_op ? "old is not fenced: " + d.message : d.message});
+            return out;
+        }
     case phase::promoting:
         if (d.ok) {
             auto out = commit(now);
@@ -496,15 +589,13 @@ step switch_machine::on_done(const step_done& d, time_point now)
     case phase::persisting_commit:
         if (!d.ok) persist_error_ = d.message;
         if (replicated_ && request_.to == side::new_side) {
-            phase_ = phase::fencing;
-            return {{fence{side::old_side, now + std::chrono::seconds(5)}}, std::nullopt};
+            phase_ = phase::following;
+            return {{follow{side::old_side, now + std::chrono::seconds(5)}}, std::nullopt};
         }
         return finish_pause_switch(now);
-    case phase::fencing:
-        if (d.ok)
-            fenced_ = true;
-        else
-            fence_problem_ = d.message;
+    case phase::following:
+        if (!d.ok) fence_problem_ = d.message;
+        journal_.reset();
         if (persist_error_) {
             auto out = finish_pause_switch(now);
             out.effects.insert(out.effects.begin(), progress{d.message});
@@ -527,7 +618,13 @@ step switch_machine::commit(time_point)
     // Committed: new is the primary (or this is a plain tcp service). From here on nothing is undone.
     complete_pause_switch();
     budget_spent_ = false;
+    fence_sent_ = false;
     if (request_.to == side::old_side) fenced_ = false;
+    // The route and the next step go to disk together: a crash after this finishes forward.
+    if (journal_ && replicated_ && request_.to == side::new_side)
+        journal_->step = journal_step::follow;
+    else
+        journal_.reset();
     phase_ = phase::persisting_commit;
     return {{persist{}}, std::nullopt};
 }
@@ -545,8 +642,8 @@ step switch_machine::finish_pause_switch(time_point now)
         out.done = fail(fmt::format("{} switched to {} but the state file could not be written: {}", name_,
                                     side_name(to), *persist_error_));
     } else if (!fence_problem_.empty()) {
-        out.done = fail(fmt::format("{} switched to new, but fencing the old primary failed: {}; it may still "
-                                    "accept writes from other hosts",
+        out.done = fail(fmt::format("{} switched to new, but making old a replica of new failed: {}; old "
+                                    "still refuses writes (fenced before the promotion)",
                                     name_, fence_problem_));
     } else {
         const auto message = fmt::format("{} switched to {} (clients held {}ms)", name_, side_name(to), ms);
@@ -567,13 +664,26 @@ step switch_machine::undo(const std::string& why, time_point now, bool step_out)
         phase_ = phase::stale;
     } else {
         phase_ = phase::idle;
+        if (fence_sent_) {
+            out.effects.push_back(unfence{side::old_side});
+            fenced_ = false;
+        }
         if (writes_paused_) out.effects.push_back(unpause{side::old_side});
         writes_paused_ = false;
+        fence_sent_ = false;
     }
     const auto reason = fmt::format("switch failed: {}; clients released to {} after {}ms, nothing changed", why,
                                     side_name(route_.active), held_ms(now));
     out.effects.push_back(log_line{true, reason});
     out.done = fail(reason);
+    if (!step_out) {
+        // Undone: the journal goes, once the servers are as they were.
+        journal_.reset();
+        if (std::exchange(journal_on_disk_, false)) {
+            phase_ = phase::persisting_undo;
+            out.effects.push_back(persist{});
+        }
+    }
     return out;
 }
 
@@ -584,7 +694,10 @@ step switch_machine::on_deadline(time_point now)
     case phase::pausing_writes:
     case phase::draining_old:
     case phase::catching_up:
-        // Nothing on the servers has changed yet: the held clients go back to old right away.
+    case phase::fencing_writes:
+    case phase::persisting_journal:
+        // Nothing new accepts writes yet: the held clients go back to old right away (a fence
+        // under way is lifted once its step answers).
         return undo(budget_text(), now, true);
     case phase::promoting:
     case phase::checking_roles:
@@ -602,8 +715,9 @@ step switch_machine::on_deadline(time_point now)
         break;
     case phase::persisting_split:
     case phase::persisting_commit:
-    case phase::fencing:
+    case phase::following:
     case phase::persisting_fence:
+    case phase::persisting_undo:
     case phase::stale:
         return {};
     }

@@ -31,6 +31,26 @@ struct switch_request {
     bool force = false;
 };
 
+/// A step of a switch that changes a server, written to the journal before it is taken.
+enum class journal_step { pause_writes, fence, promote, follow, roll_back };
+std::string_view to_string(journal_step) noexcept;
+std::optional<journal_step> parse_journal_step(std::string_view) noexcept;
+
+/// The journal of the switch under way (DESIGN.md): persisted with the route before each step
+/// that changes a server, cleared when the switch is done or undone; read at start to finish or
+/// undo a switch the daemon died in.
+struct switch_journal {
+    std::string id;
+    side from = side::old_side;
+    side to = side::new_side;
+    config::switch_mode mode = config::switch_mode::pause;
+    journal_step step = journal_step::pause_writes;
+    /// The write pause asked on `from`; the executor records when it lifts by itself.
+    std::optional<config::duration> pause_hold;
+
+    friend bool operator==(const switch_journal&, const switch_journal&) = default;
+};
+
 /// What the controller must do after an event or a tick.
 enum class action {
     none,
@@ -94,11 +114,26 @@ struct check_roles {
     side primary = side::new_side;
     friend bool operator==(const check_roles&, const check_roles&) = default;
 };
-/// Answers. Makes `which` refuse every further write from anyone.
+/// Answers. Makes `which` refuse every further write from anyone, in a way unfence undoes (redis:
+/// min-replicas-to-write; then fence_command). Taken before the other side is promoted, so that
+/// no moment has two writable primaries, even should the daemon die and a write pause expire.
+/// Answered ok with no_op set when nothing can fence it (postgres without fence_command).
 struct fence {
     side which = side::old_side;
     time_point deadline;
     friend bool operator==(const fence&, const fence&) = default;
+};
+/// Lifts a fence on `which` (the switch was undone before the other side became a primary).
+struct unfence {
+    side which = side::old_side;
+    friend bool operator==(const unfence&, const unfence&) = default;
+};
+/// Answers. Makes the fenced `which` a read-only replica of the new primary (redis fence =
+/// "replicaof": warm for a rollback); no_op where that is not configured.
+struct follow {
+    side which = side::old_side;
+    time_point deadline;
+    friend bool operator==(const follow&, const follow&) = default;
 };
 /// Answers. Reverses a completed switch on the servers (new -> old); changes nothing on failure.
 struct roll_back {
@@ -112,7 +147,7 @@ struct unpause {
     side on = side::old_side;
     friend bool operator==(const unpause&, const unpause&) = default;
 };
-/// Answers. Writes every service's route and fence state to the state file.
+/// Answers. Writes every service's route, fence state and journal to the state file.
 struct persist {
     friend bool operator==(const persist&, const persist&) = default;
 };
@@ -141,11 +176,21 @@ struct log_line {
 };
 
 using effect = std::variant<hold_new_clients, release, pause_writes, drain_clients, wait_caught_up, promote,
-                            check_roles, fence, roll_back, unpause, persist, cut, watch_drain, progress,
-                            log_line>;
+                            check_roles, fence, unfence, follow, roll_back, unpause, persist, cut, watch_drain,
+                            progress, log_line>;
 
 /// Which answering effect a step_done reports on.
-enum class step_kind { pause_writes, drain_clients, wait_caught_up, promote, check_roles, fence, roll_back, persist };
+enum class step_kind {
+    pause_writes,
+    drain_clients,
+    wait_caught_up,
+    promote,
+    check_roles,
+    fence,
+    follow,
+    roll_back,
+    persist
+};
 step_kind kind_of_answer(const effect&) noexcept;
 /// True for the effects that end a list and are answered with a step_done.
 bool answers(const effect&) noexcept;
@@ -162,6 +207,7 @@ struct switch_limits {
 };
 
 struct switch_command {
+    std::string id; ///< names the switch in the journal and the log
     switch_request request;
     switch_limits limits;
     bool replicated = false;         ///< the servers' roles are ours to change (a replication is set up)
@@ -180,6 +226,7 @@ struct step_done {
     step_kind which;
     bool ok = false;
     std::string message; ///< one human line (a persist failure: the error)
+    bool no_op = false;  ///< ok, but nothing could be done (no fence configured)
 };
 /// The time in deadline() has come.
 struct deadline_reached {};
@@ -217,6 +264,8 @@ public:
 
     /// Whether old refuses writes because a switch fenced it (persisted).
     bool fenced() const { return fenced_; }
+    /// The switch under way that changes servers, as persisted (nullopt: none).
+    const std::optional<switch_journal>& journal() const { return journal_; }
     /// A switch, rollback or split is being carried out: other commands are refused as busy.
     bool busy() const { return phase_ != phase::idle; }
 
@@ -257,14 +306,17 @@ private:
         persisting_flip, ///< kill or drain: the flip is being written down
         draining,        ///< drain: waiting for the old side to empty
         persisting_split,
+        persisting_journal, ///< the journal names the next step; it is taken once on disk
+        persisting_undo,    ///< an undone switch's journal is being cleared
         pausing_writes, ///< pause switch: the steps before the commit, one at a time
         draining_old,
         catching_up,
         promoting,
+        fencing_writes, ///< old is being fenced, before new is promoted
         checking_roles,
         rolling_back,
         persisting_commit, ///< committed: nothing is undone from here on
-        fencing,
+        following, ///< committed; old becomes a replica of new
         persisting_fence,
         stale, ///< the switch ended early (budget); its last step is still out
     };
@@ -273,6 +325,9 @@ private:
     step on_done(const step_done& d, time_point now);
     step on_deadline(time_point now);
     step pause_step(time_point now);
+    /// Writes the journal with `s` as the step about to be taken; once it is on disk, carries out
+    /// `next` in phase `then`.
+    step journaled(journal_step s, phase then, std::vector<effect> next);
     step catch_up();
     step commit(time_point now);
     /// Releases held clients to the unchanged route; `step_out`: a step is still out on the
@@ -292,6 +347,8 @@ private:
     switch_limits limits_;     ///< its limits
     bool replicated_ = false;  ///< its servers' roles are changed
     bool writes_paused_ = false;   ///< pause_writes succeeded and no unpause followed yet
+    bool fence_sent_ = false;      ///< a fence on old was asked for and no unfence followed yet
+    bool journal_on_disk_ = false; ///< the journal was persisted: an undo clears it on disk too
     bool budget_spent_ = false;    ///< the deadline came while a server-changing step was out
     time_point held_since_{};
     std::optional<std::string> persist_error_; ///< first failed persist of a committed switch
@@ -301,6 +358,9 @@ private:
     std::optional<time_point> deadline_;
     std::optional<side> draining_;
     std::optional<side> target_; ///< state switching: where the pause switch goes
+    std::optional<switch_journal> journal_; ///< set from the first journaled step to the end
+    phase journal_then_ = phase::idle;      ///< persisting_journal: the phase of the step it names
+    std::vector<effect> journal_next_;      ///< persisting_journal: the step it names
 };
 
 } // namespace tunneld::cutover

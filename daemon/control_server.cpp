@@ -1,6 +1,7 @@
 #include "daemon/control_server.hpp"
 
 #include "control/status_json.hpp"
+#include "daemon/fleet_member.hpp"
 #include "daemon/runtime.hpp"
 
 #include <algorithm>
@@ -245,12 +246,6 @@ std::string user_name(uid_t uid)
     return found->pw_name;
 }
 
-std::string utc_now_text()
-{
-    return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}",
-                       fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
-}
-
 } // namespace
 
 asio::awaitable<std::string> control_server::answer(const request& r, progress_fn progress, uid_t uid)
@@ -277,7 +272,7 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
     const auto record = [&](cutover::history_action action, std::string to, std::string mode,
                             const cutover::command_result& result, std::string done_reason) {
         cutover::history_entry e;
-        e.time = utc_now_text();
+        e.time = cutover::utc_now();
         e.service = service;
         e.action = action;
         e.from = before ? active_text(before->route) : "";
@@ -305,6 +300,10 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
         co_return ok_line(to_json(daemon_.status(service)));
     case command::history:
         co_return ok_line({{"history", to_json(daemon_.history(service))}});
+    case command::fleet:
+        if (!daemon_.fleet())
+            co_return error_line({error_code::refused, "no [fleet] in the config: this host is not a member of a fleet"});
+        co_return ok_line(daemon_.fleet()->listing(service));
     case command::check: {
         std::string error;
         const auto report = co_await controller.check(service, to_side, r.mode, r.force, error);

@@ -1,287 +1,249 @@
 #include "daemon/metrics.hpp"
 
-#include <charconv>
-#include <cmath>
-#include <cstdint>
-#include <iterator>
-#include <optional>
-#include <system_error>
-#include <utility>
-#include <vector>
+#include <prometheus/text_serializer.h>
 
 namespace tunneld::daemon {
 namespace {
 
-using nlohmann::json;
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+using proxy::side;
 
-/// One metric family: its HELP and TYPE lines and the samples gathered for it, in order.
+/// One family being filled; `add` appends a sample with its labels, in order.
 struct family {
-    std::string_view name;
-    std::string_view type; ///< "counter" or "gauge"
-    std::string_view help;
-    std::vector<std::string> samples;
+    MetricFamily out;
+
+    family(std::string name, MetricType type, std::string help)
+        : out{std::move(name), std::move(help), type, {}}
+    {
+    }
+
+    void add(std::vector<ClientMetric::Label> labels, double value)
+    {
+        ClientMetric m;
+        m.label = std::move(labels);
+        (out.type == MetricType::Counter ? m.counter.value : m.gauge.value) = value;
+        out.metric.push_back(std::move(m));
+    }
+
+    /// `histogram` (as prometheus-cpp collected it, or built from counts) with `labels`.
+    void add_histogram(std::vector<ClientMetric::Label> labels, ClientMetric histogram)
+    {
+        histogram.label = std::move(labels);
+        out.metric.push_back(std::move(histogram));
+    }
 };
 
-using label = std::pair<std::string_view, std::string>;
-
-std::string format_value(const json& value)
+double seconds(std::chrono::nanoseconds d)
 {
-    if (value.is_number_unsigned()) return std::to_string(value.get<std::uint64_t>());
-    if (value.is_number_integer()) return std::to_string(value.get<std::int64_t>());
-    const double x = value.get<double>();
-    if (std::isnan(x)) return "NaN";
-    if (std::isinf(x)) return x > 0 ? "+Inf" : "-Inf";
-    char text[32];
-    // Shortest text that reads back as the same double.
-    const auto [end, ec] = std::to_chars(std::begin(text), std::end(text), x);
-    return ec == std::errc{} ? std::string(text, end) : "NaN";
+    return std::chrono::duration<double>(d).count();
 }
 
-void add_sample(family& f, std::initializer_list<label> labels, const json& value)
+/// A histogram sample from per-bucket counts (channel_open_latency's shape: the last count is
+/// above every bound).
+ClientMetric histogram_of(const tunnel::channel_open_latency& latency)
 {
-    std::string line{f.name};
-    if (labels.size() > 0) {
-        line += '{';
-        bool first = true;
-        for (const auto& [name, text] : labels) {
-            if (!first) line += ',';
-            first = false;
-            line += name;
-            line += "=\"";
-            line += escape_label_value(text);
-            line += '"';
-        }
-        line += '}';
+    ClientMetric m;
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < tunnel::channel_open_bounds.size(); ++i) {
+        cumulative += latency.counts[i];
+        m.histogram.bucket.push_back({cumulative, tunnel::channel_open_bounds[i]});
     }
-    line += ' ';
-    line += format_value(value);
-    f.samples.push_back(std::move(line));
+    m.histogram.sample_count = cumulative + latency.counts.back();
+    m.histogram.sample_sum = seconds(latency.sum);
+    return m;
 }
 
-/// The number at `key` in `object`, or nullptr when the field is absent or not a number.
-const json* number_at(const json& object, std::string_view key)
+ClientMetric empty_hold_histogram()
 {
-    if (!object.is_object()) return nullptr;
-    const auto it = object.find(key);
-    if (it == object.end() || !it->is_number()) return nullptr;
-    return &*it;
-}
-
-/// The string at `key` in `object`, or nullopt.
-std::optional<std::string> string_at(const json& object, std::string_view key)
-{
-    if (!object.is_object()) return std::nullopt;
-    const auto it = object.find(key);
-    if (it == object.end() || !it->is_string()) return std::nullopt;
-    return it->get<std::string>();
-}
-
-const json& member(const json& object, std::string_view key)
-{
-    static const json absent;
-    if (!object.is_object()) return absent;
-    const auto it = object.find(key);
-    return it == object.end() ? absent : *it;
-}
-
-void add_if_number(family& f, std::initializer_list<label> labels, const json& object, std::string_view key)
-{
-    if (const json* value = number_at(object, key)) add_sample(f, labels, *value);
-}
-
-const json& array_at(const json& object, std::string_view key)
-{
-    static const json empty = json::array();
-    const json& value = member(object, key);
-    return value.is_array() ? value : empty;
+    return prometheus::Histogram({hold_bounds.begin(), hold_bounds.end()}).Collect();
 }
 
 } // namespace
 
-std::string escape_label_value(std::string_view value)
+std::vector<MetricFamily> metric_families(const control::status_snapshot& status,
+                                          const hold_histograms& holds)
 {
-    std::string out;
-    out.reserve(value.size());
-    for (const char c : value) {
-        switch (c) {
-        case '\\':
-            out += "\\\\";
-            break;
-        case '"':
-            out += "\\\"";
-            break;
-        case '\n':
-            out += "\\n";
-            break;
-        default:
-            out += c;
+    const auto counter = MetricType::Counter;
+    const auto gauge = MetricType::Gauge;
+    const auto histogram = MetricType::Histogram;
+    family clients_active{"tunneld_clients_active", gauge,
+                          "Clients connected now, by the side they were sent to."};
+    family clients_total{"tunneld_clients_total", counter, "Clients accepted since the daemon started."};
+    family bytes{"tunneld_bytes_total", counter, "Bytes proxied for clients; up is client to backend."};
+    family connect_errors{"tunneld_backend_connect_errors_total", counter,
+                          "Failed connects to a backend (direct or through a tunnel channel)."};
+    family switches{"tunneld_switches_total", counter, "Switches of the active side, by result."};
+    family hold{"tunneld_switch_hold_seconds", histogram,
+                "How long a switch or rollback held new clients (those that held any), in seconds."};
+    family lag_bytes{"tunneld_lag_bytes", gauge,
+                     "Replication lag of the new backend behind the old one, in bytes."};
+    family lag_seconds{"tunneld_lag_seconds", gauge,
+                       "Replication lag of the new backend behind the old one, in seconds."};
+    family link_up{"tunneld_replication_link_up", gauge,
+                   "1 when the new backend's replication link is up, 0 when down."};
+    family active_side{"tunneld_service_active_side", gauge, "1 for each side that receives new clients."};
+    family split{"tunneld_service_split_percent", gauge,
+                 "Percentage of new clients sent to the new side while split."};
+    family paused{"tunneld_paused", gauge, "1 while the service holds new clients (pause)."};
+    family held{"tunneld_clients_held", gauge, "Clients held by a pause, waiting for a backend."};
+    family fenced{"tunneld_fenced", gauge, "1 when the old backend has been fenced."};
+    family fleet_reachable{"tunneld_fleet_etcd_reachable", gauge,
+                           "1 while the fleet's etcd answers, 0 while not."};
+    family fleet_epoch{"tunneld_fleet_epoch", gauge, "The fleet epoch the service runs on this member."};
+
+    family sessions{"tunneld_tunnel_sessions", gauge, "SSH sessions configured for the tunnel."};
+    family sessions_up{"tunneld_tunnel_sessions_up", gauge,
+                       "SSH sessions of the tunnel that are connected and authenticated."};
+    family channels{"tunneld_tunnel_channels", gauge, "Open direct-tcpip channels on the tunnel."};
+    family tunnel_bytes{"tunneld_tunnel_bytes_total", counter,
+                        "Bytes carried by the tunnel's channels; up is towards the gateway."};
+    family reconnects{"tunneld_tunnel_reconnects_total", counter, "SSH session reconnects of the tunnel."};
+    family open_failures{"tunneld_tunnel_channel_open_failures_total", counter,
+                         "Channel opens on the tunnel that failed (refused by the gateway or timed out)."};
+    family channel_open{"tunneld_tunnel_channel_open_seconds", histogram,
+                        "Time to open each channel handed to a client on the tunnel, in seconds."};
+    family since_receive{"tunneld_tunnel_since_last_receive_seconds", gauge,
+                         "Seconds since the tunnel last received a byte from the gateway."};
+    family gateway_up{"tunneld_tunnel_gateway_up", gauge,
+                      "1 when the gateway takes new channels, 0 while it is down or connecting."};
+    family gateway_sessions_up{"tunneld_tunnel_gateway_sessions_up", gauge,
+                               "SSH sessions to the gateway that are connected and authenticated."};
+    family gateway_channels{"tunneld_tunnel_gateway_channels", gauge,
+                            "Open direct-tcpip channels through the gateway."};
+    family gateway_failures{"tunneld_tunnel_gateway_failures_total", counter,
+                            "Sessions to the gateway that failed or could not be established."};
+
+    const auto at = [](const auto& by_side, side s) {
+        return static_cast<double>(by_side[static_cast<std::size_t>(s)]);
+    };
+    for (const auto& service : status.services) {
+        const std::string& s = service.name;
+        for (const side d : {side::old_side, side::new_side}) {
+            const std::string side_name{proxy::to_string(d)};
+            clients_active.add({{"service", s}, {"side", side_name}}, at(service.connections, d));
+            connect_errors.add({{"service", s}, {"side", side_name}}, at(service.connect_errors, d));
+        }
+        clients_total.add({{"service", s}}, static_cast<double>(service.clients_total));
+        bytes.add({{"service", s}, {"direction", "up"}}, static_cast<double>(service.bytes_up));
+        bytes.add({{"service", s}, {"direction", "down"}}, static_cast<double>(service.bytes_down));
+        for (const std::string result : {"done", "refused", "failed"}) {
+            const auto count = service.switches.find(result);
+            switches.add({{"service", s}, {"result", result}},
+                         count == service.switches.end() ? 0.0 : static_cast<double>(count->second));
+        }
+        const auto observed = holds.find(s);
+        hold.add_histogram({{"service", s}},
+                           observed != holds.end() ? observed->second : empty_hold_histogram());
+
+        if (const auto& lag = service.lag) {
+            if (lag->bytes) lag_bytes.add({{"service", s}}, static_cast<double>(*lag->bytes));
+            if (lag->seconds) lag_seconds.add({{"service", s}}, *lag->seconds);
+            if (lag->link != cutover::link_state::unknown)
+                link_up.add({{"service", s}}, lag->link == cutover::link_state::up ? 1 : 0);
+        }
+
+        const auto& route = service.route;
+        if (const auto percent = route.split_percent) {
+            // While split, a side is active when it gets some share of new clients.
+            active_side.add({{"service", s}, {"side", "old"}}, *percent < 100 ? 1 : 0);
+            active_side.add({{"service", s}, {"side", "new"}}, *percent > 0 ? 1 : 0);
+        } else {
+            active_side.add({{"service", s}, {"side", "old"}}, route.active == side::old_side ? 1 : 0);
+            active_side.add({{"service", s}, {"side", "new"}}, route.active == side::new_side ? 1 : 0);
+        }
+        split.add({{"service", s}}, route.split_percent.value_or(0));
+        paused.add({{"service", s}}, service.state == cutover::service_state::paused ? 1 : 0);
+        held.add({{"service", s}}, static_cast<double>(service.held));
+        fenced.add({{"service", s}}, service.fenced ? 1 : 0);
+        if (const auto& fleet = status.fleet) { // only in a fleet: a single host has neither
+            fleet_reachable.add({{"service", s}}, fleet->reachable ? 1 : 0);
+            // 0: no epoch committed for the service yet, as status --json says
+            const auto epoch = fleet->epochs.find(s);
+            fleet_epoch.add({{"service", s}},
+                            epoch == fleet->epochs.end() ? 0.0 : static_cast<double>(epoch->second));
         }
     }
+
+    for (const auto& tunnel : status.tunnels) {
+        const std::string& t = tunnel.name;
+        sessions.add({{"tunnel", t}}, tunnel.sessions);
+        sessions_up.add({{"tunnel", t}}, tunnel.sessions_up);
+        channels.add({{"tunnel", t}}, tunnel.channels);
+        tunnel_bytes.add({{"tunnel", t}, {"direction", "up"}}, static_cast<double>(tunnel.bytes_up));
+        tunnel_bytes.add({{"tunnel", t}, {"direction", "down"}}, static_cast<double>(tunnel.bytes_down));
+        reconnects.add({{"tunnel", t}}, static_cast<double>(tunnel.reconnects));
+        open_failures.add({{"tunnel", t}}, static_cast<double>(tunnel.channel_open_failures));
+        channel_open.add_histogram({{"tunnel", t}}, histogram_of(tunnel.channel_open));
+        if (tunnel.since_last_receive)
+            since_receive.add({{"tunnel", t}}, seconds(*tunnel.since_last_receive));
+        for (const auto& gateway : tunnel.gateways) {
+            const std::string& g = gateway.address;
+            gateway_up.add({{"tunnel", t}, {"gateway", g}}, gateway.state == "up" ? 1 : 0);
+            gateway_sessions_up.add({{"tunnel", t}, {"gateway", g}}, gateway.sessions_up);
+            gateway_channels.add({{"tunnel", t}, {"gateway", g}}, gateway.channels);
+            gateway_failures.add({{"tunnel", t}, {"gateway", g}}, static_cast<double>(gateway.failures));
+        }
+    }
+
+    std::vector<MetricFamily> out;
+    for (family* f : {&clients_active,
+                      &clients_total,
+                      &bytes,
+                      &connect_errors,
+                      &switches,
+                      &hold,
+                      &lag_bytes,
+                      &lag_seconds,
+                      &link_up,
+                      &active_side,
+                      &split,
+                      &paused,
+                      &held,
+                      &fenced,
+                      &sessions,
+                      &sessions_up,
+                      &channels,
+                      &tunnel_bytes,
+                      &reconnects,
+                      &open_failures,
+                      &channel_open,
+                      &since_receive,
+                      &gateway_up,
+                      &gateway_sessions_up,
+                      &gateway_channels,
+                      &gateway_failures,
+                      &fleet_reachable,
+                      &fleet_epoch})
+        out.push_back(std::move(f->out));
     return out;
 }
 
-std::string render_metrics(const nlohmann::json& status)
+std::string render_metrics(const std::vector<MetricFamily>& families)
 {
-    family clients_active{
-        "tunneld_clients_active", "gauge", "Clients connected now, by the side they were sent to.", {}};
-    family clients_total{
-        "tunneld_clients_total", "counter", "Clients accepted since the daemon started.", {}};
-    family bytes{"tunneld_bytes_total", "counter", "Bytes proxied for clients; up is client to backend.", {}};
-    family connect_errors{"tunneld_backend_connect_errors_total",
-                          "counter",
-                          "Failed connects to a backend (direct or through a tunnel channel).",
-                          {}};
-    family switches{"tunneld_switches_total", "counter", "Switches of the active side, by result.", {}};
-    family lag_bytes{
-        "tunneld_lag_bytes", "gauge", "Replication lag of the new backend behind the old one, in bytes.", {}};
-    family lag_seconds{"tunneld_lag_seconds",
-                       "gauge",
-                       "Replication lag of the new backend behind the old one, in seconds.",
-                       {}};
-    family link_up{"tunneld_replication_link_up",
-                   "gauge",
-                   "1 when the new backend's replication link is up, 0 when down.",
-                   {}};
-    family active_side{
-        "tunneld_service_active_side", "gauge", "1 for each side that receives new clients.", {}};
-    family split{"tunneld_service_split_percent",
-                 "gauge",
-                 "Percentage of new clients sent to the new side while split.",
-                 {}};
-    family paused{"tunneld_paused", "gauge", "1 while the service holds new clients (pause).", {}};
-    family held{"tunneld_clients_held", "gauge", "Clients held by a pause, waiting for a backend.", {}};
-    family fenced{"tunneld_fenced", "gauge", "1 when the old backend has been fenced.", {}};
+    return prometheus::TextSerializer().Serialize(families);
+}
 
-    family sessions{"tunneld_tunnel_sessions", "gauge", "SSH sessions configured for the tunnel.", {}};
-    family sessions_up{"tunneld_tunnel_sessions_up",
-                       "gauge",
-                       "SSH sessions of the tunnel that are connected and authenticated.",
-                       {}};
-    family channels{"tunneld_tunnel_channels", "gauge", "Open direct-tcpip channels on the tunnel.", {}};
-    family tunnel_bytes{"tunneld_tunnel_bytes_total",
-                        "counter",
-                        "Bytes carried by the tunnel's channels; up is towards the gateway.",
-                        {}};
-    family reconnects{
-        "tunneld_tunnel_reconnects_total", "counter", "SSH session reconnects of the tunnel.", {}};
-    family open_failures{"tunneld_tunnel_channel_open_failures_total",
-                         "counter",
-                         "Channel opens on the tunnel that failed (refused by the gateway or timed out).",
-                         {}};
-    family channel_open{"tunneld_tunnel_channel_open_seconds",
-                        "gauge",
-                        "Average time to open a channel on the tunnel, in seconds.",
-                        {}};
-    family since_receive{"tunneld_tunnel_since_last_receive_seconds",
-                         "gauge",
-                         "Seconds since the tunnel last received a byte from the gateway.",
-                         {}};
+void metrics::observe_hold(const std::string& service, std::chrono::milliseconds held)
+{
+    std::lock_guard lock(mutex_);
+    auto& histogram = holds_[service];
+    if (!histogram)
+        histogram = std::make_unique<prometheus::Histogram>(
+            prometheus::Histogram::BucketBoundaries(hold_bounds.begin(), hold_bounds.end()));
+    histogram->Observe(std::chrono::duration<double>(held).count());
+}
 
-    family gateway_up{"tunneld_tunnel_gateway_up",
-                      "gauge",
-                      "1 when the gateway takes new channels, 0 while it is down or connecting.",
-                      {}};
-    family gateway_sessions_up{"tunneld_tunnel_gateway_sessions_up",
-                               "gauge",
-                               "SSH sessions to the gateway that are connected and authenticated.",
-                               {}};
-    family gateway_channels{
-        "tunneld_tunnel_gateway_channels", "gauge", "Open direct-tcpip channels through the gateway.", {}};
-    family gateway_failures{"tunneld_tunnel_gateway_failures_total",
-                            "counter",
-                            "Sessions to the gateway that failed or could not be established.",
-                            {}};
-
-    for (const json& service : array_at(status, "services")) {
-        const auto name = string_at(service, "name");
-        if (!name) continue; // a sample without its service label would be meaningless
-        const std::string& s = *name;
-
-        const json& connections = member(service, "connections");
-        add_if_number(clients_active, {{"service", s}, {"side", "old"}}, connections, "old");
-        add_if_number(clients_active, {{"service", s}, {"side", "new"}}, connections, "new");
-        add_if_number(clients_total, {{"service", s}}, service, "clients_total");
-        add_if_number(bytes, {{"service", s}, {"direction", "up"}}, service, "bytes_up");
-        add_if_number(bytes, {{"service", s}, {"direction", "down"}}, service, "bytes_down");
-
-        const json& errors = member(service, "connect_errors");
-        add_if_number(connect_errors, {{"service", s}, {"side", "old"}}, errors, "old");
-        add_if_number(connect_errors, {{"service", s}, {"side", "new"}}, errors, "new");
-
-        const json& switch_counts = member(service, "switches");
-        for (const std::string_view result : {"done", "refused", "failed"})
-            add_if_number(switches, {{"service", s}, {"result", std::string{result}}}, switch_counts, result);
-
-        const json& lag = member(service, "lag");
-        add_if_number(lag_bytes, {{"service", s}}, lag, "bytes");
-        add_if_number(lag_seconds, {{"service", s}}, lag, "seconds");
-        if (const auto link = string_at(lag, "link"); link == "up" || link == "down")
-            add_sample(link_up, {{"service", s}}, json(*link == "up" ? 1 : 0));
-
-        const auto active = string_at(service, "active");
-        const json* percent = number_at(service, "split_percent");
-        if (active == "old" || active == "new") {
-            add_sample(active_side, {{"service", s}, {"side", "old"}}, json(*active == "old" ? 1 : 0));
-            add_sample(active_side, {{"service", s}, {"side", "new"}}, json(*active == "new" ? 1 : 0));
-        } else if (active == "split" && percent) {
-            // While split, a side is active when it gets some share of new clients.
-            const double p = percent->get<double>();
-            add_sample(active_side, {{"service", s}, {"side", "old"}}, json(p < 100 ? 1 : 0));
-            add_sample(active_side, {{"service", s}, {"side", "new"}}, json(p > 0 ? 1 : 0));
-        }
-        if (percent) add_sample(split, {{"service", s}}, *percent);
-
-        if (const auto state = string_at(service, "state"))
-            add_sample(paused, {{"service", s}}, json(*state == "paused" ? 1 : 0));
-        add_if_number(held, {{"service", s}}, service, "held");
-        if (const json& f = member(service, "fenced"); f.is_boolean())
-            add_sample(fenced, {{"service", s}}, json(f.get<bool>() ? 1 : 0));
+std::string metrics::render(const control::status_snapshot& status) const
+{
+    hold_histograms holds;
+    {
+        std::lock_guard lock(mutex_);
+        for (const auto& [service, histogram] : holds_)
+            holds.emplace(service, histogram->Collect());
     }
-
-    for (const json& tunnel : array_at(status, "tunnels")) {
-        const auto name = string_at(tunnel, "name");
-        if (!name) continue;
-        const std::string& t = *name;
-        add_if_number(sessions, {{"tunnel", t}}, tunnel, "sessions");
-        add_if_number(sessions_up, {{"tunnel", t}}, tunnel, "sessions_up");
-        add_if_number(channels, {{"tunnel", t}}, tunnel, "channels");
-        add_if_number(tunnel_bytes, {{"tunnel", t}, {"direction", "up"}}, tunnel, "bytes_up");
-        add_if_number(tunnel_bytes, {{"tunnel", t}, {"direction", "down"}}, tunnel, "bytes_down");
-        add_if_number(reconnects, {{"tunnel", t}}, tunnel, "reconnects");
-        add_if_number(open_failures, {{"tunnel", t}}, tunnel, "channel_open_failures");
-        if (const json* ms = number_at(tunnel, "channel_open_ms_avg"))
-            add_sample(channel_open, {{"tunnel", t}}, json(ms->get<double>() / 1000.0));
-        if (const json* ms = number_at(tunnel, "since_last_receive_ms"))
-            add_sample(since_receive, {{"tunnel", t}}, json(ms->get<double>() / 1000.0));
-        for (const json& gateway : array_at(tunnel, "gateways")) {
-            const auto address = string_at(gateway, "address");
-            if (!address) continue;
-            const std::string& g = *address;
-            if (const auto state = string_at(gateway, "state"))
-                add_sample(gateway_up, {{"tunnel", t}, {"gateway", g}}, json(*state == "up" ? 1 : 0));
-            add_if_number(gateway_sessions_up, {{"tunnel", t}, {"gateway", g}}, gateway, "sessions_up");
-            add_if_number(gateway_channels, {{"tunnel", t}, {"gateway", g}}, gateway, "channels");
-            add_if_number(gateway_failures, {{"tunnel", t}, {"gateway", g}}, gateway, "failures");
-        }
-    }
-
-    std::string out;
-    for (const family* f :
-         {&clients_active, &clients_total, &bytes,        &connect_errors, &switches,     &lag_bytes,
-          &lag_seconds,    &link_up,       &active_side,  &split,          &paused,       &held,
-          &fenced,         &sessions,      &sessions_up,  &channels,       &tunnel_bytes, &reconnects,
-          &open_failures,  &channel_open,  &since_receive, &gateway_up, &gateway_sessions_up, &gateway_channels,
-          &gateway_failures}) {
-        // Every family is declared even with no sample yet, so dashboards and alert rules find
-        // each name from the first scrape (a tcp-only host has no lag samples, say).
-        out.append("# HELP ").append(f->name).append(" ").append(f->help).append("\n");
-        out.append("# TYPE ").append(f->name).append(" ").append(f->type).append("\n");
-        for (const std::string& sample : f->samples) {
-            out += sample;
-            out += '\n';
-        }
-    }
-    return out;
+    return render_metrics(metric_families(status, holds));
 }
 
 } // namespace tunneld::daemon

@@ -1,6 +1,7 @@
 #include "daemon/runtime.hpp"
 
 #include "daemon/control_server.hpp"
+#include "daemon/fleet_member.hpp"
 #include "daemon/http_server.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/notify.hpp"
@@ -205,6 +206,7 @@ int runtime::run()
         start_tunnels(*settings_);
         for (const auto& s : settings_->services)
             start_service(std::make_shared<const config::service_config>(s));
+        start_fleet();
         control_ = std::make_unique<control_server>(control_loop(), *this, settings_->daemon.control_socket,
                                                     settings_->daemon.control_group);
         control_->start();
@@ -212,7 +214,7 @@ int runtime::run()
             const auto& h = *settings_->daemon.health_listen;
             http_sources sources{
                 .status = [this] { return control::to_json(status()); },
-                .metrics = [this] { return render_metrics(control::to_json(status())); },
+                .metrics = [this] { return metrics_.render(status()); },
                 .not_ready_reasons = [this] { return not_ready_reasons(); },
             };
             http_ = std::make_unique<http_server>(control_loop(), resolve_listen(h), std::move(sources));
@@ -234,6 +236,14 @@ int runtime::run()
         t.join();
     threads_.clear();
     return exit_code_;
+}
+
+void runtime::start_fleet()
+{
+    if (!settings_->fleet) return;
+    fleet_ = std::make_unique<fleet_member>(control_loop(), *settings_->fleet,
+                                            [this] { return controller_->snapshot(); });
+    fleet_->start();
 }
 
 void runtime::handle_signals()
@@ -265,6 +275,7 @@ void runtime::begin_shutdown()
     if (control_) control_->stop();
     if (http_) http_->stop();
     controller_->stop();
+    if (fleet_) fleet_->stop();
     asio::co_spawn(control_loop(), drain_and_stop(), asio::detached);
 }
 
@@ -296,6 +307,11 @@ asio::awaitable<void> runtime::drain_and_stop()
             pool->stop();
         for (auto& pool : retiring_)
             pool->stop();
+    }
+    // The fleet's last etcd calls (the lease's revocation) end by their deadline.
+    while (fleet_ && !fleet_->finished()) {
+        shutdown_timer_.expires_after(std::chrono::milliseconds(20));
+        co_await shutdown_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
     }
     watchdog_timer_.cancel();
     boost::system::error_code ignored;
@@ -416,6 +432,7 @@ std::vector<std::string> runtime::reload()
             }
             if (next->daemon != settings_->daemon)
                 spdlog::warn("[daemon] settings changed; log_level applies now, the rest after a restart");
+            if (next->fleet != settings_->fleet) spdlog::warn("[fleet] settings changed; they apply after a restart");
             spdlog::set_level(spdlog::level::from_str(next->daemon.log_level));
             settings_ = next;
         });
@@ -439,11 +456,16 @@ std::vector<tunnel::tunnel_status> runtime::tunnels_status() const
 control::status_snapshot runtime::status(const std::string& service) const
 {
     // The page and `status` show the recent switches; `tunnelctl history` shows them all.
-    return {controller_->snapshot(service), tunnels_status(), history(service, 20)};
+    return {controller_->snapshot(service), tunnels_status(), history(service, 20),
+            fleet_ ? std::optional(fleet_->status()) : std::nullopt};
 }
 
 void runtime::record_history(cutover::history_entry entry)
 {
+    const bool moves_side = entry.action == cutover::history_action::switch_side ||
+                            entry.action == cutover::history_action::rollback;
+    if (moves_side && entry.held_ms)
+        metrics_.observe_hold(entry.service, std::chrono::milliseconds(*entry.held_ms));
     std::lock_guard lock(history_mutex_);
     history_.append(std::move(entry));
     asio::post(history_writer_, [path = history_path_, document = history_] {

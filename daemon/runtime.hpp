@@ -6,6 +6,7 @@
 #include "control/status_json.hpp"
 #include "cutover/controller.hpp"
 #include "cutover/history.hpp"
+#include "daemon/metrics.hpp"
 #include "proxy/service.hpp"
 #include "tunnel/tunnel.hpp"
 
@@ -23,6 +24,7 @@ namespace tunneld::daemon {
 namespace asio = boost::asio;
 
 class control_server;
+class fleet_member;
 class http_server;
 
 class runtime {
@@ -44,19 +46,24 @@ public:
     std::vector<tunnel::tunnel_status> tunnels_status() const;
     std::vector<std::string> not_ready_reasons() const;
 
-    /// Appends `entry` to the switch history and writes the history file off the event loops,
-    /// in order. Thread-safe.
+    /// Appends `entry` to the switch history (and a switch or rollback that held clients to the
+    /// hold histogram of /metrics) and writes the history file off the event loops, in order.
+    /// Thread-safe.
     void record_history(cutover::history_entry entry);
     /// The newest `limit` history entries of `service` (all services when empty), oldest first.
     std::vector<cutover::history_entry> history(const std::string& service = {}, std::size_t limit = 1000) const;
 
     cutover::controller& controller() { return *controller_; }
+    /// This host in its fleet; nullptr without [fleet] (a single host).
+    fleet_member* fleet() { return fleet_.get(); }
     asio::io_context& control_loop() { return *loops_.front(); }
 
 private:
     struct forwarder; // loopback listener that reaches a tunnelled backend for probes
 
     void start_tunnels(const config::config& settings);
+    /// With [fleet]: joins the fleet (member records, the fleet's view). On the control loop.
+    void start_fleet();
     void start_service(std::shared_ptr<const config::service_config> settings);
     std::optional<cutover::probe_endpoints> probe_endpoints_for(const config::service_config& settings);
     void stop_service(const std::string& name);
@@ -80,11 +87,13 @@ private:
     std::vector<std::shared_ptr<tunnel::pool>> retiring_;                       // guarded by tunnels_mutex_
 
     std::unique_ptr<cutover::controller> controller_;
+    std::unique_ptr<fleet_member> fleet_; ///< set before the control socket opens; then only read
 
     std::filesystem::path history_path_;
     mutable std::mutex history_mutex_;
     cutover::switch_history history_;        ///< guarded by history_mutex_
     asio::thread_pool history_writer_{1};    ///< one thread: history files are written in order
+    metrics metrics_;
     std::map<std::string, std::shared_ptr<proxy::service>> services_; ///< touched on the control loop only
     std::map<std::string, std::vector<std::shared_ptr<proxy::service>>> forwarders_;
 

@@ -33,6 +33,27 @@ fleet_view make_view(const key_layout& keys, const prefix_mirror& mirror)
     return view;
 }
 
+namespace {
+
+/// The last committed epoch: while a switch holds the service, its record carries the claimed
+/// number, one above the committed one.
+std::int64_t committed_epoch(const epoch_record& r) noexcept { return r.held() ? r.epoch - 1 : r.epoch; }
+
+} // namespace
+
+std::int64_t epoch_run(const std::optional<epoch_state>& epoch, side active, std::int64_t current) noexcept
+{
+    if (!epoch || epoch->record.committed != active) return current;
+    return std::max(current, committed_epoch(epoch->record));
+}
+
+bool lags_behind(const std::optional<epoch_state>& epoch, const member_record& member) noexcept
+{
+    const epoch_record none{};
+    const epoch_record& fleet = epoch ? epoch->record : none;
+    return member.active != fleet.committed || member.epoch < committed_epoch(fleet);
+}
+
 struct membership::state : std::enable_shared_from_this<state> {
     etcd::client& client;
     key_layout keys;

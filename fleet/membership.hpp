@@ -42,6 +42,14 @@ struct fleet_view {
 /// The view a mirror of the fleet's prefix stands for. Pure.
 fleet_view make_view(const key_layout& keys, const prefix_mirror& mirror);
 
+/// The epoch a member runs once it has seen `epoch`: the committed epoch when the member is on
+/// the committed side (it belongs where the fleet is), else `current` (it is behind). Pure.
+std::int64_t epoch_run(const std::optional<epoch_state>& epoch, side active, std::int64_t current) noexcept;
+
+/// Whether `member` is behind its service's committed epoch: on another side than the committed
+/// one, or on an older epoch. A missing epoch key reads as epoch 0 on old. Pure.
+bool lags_behind(const std::optional<epoch_state>& epoch, const member_record& member) noexcept;
+
 class membership {
 public:
     /// This member's record for each service now; called on the client's executor.

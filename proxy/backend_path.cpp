@@ -73,11 +73,11 @@ asio::awaitable<boost::system::error_code> probe_connect(const config::endpoint&
 asio::awaitable<client_outcome> run_client(tcp::socket client, std::shared_ptr<client_handle> handle,
                                            const config::service_config& settings,
                                            const config::backend& target, const tunnel_lookup& tunnels,
-                                           service_counters& counters)
+                                           service_counters& counters, redis_carry* carry)
 {
     using namespace asio::experimental::awaitable_operators;
     if (target.via)
-        co_return co_await run_tunnelled(std::move(client), handle, settings, target, tunnels, counters);
+        co_return co_await run_tunnelled(std::move(client), handle, settings, target, tunnels, counters, carry);
 
     client_outcome outcome;
     const auto executor = co_await asio::this_coro::executor;
@@ -111,7 +111,8 @@ asio::awaitable<client_outcome> run_client(tcp::socket client, std::shared_ptr<c
     }
     boost::system::error_code ignored;
     backend.set_option(tcp::no_delay(true), ignored);
-    co_await pump_both(client, backend, *handle, settings, counters, outcome);
+    co_await pump_both(client, backend, *handle, settings, counters, outcome, carry);
+    if (outcome.reason == close_reason::moved) outcome.client.emplace(std::move(client));
     co_return outcome;
 }
 

@@ -21,6 +21,9 @@ enum class close_reason : std::uint8_t {
     cut_by_switch, ///< a switch cut the side the client was on
     drain_timeout, ///< still on the draining side when drain_timeout ran out
     shutdown,      ///< the daemon stopped and its drain ran out
+    moved,          ///< not an end: the client left this backend for the other side (a switch moved it)
+    cut_pinned,     ///< a switch moved its side and the client was pinned (SUBSCRIBE, MULTI, ...) until the end
+    replay_refused, ///< moved to the other side, whose backend refused the client's session state
 };
 
 /// The word in the log line: "client_eof", "cut_by_switch", ...
@@ -53,6 +56,12 @@ constexpr std::string_view to_string(close_reason r) noexcept
         return "drain_timeout";
     case close_reason::shutdown:
         return "shutdown";
+    case close_reason::moved:
+        return "moved";
+    case close_reason::cut_pinned:
+        return "cut_pinned";
+    case close_reason::replay_refused:
+        return "replay_refused";
     }
     return "unknown";
 }

@@ -229,6 +229,22 @@ pin_reason redis_session::pinned() const noexcept
     return pin_reason::none;
 }
 
+bool redis_session::can_hold() const noexcept
+{
+    if (requests_.mid_request()) return false;
+    switch (pinned()) {
+    case pin_reason::none:
+    case pin_reason::blocking_command:
+        return true;
+    case pin_reason::transaction:
+    case pin_reason::watch:
+        // Lifts by replies once EXEC or DISCARD is sent (after the WATCH), not before.
+        return !multi_open_ && (!watch_active_ || transaction_end_sequence_ > watch_sequence_);
+    default:
+        return false;
+    }
+}
+
 void redis_session::lose_track(unknown_state_cause cause) noexcept
 {
     if (unknown_ == unknown_state_cause::none) unknown_ = cause;

@@ -39,6 +39,14 @@ enum class pin_reason : std::uint8_t {
 
 std::string_view to_string(pin_reason) noexcept;
 
+/// A pin that only the client (RESET, UNSUBSCRIBE...) or nothing lifts: a switch does not wait
+/// for it. Transactions, WATCH and blocking commands end by themselves and are waited for.
+constexpr bool pin_lasts(pin_reason r) noexcept
+{
+    return r != pin_reason::none && r != pin_reason::transaction && r != pin_reason::watch &&
+           r != pin_reason::blocking_command;
+}
+
 /// Why the session state is unknown (pin_reason::state_unknown).
 enum class unknown_state_cause : std::uint8_t {
     none,
@@ -77,6 +85,11 @@ public:
     pin_reason pinned() const noexcept;
     /// At a request boundary and not pinned.
     bool movable() const noexcept { return at_request_boundary() && pinned() == pin_reason::none; }
+    /// Between two requests on the client's side, and whatever pins the client now lifts once
+    /// the replies outstanding come back (a blocking command, a sent EXEC or DISCARD): holding
+    /// its next request here makes it movable. False inside an open MULTI, where holding would
+    /// keep the EXEC that unpins it from ever being sent.
+    bool can_hold() const noexcept;
 
     /// Why the client's bytes are not RESP (none if they are).
     resp_error client_error() const noexcept { return requests_.error(); }

@@ -34,18 +34,52 @@ void client_handle::cut(close_reason reason)
     asio::post(executor, [self = shared_from_this()] { self->run_cut(); });
 }
 
+bool client_handle::on_own_thread(void (client_handle::*again)())
+{
+    // The client may have moved to a tunnel session's loop since the call was posted: follow it.
+    const auto* loop = executor_.target<asio::io_context::executor_type>();
+    if (loop && !loop->running_in_this_thread()) {
+        asio::post(executor_, [self = shared_from_this(), again] { ((*self).*again)(); });
+        return false;
+    }
+    return true;
+}
+
 void client_handle::run_cut()
 {
     std::function<void()> action;
     {
         std::lock_guard lock(mutex_);
-        // The client may have moved to a tunnel session's loop since the cut was posted: follow it.
-        const auto* loop = executor_.target<asio::io_context::executor_type>();
-        if (loop && !loop->running_in_this_thread()) {
-            asio::post(executor_, [self = shared_from_this()] { self->run_cut(); });
-            return;
-        }
+        if (!on_own_thread(&client_handle::run_cut)) return;
         action = action_;
+    }
+    if (action) action();
+}
+
+void client_handle::order(move_order o, side to)
+{
+    target_.store(to, std::memory_order_release);
+    order_.store(o, std::memory_order_release);
+    const asio::any_io_executor executor = [&] {
+        std::lock_guard lock(mutex_);
+        return executor_;
+    }();
+    asio::post(executor, [self = shared_from_this()] { self->run_order(); });
+}
+
+void client_handle::on_order(std::function<void()> action)
+{
+    std::lock_guard lock(mutex_);
+    order_action_ = std::move(action);
+}
+
+void client_handle::run_order()
+{
+    std::function<void()> action;
+    {
+        std::lock_guard lock(mutex_);
+        if (!on_own_thread(&client_handle::run_order)) return;
+        action = order_action_;
     }
     if (action) action();
 }
@@ -85,15 +119,19 @@ std::size_t client_registry::count() const
 
 std::size_t client_registry::cut(side s, close_reason reason)
 {
-    std::vector<std::shared_ptr<client_handle>> victims;
-    {
-        std::lock_guard lock(mutex_);
-        for (const auto& [id, client] : clients_)
-            if (client->current_side() == s) victims.push_back(client);
-    }
-    for (auto& client : victims)
+    const auto victims = on_side(s);
+    for (const auto& client : victims)
         client->cut(reason);
     return victims.size();
+}
+
+std::vector<std::shared_ptr<client_handle>> client_registry::on_side(side s) const
+{
+    std::vector<std::shared_ptr<client_handle>> out;
+    std::lock_guard lock(mutex_);
+    for (const auto& [id, client] : clients_)
+        if (client->current_side() == s) out.push_back(client);
+    return out;
 }
 
 std::size_t client_registry::cut_all(close_reason reason)

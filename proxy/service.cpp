@@ -108,6 +108,55 @@ void service::cut_everything(close_reason reason)
     clients_.cut_all(reason);
 }
 
+std::size_t service::hold_clients(side from)
+{
+    const auto clients = clients_.on_side(from);
+    for (const auto& client : clients)
+        client->order(move_order::hold);
+    return clients.size();
+}
+
+move_census service::census(side s) const
+{
+    move_census out;
+    for (const auto& client : clients_.on_side(s)) {
+        ++out.clients;
+        if (client->held())
+            ++out.held;
+        else if (pin_lasts(client->pin()))
+            ++out.pinned_lasting;
+    }
+    return out;
+}
+
+std::size_t service::move_clients(side from, side to)
+{
+    std::size_t cut = 0;
+    for (const auto& client : clients_.on_side(from)) {
+        if (!client->held() && pin_lasts(client->pin())) {
+            client->cut(close_reason::cut_pinned);
+            ++cut;
+            continue;
+        }
+        client->order(move_order::move, to);
+    }
+    return cut;
+}
+
+void service::resume_clients(side s)
+{
+    for (const auto& client : clients_.on_side(s))
+        if (client->current_order() != move_order::none) client->order(move_order::none);
+}
+
+std::size_t service::cut_unmoved(side from)
+{
+    const auto clients = clients_.on_side(from);
+    for (const auto& client : clients)
+        client->cut(client->pin() != pin_reason::none ? close_reason::cut_pinned : close_reason::cut_by_switch);
+    return clients.size();
+}
+
 asio::awaitable<void> service::accept_loop()
 {
     asio::steady_timer backoff(co_await asio::this_coro::executor);
@@ -209,7 +258,8 @@ asio::awaitable<void> service::serve(tcp::socket client)
     const side chosen = choose_side(r, roll);
     const config::backend& target = chosen == side::old_side ? cfg->old_backend : cfg->new_backend;
 
-    auto handle = std::make_shared<client_handle>(id, chosen, client.get_executor());
+    const auto executor = client.get_executor();
+    auto handle = std::make_shared<client_handle>(id, chosen, executor);
     clients_.add(handle);
     struct registry_guard {
         client_registry& registry;
@@ -217,15 +267,41 @@ asio::awaitable<void> service::serve(tcp::socket client)
         ~registry_guard() { registry.remove(id); }
     } registered{clients_, id};
 
+    // A redis client's session follows it from backend to backend when a switch moves it.
+    const auto carry = cfg->kind == config::service_kind::redis ? std::make_unique<redis_carry>(cfg->buffer_size)
+                                                                : nullptr;
+    side on = chosen;
+    const config::backend* backend = &target;
     client_outcome outcome =
-        co_await run_client(std::move(client), handle, *cfg, target, tunnels_, counters_);
+        co_await run_client(std::move(client), handle, *cfg, *backend, tunnels_, counters_, carry.get());
+    while (outcome.reason == close_reason::moved && outcome.client) {
+        // Back on this loop: the next backend may be direct, and the tunnelled path moves the
+        // socket to its session's loop again if not.
+        boost::system::error_code ec;
+        const auto protocol = outcome.client->local_endpoint(ec).protocol();
+        tcp::socket again(executor, protocol, outcome.client->release(ec));
+        outcome.client.reset();
+        handle->rehome(executor);
+        on = handle->move_target();
+        backend = on == side::old_side ? &cfg->old_backend : &cfg->new_backend;
+        handle->set_side(on);
+        handle->order(move_order::none);
+        const auto bytes_up = outcome.bytes_up;
+        const auto bytes_down = outcome.bytes_down;
+        outcome = co_await run_client(std::move(again), handle, *cfg, *backend, tunnels_, counters_, carry.get());
+        outcome.bytes_up += bytes_up;
+        outcome.bytes_down += bytes_down;
+        if (outcome.connect_failed) counters_.clients_move_failed.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (outcome.reason == close_reason::cut_pinned && outcome.detail.empty())
+        outcome.detail = fmt::format("pinned: {}", to_string(handle->pin()));
 
     if (outcome.connect_failed)
-        counters_.connect_errors[static_cast<std::size_t>(chosen)].fetch_add(1, std::memory_order_relaxed);
+        counters_.connect_errors[static_cast<std::size_t>(on)].fetch_add(1, std::memory_order_relaxed);
     const auto elapsed =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
     spdlog::info("client={} service={} side={} via={} reason={} up={} down={} ms={}{}{}", id, name_,
-                 to_string(chosen), target.via.value_or("-"), to_string(outcome.reason), human_size(outcome.bytes_up),
+                 to_string(on), backend->via.value_or("-"), to_string(outcome.reason), human_size(outcome.bytes_up),
                  human_size(outcome.bytes_down), elapsed.count(), outcome.detail.empty() ? "" : " error=",
                  outcome.detail.empty() ? "" : fmt::format("\"{}\"", outcome.detail));
 }

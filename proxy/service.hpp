@@ -29,6 +29,15 @@ namespace asio = boost::asio;
 /// Finds the running tunnel pool by name; nullptr when there is none.
 using tunnel_lookup = std::function<std::shared_ptr<tunnel::pool>(std::string_view name)>;
 
+/// How the clients on one side stand during a move.
+struct move_census {
+    std::size_t clients = 0;
+    std::size_t held = 0;          ///< at a request boundary, nothing outstanding, nothing sent since
+    std::size_t pinned_lasting = 0; ///< pinned by what only the client can lift (pin_lasts)
+    /// Neither: replies still outstanding, a transaction open, a blocking command waiting.
+    std::size_t busy() const { return clients - held - pinned_lasting; }
+};
+
 /// Counters since start; all monotonic except where noted.
 struct service_counters {
     std::atomic<std::uint64_t> clients_total{0};
@@ -36,6 +45,8 @@ struct service_counters {
     std::atomic<std::uint64_t> bytes_down{0};                   ///< backend -> client
     std::array<std::atomic<std::uint64_t>, 2> connect_errors{}; ///< indexed by side
     std::atomic<std::uint64_t> refused_max_clients{0};
+    std::atomic<std::uint64_t> clients_moved{0};       ///< redis clients moved to the other side
+    std::atomic<std::uint64_t> clients_move_failed{0}; ///< moves that ended the client (replay refused, connect failed)
 };
 
 class service : public std::enable_shared_from_this<service> {
@@ -64,11 +75,28 @@ public:
     client_registry& clients() { return clients_; }
     const client_registry& clients() const { return clients_; }
     std::size_t held() const;
+    /// How the clients on `s` stand for a move.
+    move_census census(side s) const;
     const service_counters& counters() const { return counters_; }
     /// Clients accepted and not yet ended (held, connecting or pumping).
     std::size_t active() const { return active_.load(); }
     /// Cuts every client, held ones included (shutdown).
     void cut_everything(close_reason reason);
+
+    // ---- Moving clients (kind = "redis"): a switch holds them, then moves them or lets them go on.
+
+    /// Orders every client on `from` to hold at its next request boundary with no reply
+    /// outstanding; it keeps its backend and sends it nothing more. Returns how many were ordered.
+    std::size_t hold_clients(side from);
+    /// Clients on `from` move to `to`: held ones now, the others as soon as they reach a request
+    /// boundary unpinned. Clients pinned for good (subscribed, MONITOR, not RESP, ...) are cut now
+    /// with close_reason::cut_pinned. Returns how many were cut.
+    std::size_t move_clients(side from, side to);
+    /// Clients on `s` with a hold order go on where they are.
+    void resume_clients(side s);
+    /// Cuts every client still on `from` (a move's budget ran out): pinned ones with
+    /// close_reason::cut_pinned, the others with cut_by_switch. Returns how many.
+    std::size_t cut_unmoved(side from);
 
 private:
     struct held_client {

@@ -34,7 +34,7 @@ using tcp = asio::ip::tcp;
 asio::awaitable<client_outcome> run_tunnelled(tcp::socket client, std::shared_ptr<client_handle> handle,
                                               const config::service_config& settings,
                                               const config::backend& target, const tunnel_lookup& tunnels,
-                                              service_counters& counters)
+                                              service_counters& counters, redis_carry* carry)
 {
     using namespace asio::experimental::awaitable_operators;
     client_outcome outcome;
@@ -83,13 +83,15 @@ asio::awaitable<client_outcome> run_tunnelled(tcp::socket client, std::shared_pt
     handle->rehome(channel_executor);
 
     auto run = [&, channel, moved = std::move(moved)]() mutable -> asio::awaitable<void> {
-        co_await pump_both(moved, *channel, *handle, settings, counters, outcome);
-        if (!handle->was_cut() && channel->failure() == tunnel::tunnel_errc::session_lost) {
+        co_await pump_both(moved, *channel, *handle, settings, counters, outcome, carry);
+        if (!handle->was_cut() && outcome.reason != close_reason::moved &&
+            channel->failure() == tunnel::tunnel_errc::session_lost) {
             // Its gateway died or went silent: say so rather than a plain backend reset.
             outcome.reason = close_reason::gateway_lost;
             outcome.detail = channel->failure().message();
         }
         channel->close();
+        if (outcome.reason == close_reason::moved) outcome.client.emplace(std::move(moved));
     };
     co_await asio::co_spawn(channel_executor, run(), use_awaitable);
     co_return outcome;

@@ -152,6 +152,11 @@ int run(const options& opts, const request& r)
     case command::tunnels:
         std::cout << tools::format_tunnels(field(result, "tunnels"));
         break;
+    case command::fleet:
+        std::cout << tools::format_fleet(result, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                     std::chrono::system_clock::now().time_since_epoch())
+                                                     .count());
+        break;
     case command::reload:
         std::cout << "tunneld reloaded its config\n";
         break;
@@ -285,6 +290,13 @@ int main(int argc, char** argv)
     add_json(resume);
     resume->callback([&] { r.cmd = command::resume; });
 
+    auto* fleet = app.add_subcommand(
+        "fleet", "show the members of this host's fleet ([fleet]): side, epoch, state, held clients,\n"
+                 "last heartbeat, and who is behind the fleet's committed epoch");
+    add_service(fleet, false);
+    add_json(fleet);
+    fleet->callback([&] { r.cmd = command::fleet; });
+
     auto* tunnels = app.add_subcommand("tunnels", "show tunnels and their sessions");
     add_json(tunnels);
     tunnels->callback([&] { r.cmd = command::tunnels; });
@@ -298,7 +310,8 @@ int main(int argc, char** argv)
                   "CRITICAL: a tunnel carrying a service's active side has no session up; lag (services\n"
                   "  not on new) >= --lag-critical; a tunnel has >= --sessions-down-critical sessions down.\n"
                   "WARNING: lag >= --lag-warning; a redis/postgres service not on new reports its replica\n"
-                  "  link down or its lag unknown; a tunnel has >= --sessions-down-warning sessions down.\n"
+                  "  link down or its lag unknown; a tunnel has >= --sessions-down-warning sessions down;\n"
+                  "  the fleet's etcd does not answer.\n"
                   "UNKNOWN: tunneld cannot be reached or gives no status.");
     health_cmd->add_option("--lag-warning", opts.lag_warning, "lag warning level")
         ->check(size_validator())

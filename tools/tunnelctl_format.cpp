@@ -233,6 +233,55 @@ std::string format_history(const json& entries)
     return format_table(rows);
 }
 
+std::string format_fleet(const json& result, std::int64_t now_unix_ms)
+{
+    std::string out = fmt::format("fleet {}, this member {}, etcd {}", text_of(result, "fleet"),
+                                  text_of(result, "member"), text_of(result, "etcd"));
+    if (const auto error = text_of(result, "error", ""); !error.empty())
+        out += fmt::format(" ({}); showing what was last seen", error);
+    out += "\n";
+    std::vector<std::vector<std::string>> rows{
+        {"SERVICE", "MEMBER", "SIDE", "EPOCH", "STATE", "HELD", "LAST_SEEN", "BEHIND"}};
+    const auto* services = member(result, "services");
+    for (const auto& service : services && services->is_array() ? *services : json::array()) {
+        const auto name = text_of(service, "name", "?");
+        std::string line;
+        if (!member(service, "epoch"))
+            line = fmt::format("{}: epoch record malformed", name);
+        else if (const auto phase = text_of(service, "phase"); phase == "committed")
+            line = fmt::format("{}: epoch {} committed on {}", name, count_text(service, "epoch"), text_of(service, "side"));
+        else
+            line = fmt::format("{}: epoch {} held by {} towards {} (phase {}); committed on {}", name,
+                               count_text(service, "epoch"), text_of(service, "coordinator"),
+                               text_of(service, "target"), phase, text_of(service, "side"));
+        std::vector<std::string> behind;
+        const auto* members = member(service, "members");
+        for (const auto& m : members && members->is_array() ? *members : json::array()) {
+            const auto* malformed = member(m, "malformed");
+            if (malformed && malformed->is_boolean() && malformed->get<bool>()) {
+                rows.push_back({name, text_of(m, "name"), "-", "-", "record malformed", "-", "-", "-"});
+                continue;
+            }
+            const auto* lags = member(m, "behind");
+            const bool is_behind = lags && lags->is_boolean() && lags->get<bool>();
+            if (is_behind) behind.push_back(text_of(m, "name"));
+            const auto* seen = member(m, "last_seen");
+            std::string last_seen = "-";
+            if (seen && seen->is_number_integer())
+                last_seen = human_age(static_cast<std::uint64_t>(std::max<std::int64_t>(0, now_unix_ms - seen->get<std::int64_t>()))) + " ago";
+            rows.push_back({name, text_of(m, "name"), text_of(m, "side"), count_text(m, "epoch"), text_of(m, "state"),
+                            count_text(m, "held"), last_seen, is_behind ? "yes" : "-"});
+        }
+        if (!behind.empty()) {
+            line += "; behind:";
+            for (const auto& b : behind)
+                line += " " + b;
+        }
+        out += line + "\n";
+    }
+    return out + format_table(rows);
+}
+
 health_report unknown_health(std::string_view reason)
 {
     return {health_state::unknown, fmt::format("TUNNELD UNKNOWN - {}", reason)};
@@ -257,10 +306,12 @@ health_report evaluate_health(const json& status, const health_thresholds& limit
     // new its new backend's, on split both (unless the split sends nobody one way).
     std::set<std::string> carrying;
     std::size_t serving = 0;
+    std::vector<std::string> cut_off; // services whose fleet's etcd does not answer
     for (const auto& service : *services) {
         const auto name = text_of(service, "name", "?");
         const auto active = text_of(service, "active");
         if (text_of(service, "state") == "serving") ++serving;
+        if (text_of(service, "fleet") == "unreachable") cut_off.push_back(name);
         const auto percent = count_of(service, "split_percent").value_or(0);
         const auto uses = [&](std::string_view side) {
             if (active == "split") return side == "new" ? percent > 0 : percent < 100;
@@ -294,6 +345,14 @@ health_report evaluate_health(const json& status, const health_thresholds& limit
         else if (*bytes >= limits.lag_warning)
             raise(health_state::warning,
                   fmt::format("{} lag {} >= {}", name, human_size(*bytes), human_size(limits.lag_warning)));
+    }
+
+    // Traffic does not depend on etcd, but switches do (they are refused until it is back).
+    if (!cut_off.empty()) {
+        std::string names;
+        for (const auto& name : cut_off)
+            names += (names.empty() ? "" : ", ") + name;
+        raise(health_state::warning, fmt::format("fleet etcd unreachable ({})", names));
     }
 
     std::uint64_t sessions_total = 0, sessions_up_total = 0;

@@ -36,6 +36,11 @@ std::string format_check(const nlohmann::json& report);
 /// result's entries, oldest first.
 std::string format_history(const nlohmann::json& entries);
 
+/// What `tunnelctl fleet` prints for a fleet result: one line on the fleet and etcd, then per
+/// service its committed epoch (or the switch holding it) and the MEMBER SIDE EPOCH STATE HELD
+/// LAST_SEEN BEHIND table. `now_unix_ms` dates LAST_SEEN ("3.2s ago").
+std::string format_fleet(const nlohmann::json& result, std::int64_t now_unix_ms);
+
 /// Limits for `tunnelctl health`.
 struct health_thresholds {
     std::uint64_t lag_warning = 1024 * 1024;      ///< bytes, services not yet on new
@@ -56,8 +61,8 @@ struct health_report {
 /// Judges a `status` result (`{"services": [...], "tunnels": [...]}`):
 /// CRITICAL when a tunnel carrying an active side has no session up, when a service on new
 /// reports its lag link down, or a limit's critical level is reached; WARNING for a warning
-/// level, or a lag link down on a service still on old or split; OK otherwise. A result of
-/// the wrong shape is UNKNOWN.
+/// level, a lag link down on a service still on old or split, or a fleet whose etcd does not
+/// answer (`"fleet": "unreachable"`); OK otherwise. A result of the wrong shape is UNKNOWN.
 health_report evaluate_health(const nlohmann::json& status, const health_thresholds& limits);
 
 /// UNKNOWN with `reason`, for when the daemon cannot be asked.

@@ -219,6 +219,50 @@ TEST(Health, NotServingIsCounted)
     EXPECT_THAT(judge({paused, service("app", "old", lag(0))}, {}).line, HasSubstr("1/2 services serving"));
 }
 
+TEST(Health, AFleetCutOffFromEtcdIsAWarningNamingItsServices)
+{
+    auto redis = service("redis", "old", lag(0));
+    auto app = service("app", "old", lag(0));
+    redis["fleet"] = "unreachable";
+    app["fleet"] = "ok";
+    const auto report = judge({redis, app}, {});
+    EXPECT_EQ(report.state, health_state::warning);
+    EXPECT_THAT(report.line, HasSubstr("fleet etcd unreachable (redis)"));
+    redis["fleet"] = nullptr; // a single host
+    EXPECT_EQ(judge({redis, app}, {}).state, health_state::ok);
+}
+
+TEST(FormatFleet, OneRowPerMemberWithWhoIsBehind)
+{
+    const json result = json::parse(R"({"fleet": "legacy-eu1", "member": "web-1", "etcd": "ok", "error": null,
+        "services": [{"name": "redis", "epoch": 2, "side": "new", "phase": "committed", "coordinator": null,
+                      "target": null, "members": [
+            {"name": "web-1", "malformed": false, "side": "new", "epoch": 2, "state": "serving", "held": 0,
+             "last_seen": 1700000000000, "behind": false},
+            {"name": "web-2", "malformed": false, "side": "old", "epoch": 1, "state": "paused", "held": 3,
+             "last_seen": 1699999996600, "behind": true},
+            {"name": "web-3", "malformed": true, "side": null, "epoch": null, "state": null, "held": null,
+             "last_seen": null, "behind": null}]},
+                     {"name": "pg", "epoch": 5, "side": "old", "phase": "hold", "coordinator": "web-2",
+                      "target": "new", "members": []}]})");
+    EXPECT_EQ(format_fleet(result, 1700000000120),
+              "fleet legacy-eu1, this member web-1, etcd ok\n"
+              "redis: epoch 2 committed on new; behind: web-2\n"
+              "pg: epoch 5 held by web-2 towards new (phase hold); committed on old\n"
+              "SERVICE  MEMBER  SIDE  EPOCH  STATE             HELD  LAST_SEEN  BEHIND\n"
+              "redis    web-1   new   2      serving           0     120ms ago  -\n"
+              "redis    web-2   old   1      paused            3     3.5s ago   yes\n"
+              "redis    web-3   -     -      record malformed  -     -          -\n");
+}
+
+TEST(FormatFleet, SaysWhenEtcdDoesNotAnswer)
+{
+    const json result = {{"fleet", "f"}, {"member", "m"}, {"etcd", "unreachable"},
+                         {"error", "unreachable: connection refused"}, {"services", json::array()}};
+    EXPECT_THAT(format_fleet(result, 0),
+                HasSubstr("etcd unreachable (unreachable: connection refused); showing what was last seen\n"));
+}
+
 TEST(FormatCheck, ListsEveryGuardrailThePlanAndTheVerdict)
 {
     const json report = {

@@ -1,4 +1,4 @@
-"""tunneld test bed: throwaway sshd, redis, postgres, haproxy and tunneld on loopback.
+"""tunneld test bed: throwaway sshd, redis, postgres, haproxy, etcd and tunneld on loopback.
 
 Python 3.11 standard library only. Every server runs on 127.0.0.1 on a free port, in a
 temporary directory of its own bed, in its own process group, and is torn down when the bed
@@ -20,6 +20,7 @@ the parent-death signal fires when the forking thread exits.
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ import tempfile
 import threading
 import time
 import tomllib
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -757,6 +759,85 @@ class EchoServer:
         return {"host": HOST, "port": self.port, "mode": self.mode}
 
 
+class Etcd:
+    """A throwaway single-node etcd (Debian's etcd-server 3.4) on free loopback ports.
+
+    Its data directory lives in the bed, so `stop()` then `start()` is a restart that keeps the
+    data. `put`/`get_prefix` speak etcd's v3 JSON gateway (keys and values base64).
+    """
+
+    BIN = "/usr/bin/etcd"
+
+    def __init__(self, directory: Path, timeout: float = DEFAULT_TIMEOUT):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.peer_port = free_port()
+        self.log = self.dir / "etcd.log"
+        self.timeout = timeout
+        self.process: Process | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        if not Path(self.BIN).exists():
+            raise BedError(f"{self.BIN} not found (tools/deps installs etcd-server)")
+        peer = f"http://{HOST}:{self.peer_port}"
+        argv = [self.BIN, "--name", "bed", "--data-dir", str(self.dir / "data"),
+                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"bed={peer}",
+                "--experimental-watch-progress-notify-interval", "5s"]
+        self.process = Process(argv, self.log)
+        wait_until(lambda: self._call("/v3/kv/range", {"key": _b64("/")}) is not None,
+                   self.timeout, f"etcd on port {self.port}", self.log, proc=self.process.popen)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.running()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def _call(self, path: str, body: dict, timeout: float = 2.0) -> dict | None:
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                return json.loads(reply.read())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, value: str) -> None:
+        if self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(value)}) is None:
+            raise BedError(f"etcd put {key} failed\n{log_tail(self.log)}")
+
+    def get_prefix(self, prefix: str) -> dict[str, str]:
+        """Every key under `prefix` with its value, decoded."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        reply = self._call("/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(end)})
+        if reply is None:
+            raise BedError(f"etcd range {prefix} failed\n{log_tail(self.log)}")
+        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
+                for kv in reply.get("kvs", [])}
+
+    def describe(self) -> dict:
+        return {"url": self.url, "pid": self.pid if self.process else None, "log": str(self.log),
+                "dir": str(self.dir)}
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
 # --------------------------------------------------------------------------------------------
 # tunneld
 
@@ -1036,6 +1117,9 @@ class TestBed:
     def echo_server(self, prefix: bytes = b"", mode: str = "echo") -> EchoServer:
         return self._add(EchoServer(prefix, mode))
 
+    def etcd(self, **kw) -> Etcd:
+        return self._add(Etcd(self.subdir("etcd"), **kw))
+
     def tunneld(self, config: str | dict, start: bool = True, **kw) -> Tunneld:
         return self._add(Tunneld(self.subdir("tunneld"), config, start=start, **kw))
 
@@ -1071,6 +1155,8 @@ class TestBed:
                 result.setdefault("tunneld", []).append(piece.describe())
             elif isinstance(piece, EchoServer):
                 result.setdefault("echo", []).append(piece.describe())
+            elif isinstance(piece, Etcd):
+                result.setdefault("etcd", []).append(piece.describe())
         return result
 
 

@@ -63,6 +63,15 @@ std::chrono::milliseconds race_delay(std::chrono::milliseconds connect_timeout,
     return delay;
 }
 
+std::size_t channel_open_bucket(std::chrono::nanoseconds took) noexcept
+{
+    const double seconds = std::chrono::duration<double>(took).count();
+    // lower_bound: an open that took exactly a bound belongs to that bound's bucket (le="bound").
+    return static_cast<std::size_t>(
+        std::lower_bound(channel_open_bounds.begin(), channel_open_bounds.end(), seconds) -
+        channel_open_bounds.begin());
+}
+
 gateway_state gateway_state_of(unsigned sessions_up, bool failed) noexcept
 {
     if (failed) return gateway_state::down;

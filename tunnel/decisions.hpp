@@ -65,6 +65,10 @@ window_step next_window(std::uint32_t target, std::uint32_t max, std::uint64_t w
 std::chrono::milliseconds race_delay(std::chrono::milliseconds connect_timeout,
                                      std::chrono::milliseconds keepalive) noexcept;
 
+/// The index in channel_open_latency::counts of an open that took `took`: the first bound it
+/// does not exceed, or the last index when it exceeds them all.
+std::size_t channel_open_bucket(std::chrono::nanoseconds took) noexcept;
+
 /// What `tunnelctl tunnels` shows for one gateway.
 enum class gateway_state {
     connecting, ///< no session has come up yet and none has failed

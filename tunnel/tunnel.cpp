@@ -289,6 +289,7 @@ public:
     {
         using result = open_race::result;
         const auto caller = co_await asio::this_coro::executor;
+        const auto started = clock::now();
         auto race = std::make_shared<open_race>(caller);
         struct finish_on_exit {
             std::shared_ptr<open_race> race;
@@ -339,7 +340,10 @@ public:
                 race->arrivals.pop_front();
                 --in_flight[arrived.gateway];
                 --pending;
-                if (!arrived.outcome.first && arrived.outcome.second) co_return std::move(arrived.outcome);
+                if (!arrived.outcome.first && arrived.outcome.second) {
+                    count_open(clock::now() - started);
+                    co_return std::move(arrived.outcome);
+                }
                 last = std::move(arrived.outcome);
                 // A session that died between the choice and the open is skipped; a refusal is
                 // final unless another gateway is still answering.
@@ -397,6 +401,9 @@ public:
             const auto since = clock::now().time_since_epoch() - std::chrono::nanoseconds(latest);
             out.since_last_receive = std::chrono::duration_cast<std::chrono::milliseconds>(since);
         }
+        for (std::size_t i = 0; i < open_counts_.size(); ++i)
+            out.channel_open.counts[i] = open_counts_[i].load();
+        out.channel_open.sum = std::chrono::nanoseconds(open_ns_.load());
         return out;
     }
 
@@ -417,6 +424,14 @@ public:
     }
 
 private:
+    /// Counts one channel handed out after `took` (open_channel runs on many callers' threads).
+    void count_open(clock::duration took)
+    {
+        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(took);
+        ++open_counts_[channel_open_bucket(ns)];
+        open_ns_ += ns.count();
+    }
+
     std::shared_ptr<const config::tunnel_config> settings_owner_;
     const config::tunnel_config& settings_;
     std::shared_ptr<std::atomic<unsigned>> pool_up_ = std::make_shared<std::atomic<unsigned>>(0);
@@ -425,6 +440,8 @@ private:
     std::vector<std::size_t> gateway_of_;                    ///< sessions_[i]'s index in gateways_
     std::atomic<std::size_t> next_{0};
     std::atomic<bool> stopped_{false};
+    std::array<std::atomic<std::uint64_t>, channel_open_bounds.size() + 1> open_counts_{}; ///< see channel_open_latency
+    std::atomic<std::int64_t> open_ns_{0};
 };
 
 [[noreturn]] void refuse(tunnel_errc errc, const std::string& what)

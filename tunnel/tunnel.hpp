@@ -7,7 +7,9 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <array>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,6 +33,18 @@ struct gateway_status {
     std::string last_error;       ///< empty when none; never contains secrets
 };
 
+/// Upper bounds, in seconds, of the channel-open latency buckets (tunnel_status::channel_open).
+inline constexpr std::array<double, 12> channel_open_bounds{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                             0.1,   0.25,   0.5,   1.0,  2.5,   5.0};
+
+/// How long the channels a pool handed out took to open, from open_channel's call to its result.
+struct channel_open_latency {
+    /// counts[i]: opens that took at most channel_open_bounds[i] seconds and more than the bound
+    /// before it (not cumulative); the last one counts the opens slower than every bound.
+    std::array<std::uint64_t, channel_open_bounds.size() + 1> counts{};
+    std::chrono::nanoseconds sum{}; ///< of every open counted
+};
+
 /// What `tunnelctl tunnels` and `status --json` show for one tunnel.
 struct tunnel_status {
     std::string name;
@@ -45,6 +59,7 @@ struct tunnel_status {
     std::string last_error;                                      ///< empty when none; never contains secrets
     std::optional<std::chrono::milliseconds> since_last_receive; ///< nullopt: nothing received yet
     std::vector<gateway_status> gateways;                        ///< in configuration order
+    channel_open_latency channel_open;                           ///< successful opens since the pool started
 };
 
 /// One tunnel: `sessions` libssh2 sessions to each of its gateways, each living on one io_context.

@@ -1,7 +1,9 @@
 #pragma once
 // Test bed pieces for fleet/ against a real etcd: a throwaway single-node etcd on loopback
 // (data directory on tmpfs, free ports, killed with the test), an event loop on its own thread,
-// and a TCP relay that can freeze or cut the connections through it.
+// a TCP relay that can freeze or cut the connections through it, and small helpers for the tests.
+
+#include "fleet/etcd_client.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -267,5 +269,40 @@ private:
     std::set<std::shared_ptr<tcp::socket>> sockets_;
     bool frozen_ = false;
 };
+
+/// The client endpoint of an etcd URL on loopback.
+inline config::etcd_endpoint endpoint_of(const std::string& url)
+{
+    const auto colon = url.rfind(':');
+    return {url.starts_with("https://"), {"127.0.0.1", static_cast<std::uint16_t>(std::stoi(url.substr(colon + 1)))}};
+}
+
+inline etcd::client_options options(std::vector<std::string> urls)
+{
+    etcd::client_options o;
+    for (auto& u : urls)
+        o.endpoints.push_back(endpoint_of(u));
+    return o;
+}
+
+/// The value of a call that must succeed (throws with etcd's error otherwise).
+template <class T>
+T expect_ok(etcd::result<T> r)
+{
+    if (!r) throw std::runtime_error("etcd call failed: " + r.err().to_string());
+    return std::move(*r);
+}
+
+/// Waits up to `limit` for `predicate` (evaluated on the loop) to hold.
+template <class F>
+bool eventually(event_loop& loop, std::chrono::milliseconds limit, F predicate)
+{
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (loop.on_loop(predicate)) return true;
+        std::this_thread::sleep_for(20ms);
+    }
+    return loop.on_loop(predicate);
+}
 
 } // namespace tunneld::fleet::testbed

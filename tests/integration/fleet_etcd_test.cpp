@@ -34,40 +34,10 @@ namespace {
 using namespace std::chrono_literals;
 using testbed::etcd_server;
 using testbed::event_loop;
+using testbed::eventually;
+using testbed::expect_ok;
+using testbed::options;
 namespace asio = boost::asio;
-
-config::etcd_endpoint endpoint_of(const std::string& url)
-{
-    const auto colon = url.rfind(':');
-    return {url.starts_with("https://"), {"127.0.0.1", static_cast<std::uint16_t>(std::stoi(url.substr(colon + 1)))}};
-}
-
-etcd::client_options options(std::vector<std::string> urls)
-{
-    etcd::client_options o;
-    for (auto& u : urls)
-        o.endpoints.push_back(endpoint_of(u));
-    return o;
-}
-
-template <class T>
-T expect_ok(etcd::result<T> r)
-{
-    if (!r) throw std::runtime_error("etcd call failed: " + r.err().to_string());
-    return std::move(*r);
-}
-
-/// Waits up to `limit` for `predicate` (evaluated on the loop) to hold.
-template <class F>
-bool eventually(event_loop& loop, std::chrono::milliseconds limit, F predicate)
-{
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (loop.on_loop(predicate)) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return loop.on_loop(predicate);
-}
 
 TEST(EtcdIntegration, EpochClaim_ExactlyOneOfConcurrentMembersWinsEachRound)
 {

@@ -11,6 +11,7 @@
 //  8. promote_command hook
 
 #include "cutover/replication.hpp"
+#include "redis_test_bed.hpp"
 
 #include <arpa/inet.h>
 #include <atomic>
@@ -31,135 +32,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
-
-std::uint16_t free_port()
-{
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-    socklen_t length = sizeof address;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-    ::close(fd);
-    return ntohs(address.sin_port);
-}
-
-/// A plain hiredis client for the test's own reads and writes.
-class client {
-public:
-    client(std::uint16_t port, const std::string& password = {})
-    {
-        context_ = redisConnectWithTimeout("127.0.0.1", port, timeval{2, 0});
-        if (context_ && !context_->err) {
-            redisSetTimeout(context_, timeval{5, 0});
-            if (!password.empty()) command({"AUTH", password});
-        }
-    }
-    ~client()
-    {
-        if (context_) redisFree(context_);
-    }
-    client(const client&) = delete;
-    client& operator=(const client&) = delete;
-
-    bool connected() const { return context_ && !context_->err; }
-
-    /// "ERR..." style text for an error reply, the string/status otherwise, "" for nil.
-    std::string command(std::initializer_list<std::string> arguments)
-    {
-        if (!connected()) return "!disconnected";
-        std::vector<const char*> argv;
-        std::vector<std::size_t> lengths;
-        for (const auto& argument : arguments) {
-            argv.push_back(argument.data());
-            lengths.push_back(argument.size());
-        }
-        auto* reply = static_cast<redisReply*>(
-            redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data()));
-        if (!reply) return "!io " + std::string(context_->errstr);
-        std::string text;
-        if (reply->type == REDIS_REPLY_ERROR)
-            text = "!" + std::string(reply->str, reply->len);
-        else if (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_STATUS)
-            text.assign(reply->str, reply->len);
-        else if (reply->type == REDIS_REPLY_INTEGER)
-            text = std::to_string(reply->integer);
-        freeReplyObject(reply);
-        return text;
-    }
-
-private:
-    redisContext* context_ = nullptr;
-};
-
-/// One throwaway redis-server.
-class redis_server {
-public:
-    explicit redis_server(const std::filesystem::path& directory, std::vector<std::string> extra = {})
-        : port_(free_port())
-    {
-        std::filesystem::create_directories(directory);
-        std::vector<std::string> arguments = {
-            "redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", directory.string(), "--logfile",
-            (directory / "redis.log").string(),
-            // Why: the default 5s wait before a full sync would dominate every test.
-            "--repl-diskless-sync-delay", "0"};
-        arguments.insert(arguments.end(), extra.begin(), extra.end());
-        std::vector<char*> argv;
-        for (auto& argument : arguments)
-            argv.push_back(argument.data());
-        argv.push_back(nullptr);
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            ::execvp("redis-server", argv.data());
-            ::_exit(127);
-        }
-        password_ = password_of(extra);
-        for (int attempt = 0; attempt < 200; ++attempt) {
-            client probe(port_, password_);
-            if (probe.connected() && probe.command({"PING"}) == "PONG") return;
-            std::this_thread::sleep_for(20ms);
-        }
-        ADD_FAILURE() << "redis-server on port " << port_ << " did not start";
-    }
-    ~redis_server()
-    {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGCONT);
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-        }
-    }
-
-    std::uint16_t port() const { return port_; }
-    pid_t pid() const { return pid_; }
-    config::endpoint endpoint() const { return {"127.0.0.1", port_}; }
-    client connect() const { return client(port_, password_); }
-
-private:
-    static std::string password_of(const std::vector<std::string>& extra)
-    {
-        for (std::size_t i = 0; i + 1 < extra.size(); ++i)
-            if (extra[i] == "--requirepass") return extra[i + 1];
-        return {};
-    }
-
-    std::uint16_t port_;
-    pid_t pid_ = -1;
-    std::string password_;
-};
-
-bool eventually(const std::function<bool()>& condition, clock::duration limit = 10s)
-{
-    const auto until = clock::now() + limit;
-    while (clock::now() < until) {
-        if (condition()) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return condition();
-}
+using namespace tunneld::test_bed;
 
 class RedisReplication : public ::testing::Test {
 protected:
@@ -253,11 +126,14 @@ TEST_F(RedisReplication, SwitchUnderLoadLosesNoAcknowledgedWriteAndFencesOld)
     ASSERT_TRUE(paused.ok) << paused.message;
     const auto caught_up = replication->wait_caught_up(clock::now() + 2s);
     ASSERT_TRUE(caught_up.ok) << caught_up.message;
+    // Fence first: old refuses writes before new takes any; then old follows new.
+    const auto fenced = replication->fence(clock::now() + 2s);
+    ASSERT_TRUE(fenced.ok) << fenced.message;
     const auto promoted = replication->promote(clock::now() + 2s);
     ASSERT_TRUE(promoted.ok) << promoted.message;
     EXPECT_TRUE(replication->verify_promoted().ok);
-    const auto fenced = replication->fence(clock::now() + 2s);
-    ASSERT_TRUE(fenced.ok) << fenced.message;
+    const auto followed = replication->follow(clock::now() + 2s);
+    ASSERT_TRUE(followed.ok) << followed.message;
     const auto unpaused = replication->unpause();
     ASSERT_TRUE(unpaused.ok) << unpaused.message;
     const auto held = clock::now() - start;
@@ -288,9 +164,11 @@ TEST_F(RedisReplication, MinReplicasFenceRefusesWrites)
     probe_until_caught_up(*replication);
     ASSERT_TRUE(replication->pause_writes(2000ms).ok);
     ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
-    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
     const auto fenced = replication->fence(clock::now() + 2s);
     ASSERT_TRUE(fenced.ok) << fenced.message;
+    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
+    const auto followed = replication->follow(clock::now() + 2s);
+    EXPECT_TRUE(followed.ok && followed.no_op) << "fence = min_replicas: old stays fenced as it is";
     ASSERT_TRUE(replication->unpause().ok);
     auto old_client = old_->connect();
     EXPECT_EQ(old_client.command({"SET", "after", "fence"}).rfind("!NOREPLICAS", 0), 0u);
@@ -331,8 +209,9 @@ TEST_F(RedisReplication, RollbackAfterSwitchLosesNothing)
     probe_until_caught_up(*replication);
     ASSERT_TRUE(replication->pause_writes(2000ms).ok);
     ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
-    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
     ASSERT_TRUE(replication->fence(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->follow(clock::now() + 2s).ok);
     ASSERT_TRUE(replication->unpause().ok);
 
     auto on_new = new_->connect();
@@ -363,8 +242,8 @@ TEST_F(RedisReplication, RollbackRefusedWhenOldIsNotAReplica)
     probe_until_caught_up(*replication);
     ASSERT_TRUE(replication->pause_writes(2000ms).ok);
     ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
-    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
     ASSERT_TRUE(replication->fence(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
     ASSERT_TRUE(replication->unpause().ok);
 
     rollback_options options;

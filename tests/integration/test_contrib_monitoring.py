@@ -3,7 +3,8 @@
 Goal: `promtool check rules` accepts contrib/prometheus/tunneld-alerts.yml, and every tunneld
 metric that the alert rules and the Grafana dashboard (contrib/grafana/tunneld-dashboard.json)
 query is one a real tunneld serves on /metrics, with a redis service whose new side is a replica
-reached through an SSH tunnel (so the lag, link and tunnel families all have samples). A renamed
+reached through an SSH tunnel (so the lag, link and tunnel families all have samples); a
+histogram's _bucket, _sum and _count series count as served when its family is. A renamed
 metric breaks this test instead of silently blanking a panel or an alert.
 """
 
@@ -65,7 +66,12 @@ class ContribMonitoringTest(IntegrationTest):
                 body = connection.getresponse().read().decode()
             finally:
                 connection.close()
-            return set(re.findall(r"^# TYPE (tunneld_[a-z_]+) ", body, re.M))
+            names = set()
+            for name, kind in re.findall(r"^# TYPE (tunneld_[a-z_]+) ([a-z]+)$", body, re.M):
+                names.add(name)
+                if kind == "histogram":  # queried through its series
+                    names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+            return names
 
         missing: set[str] = set()
 

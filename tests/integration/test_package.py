@@ -71,8 +71,12 @@ class PackageTest(unittest.TestCase):
         self.assertTrue(self.field("Maintainer"))
         self.assertTrue(self.field("Version"))
         if shutil.which("dpkg-shlibdeps"):
-            # shlibdeps found the libraries the binaries link (libssh2, libsystemd, ...).
-            self.assertIn("libc6", self.field("Depends"))
+            # shlibdeps found the libraries the binaries link (libsystemd, prometheus-cpp's
+            # core for /metrics, ...).
+            depends = self.field("Depends")
+            self.assertIn("libc6", depends)
+            self.assertIn("libprometheus-cpp-core1.0", depends)
+            self.assertNotIn("libprometheus-cpp-pull", depends, "Beast serves /metrics, not civetweb")
 
     def test_2_expected_files_are_unpacked(self):
         missing = [path for path in EXPECTED_FILES if not (self.root / path).is_file()]

@@ -247,6 +247,9 @@ TEST(ParseRequest, CheckTakesTheSwitchFieldsAndHistoryAnOptionalService)
     EXPECT_EQ(parsed(R"({"cmd":"history"})"), (request{.cmd = command::history}));
     EXPECT_EQ(parsed(R"({"cmd":"history","service":"redis"})").service, "redis");
     EXPECT_THAT(error_of(R"({"cmd":"history","to":"new"})"), StartsWith("unknown field \"to\" for cmd \"history\""));
+    EXPECT_EQ(parsed(R"({"cmd":"fleet"})"), (request{.cmd = command::fleet}));
+    EXPECT_EQ(parsed(R"({"cmd":"fleet","service":"redis"})").service, "redis");
+    EXPECT_THAT(error_of(R"({"cmd":"fleet","force":true})"), StartsWith("unknown field \"force\" for cmd \"fleet\""));
     const request check{.cmd = command::check, .service = "r", .mode = config::switch_mode::pause};
     EXPECT_EQ(parsed(encode(check)), check);
 }
@@ -306,7 +309,7 @@ TEST(ParseRequest, CmdProblems)
     EXPECT_EQ(error_of(R"({"cmd":null})"), "\"cmd\" must be a string, not null");
     EXPECT_EQ(error_of(R"({"cmd":"explode"})"),
               "unknown cmd \"explode\" (expected one of status, tunnels, switch, rollback, split, pause, "
-              "resume, reload, check, history)");
+              "resume, reload, check, history, fleet)");
     EXPECT_THAT(error_of(R"({"cmd":"switch_side","service":"r"})"),
                 StartsWith("unknown cmd \"switch_side\""));
     EXPECT_THAT(error_of("{\"cmd\":\"" + std::string(500, 'x') + "\"}"),
@@ -409,6 +412,8 @@ TEST(Encode, RoundTripsEveryCommand)
         {.cmd = command::pause, .service = "redis", .timeout = 2h},
         {.cmd = command::resume, .service = "redis"},
         {.cmd = command::reload},
+        {.cmd = command::fleet},
+        {.cmd = command::fleet, .service = "redis"},
     };
     for (const auto& r : requests) {
         const auto line = encode(r);
@@ -500,13 +505,14 @@ TEST(Replies, UnknownCodesAndMissingFieldsAreTolerated)
 TEST(Names, CommandsRoundTrip)
 {
     for (const auto cmd : {command::status, command::tunnels, command::switch_side, command::rollback,
-                           command::split, command::pause, command::resume, command::reload})
+                           command::split, command::pause, command::resume, command::reload, command::fleet})
         EXPECT_EQ(parse_command(to_string(cmd)), cmd);
     EXPECT_EQ(to_string(command::switch_side), "switch");
     EXPECT_EQ(parse_command("switch_side"), std::nullopt);
     EXPECT_EQ(to_string(side_choice::old_side), "old");
     EXPECT_TRUE(needs_service(command::split));
     EXPECT_FALSE(needs_service(command::status));
+    EXPECT_FALSE(needs_service(command::fleet));
 }
 
 } // namespace

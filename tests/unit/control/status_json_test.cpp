@@ -72,7 +72,7 @@ TEST(StatusJson, TunnelsAndTheWhole)
     t.address = "203.0.113.10:22";
     t.sessions = 2;
     t.sessions_up = 1;
-    const auto whole = to_json(status_snapshot{{redis_snapshot()}, {t}, {}});
+    const auto whole = to_json(status_snapshot{{redis_snapshot()}, {t}, {}, std::nullopt});
     ASSERT_EQ(whole["services"].size(), 1u);
     ASSERT_EQ(whole["tunnels"].size(), 1u);
     const auto& j = whole["tunnels"][0];
@@ -82,9 +82,24 @@ TEST(StatusJson, TunnelsAndTheWhole)
     EXPECT_EQ(j["channels"], 0);
     EXPECT_EQ(j["reconnects"], 0);
     EXPECT_TRUE(j["since_last_receive_ms"].is_null());
-    EXPECT_EQ(to_json(status_snapshot{}), (nlohmann::json{{"services", nlohmann::json::array()},
+    EXPECT_EQ(to_json(status_snapshot{{}, {}, {}, std::nullopt}), (nlohmann::json{{"services", nlohmann::json::array()},
                                                            {"tunnels", nlohmann::json::array()},
                                                            {"history", nlohmann::json::array()}}));
+}
+
+TEST(StatusJson, FleetFieldsAreNullOnASingleHostAndSayEtcdsStateInAFleet)
+{
+    const auto single = to_json(status_snapshot{{redis_snapshot()}, {}, {}, std::nullopt});
+    EXPECT_TRUE(single["services"][0]["epoch"].is_null());
+    EXPECT_TRUE(single["services"][0]["fleet"].is_null());
+
+    const auto ok = to_json(status_snapshot{{redis_snapshot()}, {}, {}, fleet_status{true, {{"redis", 4}}}});
+    EXPECT_EQ(ok["services"][0]["epoch"], 4);
+    EXPECT_EQ(ok["services"][0]["fleet"], "ok");
+
+    const auto cut_off = to_json(status_snapshot{{redis_snapshot()}, {}, {}, fleet_status{false, {}}});
+    EXPECT_EQ(cut_off["services"][0]["epoch"], 0) << "in a fleet, a service that never switched runs epoch 0";
+    EXPECT_EQ(cut_off["services"][0]["fleet"], "unreachable");
 }
 
 } // namespace

@@ -72,6 +72,8 @@ public:
                                         : step_result::failure("new is a replica");
     }
     step_result fence(clock::time_point) override { return done("fence"); }
+    step_result unfence() override { return done("unfence"); }
+    step_result follow(clock::time_point) override { return done("follow"); }
     step_result unpause() override { return done("unpause"); }
     step_result rollback(const rollback_options&, clock::time_point) override { return done("rollback"); }
     std::vector<preflight_check> preflight(clock::time_point) override
@@ -154,7 +156,8 @@ TEST(Controller, PauseSwitchPerformsTheStepsInTheMachinesOrderAndPersists)
     const auto r = h.finish();
     ASSERT_TRUE(r.ok()) << r.error;
     EXPECT_EQ(h.servers->seen(),
-              (std::vector<std::string>{"pause_writes", "wait_caught_up", "promote", "fence", "unpause"}));
+              (std::vector<std::string>{"pause_writes", "wait_caught_up", "fence", "promote", "follow", "unpause"}))
+        << "old is fenced before new is promoted";
     EXPECT_EQ(h.svc->current_route(), proxy::route_to(side::new_side));
     ASSERT_TRUE(r.service);
     EXPECT_TRUE(r.service->fenced);
@@ -194,8 +197,8 @@ TEST(Controller, LostPromoteReplyIsResolvedByAskingNewsRole)
     h.start_switch(side::new_side);
     const auto r = h.finish();
     ASSERT_TRUE(r.ok()) << r.error;
-    EXPECT_EQ(h.servers->seen(), (std::vector<std::string>{"pause_writes", "wait_caught_up", "promote",
-                                                           "verify_promoted", "fence", "unpause"}));
+    EXPECT_EQ(h.servers->seen(), (std::vector<std::string>{"pause_writes", "wait_caught_up", "fence", "promote",
+                                                           "verify_promoted", "follow", "unpause"}));
     EXPECT_EQ(h.svc->current_route(), proxy::route_to(side::new_side));
 }
 
@@ -209,8 +212,9 @@ TEST(Controller, FailedPromotionOfAReplicaThatStayedOneReleasesToOld)
     EXPECT_EQ(r.result, verdict::failed);
     EXPECT_EQ(h.svc->current_route(), route{});
     const auto seen = h.servers->seen();
-    EXPECT_EQ(seen.back(), "unpause");
-    EXPECT_EQ(std::count(seen.begin(), seen.end(), "fence"), 0);
+    EXPECT_EQ(seen, (std::vector<std::string>{"pause_writes", "wait_caught_up", "fence", "promote",
+                                              "verify_promoted", "unfence", "unpause"}))
+        << "the fence taken before the promotion is lifted, then the pause";
 }
 
 } // namespace

@@ -37,13 +37,15 @@ TEST_F(StateFile, SaveThenLoadRoundTrips)
                                          .split = false,
                                          .sticky = false,
                                          .fenced = true,
-                                         .updated = "2026-11-21T23:50:00Z"};
+                                         .updated = "2026-11-21T23:50:00Z",
+                                         .journal = std::nullopt};
     s.services["app"] = service_record{.active = "old",
                                        .split_percent = 30,
                                        .split = true,
                                        .sticky = true,
                                        .fenced = false,
-                                       .updated = "2026-11-21T23:51:00Z"};
+                                       .updated = "2026-11-21T23:51:00Z",
+                                       .journal = std::nullopt};
     ASSERT_EQ(save_state(dir_ / "state.json", s), std::nullopt);
     const auto loaded = load_state(dir_ / "state.json");
     ASSERT_TRUE(std::holds_alternative<state>(loaded));
@@ -67,7 +69,7 @@ TEST(StateDecode, RejectsWhatCouldBeMisreadAsOld)
     EXPECT_TRUE(std::holds_alternative<std::string>(decode("")));
     EXPECT_TRUE(std::holds_alternative<std::string>(decode("[]")));
     EXPECT_TRUE(std::holds_alternative<std::string>(decode(R"({"services": {}})"))) << "no version";
-    EXPECT_TRUE(std::holds_alternative<std::string>(decode(R"({"version": 2, "services": {}})")));
+    EXPECT_TRUE(std::holds_alternative<std::string>(decode(R"({"version": 3, "services": {}})")));
     EXPECT_TRUE(std::holds_alternative<std::string>(
         decode(R"({"version": 1, "services": {"r": {"active": "new", "side": "sideways"}}})")));
     EXPECT_TRUE(std::holds_alternative<std::string>(decode(
@@ -84,6 +86,41 @@ TEST(StateDecode, SplitRecordKeepsItsPercent)
     const auto& record = std::get<state>(decoded).services.at("app");
     EXPECT_TRUE(record.split);
     EXPECT_EQ(record.split_percent, 10u);
+}
+
+TEST(StateJournal, RoundTripsAndMakesTheFileVersionTwoOnlyWhileAJournalIsThere)
+{
+    state s;
+    s.services["redis"].active = "old";
+    s.services["app"].active = "new";
+    EXPECT_NE(encode(s).find("\"version\": 1"), std::string::npos) << "no journal: readable by any tunneld";
+
+    s.services["redis"].journal = journal_record{.id = "redis-1",
+                                                 .from = "old",
+                                                 .to = "new",
+                                                 .mode = "pause",
+                                                 .step = "promote",
+                                                 .pause_expires_unix_ms = 1764500000123,
+                                                 .hook_pgid = 4242};
+    const auto text = encode(s);
+    EXPECT_NE(text.find("\"version\": 2"), std::string::npos)
+        << "a tunneld that predates the journal refuses the file instead of routing by a half-done switch";
+    const auto decoded = decode(text);
+    ASSERT_TRUE(std::holds_alternative<state>(decoded)) << std::get<std::string>(decoded);
+    EXPECT_EQ(std::get<state>(decoded), s);
+}
+
+TEST(StateJournal, MalformedJournalIsAnErrorNotIgnored)
+{
+    for (const auto* journal :
+         {R"("x")", R"({"id": "a", "from": "old", "to": "new", "mode": "pause"})",
+          R"({"id": "a", "from": "old", "to": "sideways", "mode": "pause", "step": "promote"})",
+          R"({"id": "a", "from": "old", "to": "new", "mode": "pause", "step": "levitate"})",
+          R"({"id": "a", "from": "old", "to": "new", "mode": "pause", "step": "promote", "hook_pgid": 0})"}) {
+        const auto text = std::string(R"({"version": 2, "services": {"r": {"active": "old", "side": "old", "journal": )") +
+                          journal + "}}}";
+        EXPECT_TRUE(std::holds_alternative<std::string>(decode(text))) << journal;
+    }
 }
 
 } // namespace

@@ -114,7 +114,7 @@ TEST(SwitchSaga, RedisPauseSwitchRunsEveryStepInOrder)
     d.run(command(side::new_side, switch_mode::pause));
     ASSERT_TRUE(d.done);
     EXPECT_EQ(d.done->result, verdict::done) << d.done->message;
-    EXPECT_EQ(d.done->message, "svc switched to new (clients held 60ms)");
+    EXPECT_EQ(d.done->message, "svc switched to new (clients held 100ms)");
 
     std::vector<std::string> order;
     for (const auto& e : d.effects)
@@ -126,12 +126,17 @@ TEST(SwitchSaga, RedisPauseSwitchRunsEveryStepInOrder)
             else if constexpr (std::is_same_v<T, promote>) order.push_back("promote");
             else if constexpr (std::is_same_v<T, persist>) order.push_back("persist");
             else if constexpr (std::is_same_v<T, fence>) order.push_back("fence");
+            else if constexpr (std::is_same_v<T, follow>) order.push_back("follow");
+            else if constexpr (std::is_same_v<T, unfence>) order.push_back("unfence");
             else if constexpr (std::is_same_v<T, cut>) order.push_back("cut");
             else if constexpr (std::is_same_v<T, release>) order.push_back("release");
             else if constexpr (std::is_same_v<T, unpause>) order.push_back("unpause");
         }, e);
-    EXPECT_EQ(order, (std::vector<std::string>{"hold", "pause_writes", "wait_caught_up", "promote", "persist",
-                                               "fence", "persist", "cut", "release", "unpause"}));
+    EXPECT_EQ(order, (std::vector<std::string>{"hold", "persist", "pause_writes", "wait_caught_up", "persist",
+                                               "fence", "persist", "promote", "persist", "follow", "persist", "cut",
+                                               "release", "unpause"}))
+        << "fence first: old refuses writes before new takes any; the journal is written before each "
+           "step that changes a server";
     EXPECT_EQ(all_of<pause_writes>(d.effects).at(0), (pause_writes{side::old_side, 10s}))
         << "the write pause outlives the budget by the fence's 5s";
     EXPECT_EQ(all_of<cut>(d.effects).at(0), (cut{side::old_side, proxy::close_reason::cut_by_switch}));
@@ -140,12 +145,46 @@ TEST(SwitchSaga, RedisPauseSwitchRunsEveryStepInOrder)
     const auto lines = progress_lines(d.effects);
     EXPECT_EQ(lines.front(), "lag gate passed: lag 0B within max_lag 1KiB, link up");
     EXPECT_EQ(lines.at(1), "holding new clients of svc (budget 5s)");
-    EXPECT_EQ(lines.back(), "released held clients to new after 60ms");
+    EXPECT_EQ(lines.back(), "released held clients to new after 100ms");
     EXPECT_TRUE(d.machine.fenced());
     EXPECT_FALSE(d.machine.busy());
     EXPECT_EQ(d.machine.state(), service_state::serving);
     EXPECT_EQ(d.machine.current_route(), proxy::route_to(side::new_side));
     EXPECT_FALSE(d.machine.deadline());
+}
+
+TEST(SwitchSaga, TheJournalNamesEachServerChangingStepBeforeItIsTaken)
+{
+    switch_machine m(service_kind::redis, route{}, "svc");
+    auto c = command(side::new_side, switch_mode::pause);
+    c.id = "svc-1";
+    auto s = m.on(c, t0);
+    std::vector<std::string> journaled;  // the journal's step each time the state file is written
+    std::vector<std::string> taken;      // the server-changing steps, in order
+    for (int i = 0; i < 30 && !s.effects.empty(); ++i) {
+        for (const auto& e : s.effects) {
+            if (std::holds_alternative<pause_writes>(e)) taken.push_back("pause_writes");
+            if (std::holds_alternative<fence>(e)) taken.push_back("fence");
+            if (std::holds_alternative<promote>(e)) taken.push_back("promote");
+            if (std::holds_alternative<follow>(e)) taken.push_back("follow");
+        }
+        if (!answers(s.effects.back())) break;
+        const auto which = kind_of_answer(s.effects.back());
+        if (which == step_kind::persist) {
+            const auto& j = m.journal();
+            journaled.push_back(j ? std::string(to_string(j->step)) : "-");
+            if (j) {
+                EXPECT_EQ(j->id, "svc-1");
+                EXPECT_EQ(j->from, side::old_side);
+                EXPECT_EQ(j->to, side::new_side);
+                EXPECT_EQ(j->pause_hold, std::optional<config::duration>(10s));
+            }
+        }
+        s = m.on(step_done{which, true, "ok"}, t0);
+    }
+    EXPECT_EQ(taken, (std::vector<std::string>{"pause_writes", "fence", "promote", "follow"}));
+    EXPECT_EQ(journaled, (std::vector<std::string>{"pause_writes", "fence", "promote", "follow", "-"}))
+        << "each step is on disk before it is taken; the route and `follow` go together; done clears it";
 }
 
 TEST(SwitchSaga, HoldingStateAndDeadlineWhileTheStepsRun)
@@ -289,7 +328,7 @@ TEST(SwitchSaga, PauseWritesFailingReleasesToOldWithoutUnpause)
     d.run(command(side::new_side, switch_mode::pause));
     ASSERT_TRUE(d.done);
     EXPECT_EQ(d.done->result, verdict::failed);
-    EXPECT_EQ(d.done->message, "switch failed: step failed; clients released to old after 10ms, nothing changed");
+    EXPECT_EQ(d.done->message, "switch failed: step failed; clients released to old after 20ms, nothing changed");
     EXPECT_FALSE(has<unpause>(d.effects)) << "nothing was paused";
     EXPECT_EQ(all_of<release>(d.effects).back(), (release{route{}}));
     EXPECT_FALSE(has<promote>(d.effects));
@@ -340,7 +379,9 @@ TEST(SwitchSaga, PromoteFailedAndNewIsNoPrimaryUndoes)
     EXPECT_EQ(d.done->result, verdict::failed);
     EXPECT_EQ(d.done->message.rfind("switch failed: step failed; clients released to old", 0), 0u);
     EXPECT_TRUE(has<unpause>(d.effects));
-    EXPECT_FALSE(has<fence>(d.effects));
+    EXPECT_EQ(all_of<unfence>(d.effects), std::vector<unfence>{unfence{side::old_side}})
+        << "the fence taken before the promotion is lifted";
+    EXPECT_FALSE(has<follow>(d.effects));
     EXPECT_EQ(d.machine.current_route(), route{});
     EXPECT_FALSE(d.machine.fenced());
 }
@@ -363,28 +404,75 @@ TEST(SwitchSaga, PromoteFailedButNewIsAPrimaryGoesForward)
 
 // ---- failure of each step after the commit: the switch stands, the outcome says what is wrong ----
 
-TEST(SwitchSaga, FenceFailingStillSwitchesAndReportsIt)
+TEST(SwitchSaga, FenceFailingUndoesBeforeAnyPromotion)
 {
     driver d(service_kind::redis);
     d.script[step_kind::fence] = {false};
     d.run(command(side::new_side, switch_mode::pause));
     EXPECT_EQ(d.done->result, verdict::failed);
-    EXPECT_EQ(d.done->message, "svc switched to new, but fencing the old primary failed: step failed; it may "
-                               "still accept writes from other hosts");
-    EXPECT_FALSE(d.machine.fenced());
-    EXPECT_EQ(d.machine.current_route(), proxy::route_to(side::new_side));
+    EXPECT_EQ(d.done->message.rfind("switch failed: step failed; clients released to old", 0), 0u) << d.done->message;
+    EXPECT_FALSE(has<promote>(d.effects)) << "new is never promoted while old may take writes";
+    EXPECT_TRUE(has<unfence>(d.effects)) << "a fence that half worked is lifted";
     EXPECT_TRUE(has<unpause>(d.effects));
-    EXPECT_EQ(all_of<persist>(d.effects).size(), 2u);
+    EXPECT_FALSE(d.machine.fenced());
+    EXPECT_EQ(d.machine.current_route(), route{});
 }
 
-TEST(SwitchSaga, FirstPersistFailingSkipsTheSecondAndReportsIt)
+TEST(SwitchSaga, NoFenceConfiguredSaysOldIsNotFenced)
+{
+    driver d(service_kind::postgres);
+    auto s = d.machine.on(command(side::new_side, switch_mode::pause), d.now);
+    for (int i = 0; i < 20 && !s.done; ++i) {
+        d.effects.insert(d.effects.end(), s.effects.begin(), s.effects.end());
+        if (s.effects.empty() || !answers(s.effects.back())) break;
+        const auto which = kind_of_answer(s.effects.back());
+        step_done answer{which, true, which == step_kind::fence ? "no fence_command is set" : "ok"};
+        answer.no_op = which == step_kind::fence;
+        s = d.machine.on(answer, d.now);
+    }
+    ASSERT_TRUE(s.done);
+    d.effects.insert(d.effects.end(), s.effects.begin(), s.effects.end());
+    EXPECT_EQ(s.done->result, verdict::done) << s.done->message;
+    const auto lines = progress_lines(d.effects);
+    EXPECT_NE(std::find(lines.begin(), lines.end(), "old is not fenced: no fence_command is set"), lines.end());
+    EXPECT_FALSE(d.machine.fenced());
+}
+
+TEST(SwitchSaga, FollowFailingStillSwitchesAndReportsIt)
+{
+    driver d(service_kind::redis);
+    d.script[step_kind::follow] = {false};
+    d.run(command(side::new_side, switch_mode::pause));
+    EXPECT_EQ(d.done->result, verdict::failed);
+    EXPECT_EQ(d.done->message, "svc switched to new, but making old a replica of new failed: step failed; old "
+                               "still refuses writes (fenced before the promotion)");
+    EXPECT_TRUE(d.machine.fenced());
+    EXPECT_EQ(d.machine.current_route(), proxy::route_to(side::new_side));
+    EXPECT_TRUE(has<unpause>(d.effects));
+    EXPECT_EQ(all_of<persist>(d.effects).size(), 5u);
+    EXPECT_FALSE(d.machine.journal()) << "done: nothing left to recover";
+}
+
+TEST(SwitchSaga, JournalThatCannotBeWrittenStopsBeforeAnyServerChanges)
 {
     driver d(service_kind::redis);
     d.script[step_kind::persist] = {false};
     d.run(command(side::new_side, switch_mode::pause));
     EXPECT_EQ(d.done->result, verdict::failed);
+    EXPECT_EQ(d.done->message.rfind("switch failed: cannot write the journal to the state file: step failed", 0), 0u)
+        << d.done->message;
+    EXPECT_FALSE(has<pause_writes>(d.effects));
+    EXPECT_EQ(d.machine.current_route(), route{});
+}
+
+TEST(SwitchSaga, CommitPersistFailingSkipsTheLastAndReportsIt)
+{
+    driver d(service_kind::redis);
+    d.script[step_kind::persist] = {true, true, true, false};
+    d.run(command(side::new_side, switch_mode::pause));
+    EXPECT_EQ(d.done->result, verdict::failed);
     EXPECT_EQ(d.done->message, "svc switched to new but the state file could not be written: step failed");
-    EXPECT_EQ(all_of<persist>(d.effects).size(), 1u);
+    EXPECT_EQ(all_of<persist>(d.effects).size(), 4u);
     EXPECT_TRUE(has<fence>(d.effects)) << "old is fenced even when the state file cannot be written";
     EXPECT_TRUE(d.machine.fenced());
 }
@@ -392,7 +480,7 @@ TEST(SwitchSaga, FirstPersistFailingSkipsTheSecondAndReportsIt)
 TEST(SwitchSaga, SecondPersistFailingIsReported)
 {
     driver d(service_kind::redis);
-    d.script[step_kind::persist] = {true, false};
+    d.script[step_kind::persist] = {true, true, true, true, false};
     d.run(command(side::new_side, switch_mode::pause));
     EXPECT_EQ(d.done->result, verdict::failed);
     EXPECT_NE(d.done->message.find("state file could not be written"), std::string::npos);
@@ -448,10 +536,29 @@ TEST(SwitchSaga, BudgetExhaustedDuringCatchUpReleasesAtOnceAndUnpausesAfterTheSt
     EXPECT_TRUE(d.machine.busy()) << "no other switch until the last step is back";
 
     const auto late = d.machine.on(step_done{step_kind::wait_caught_up, true, "caught up"}, t0 + 5100ms);
-    EXPECT_EQ(late.effects, std::vector<effect>{unpause{side::old_side}});
+    EXPECT_EQ(late.effects, (std::vector<effect>{unpause{side::old_side}, persist{}}))
+        << "then the journal is cleared";
     EXPECT_FALSE(late.done) << "answered once, by the deadline";
+    EXPECT_FALSE(d.machine.journal());
+    EXPECT_TRUE(d.machine.on(step_done{step_kind::persist, true, ""}, t0 + 5110ms).effects.empty());
     EXPECT_FALSE(d.machine.busy());
     EXPECT_FALSE(d.machine.deadline());
+}
+
+TEST(SwitchSaga, BudgetExhaustedWhileFencingLiftsTheFenceAfterTheStep)
+{
+    driver d(service_kind::redis);
+    d.run(command(side::new_side, switch_mode::pause), step_kind::fence);
+    const auto fired = d.machine.on(deadline_reached{}, t0 + 5s);
+    ASSERT_TRUE(fired.done);
+    EXPECT_EQ(fired.done->result, verdict::failed);
+    EXPECT_EQ(all_of<release>(fired.effects), (std::vector<release>{release{route{}}}));
+    EXPECT_FALSE(has<unfence>(fired.effects)) << "one call on the servers at a time";
+    const auto late = d.machine.on(step_done{step_kind::fence, true, "fenced"}, t0 + 5100ms);
+    EXPECT_EQ(late.effects, (std::vector<effect>{unfence{side::old_side}, unpause{side::old_side}, persist{}}));
+    EXPECT_FALSE(d.machine.fenced());
+    d.machine.on(step_done{step_kind::persist, true, ""}, t0 + 5110ms);
+    EXPECT_FALSE(d.machine.busy());
 }
 
 TEST(SwitchSaga, BudgetExhaustedWhilePausingWritesUnpausesOnlyIfThePauseTookHold)
@@ -463,6 +570,7 @@ TEST(SwitchSaga, BudgetExhaustedWhilePausingWritesUnpausesOnlyIfThePauseTookHold
         ASSERT_TRUE(fired.done);
         const auto late = d.machine.on(step_done{step_kind::pause_writes, paused, ""}, t0 + 7s);
         EXPECT_EQ(has<unpause>(late.effects), paused);
+        d.machine.on(step_done{step_kind::persist, true, ""}, t0 + 7s);
         EXPECT_FALSE(d.machine.busy());
     }
 }

@@ -95,5 +95,30 @@ TEST(FleetView, DecodesTheMirrorByService)
     EXPECT_FALSE(pg.members[0].record);
 }
 
+TEST(FleetView, AMemberRunsTheCommittedEpochOnlyOnTheCommittedSide)
+{
+    const epoch_state committed_new{{4, side::new_side, "committed", {}, std::nullopt}, 9};
+    EXPECT_EQ(epoch_run(committed_new, side::new_side, 2), 4);
+    EXPECT_EQ(epoch_run(committed_new, side::old_side, 2), 2) << "on old it still runs what it ran";
+    EXPECT_EQ(epoch_run(std::nullopt, side::old_side, 0), 0) << "no epoch key: nothing committed yet";
+    // While epoch 5 is being switched, epoch 4 is still the committed one.
+    const epoch_state held{{5, side::new_side, "hold", "web-1", side::old_side}, 10};
+    EXPECT_EQ(epoch_run(held, side::new_side, 3), 4);
+    EXPECT_EQ(epoch_run(committed_new, side::new_side, 6), 6) << "never goes back";
+}
+
+TEST(FleetView, AMemberLagsWhenOnAnotherSideOrAnOlderEpoch)
+{
+    const epoch_state committed_new{{4, side::new_side, "committed", {}, std::nullopt}, 9};
+    EXPECT_FALSE(lags_behind(committed_new, {side::new_side, 4, "serving", 0, 1}));
+    EXPECT_TRUE(lags_behind(committed_new, {side::new_side, 3, "serving", 0, 1}));
+    EXPECT_TRUE(lags_behind(committed_new, {side::old_side, 4, "serving", 0, 1}));
+    EXPECT_FALSE(lags_behind(std::nullopt, {side::old_side, 0, "serving", 0, 1}));
+    EXPECT_TRUE(lags_behind(std::nullopt, {side::new_side, 0, "serving", 0, 1}))
+        << "switched on its own while the fleet has committed nothing";
+    const epoch_state held{{5, side::new_side, "hold", "web-1", side::old_side}, 10};
+    EXPECT_FALSE(lags_behind(held, {side::new_side, 4, "holding", 2, 1})) << "a switch under way is not lag";
+}
+
 } // namespace
 } // namespace tunneld::fleet

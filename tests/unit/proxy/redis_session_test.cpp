@@ -381,6 +381,67 @@ TEST(RespSession, PinningRulesCommandByCommand)
     }
 }
 
+TEST(RespSession, CanHoldWhereOnlyRepliesAreAwaited)
+{
+    // Holding the next request is safe when what pins the client ends by replies alone.
+    redis_session s;
+    EXPECT_TRUE(s.can_hold());
+    s.observe_client(command({"GET", "a"}));
+    EXPECT_TRUE(s.can_hold()) << "a plain reply outstanding";
+    EXPECT_FALSE(s.movable());
+    s.observe_backend("$-1\r\n");
+
+    s.observe_client("*2\r\n$3\r\nGET");
+    EXPECT_FALSE(s.can_hold()) << "mid-request";
+    s.observe_client("\r\n$1\r\na\r\n");
+    s.observe_backend("$-1\r\n");
+
+    s.observe_client(command({"BRPOP", "jobs", "2"}));
+    EXPECT_EQ(s.pinned(), pin_reason::blocking_command);
+    EXPECT_TRUE(s.can_hold()) << "BRPOP's answer unpins it";
+    s.observe_backend("*-1\r\n");
+    EXPECT_TRUE(s.movable());
+}
+
+TEST(RespSession, CanHoldNotInsideAnOpenTransaction)
+{
+    redis_session s;
+    s.observe_client(command({"MULTI"}) + command({"SET", "a", "1"}));
+    EXPECT_FALSE(s.can_hold()) << "holding would keep EXEC from being sent";
+    s.observe_backend(ok + queued);
+    EXPECT_FALSE(s.can_hold());
+    s.observe_client(command({"EXEC"}));
+    EXPECT_EQ(s.pinned(), pin_reason::transaction);
+    EXPECT_TRUE(s.can_hold()) << "EXEC sent: its answer unpins it";
+    s.observe_backend("*1\r\n+OK\r\n");
+    EXPECT_TRUE(s.movable());
+
+    s.observe_client(command({"WATCH", "a"}));
+    s.observe_backend(ok);
+    EXPECT_EQ(s.pinned(), pin_reason::watch);
+    EXPECT_FALSE(s.can_hold());
+    s.observe_client(command({"MULTI"}) + command({"INCR", "a"}) + command({"EXEC"}));
+    EXPECT_TRUE(s.can_hold());
+    s.observe_backend(ok + queued + "*1\r\n:2\r\n");
+    EXPECT_TRUE(s.movable());
+}
+
+TEST(RespSession, LastingPinsAreNotHeld)
+{
+    redis_session s;
+    s.observe_client(command({"SUBSCRIBE", "news"}));
+    s.observe_backend("*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n");
+    EXPECT_EQ(s.pinned(), pin_reason::subscribed);
+    EXPECT_FALSE(s.can_hold());
+    EXPECT_TRUE(pin_lasts(pin_reason::subscribed));
+    EXPECT_TRUE(pin_lasts(pin_reason::not_resp));
+    EXPECT_TRUE(pin_lasts(pin_reason::tracking));
+    EXPECT_FALSE(pin_lasts(pin_reason::none));
+    EXPECT_FALSE(pin_lasts(pin_reason::transaction));
+    EXPECT_FALSE(pin_lasts(pin_reason::watch));
+    EXPECT_FALSE(pin_lasts(pin_reason::blocking_command));
+}
+
 TEST(RespSession, BackendGarbageIsNotResp)
 {
     redis_session s;

@@ -242,3 +242,17 @@ TEST(FilterMethods, KeepsWantedOrderAndDropsUnsupported)
     EXPECT_EQ(filter_methods(",,ssh-rsa,", supported), "ssh-rsa");
     EXPECT_EQ(filter_methods("", supported), "");
 }
+
+TEST(ChannelOpenBucket, AnOpenAtABoundCountsInThatBoundsBucket)
+{
+    EXPECT_EQ(channel_open_bucket(0ns), 0U);
+    EXPECT_EQ(channel_open_bucket(1ms), 0U); // le="0.001"
+    EXPECT_EQ(channel_open_bucket(1ms + 1ns), 1U);
+    EXPECT_EQ(channel_open_bucket(5s), channel_open_bounds.size() - 1);
+}
+
+TEST(ChannelOpenBucket, SlowerThanEveryBoundGoesToTheLastCount)
+{
+    EXPECT_EQ(channel_open_bucket(5s + 1ms), channel_open_bounds.size());
+    EXPECT_EQ(channel_open_bucket(std::chrono::hours(1)), channel_open_latency{}.counts.size() - 1);
+}

@@ -1,0 +1,313 @@
+#pragma once
+// The pumps of a kind = "redis" client: the bytes flow as in pump_both, followed by the client's
+// redis_session, and a switch can move the client. Given a move order, the client is held at its
+// next request boundary with no reply outstanding (the bytes of its next request stay here,
+// unsent); told to move, the pumps end with close_reason::moved and the caller connects the
+// client to the other side, where the pumps replay the session state, checking each reply,
+// before they forward the held request. Told to go on (move_order::none), they go on where they
+// are. Nothing here knows which side is which.
+
+#include "config/config.hpp"
+#include "proxy/client_outcome.hpp"
+#include "proxy/pump.hpp"
+#include "proxy/redis_session.hpp"
+#include "proxy/registry.hpp"
+#include "proxy/service.hpp"
+
+#include <algorithm>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <span>
+#include <spdlog/spdlog.h>
+#include <string>
+
+namespace tunneld::proxy {
+
+/// What follows a redis client from one backend to the next: its session, and the client bytes
+/// read but not yet forwarded (the request held at a move). Lives as long as the client.
+struct redis_carry {
+    explicit redis_carry(std::size_t buffer_size)
+        : buffer(std::make_unique_for_overwrite<char[]>(buffer_size)), size(buffer_size)
+    {
+    }
+    redis_carry(const redis_carry&) = delete;
+    redis_carry& operator=(const redis_carry&) = delete;
+    /// An AUTH or HELLO passed through the buffer: wipe what was used, and only that, so an
+    /// idle client's untouched pages stay untouched.
+    ~redis_carry() { wipe_bytes(buffer.get(), used); }
+
+    std::string_view pending() const { return {buffer.get() + begin, end - begin}; }
+
+    redis_session session;
+    const std::unique_ptr<char[]> buffer; ///< client -> backend; not zero-filled
+    const std::size_t size;
+    std::size_t used = 0;  ///< high-water mark of buffer use
+    std::size_t begin = 0; ///< pending bytes: [begin, end) of buffer
+    std::size_t end = 0;
+    bool replay_due = false; ///< moved: replay the session state before anything else
+    std::chrono::steady_clock::time_point held_since{};
+    bool not_resp_logged = false;
+};
+
+/// Sends `carry`'s replay on `backend` and checks each reply within `timeout`, reading into
+/// `buffer`. nullopt when the backend accepted all of it; otherwise why not, one line without
+/// any secret (the server's error is about the command, never its arguments).
+template <class Backend>
+asio::awaitable<std::optional<std::string>> replay_session(Backend& backend, const redis_carry& carry,
+                                                           std::span<char> buffer, config::duration timeout)
+{
+    using asio::as_tuple;
+    using asio::use_awaitable;
+    const replay commands = carry.session.make_replay();
+    if (commands.empty()) co_return std::nullopt;
+    asio::steady_timer deadline(co_await asio::this_coro::executor);
+    deadline.expires_after(timeout);
+    bool timed_out = false;
+    deadline.async_wait([&](boost::system::error_code ec) {
+        if (ec) return;
+        timed_out = true;
+        close_all(backend);
+    });
+    struct cancel_guard {
+        asio::steady_timer& timer;
+        ~cancel_guard() { timer.cancel(); }
+    } guard{deadline};
+
+    auto [write_ec, written] =
+        co_await asio::async_write(backend, asio::buffer(commands.bytes()), as_tuple(use_awaitable));
+    if (write_ec) co_return timed_out ? "no answer to the replay in time" : "replay: " + write_ec.message();
+    reply_framer replies;
+    std::string_view rest;
+    for (const replay_step& step : commands.steps()) {
+        for (;;) {
+            if (rest.empty()) {
+                auto [read_ec, n] = co_await backend.async_read_some(asio::buffer(buffer), as_tuple(use_awaitable));
+                if (timed_out) co_return "no answer to the replay in time";
+                if (read_ec) co_return "replay: " + read_ec.message();
+                rest = std::string_view(buffer.data(), n);
+            }
+            const framer_step fed = replies.feed(rest);
+            rest.remove_prefix(fed.consumed);
+            if (replies.error() != resp_error::none)
+                co_return std::string("replay: the backend's answer is not RESP: ") +
+                    std::string(to_string(replies.error()));
+            if (fed.frame_ended && !replies.last().is_push()) break;
+        }
+        const reply_view reply = replies.last();
+        if (!replay_accepted(step, reply))
+            co_return std::string(to_string(step.command)) + " refused: " +
+                (reply.head.empty() ? std::string("unexpected answer") : std::string(reply.head));
+    }
+    if (!rest.empty()) co_return "replay: the backend answered more than was asked";
+    co_return std::nullopt;
+}
+
+/// pump_both for a redis client (see the file comment). Fills the outcome's bytes and reason:
+/// close_reason::moved when the client is to be connected to `handle.move_target()`.
+template <class Backend>
+asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend, client_handle& handle,
+                                 const config::service_config& settings, service_counters& counters,
+                                 client_outcome& outcome, redis_carry& carry)
+{
+    using asio::as_tuple;
+    using asio::use_awaitable;
+    const auto executor = co_await asio::this_coro::executor;
+    redis_session& session = carry.session;
+    asio::steady_timer wake(executor, asio::steady_timer::time_point::max());
+    bool moving = false;         // told to move and at a boundary: both pumps end
+    bool holding = false;        // the up pump stopped before the request in carry.pending()
+    bool reading_client = false; // the up pump waits for client bytes (none pending)
+    bool down_writing = false;
+    bool down_done = false;
+    std::optional<std::chrono::steady_clock::time_point> quiet_since; // first reported held
+    handle.on_cut([&] {
+        close_all(client);
+        close_all(backend);
+        wake.cancel();
+    });
+    if (handle.was_cut()) close_all(client);
+
+    // Not zero-filled: the pages of an idle client's buffer are never touched, so never resident.
+    const auto down_storage = std::make_unique_for_overwrite<char[]>(settings.buffer_size);
+    const std::span<char> down_buffer(down_storage.get(), settings.buffer_size);
+
+    if (carry.replay_due) {
+        carry.replay_due = false;
+        if (auto refused = co_await replay_session(backend, carry, down_buffer, settings.connect_timeout)) {
+            handle.on_cut(nullptr);
+            outcome.reason = handle.was_cut() ? handle.cut_reason() : close_reason::replay_refused;
+            outcome.detail = std::move(*refused);
+            counters.clients_move_failed.fetch_add(1, std::memory_order_relaxed);
+            co_return;
+        }
+        counters.clients_moved.fetch_add(1, std::memory_order_relaxed);
+        const auto held = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                                carry.held_since);
+        spdlog::info("client={} service={} moved to={} held_ms={} replayed={}", handle.id(), settings.name,
+                     to_string(handle.current_side()), held.count(), session.make_replay().steps().size());
+    }
+
+    auto log_not_resp_once = [&] {
+        if (carry.not_resp_logged || session.pinned() != pin_reason::not_resp) return;
+        carry.not_resp_logged = true;
+        const bool from_client = session.client_error() != resp_error::none;
+        spdlog::info("client={} service={} not_movable=not_resp from={} error={}", handle.id(), settings.name,
+                     from_client ? "client" : "backend",
+                     to_string(from_client ? session.client_error() : session.backend_error()));
+    };
+
+    // Runs on this thread: after a new order, after each reply is written to the client, and
+    // while the up pump holds.
+    auto evaluate = [&] {
+        const move_order order = handle.current_order();
+        if (order == move_order::none) {
+            handle.report(false, session.pinned());
+            if (holding) {
+                holding = false;
+                wake.cancel();
+            }
+            return;
+        }
+        const bool quiet = (holding || (reading_client && carry.pending().empty())) && !down_writing &&
+                           session.movable();
+        handle.report(quiet, session.pinned());
+        if (quiet && !quiet_since) quiet_since = std::chrono::steady_clock::now();
+        if (quiet && order == move_order::move && !moving) {
+            moving = true;
+            close_all(backend);
+            if (reading_client) {
+                boost::system::error_code ignored;
+                client.cancel(ignored);
+            }
+            wake.cancel();
+        }
+    };
+    handle.on_order(evaluate);
+    if (handle.current_order() != move_order::none) evaluate();
+
+    const std::span<char> up_buffer(carry.buffer.get(), carry.size);
+    auto up = [&]() -> asio::awaitable<pump_end> {
+        for (;;) {
+            if (carry.pending().empty()) {
+                if (moving) co_return pump_end::eof;
+                carry.begin = carry.end = 0;
+                reading_client = true;
+                auto [read_ec, n] = co_await client.async_read_some(asio::buffer(up_buffer), as_tuple(use_awaitable));
+                reading_client = false;
+                carry.end = n;
+                carry.used = std::max(carry.used, n);
+                if (read_ec && n == 0) {
+                    if (moving) co_return pump_end::eof;
+                    if (read_ec == asio::error::eof) {
+                        close_write(backend);
+                        co_return pump_end::eof;
+                    }
+                    co_return pump_end::read_error;
+                }
+            }
+            // Forward whole requests up to the hold point, if there is a move order.
+            const std::string_view pending = carry.pending();
+            std::size_t forward = 0;
+            while (!moving && forward < pending.size()) {
+                if (handle.current_order() != move_order::none && session.can_hold()) {
+                    holding = true;
+                    break;
+                }
+                forward += session.on_client_bytes(pending.substr(forward)).consumed;
+            }
+            log_not_resp_once();
+            if (forward > 0) {
+                auto [write_ec, written] =
+                    co_await asio::async_write(backend, asio::buffer(pending.data(), forward), as_tuple(use_awaitable));
+                outcome.bytes_up += written;
+                counters.bytes_up.fetch_add(written, std::memory_order_relaxed);
+                carry.begin += forward;
+                if (write_ec) co_return pump_end::write_error;
+            }
+            while (holding && !moving && !down_done && !handle.was_cut()) {
+                evaluate();
+                if (!holding || moving) break;
+                wake.expires_at(asio::steady_timer::time_point::max());
+                co_await wake.async_wait(as_tuple(use_awaitable));
+            }
+            if (moving) co_return pump_end::eof;
+            if (handle.was_cut()) co_return pump_end::read_error;
+            if (holding && down_done) co_return pump_end::eof; // the backend left while the client was held
+        }
+    };
+    auto down = [&]() -> asio::awaitable<pump_end> {
+        for (;;) {
+            auto [read_ec, n] = co_await backend.async_read_some(asio::buffer(down_buffer), as_tuple(use_awaitable));
+            if (moving) co_return pump_end::eof;
+            if (read_ec == asio::error::eof) {
+                close_write(client);
+                co_return pump_end::eof;
+            }
+            if (read_ec) co_return pump_end::read_error;
+            session.observe_backend(std::string_view(down_buffer.data(), n));
+            log_not_resp_once();
+            down_writing = true;
+            auto [write_ec, written] =
+                co_await asio::async_write(client, asio::buffer(down_buffer.data(), n), as_tuple(use_awaitable));
+            down_writing = false;
+            outcome.bytes_down += written;
+            counters.bytes_down.fetch_add(written, std::memory_order_relaxed);
+            if (write_ec) co_return pump_end::write_error;
+            if (handle.current_order() != move_order::none) evaluate();
+        }
+    };
+
+    int first = 0; // 1: up ended first, 2: down ended first
+    auto run_up = [&]() -> asio::awaitable<pump_end> {
+        const pump_end end = co_await up();
+        if (first == 0) first = 1;
+        if (end != pump_end::eof) {
+            close_all(client);
+            close_all(backend);
+        }
+        co_return end;
+    };
+    auto run_down = [&]() -> asio::awaitable<pump_end> {
+        const pump_end end = co_await down();
+        if (first == 0) first = 2;
+        down_done = true;
+        wake.cancel();
+        if (end != pump_end::eof && !moving) {
+            close_all(client);
+            close_all(backend);
+        }
+        co_return end;
+    };
+
+    // As in pump_both: the down pump is a coroutine of its own on this thread, awaited here.
+    asio::steady_timer down_finished(executor, asio::steady_timer::time_point::max());
+    std::optional<pump_end> down_end;
+    asio::co_spawn(executor, run_down(), [&](std::exception_ptr, pump_end end) {
+        down_end = end;
+        down_finished.cancel();
+    });
+    const pump_end up_end = co_await run_up();
+    if (moving) close_all(backend); // a down pump mid-write still ends
+    if (!down_end) co_await down_finished.async_wait(as_tuple(use_awaitable));
+
+    handle.on_cut(nullptr); // the sockets die with this frame; a late cut must not touch them
+    handle.on_order(nullptr);
+    handle.report(false, session.pinned());
+    if (moving && !handle.was_cut()) {
+        outcome.reason = close_reason::moved;
+        carry.replay_due = true;
+        carry.held_since = quiet_since.value_or(std::chrono::steady_clock::now());
+        co_return;
+    }
+    outcome.reason = handle.was_cut() ? handle.cut_reason()
+                                      : reason_from(up_end, down_end.value_or(pump_end::eof), first == 1);
+}
+
+} // namespace tunneld::proxy
