@@ -63,6 +63,9 @@ struct tunnel_config {
     unsigned keepalive_max_missed = 3;
     duration connect_timeout = std::chrono::seconds(10); ///< TCP connect + handshake + auth
     duration reconnect_max = std::chrono::seconds(30);   ///< cap of the jittered backoff
+    /// Largest receive window a channel grows to (gateway -> client); a channel starts at
+    /// min(this, 2 MiB) and grows only while its client drains what arrives.
+    std::uint64_t channel_window = 16 * 1024 * 1024;
 
     bool uses_agent() const { return identity == "agent"; }
     /// Every gateway, `address` first.

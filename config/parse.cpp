@@ -246,6 +246,15 @@ private:
                 tunnel.keepalive_max_missed = static_cast<unsigned>(*v);
             if (auto v = r.duration_value("connect_timeout", true)) tunnel.connect_timeout = *v;
             if (auto v = r.duration_value("reconnect_max", true)) tunnel.reconnect_max = *v;
+            if (auto v = r.size("channel_window", true)) {
+                // An SSH window is a 32-bit count; below 64 KiB a channel moves a packet at a time.
+                constexpr std::uint64_t min_window = 64 * 1024, max_window = 1024 * 1024 * 1024;
+                if (*v < min_window || *v > max_window)
+                    error(table->get("channel_window")->source(),
+                          fmt::format("channel_window must be between \"64KiB\" and \"1GiB\", not {} bytes", *v));
+                else
+                    tunnel.channel_window = *v;
+            }
             r.report_unknown_keys();
             out.tunnels.push_back(std::move(tunnel));
         }

@@ -1,5 +1,6 @@
 #include "tunnel/channel.hpp"
 
+#include "tunnel/decisions.hpp"
 #include "tunnel/transport.hpp"
 
 #include <boost/asio/append.hpp>
@@ -31,7 +32,8 @@ void assign(channel::io_handler& to, channel::io_handler&& from) noexcept
 
 channel::channel(private_tag, std::shared_ptr<detail::transport> transport, _LIBSSH2_CHANNEL* raw,
                  std::shared_ptr<detail::session_stats> stats)
-    : executor_(transport->executor()), transport_(std::move(transport)), stats_(std::move(stats)), raw_(raw)
+    : executor_(transport->executor()), transport_(std::move(transport)), stats_(std::move(stats)), raw_(raw),
+      window_target_(transport_->window_initial())
 {
     ++stats_->channels;
 }
@@ -181,6 +183,8 @@ bool channel::try_read(bool& unread_input)
         bytes_down_ += n;
         transport_->add_bytes_down(n);
         complete(read_handler_, {}, n);
+        drained_ += n;
+        grow_window();
         return true;
     }
     if (rc == 0 || rc == LIBSSH2_ERROR_EAGAIN) {
@@ -192,6 +196,21 @@ bool channel::try_read(bool& unread_input)
     }
     fail_on(static_cast<int>(rc), true);
     return true;
+}
+
+void channel::grow_window()
+{
+    unsigned long queued = 0;
+    const auto window = libssh2_channel_window_read_ex(raw_, &queued, nullptr);
+    const auto step = next_window(window_target_, transport_->window_max(), window, queued, drained_);
+    if (step.target != window_target_) drained_ = 0;
+    window_target_ = step.target;
+    if (step.adjust == 0) return;
+    unsigned int granted = 0;
+    // force: send it now, not once LIBSSH2_CHANNEL_MINADJUST bytes are due. Never EAGAIN here:
+    // the transport takes every packet whole.
+    const int rc = libssh2_channel_receive_window_adjust2(raw_, step.adjust, 1, &granted);
+    if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN) fail_on(rc, true);
 }
 
 bool channel::try_write(bool& unread_input)

@@ -111,6 +111,8 @@ private:
     void run_now(bool read);
     /// Completes the pending read from what libssh2 holds; false when there is nothing yet.
     bool try_read(bool& unread_input);
+    /// After a read: grants the gateway more window as the client drains (next_window).
+    void grow_window();
     /// Sends as much of the pending write as the window and the output buffer take and completes
     /// it; false when nothing could be sent yet.
     bool try_write(bool& unread_input);
@@ -132,6 +134,8 @@ private:
     executor_type write_executor_;
     boost::asio::const_buffer write_buffer_;
 
+    std::uint32_t window_target_; ///< the receive window granted to the gateway (tunnel/decisions.hpp)
+    std::uint64_t drained_ = 0;   ///< bytes the client took since window_target_ last changed
     boost::system::error_code failure_; ///< set once: every later operation completes with it
     bool eof_received_ = false;
     bool eof_requested_ = false;

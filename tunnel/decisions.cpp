@@ -29,11 +29,29 @@ std::optional<std::size_t> least_loaded(std::span<const session_load> sessions, 
         for (std::size_t k = 0; k < n; ++k) {
             const auto i = (start + k) % n;
             if (!sessions[i].healthy || (sessions[i].gateway_down && !allow_down)) continue;
-            if (!best || sessions[i].channels < sessions[*best].channels) best = i;
+            const auto key = [&](std::size_t j) { return std::pair(sessions[j].opening > 0, sessions[j].channels); };
+            if (!best || key(i) < key(*best)) best = i;
         }
         if (best) return best;
     }
     return best;
+}
+
+std::uint32_t initial_channel_window(std::uint64_t channel_window) noexcept
+{
+    return static_cast<std::uint32_t>(std::min<std::uint64_t>(channel_window, LIBSSH2_CHANNEL_WINDOW_DEFAULT));
+}
+
+window_step next_window(std::uint32_t target, std::uint32_t max, std::uint64_t window, std::uint64_t queued,
+                        std::uint64_t drained) noexcept
+{
+    // No shrinking on a full queue: a window arrives in one burst on a long path, so a full
+    // queue does not tell a slow client from a fast one.
+    if (queued < target / 4 && drained >= target)
+        target = static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{target} * 2, max));
+    const auto held = window + queued;
+    if (held >= target / 4 * 3) return {target, 0};
+    return {target, static_cast<std::uint32_t>(target - held)};
 }
 
 std::chrono::milliseconds race_delay(std::chrono::milliseconds connect_timeout,

@@ -24,16 +24,39 @@ std::chrono::milliseconds backoff_delay(unsigned attempt, std::chrono::milliseco
 /// What the pool knows of one session when it picks where a new channel goes.
 struct session_load {
     bool healthy = false;
-    unsigned channels = 0;
+    unsigned channels = 0;     ///< open channels plus opens in flight
     bool gateway_down = false; ///< another session of its gateway failed and none has come back since
+    unsigned opening = 0;      ///< opens in flight (libssh2 runs one open at a time per session)
 };
 
 /// Index of the healthy session with the fewest channels, taken from sessions whose gateway is
 /// not down if there is any such session, else from all healthy ones (one gateway behaves as if
-/// there were no gateways at all); ties go to the first one at or after `start` (rotating `start`
-/// spreads ties); nullopt when none is healthy.
+/// there were no gateways at all). Among those, a session with no open in flight goes first:
+/// a session opens one channel at a time, so an open queued behind another waits a round trip
+/// that an idle session would not. Ties go to the first one at or after `start` (rotating
+/// `start` spreads ties); nullopt when none is healthy.
 std::optional<std::size_t> least_loaded(std::span<const session_load> sessions,
                                         std::size_t start = 0) noexcept;
+
+/// The receive window a channel starts with: libssh2's default (2 MiB), or less if configured.
+std::uint32_t initial_channel_window(std::uint64_t channel_window) noexcept;
+
+/// A channel's receive window after its client took a read: `target` is the window it keeps
+/// granted, `adjust` the bytes to grant now (0: none).
+struct window_step {
+    std::uint32_t target = 0;
+    std::uint32_t adjust = 0;
+};
+
+/// Grows a channel's window only while its client drains: once the client has taken a whole
+/// target's worth since the target last changed (`drained`) and keeps little queued (`queued` <
+/// target / 4 at that read), the target doubles up to `max`: a bulk stream reaches `max` after
+/// it moved about 2 x `max`, whatever the path. A client slower than the path never empties the
+/// queue, so its window stays where it is and it holds at most that much. `window` is what the
+/// gateway may still send; the grant tops `window + queued` back up to the target once a quarter
+/// of it is used. Pure.
+window_step next_window(std::uint32_t target, std::uint32_t max, std::uint64_t window, std::uint64_t queued,
+                        std::uint64_t drained) noexcept;
 
 /// How long a channel open waits on one gateway before it is also tried on another: a quarter
 /// keepalive within [100 ms, 1 s], and never more than half of connect_timeout. A gateway that

@@ -75,6 +75,8 @@ std::string libssh2_error_text(LIBSSH2_SESSION* ssh, int rc)
 transport::transport(asio::any_io_executor ex, std::shared_ptr<const config::tunnel_config> settings,
                      unsigned index, std::shared_ptr<session_stats> stats)
     : executor_(ex), settings_owner_(std::move(settings)), settings_(*settings_owner_), index_(index),
+      window_initial_(initial_channel_window(settings_.channel_window)),
+      window_max_(static_cast<std::uint32_t>(std::max<std::uint64_t>(settings_.channel_window, window_initial_))),
       stats_(std::move(stats)), socket_(ex), wake_(ex), reader_wake_(ex), writer_wake_(ex)
 {
 }
@@ -501,8 +503,12 @@ bool transport::service_opens()
         request.started_ = true;
         request.started = clock::now();
     }
-    LIBSSH2_CHANNEL* raw =
-        libssh2_channel_direct_tcpip_ex(ssh_, request.host.c_str(), request.port, "127.0.0.1", 0);
+    // libssh2_channel_direct_tcpip_ex with the channel's own starting window (it has libssh2's
+    // default, 2 MiB); the window grows from there as the client drains (channel::try_read).
+    static constexpr std::string_view type = "direct-tcpip";
+    LIBSSH2_CHANNEL* raw = libssh2_channel_open_ex(
+        ssh_, type.data(), static_cast<unsigned>(type.size()), window_initial_, LIBSSH2_CHANNEL_PACKET_DEFAULT,
+        request.message.data(), static_cast<unsigned>(request.message.size()));
     if (raw == nullptr) {
         const int rc = libssh2_session_last_errno(ssh_);
         if (rc == LIBSSH2_ERROR_EAGAIN) return false;
@@ -536,7 +542,21 @@ void transport::complete_open(open_request& request, boost::system::error_code e
 
 void transport::async_open(std::string host, std::uint16_t port, open_handler handler)
 {
-    open_request request{std::move(host), port, std::move(handler)};
+    // RFC 4254 7.2: host to connect, port, originator address, originator port.
+    std::string message;
+    auto put_u32 = [&](std::uint32_t v) {
+        for (int shift = 24; shift >= 0; shift -= 8)
+            message.push_back(static_cast<char>((v >> shift) & 0xff));
+    };
+    auto put_string = [&](std::string_view text) {
+        put_u32(static_cast<std::uint32_t>(text.size()));
+        message.append(text);
+    };
+    put_string(host);
+    put_u32(port);
+    put_string("127.0.0.1");
+    put_u32(0);
+    open_request request{std::move(host), port, std::move(message), std::move(handler)};
     if (failed_ || !established_) {
         complete_open(request, make_error_code(tunnel_errc::session_lost), nullptr);
         return;

@@ -110,6 +110,10 @@ public:
     /// The bounded output buffer is above its high-water mark: stop calling channel writes.
     bool output_full() const noexcept { return out_.size() >= out_high_water; }
 
+    /// A channel's receive window: where it starts, and the most it grows to (channel_window).
+    std::uint32_t window_initial() const noexcept { return window_initial_; }
+    std::uint32_t window_max() const noexcept { return window_max_; }
+
     void add_bytes_down(std::size_t n) { stats_->bytes_down += n; }
     void add_bytes_up(std::size_t n) { stats_->bytes_up += n; }
 
@@ -128,6 +132,7 @@ private:
     struct open_request {
         std::string host;
         std::uint16_t port;
+        std::string message; ///< the direct-tcpip request's type-specific data (RFC 4254 7.2)
         open_handler handler;
         clock::time_point started{};
         bool started_ = false;
@@ -154,6 +159,8 @@ private:
     std::shared_ptr<const config::tunnel_config> settings_owner_;
     const config::tunnel_config& settings_; ///< *settings_owner_
     unsigned index_;
+    std::uint32_t window_initial_;
+    std::uint32_t window_max_;
     std::shared_ptr<session_stats> stats_;
     asio::ip::tcp::socket socket_;
     LIBSSH2_SESSION* ssh_ = nullptr;

@@ -311,7 +311,7 @@ public:
                 loads.push_back({!tried[i] && sessions_[i]->stats()->up.load() &&
                                      !(other_gateway && in_flight[g] > 0),
                                  sessions_[i]->stats()->channels.load() + sessions_[i]->opening.load(),
-                                 gateways_[g]->down.load()});
+                                 gateways_[g]->down.load(), sessions_[i]->opening.load()});
             }
             const auto pick = least_loaded(loads, next_++ % sessions_.size());
             if (!pick) return false;

@@ -18,6 +18,7 @@
 //     keepalive_max_missed, opens raced to the other gateway, SIGCONT brings it back.
 // 12. A gateway with a changed host key is refused on every retry and stays down while the
 //     other serves every client.
+// 13. A 40 ms round trip (a delaying relay in front of sshd): bulk transfers arrive intact.
 
 #include "tunnel/channel.hpp"
 #include "tunnel/tunnel.hpp"
@@ -78,17 +79,19 @@ namespace fs = std::filesystem;
 // --- test bed -------------------------------------------------------------------------------
 
 /// `tools/testbed up --sshd --json`: up until the destructor closes its stdin.
-class testbed {
-public:
-    explicit testbed(std::vector<std::string> extra = {})
+/// A child process whose stdin is a pipe held open until stop(), and the first line it printed.
+struct child_process {
+    pid_t pid = -1;
+    int stdin_fd = -1;
+    std::string first_line;
+
+    /// Starts `args` and waits up to a minute for its first line of output.
+    explicit child_process(std::vector<std::string> args)
     {
         int in[2], out[2];
         if (::pipe(in) != 0 || ::pipe(out) != 0) throw std::runtime_error("pipe");
-        std::vector<std::string> args{TUNNELD_SOURCE_DIR "/tools/testbed", "up", "--sshd", "--json"};
-        for (auto& e : extra)
-            args.push_back(e);
-        pid_ = ::fork();
-        if (pid_ == 0) {
+        pid = ::fork();
+        if (pid == 0) {
             ::dup2(in[0], 0);
             ::dup2(out[1], 1);
             ::close(in[1]);
@@ -102,8 +105,7 @@ public:
         }
         ::close(in[0]);
         ::close(out[1]);
-        stdin_ = in[1];
-        std::string line;
+        stdin_fd = in[1];
         const auto deadline = std::chrono::steady_clock::now() + 60s;
         char c = 0;
         while (std::chrono::steady_clock::now() < deadline) {
@@ -111,16 +113,31 @@ public:
             if (::poll(&p, 1, 1000) <= 0) continue;
             if (::read(out[0], &c, 1) != 1) break;
             if (c == '\n') break;
-            line += c;
+            first_line += c;
         }
         ::close(out[0]);
-        info_ = nlohmann::json::parse(line);
     }
-    ~testbed()
+    child_process(const child_process&) = delete;
+    child_process& operator=(const child_process&) = delete;
+    /// Closes its stdin (it exits on that) and reaps it.
+    ~child_process()
     {
-        ::close(stdin_);
+        ::close(stdin_fd);
         int status = 0;
-        ::waitpid(pid_, &status, 0);
+        ::waitpid(pid, &status, 0);
+    }
+};
+
+class testbed {
+public:
+    explicit testbed(std::vector<std::string> extra = {})
+        : child_([&] {
+              std::vector<std::string> args{TUNNELD_SOURCE_DIR "/tools/testbed", "up", "--sshd", "--json"};
+              args.insert(args.end(), extra.begin(), extra.end());
+              return args;
+          }())
+    {
+        info_ = nlohmann::json::parse(child_.first_line);
     }
     const nlohmann::json& sshd() const { return info_["sshd"]; }
     std::string sshd_log() const
@@ -160,8 +177,7 @@ public:
     }
 
 private:
-    pid_t pid_ = -1;
-    int stdin_ = -1;
+    child_process child_;
     nlohmann::json info_;
 };
 
@@ -1335,6 +1351,71 @@ TEST(TunnelStrictKex, SshdLogsStrictKeyExchange)
 
 // Not a test: single-stream upload throughput, tunnel vs `ssh -L` with the same cipher and MAC.
 // Run with --gtest_also_run_disabled_tests --gtest_filter='*Throughput*' on a Release build.
+// 13. A 40 ms round trip (tools/delay_relay between the pool and sshd, 20 ms each way): a bulk
+//     transfer arrives byte-identical both ways, and 128 MiB from the gateway side arrive whole
+//     while the channel window grows (its rate is printed; on this test bed it has stayed
+//     below the 52 MB/s a 2 MiB window allows, for a reason not found yet: docs/benchmarks.md).
+TEST_F(Tunnel, LongRoundTripBulkTransferArrivesIntact)
+{
+    child_process relay({TUNNELD_BINARY_DIR "/tools/delay_relay",
+                         fmt::format("127.0.0.1:{}", bed_->sshd()["port"].get<int>()), "20"});
+    const auto relay_port = static_cast<std::uint16_t>(std::stoi(relay.first_line));
+    // The relay's address needs its own known_hosts line (the key is sshd's).
+    const auto known_hosts = fs::temp_directory_path() / fmt::format("tunneld-relay-{}.known_hosts", ::getpid());
+    std::ofstream(known_hosts) << fmt::format("[127.0.0.1]:{} {}\n", relay_port,
+                                              bed_->sshd()["host_key_pub"].get<std::string>());
+    auto settings = settings_for(*bed_, 1);
+    settings.address.port = relay_port;
+    settings.known_hosts = known_hosts;
+
+    constexpr std::uint64_t total = 128ULL << 20;
+    backend source([&](tcp::socket socket) -> asio::awaitable<void> {
+        std::vector<char> buf(256 * 1024, 'z');
+        for (std::uint64_t sent = 0; sent < total; sent += buf.size()) {
+            auto [ec, n] = co_await asio::async_write(socket, asio::buffer(buf), use_tuple);
+            if (ec) co_return;
+        }
+        socket.shutdown(tcp::socket::shutdown_send);
+        co_await socket.async_read_some(asio::buffer(buf), use_tuple);
+    });
+    backend echo_backend(echo);
+    {
+        pool_fixture f(settings, 1);
+        ASSERT_TRUE(f.wait_up(1)) << f.pool->status().last_error;
+        const auto open_started = std::chrono::steady_clock::now();
+        auto [ec, ch] = f.open(echo_backend.port());
+        const auto open_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - open_started);
+        ASSERT_FALSE(ec) << ec.message();
+        EXPECT_GE(open_ms.count(), 40.0) << "the relay delays a channel open by a round trip";
+        auto r = run_on(ch->get_executor(), echo_transfer(ch, 16 << 20, 7), 60s);
+        EXPECT_EQ(r.read_ec, asio::error::eof) << r.read_ec.message();
+        EXPECT_EQ(r.received, 16U << 20);
+        EXPECT_EQ(r.sent_hash, r.received_hash);
+        asio::post(ch->get_executor(), [ch] { ch->close(); });
+
+        auto [sec, down] = f.open(source.port());
+        ASSERT_FALSE(sec) << sec.message();
+        auto pull = [](std::shared_ptr<channel> c) -> asio::awaitable<std::uint64_t> {
+            std::vector<char> buf(64 * 1024);
+            std::uint64_t got = 0;
+            for (;;) {
+                auto [rec, n] = co_await c->async_read_some(asio::buffer(buf), use_tuple);
+                if (rec) co_return got;
+                got += n;
+            }
+        };
+        const auto started = std::chrono::steady_clock::now();
+        const auto got = run_on(down->get_executor(), pull(down), 60s);
+        const auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        const double mb_per_s = static_cast<double>(got) / seconds / 1e6;
+        std::cout << "40 ms path, gateway -> client: " << (got >> 20) << " MiB in " << seconds << " s, "
+                  << mb_per_s << " MB/s (a 2 MiB window caps at 52 MB/s)\n";
+        EXPECT_EQ(got, total);
+        asio::post(down->get_executor(), [down] { down->close(); });
+    }
+    fs::remove(known_hosts);
+}
+
 TEST_F(Tunnel, DISABLED_ThroughputAgainstSshL)
 {
     std::atomic<std::uint64_t> sunk{0};

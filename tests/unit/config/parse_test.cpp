@@ -185,6 +185,7 @@ TEST(Parse, FillsEveryDefault)
     EXPECT_EQ(t.keepalive_max_missed, 3u);
     EXPECT_EQ(t.connect_timeout, 10s);
     EXPECT_EQ(t.reconnect_max, 30s);
+    EXPECT_EQ(t.channel_window, 16u << 20);
 
     ASSERT_EQ(c->services.size(), 1u);
     const service_config& s = c->services[0];
@@ -263,6 +264,7 @@ keepalive = "250ms"
 keepalive_max_missed = 5
 connect_timeout = "3s"
 reconnect_max = "1m"
+channel_window = "64MiB"
 
 [services.r]
 kind = "redis"
@@ -308,6 +310,7 @@ split_sticky = true
     EXPECT_EQ(t.keepalive_max_missed, 5u);
     EXPECT_EQ(t.connect_timeout, 3s);
     EXPECT_EQ(t.reconnect_max, 1min);
+    EXPECT_EQ(t.channel_window, 64u << 20);
 
     const service_config& r = *c->find_service("r");
     EXPECT_EQ(r.old_backend.address, (endpoint{"10.0.0.1", 6379}));
@@ -440,6 +443,16 @@ TEST(ParseErrors, GatewayListsPointAtTheBadItem)
     EXPECT_THAT(errors_of(std::string("[tunnels.gw]\naddress = 22") + std::string(after_address)),
                 ElementsAre("t.toml:2:11: address must be a \"host:port\" string or a list of them, e.g. "
                             "[\"203.0.113.10:22\", \"203.0.113.11:22\"], not an integer"));
+}
+
+TEST(ParseErrors, ChannelWindowOutsideItsRangeNamesTheBounds)
+{
+    for (const auto& [value, bytes] : {std::pair{"32KiB", "32768"}, std::pair{"2GiB", "2147483648"}}) {
+        EXPECT_THAT(errors_of(std::string("[tunnels.gw]\naddress = \"192.0.2.1:22\"") + std::string(after_address) +
+                              "channel_window = \"" + value + "\"\n"),
+                    ElementsAre(std::string("t.toml:6:18: channel_window must be between \"64KiB\" and \"1GiB\", not ") +
+                                bytes + " bytes"));
+    }
 }
 
 TEST(ParseErrors, BadDurationsSizesAndAddressesQuoteTheTextAndAnExample)

@@ -60,6 +60,59 @@ TEST(LeastLoaded, SessionsOfADownGatewayAreALastResort)
     EXPECT_EQ(least_loaded(only_down), 0U);
 }
 
+TEST(LeastLoaded, AnOpenDoesNotQueueBehindAnotherWhenASessionIsIdle)
+{
+    // Session 0 has fewer channels but an open in flight; session 1 has none in flight.
+    const session_load loads[] = {{true, 3, false, 1}, {true, 10, false, 0}};
+    EXPECT_EQ(least_loaded(loads), 1U);
+    // Every session has an open in flight: the least loaded still takes it.
+    const session_load busy[] = {{true, 3, false, 1}, {true, 10, false, 2}};
+    EXPECT_EQ(least_loaded(busy), 0U);
+    // A down gateway's idle session is still a last resort.
+    const session_load down[] = {{true, 3, false, 1}, {true, 0, true, 0}};
+    EXPECT_EQ(least_loaded(down), 0U);
+}
+
+TEST(NextWindow, GrowsOnlyWhileTheClientDrains)
+{
+    constexpr std::uint32_t initial = 2 << 20, max = 16 << 20;
+    // The client took a whole window and keeps little queued: double, and grant up to it.
+    auto step = next_window(initial, max, initial / 4, 0, initial);
+    EXPECT_EQ(step.target, 4U << 20);
+    EXPECT_EQ(step.adjust, (4U << 20) - initial / 4);
+    // Not a whole window taken yet: no growth; a quarter used: topped up.
+    step = next_window(initial, max, initial / 2, 0, initial - 1);
+    EXPECT_EQ(step.target, initial);
+    EXPECT_EQ(step.adjust, initial / 2);
+    // Doubling stops at max.
+    step = next_window(max, max, 0, 0, max);
+    EXPECT_EQ(step.target, max);
+    EXPECT_EQ(step.adjust, max);
+    // A quarter of the window queued (the client lags): no growth however much it took, and what
+    // is queued counts as granted.
+    step = next_window(initial, max, 0, initial / 4, 10 * initial);
+    EXPECT_EQ(step.target, initial);
+    EXPECT_EQ(step.adjust, initial - initial / 4);
+    step = next_window(initial, max, initial / 2, initial / 4, 0);
+    EXPECT_EQ(step.adjust, 0U);
+}
+
+TEST(NextWindow, ASlowClientHoldsNoMoreThanItsWindow)
+{
+    constexpr std::uint32_t initial = 2 << 20, max = 16 << 20;
+    // A client that never empties the queue: the target never moves, and nothing is granted
+    // while the queue holds three quarters of it.
+    std::uint32_t target = initial;
+    for (std::uint64_t drained = 0; drained < 100 * std::uint64_t{initial}; drained += initial) {
+        const auto step = next_window(target, max, 0, initial, drained);
+        target = step.target;
+        EXPECT_EQ(step.adjust, 0U);
+    }
+    EXPECT_EQ(target, initial);
+    EXPECT_EQ(initial_channel_window(64 << 10), 64U << 10);
+    EXPECT_EQ(initial_channel_window(std::uint64_t{1} << 30), initial);
+}
+
 TEST(LeastLoaded, SpreadsOverGatewaysByChannelCount)
 {
     // Two gateways of two sessions each; each new channel goes to the emptiest session of either.
