@@ -312,6 +312,13 @@ health_report evaluate_health(const json& status, const health_thresholds& limit
         const auto active = text_of(service, "active");
         if (text_of(service, "state") == "serving") ++serving;
         if (text_of(service, "fleet") == "unreachable") cut_off.push_back(name);
+        // A switch tunneld died in: while it is finished or undone new clients wait; once it
+        // could not be, they are refused until an operator resolves it.
+        if (const auto state_text = text_of(service, "state"); state_text == "unresolved")
+            raise(health_state::critical,
+                  fmt::format("{} switch unresolved, clients refused: {}", name, text_of(service, "problem", "?")));
+        else if (state_text == "recovering")
+            raise(health_state::warning, fmt::format("{} recovering an interrupted switch", name));
         const auto percent = count_of(service, "split_percent").value_or(0);
         const auto uses = [&](std::string_view side) {
             if (active == "split") return side == "new" ? percent > 0 : percent < 100;

@@ -219,6 +219,22 @@ TEST(Health, NotServingIsCounted)
     EXPECT_THAT(judge({paused, service("app", "old", lag(0))}, {}).line, HasSubstr("1/2 services serving"));
 }
 
+TEST(Health, AnUnresolvedSwitchIsCriticalAndARecoveryAWarning)
+{
+    auto redis = service("redis", "old", lag(0));
+    redis["state"] = "unresolved";
+    redis["problem"] = "old is unreachable; tunnelctl resolve redis --to old|new";
+    const auto critical = judge({redis}, {});
+    EXPECT_EQ(critical.state, health_state::critical);
+    EXPECT_THAT(critical.line, HasSubstr("redis switch unresolved, clients refused: old is unreachable; "
+                                         "tunnelctl resolve redis --to old|new"));
+    redis["state"] = "recovering";
+    redis["problem"] = nullptr;
+    const auto warning = judge({redis}, {});
+    EXPECT_EQ(warning.state, health_state::warning);
+    EXPECT_THAT(warning.line, HasSubstr("redis recovering an interrupted switch"));
+}
+
 TEST(Health, AFleetCutOffFromEtcdIsAWarningNamingItsServices)
 {
     auto redis = service("redis", "old", lag(0));
