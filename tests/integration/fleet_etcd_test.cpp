@@ -331,11 +331,12 @@ TEST(EtcdIntegration, Watch_QuietStreamIsKeptAndStalledStreamIsDetected)
     event_loop loop;
     etcd::client reader(loop.executor(), options({relay.url()}));
     watch_log log;
-    // Five progress notifications (500 ms) per stall timeout: margin for a loaded machine.
-    auto handle = start_watch(loop, reader, "/q/", log, 2500ms);
+    // Ten progress notifications (500 ms) per stall timeout: five were too few once more under
+    // ctest -j2 with the ASan build running beside it.
+    auto handle = start_watch(loop, reader, "/q/", log, 5000ms);
     ASSERT_TRUE(eventually(loop, 3s, [&] { return log.snapshots == 1 && log.connected; }));
 
-    std::this_thread::sleep_for(6s); // quiet: nothing under /q/ changes
+    std::this_thread::sleep_for(8s); // quiet for longer than the stall timeout: nothing under /q/ changes
     loop.on_loop([&] {
         EXPECT_EQ(log.unreachable, 0) << (log.last_error ? log.last_error->to_string() : "");
         EXPECT_EQ(log.streams, 1);
@@ -344,10 +345,10 @@ TEST(EtcdIntegration, Watch_QuietStreamIsKeptAndStalledStreamIsDetected)
 
     relay.freeze(); // stalled: the connection stays open, nothing arrives
     const auto frozen = std::chrono::steady_clock::now();
-    ASSERT_TRUE(eventually(loop, 6s, [&] { return !log.connected; }));
+    ASSERT_TRUE(eventually(loop, 9s, [&] { return !log.connected; }));
     const auto detected = std::chrono::steady_clock::now() - frozen;
-    EXPECT_GE(detected, 2400ms);
-    EXPECT_LE(detected, 2500ms + 1s /* reopen's connect deadline */ + 1s);
+    EXPECT_GE(detected, 4900ms);
+    EXPECT_LE(detected, 5000ms + 1s /* reopen's connect deadline */ + 1s);
     loop.on_loop([&] {
         EXPECT_TRUE(log.last_error);
         return 0;
