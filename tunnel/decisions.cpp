@@ -29,8 +29,9 @@ std::optional<std::size_t> least_loaded(std::span<const session_load> sessions, 
         for (std::size_t k = 0; k < n; ++k) {
             const auto i = (start + k) % n;
             if (!sessions[i].healthy || (sessions[i].gateway_down && !allow_down)) continue;
-            const auto key = [&](std::size_t j) { return std::pair(sessions[j].opening > 0, sessions[j].channels); };
-            if (!best || key(i) < key(*best)) best = i;
+            // `channels` counts opens in flight: an idle session takes the next open before one
+            // whose open is under way, and clients still spread evenly over the gateways.
+            if (!best || sessions[i].channels < sessions[*best].channels) best = i;
         }
         if (best) return best;
     }

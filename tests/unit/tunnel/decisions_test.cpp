@@ -62,8 +62,8 @@ TEST(LeastLoaded, SessionsOfADownGatewayAreALastResort)
 
 TEST(LeastLoaded, AnOpenDoesNotQueueBehindAnotherWhenASessionIsIdle)
 {
-    // Session 0 has fewer channels but an open in flight; session 1 has none in flight.
-    const session_load loads[] = {{true, 3, false, 1}, {true, 10, false, 0}};
+    // Session 0's only load is an open in flight (counted in channels); session 1 is idle.
+    const session_load loads[] = {{true, 1, false, 1}, {true, 0, false, 0}};
     EXPECT_EQ(least_loaded(loads), 1U);
     // Every session has an open in flight: the least loaded still takes it.
     const session_load busy[] = {{true, 3, false, 1}, {true, 10, false, 2}};
