@@ -20,6 +20,7 @@ json lag_json(const std::optional<cutover::lag_reading>& reading)
         if (reading->seconds) lag["seconds"] = *reading->seconds;
         lag["link"] = cutover::to_string(reading->link);
         lag["detail"] = reading->detail;
+        lag["replica"] = reading->replica ? json(proxy::to_string(*reading->replica)) : json(nullptr);
     }
     return lag;
 }
@@ -48,6 +49,14 @@ json progress_json(const std::optional<cutover::switch_progress>& p)
             {"started_unix_ms", p->started_unix_ms},
             {"elapsed_ms", elapsed.count()},
             {"steps", std::move(steps)}};
+}
+
+/// On new: whether old follows new with its link up (a rollback loses nothing); null elsewhere.
+json rollback_ready(const cutover::service_snapshot& s)
+{
+    if (s.kind == config::service_kind::tcp || s.route.split_percent || s.route.active != side::new_side)
+        return nullptr;
+    return s.lag && s.lag->replica == side::old_side && s.lag->link == cutover::link_state::up;
 }
 
 template <class T> json optional_json(const std::optional<T>& value)
@@ -86,6 +95,8 @@ json to_json(const cutover::service_snapshot& s)
         {"new", backend_json(s.new_backend)},
         {"lag", lag_json(s.lag)},
         {"fenced", s.fenced},
+        {"fence_reasserted", s.fence_reasserted},
+        {"rollback_ready", rollback_ready(s)},
         {"problem", s.problem.empty() ? json(nullptr) : json(s.problem)},
         {"switches", s.switches},
         {"last_switch", s.last_switch ? json{{"result", s.last_switch->result},

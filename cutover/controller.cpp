@@ -24,6 +24,14 @@ std::int64_t unix_ms_now()
         .count();
 }
 
+/// The reading a switch to new is gated on: none when the newest one measured old behind new
+/// (the route just changed; the next probe measures new behind old again).
+std::optional<lag_reading> gate_reading(const std::optional<lag_reading>& newest)
+{
+    if (newest && newest->replica == proxy::side::old_side) return std::nullopt;
+    return newest;
+}
+
 /// The journal as stored: the write pause's wall-clock expiry is fixed when its step is first
 /// journaled (kept from `previous` after that); a running hook's process group comes from `hook_pgid`.
 std::optional<journal_record> journal_to_record(const std::optional<switch_journal>& j,
@@ -217,13 +225,16 @@ asio::awaitable<void> controller::probe_loop(std::shared_ptr<entry> e, std::uint
     for (;;) {
         std::shared_ptr<replication> probe;
         config::duration interval;
+        side active = side::old_side;
         {
             std::lock_guard lock(mutex_);
             if (stopped_ || e->probe_generation != generation) co_return;
             probe = e->probe_replication;
             interval = e->settings->probe_interval;
+            active = e->machine.current_route().active;
         }
-        const auto measure = [probe] { return probe->probe(); };
+        // The lag of whichever side follows the active one: new before a switch, old after it.
+        const auto measure = [probe, active] { return probe->probe(active); };
         const lag_reading reading = co_await off_loop(measure);
         {
             std::lock_guard lock(mutex_);
@@ -241,9 +252,27 @@ asio::awaitable<void> controller::probe_loop(std::shared_ptr<entry> e, std::uint
             e->lag = reading;
             e->history.add(reading, unix_ms_now());
         }
+        co_await keep_fence(e, probe);
         timer.expires_after(interval);
         co_await timer.async_wait(as_tuple(use_awaitable));
     }
+}
+
+asio::awaitable<void> controller::keep_fence(std::shared_ptr<entry> e, std::shared_ptr<replication> probe)
+{
+    config::duration timeout{};
+    {
+        std::lock_guard lock(mutex_);
+        if (!e->machine.keeps_fence() || e->settings->fence == config::redis_fence::none) co_return;
+        timeout = e->settings->probe_timeout;
+    }
+    // A fence set with CONFIG SET or REPLICAOF does not survive a restart of old: look for it.
+    const auto look = [probe, timeout] { return probe->observe(steady::now() + 2 * timeout); };
+    observations seen = co_await off_loop(look);
+    if (!(seen.old_server.role == server_role::primary && !seen.old_server.fenced)) co_return;
+    event ev = fence_lost{std::move(seen)};
+    progress_fn nobody = [](const std::string&) {};
+    co_await execute(e, std::move(ev), std::move(nobody));
 }
 
 template <class F> asio::awaitable<std::invoke_result_t<F>> controller::off_loop(const F& f)
@@ -636,7 +665,7 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
     {
         std::lock_guard lock(mutex_);
         request.replicated = e->switch_replication != nullptr;
-        request.lag = e->lag;
+        request.lag = gate_reading(e->lag);
         probes = e->probes;
         const auto& r = e->machine.current_route();
         other_side = !e->machine.busy() && (r.split_percent || r.active != to);
@@ -715,7 +744,7 @@ asio::awaitable<std::optional<dry_run_report>> controller::check(std::string nam
     {
         std::lock_guard lock(mutex_);
         in.from = e->machine.current_route().active;
-        in.lag = e->lag;
+        in.lag = gate_reading(e->lag);
         in.catch_up_bytes_per_second = e->history.replay_rate();
         probes = e->probes;
     }
@@ -831,6 +860,7 @@ service_snapshot controller::describe(const entry& e) const
     s.clients_move_failed = counters.clients_move_failed.load();
     s.lag = e.lag;
     s.fenced = e.machine.fenced();
+    s.fence_reasserted = e.machine.fence_reasserted();
     s.switches = e.switches;
     s.last_switch = e.last_switch;
     s.lag_history.assign(e.history.samples().begin(), e.history.samples().end());

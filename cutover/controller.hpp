@@ -136,6 +136,9 @@ private:
     /// Writes every service's route, fence state and journal now. Blocking; any thread.
     std::optional<std::string> save_now();
     asio::awaitable<void> probe_loop(std::shared_ptr<entry> e, std::uint64_t generation);
+    /// While clients go to new (redis, old fenced by a switch): asks both servers on the probe's
+    /// connections and tells the machine when old answers as a writable primary again.
+    asio::awaitable<void> keep_fence(std::shared_ptr<entry> e, std::shared_ptr<replication> probe);
     template <class F> asio::awaitable<std::invoke_result_t<F>> off_loop(const F& f);
     service_snapshot describe(const entry& e) const;
     void record_result(entry& e, const command_outcome& outcome);

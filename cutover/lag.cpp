@@ -58,7 +58,8 @@ lag_reading unknown_lag(std::string detail, std::chrono::steady_clock::time_poin
                        .link = link_state::unknown,
                        .replica_position = std::nullopt,
                        .detail = std::move(detail),
-                       .at = at};
+                       .at = at,
+                       .replica = std::nullopt};
 }
 
 lag_reading redis_lag(const replication_info& old_info, const replication_info& new_info,

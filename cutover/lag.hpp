@@ -3,6 +3,7 @@
 // Pure: the probe answers and the clock come in as parameters.
 
 #include "cutover/resp.hpp"
+#include "proxy/router.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -27,6 +28,10 @@ struct lag_reading {
     std::optional<std::uint64_t> replica_position;
     std::string detail; ///< human explanation, never a credential
     std::chrono::steady_clock::time_point at;
+    /// The side measured as the replica: new (behind old) while old is active; old (behind new)
+    /// after a switch that made old follow new (redis fence_replicaof). nullopt: no side follows
+    /// the active one, nothing was measured.
+    std::optional<proxy::side> replica;
 };
 
 /// A reading that says only "unknown", with why.

@@ -159,10 +159,14 @@ public:
     {
     }
 
-    lag_reading probe() override
+    lag_reading probe(proxy::side active) override
     {
         const auto at = clock::now();
-        return measure(at + service_.probe_timeout, at);
+        if (active == proxy::side::new_side)
+            return unknown_lag("old is no standby of new: a postgres rollback does not replicate back", at);
+        auto reading = measure(at + service_.probe_timeout, at);
+        reading.replica = proxy::side::new_side;
+        return reading;
     }
 
     step_result pause_writes(duration) override

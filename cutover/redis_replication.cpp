@@ -179,10 +179,22 @@ public:
     {
     }
 
-    lag_reading probe() override
+    lag_reading probe(proxy::side active) override
     {
         const auto at = clock::now();
-        return measure(old_, new_, at + service_.probe_timeout, at);
+        if (active == proxy::side::old_side) {
+            auto reading = measure(old_, new_, at + service_.probe_timeout, at);
+            reading.replica = proxy::side::new_side;
+            return reading;
+        }
+        if (service_.fence != config::redis_fence::replicaof || !service_.fence_replicaof)
+            return unknown_lag("old does not follow new (fence_replicaof unset): a rollback is forced and loses "
+                               "new's writes",
+                               at);
+        // Old follows new (fence = replicaof): how far it is behind is the rollback's readiness.
+        auto reading = measure(new_, old_, at + service_.probe_timeout, at);
+        reading.replica = proxy::side::old_side;
+        return reading;
     }
 
     step_result pause_writes(duration hold) override

@@ -75,9 +75,11 @@ public:
     /// (called on the calling thread). Set before the first step.
     void observe_hooks(std::function<void(int)> observer) { hook_observer_ = std::move(observer); }
 
-    /// Measures how far new is behind old (probe_timeout per query); a failed or garbled
-    /// answer gives link unknown, bytes nullopt, and says why in `detail`.
-    virtual lag_reading probe() = 0;
+    /// Measures how far the side that is not `active` is behind `active` (probe_timeout per
+    /// query): new behind old while old is active; once new is, old behind new where old follows
+    /// it (redis fence_replicaof), else a reading that says no replica follows new. A failed or
+    /// garbled answer gives link unknown, bytes nullopt, and says why in `detail`.
+    virtual lag_reading probe(proxy::side active) = 0;
     /// Makes old refuse to execute writes for at most `hold` (redis: CLIENT PAUSE hold WRITE; it
     /// expires by itself should the daemon die). Postgres: nothing to do, clients are held.
     virtual step_result pause_writes(duration hold) = 0;

@@ -64,6 +64,7 @@ struct service_snapshot {
     std::uint64_t clients_move_failed = 0; ///< moves that ended the client (replay refused, connect failed)
     std::optional<lag_reading> lag; ///< nullopt: no probe has answered (or none is configured)
     bool fenced = false;
+    std::uint64_t fence_reasserted = 0; ///< times old was found writable again on new and fenced again
     std::map<std::string, std::uint64_t> switches; ///< "done", "refused", "failed" -> count
     std::optional<switch_record> last_switch;
     std::vector<lag_sample> lag_history;      ///< the last minutes, oldest first (redis, postgres)

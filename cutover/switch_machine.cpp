@@ -281,6 +281,7 @@ step switch_machine::on(const event& e, time_point now)
             [&](const step_done& d) { return on_done(d, now); },
             [&](const recovered& r) { return on_recovered(r, now); },
             [&](const resolve_command& r) { return on_resolve(r, now); },
+            [&](const fence_lost& f) { return on_fence_lost(f, now); },
             [&](const deadline_reached&) { return on_deadline(now); },
             [&](const side_empty&) -> step {
                 if (phase_ != phase::draining) return {};
@@ -534,6 +535,10 @@ step switch_machine::on_done(const step_done& d, time_point now)
             return step_kind::follow;
         case phase::recovering_persist:
             return step_kind::persist;
+        case phase::refencing:
+            return step_kind::fence;
+        case phase::refollowing:
+            return step_kind::follow;
         case phase::recovering:
         case phase::unresolved:
             return std::nullopt;
@@ -721,6 +726,20 @@ step switch_machine::on_done(const step_done& d, time_point now)
         return finish_recovery(recovering_to_, d.message);
     case phase::recovering_follow:
         return finish_recovery(recovering_to_, d.message);
+    case phase::refencing:
+        if (!d.ok) {
+            phase_ = phase::idle;
+            return {{log_line{true, "fencing old again failed: " + d.message + "; the probe tries again"}},
+                    std::nullopt};
+        }
+        ++fence_reasserted_;
+        phase_ = phase::refollowing;
+        return {{log_line{true, "old fenced again: " + d.message}, follow{side::old_side, now + std::chrono::seconds(5)}},
+                std::nullopt};
+    case phase::refollowing:
+        phase_ = phase::idle;
+        if (!d.ok) return {{log_line{true, "old is fenced but does not follow new again: " + d.message}}, std::nullopt};
+        return {{log_line{false, d.message}}, std::nullopt};
     case phase::recovering_persist: {
         phase_ = phase::idle;
         step out;
@@ -795,6 +814,29 @@ step switch_machine::on_resolve(const resolve_command& r, time_point now)
                                                                         "not come back writable", side_name(other)));
     out.effects.insert(out.effects.end(), rest.effects.begin(), rest.effects.end());
     return out;
+}
+
+bool switch_machine::keeps_fence() const
+{
+    return kind_ == config::service_kind::redis && phase_ == phase::idle && state_ == service_state::serving &&
+           !route_.split_percent && route_.active == side::new_side && fenced_;
+}
+
+step switch_machine::on_fence_lost(const fence_lost& f, time_point now)
+{
+    const auto& old_server = f.seen.old_server;
+    const auto& new_server = f.seen.new_server;
+    // New fenced (or not a primary) is another host's rollback under way or done: not ours to undo.
+    const auto writable = [](const server_observation& o) {
+        return o.reachable && o.role == server_role::primary && !o.fenced;
+    };
+    if (!keeps_fence() || !writable(old_server) || !writable(new_server)) return {};
+    phase_ = phase::refencing;
+    return {{log_line{true, fmt::format("old answers as a writable primary again while clients go to new (restarted "
+                                        "without its fence?): {}; new is {}; fencing old again",
+                                        describe(old_server), describe(new_server))},
+             fence{side::old_side, now + std::chrono::seconds(5)}},
+            std::nullopt};
 }
 
 step switch_machine::finish_recovery(side to, std::string message)
@@ -935,6 +977,8 @@ step switch_machine::on_deadline(time_point now)
     case phase::recovering_follow:
     case phase::recovering_persist:
     case phase::unresolved:
+    case phase::refencing:
+    case phase::refollowing:
         return {};
     }
     const auto draining = draining_;

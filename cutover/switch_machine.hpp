@@ -264,8 +264,14 @@ struct resolve_command {
     observations seen;
 };
 
+/// The probe, while clients go to new: what the servers say when old answers as a writable
+/// primary again (restarted, its CONFIG SET or REPLICAOF lost) and new is an unfenced primary.
+struct fence_lost {
+    observations seen;
+};
+
 using event = std::variant<switch_command, pause_command, resume_command, split_command, step_done,
-                           deadline_reached, side_empty, recovered, resolve_command>;
+                           deadline_reached, side_empty, recovered, resolve_command, fence_lost>;
 
 /// How a command ended, in the words of the control protocol.
 enum class verdict { done, refused, busy, failed, unknown_service };
@@ -299,6 +305,10 @@ public:
 
     /// Whether old refuses writes because a switch fenced it (persisted).
     bool fenced() const { return fenced_; }
+    /// How many times old was found writable again while clients go to new, and fenced again.
+    std::uint64_t fence_reasserted() const { return fence_reasserted_; }
+    /// The probe should look for a lost fence: idle on new, old fenced by a switch (redis).
+    bool keeps_fence() const;
     /// The switch under way that changes servers, as persisted (nullopt: none).
     const std::optional<switch_journal>& journal() const { return journal_; }
     /// State unresolved: why, and the way out (empty otherwise).
@@ -361,6 +371,8 @@ private:
         recovering_follow,  ///< finishing forward: old becomes a replica of new
         recovering_persist, ///< the recovered route is written, the journal cleared
         unresolved,         ///< clients refused until resolve_command
+        refencing,          ///< on new: old was writable again and is being fenced again
+        refollowing,        ///< on new: the re-fenced old becomes a replica of new again
     };
 
     step start(const switch_command& c, time_point now);
@@ -376,6 +388,7 @@ private:
     step adopt(const switch_command& c, const std::string& saw, time_point now);
     step on_recovered(const recovered& r, time_point now);
     step on_resolve(const resolve_command& r, time_point now);
+    step on_fence_lost(const fence_lost& f, time_point now);
     /// Routes to `to`, clears the journal and writes it down (phase recovering_persist).
     step finish_recovery(side to, std::string message);
     step on_done(const step_done& d, time_point now);
@@ -411,6 +424,7 @@ private:
     bool journal_on_disk_ = false; ///< the journal was persisted: an undo clears it on disk too
     bool budget_spent_ = false;    ///< the deadline came while a server-changing step was out
     bool adopted_ = false;         ///< the switch under way adopts servers already switched
+    std::uint64_t fence_reasserted_ = 0;
     time_point held_since_{};
     std::optional<std::string> persist_error_; ///< first failed persist of a committed switch
     std::string fence_problem_;                ///< a committed switch's failed fence

@@ -82,7 +82,8 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
     family hold{"tunneld_switch_hold_seconds", histogram,
                 "How long a switch or rollback held new clients (those that held any), in seconds."};
     family lag_bytes{"tunneld_lag_bytes", gauge,
-                     "Replication lag of the new backend behind the old one, in bytes."};
+                     "Replication lag of the side that follows the active one (new before a switch, old "
+                     "after one with fence_replicaof), in bytes."};
     family lag_seconds{"tunneld_lag_seconds", gauge,
                        "Replication lag of the new backend behind the old one, in seconds."};
     family link_up{"tunneld_replication_link_up", gauge,
@@ -93,6 +94,8 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
     family paused{"tunneld_paused", gauge, "1 while the service holds new clients (pause)."};
     family held{"tunneld_clients_held", gauge, "Clients held by a pause, waiting for a backend."};
     family fenced{"tunneld_fenced", gauge, "1 when the old backend has been fenced."};
+    family fence_reasserted{"tunneld_fence_reasserted_total", counter,
+                            "Times the old backend was found writable again while on new, and fenced again."};
     family fleet_reachable{"tunneld_fleet_etcd_reachable", gauge,
                            "1 while the fleet's etcd answers, 0 while not."};
     family fleet_epoch{"tunneld_fleet_epoch", gauge, "The fleet epoch the service runs on this member."};
@@ -163,6 +166,8 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
         paused.add({{"service", s}}, service.state == cutover::service_state::paused ? 1 : 0);
         held.add({{"service", s}}, static_cast<double>(service.held));
         fenced.add({{"service", s}}, service.fenced ? 1 : 0);
+        if (service.kind == config::service_kind::redis)
+            fence_reasserted.add({{"service", s}}, static_cast<double>(service.fence_reasserted));
         if (const auto& fleet = status.fleet) { // only in a fleet: a single host has neither
             fleet_reachable.add({{"service", s}}, fleet->reachable ? 1 : 0);
             // 0: no epoch committed for the service yet, as status --json says
@@ -210,6 +215,7 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
                       &paused,
                       &held,
                       &fenced,
+                      &fence_reasserted,
                       &sessions,
                       &sessions_up,
                       &channels,

@@ -338,8 +338,17 @@ health_report evaluate_health(const json& status, const health_thresholds& limit
         if (!lag) continue;
         const auto link = text_of(*lag, "link", "unknown");
         const auto kind = text_of(service, "kind", "tcp");
-        // Once on new, new is the primary and no longer replicates from old: its link says nothing.
-        if (active != "new" && kind != "tcp") {
+        // Once on new, new is the primary: what counts is whether old follows it (a rollback
+        // then loses nothing), where it is meant to (lag.replica "old").
+        if (active == "new" && text_of(*lag, "replica", "") == "old") {
+            if (link == "down")
+                raise(health_state::warning,
+                      fmt::format("{} rollback not ready: old does not follow new ({})", name,
+                                  text_of(*lag, "detail", "")));
+            else if (link == "unknown")
+                raise(health_state::warning,
+                      fmt::format("{} rollback not ready: old's lag unknown: {}", name, text_of(*lag, "detail", "")));
+        } else if (active != "new" && kind != "tcp") {
             if (link == "down") raise(health_state::warning, fmt::format("{} replica link down", name));
             else if (link == "unknown")
                 raise(health_state::warning, fmt::format("{} lag unknown: {}", name, text_of(*lag, "detail", "")));

@@ -147,6 +147,19 @@ TEST(Health, AfterTheSwitchTheNewPrimaryHasNoReplicationLink)
     EXPECT_EQ(judge({service("redis", "new", lag(0, "down"))}, {}).state, health_state::ok);
 }
 
+TEST(Health, AfterTheSwitchOldThatShouldFollowNewAndDoesNotWarnRollbackNotReady)
+{
+    auto following = lag(0);
+    following["replica"] = "old";
+    EXPECT_EQ(judge({service("redis", "new", following)}, {}).state, health_state::ok);
+    auto broken = lag(0, "down");
+    broken["replica"] = "old";
+    broken["detail"] = "old is not a replica";
+    const auto warning = judge({service("redis", "new", broken)}, {});
+    EXPECT_EQ(warning.state, health_state::warning);
+    EXPECT_THAT(warning.line, HasSubstr("redis rollback not ready: old does not follow new (old is not a replica)"));
+}
+
 TEST(Health, ActiveTunnelWithoutSessionsIsCritical)
 {
     const auto critical = judge({service("redis", "new", lag(0))}, {tunnel("vpc", 2, 0)});

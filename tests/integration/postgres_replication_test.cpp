@@ -153,7 +153,7 @@ protected:
     {
         lag_reading reading;
         eventually([&] {
-            reading = replication.probe();
+            reading = replication.probe(proxy::side::old_side);
             return reading.bytes == 0u && reading.link == link_state::up;
         });
         return reading;
@@ -206,7 +206,7 @@ TEST_F(PostgresReplication, CommittedInsertsAreAllOnNewAfterPromotion)
     EXPECT_EQ(on_new.run("SELECT count(*) FROM t"), std::to_string(committed.size()));
     EXPECT_EQ(on_new.run("SELECT max(id) FROM t"), std::to_string(committed.back()));
     EXPECT_TRUE(on_new.run("INSERT INTO t VALUES (-1)")); // writable: a primary now
-    const auto after = replication->probe();
+    const auto after = replication->probe(proxy::side::old_side);
     EXPECT_EQ(after.link, link_state::down) << after.detail;
     EXPECT_FALSE(check_gate(after, std::nullopt, std::nullopt, false, clock::now(), 5s).allowed);
     std::cout << "[ postgres switch ] " << committed.size() << " committed, catch-up + promote "
@@ -226,7 +226,7 @@ TEST_F(PostgresReplication, StoppedStandbyIsUnknownAndCatchUpFailsAtDeadline)
     probe_until_caught_up(*replication);
     ASSERT_TRUE(
         as_postgres(bin.string() + "/pg_ctl -D " + (directory_ / "new").string() + " -m immediate -w stop"));
-    const auto reading = replication->probe();
+    const auto reading = replication->probe(proxy::side::old_side);
     EXPECT_EQ(reading.link, link_state::unknown);
     EXPECT_FALSE(reading.bytes);
     const auto start = clock::now();
@@ -240,7 +240,7 @@ TEST_F(PostgresReplication, WrongPasswordNeverAppearsInMessages)
 {
     std::ofstream(credentials_) << "user=postgres password=wrong-Secret-1 dbname=postgres\n";
     auto replication = make();
-    const auto reading = replication->probe();
+    const auto reading = replication->probe(proxy::side::old_side);
     EXPECT_FALSE(reading.bytes);
     EXPECT_NE(reading.detail.find("cannot connect"), std::string::npos) << reading.detail;
     EXPECT_EQ(reading.detail.find("wrong-Secret-1"), std::string::npos) << reading.detail;

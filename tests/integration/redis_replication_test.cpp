@@ -77,7 +77,7 @@ protected:
     {
         lag_reading reading;
         eventually([&] {
-            reading = replication.probe();
+            reading = replication.probe(proxy::side::old_side);
             return reading.bytes == 0u;
         });
         return reading;
@@ -191,7 +191,7 @@ TEST_F(RedisReplication, StoppedReplicaFailsCatchUpAtDeadline)
     EXPECT_FALSE(caught_up.ok);
     EXPECT_GE(took, 550ms);
     EXPECT_LT(took, 1500ms);
-    const auto reading = replication->probe();
+    const auto reading = replication->probe(proxy::side::old_side);
     EXPECT_FALSE(reading.bytes);
     EXPECT_EQ(reading.link, link_state::unknown);
     EXPECT_FALSE(check_gate(reading, std::nullopt, std::nullopt, false, clock::now(), 5s).allowed);
@@ -276,7 +276,7 @@ TEST_F(RedisReplication, AuthFromCredentialsFileAndNoPasswordInMessages)
     std::ofstream(wrong) << "default wrong-Pa55word\n";
     service_.credentials_file = wrong;
     auto refused = make();
-    const auto bad = refused->probe();
+    const auto bad = refused->probe(proxy::side::old_side);
     EXPECT_FALSE(bad.bytes);
     EXPECT_NE(bad.detail.find("AUTH failed"), std::string::npos) << bad.detail;
     EXPECT_EQ(bad.detail.find("wrong-Pa55word"), std::string::npos) << bad.detail;
@@ -285,7 +285,7 @@ TEST_F(RedisReplication, AuthFromCredentialsFileAndNoPasswordInMessages)
     EXPECT_EQ(paused.message.find("wrong-Pa55word"), std::string::npos) << paused.message;
 
     service_.credentials_file = directory_ / "absent";
-    EXPECT_NE(make()->probe().detail.find("cannot read credentials file"), std::string::npos);
+    EXPECT_NE(make()->probe(proxy::side::old_side).detail.find("cannot read credentials file"), std::string::npos);
 }
 
 TEST_F(RedisReplication, PromoteCommandHookPromotes)
@@ -310,7 +310,7 @@ TEST_F(RedisReplication, UnreachableBackendIsUnknown)
     service_.probe_timeout = 300ms;
     auto replication =
         make_redis_replication(service_, {"127.0.0.1", free_port()}, {"127.0.0.1", free_port()});
-    const auto reading = replication->probe();
+    const auto reading = replication->probe(proxy::side::old_side);
     EXPECT_EQ(reading.link, link_state::unknown);
     EXPECT_NE(reading.detail.find("cannot connect"), std::string::npos) << reading.detail;
     EXPECT_FALSE(replication->wait_caught_up(clock::now() + 200ms).ok);

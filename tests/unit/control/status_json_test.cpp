@@ -62,7 +62,7 @@ TEST(StatusJson, SplitLagAndLastSwitch)
     EXPECT_EQ(j["active"], "split");
     EXPECT_EQ(j["split_percent"], 25);
     EXPECT_EQ(j["sticky"], true);
-    EXPECT_EQ(j["lag"], (nlohmann::json{{"bytes", 512}, {"seconds", 0.25}, {"link", "up"}, {"detail", "in sync"}}));
+    EXPECT_EQ(j["lag"], (nlohmann::json{{"bytes", 512}, {"seconds", 0.25}, {"link", "up"}, {"detail", "in sync"}, {"replica", nullptr}}));
     EXPECT_EQ(j["last_switch"],
               (nlohmann::json{{"result", "failed"}, {"at", "2026-11-21T23:50:00Z"}, {"message", "why"},
                               {"cut", 1}, {"moved", 4}, {"adopted", false}}))

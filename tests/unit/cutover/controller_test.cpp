@@ -47,12 +47,13 @@ class fake_replication : public replication {
 public:
     explicit fake_replication(std::shared_ptr<fake_servers> servers) : servers_(std::move(servers)) {}
 
-    lag_reading probe() override
+    lag_reading probe(side) override
     {
         lag_reading r;
         r.bytes = 0;
         r.link = link_state::up;
         r.at = clock::now();
+        r.replica = side::new_side;
         return r;
     }
     step_result pause_writes(duration) override { return done("pause_writes"); }

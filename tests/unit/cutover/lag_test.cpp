@@ -146,7 +146,7 @@ lag_reading good(std::uint64_t bytes, clock::time_point at = t0)
 {
     return lag_reading{
         .bytes = bytes, .seconds = std::nullopt, .link = link_state::up, .replica_position = std::nullopt,
-        .detail = "ok", .at = at};
+        .detail = "ok", .at = at, .replica = proxy::side::new_side};
 }
 
 TEST(CheckGate, AllowsWithinMaxLag)

@@ -256,6 +256,30 @@ TEST(LocateServers, TheStartTheTargetAndNeitherForASwitchAndARollback)
         EXPECT_EQ(locate_servers(e.to, observations{e.old_server, e.new_server}).at, e.expected) << e.what;
 }
 
+TEST(KeepFence, OldWritableAgainOnNewIsFencedAgainButAnotherHostsRollbackIsLeftAlone)
+{
+    switch_machine m(service_kind::redis, proxy::route_to(side::new_side), "svc", true);
+    ASSERT_TRUE(m.keeps_fence());
+    const auto restarted = server(server_role::primary, "f6", "00", false); // empty, its fence lost
+    const auto rolled_back = server(server_role::primary, "b2", "a1", true); // another host fenced new
+    EXPECT_TRUE(m.on(fence_lost{{restarted, rolled_back}}, t0).effects.empty()) << "new fenced: a rollback";
+    EXPECT_EQ(m.fence_reasserted(), 0u);
+
+    const auto s = m.on(fence_lost{{restarted, server(server_role::primary, "b2", "a1", false)}}, t0);
+    ASSERT_TRUE(has_effect<fence>(s.effects));
+    EXPECT_TRUE(m.busy()) << "a switch waits until old is fenced again";
+    const auto fenced = m.on(step_done{step_kind::fence, true, "old fenced"}, t0);
+    EXPECT_TRUE(has_effect<follow>(fenced.effects));
+    EXPECT_EQ(m.fence_reasserted(), 1u);
+    m.on(step_done{step_kind::follow, true, "old follows new"}, t0);
+    EXPECT_FALSE(m.busy());
+    EXPECT_EQ(m.current_route(), proxy::route_to(side::new_side));
+
+    switch_machine on_old(service_kind::redis, route{}, "svc");
+    EXPECT_FALSE(on_old.keeps_fence());
+    EXPECT_TRUE(on_old.on(fence_lost{{restarted, server(server_role::primary, "b2", "a1", false)}}, t0).effects.empty());
+}
+
 TEST(Adopt, ASecondHostFindingTheServersSwitchedFlipsAtOnceWithoutForce)
 {
     switch_machine m(service_kind::redis, route{}, "svc");

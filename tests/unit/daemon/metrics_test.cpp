@@ -170,6 +170,7 @@ TEST(RenderMetrics, EveryFamilyIsDeclaredOnceWithItsTypeEvenWithoutSamples)
         {"tunneld_paused", "gauge"},
         {"tunneld_clients_held", "gauge"},
         {"tunneld_fenced", "gauge"},
+        {"tunneld_fence_reasserted_total", "counter"},
         {"tunneld_tunnel_sessions", "gauge"},
         {"tunneld_tunnel_sessions_up", "gauge"},
         {"tunneld_tunnel_channels", "gauge"},

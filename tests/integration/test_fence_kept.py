@@ -1,0 +1,67 @@
+"""Scenario 87: after a switch, the probes follow the roles and the fence is kept true.
+
+Goal: once clients go to new, old (made a replica of new by fence = "replicaof") is what a
+rollback needs warm: the lag probe measures old behind new (`lag.replica` "old", link up,
+`rollback_ready` true) instead of reporting new's link down, and `tunnelctl health` is OK. The
+fault: old is restarted (its CONFIG SET and REPLICAOF are not in its config file, so it comes back
+a writable primary, here an empty one). Then `rollback_ready` turns false and health warns while
+old is down; within a few probe intervals of its return the probe sees old writable, fences it
+again (min-replicas-to-write, then REPLICAOF new), says so in the log and in `fence_reasserted`,
+and old refuses writes and follows new again: rollback ready, health OK.
+"""
+
+import unittest
+
+from integration_support import SERVICE, IntegrationTest, daemon_config, service_config, tb
+
+
+class FenceKeptTest(IntegrationTest):
+    def test_87_old_restarted_after_a_switch_is_fenced_again_and_rollback_readiness_follows(self):
+        old = self.bed.redis("old")
+        new = self.bed.redis("new", replicaof=old)
+        port = tb.free_port()
+        daemon = self.bed.tunneld(daemon_config({SERVICE: service_config(
+            port, old.port, new.port, kind="redis", max_lag="1MiB", mode="pause",
+            pause_timeout="10s", probe_interval="250ms",
+            fence="replicaof", fence_replicaof=f"{tb.HOST}:{new.port}")}))
+        svc = lambda: daemon.service(SERVICE)  # noqa: E731
+        self.eventually(lambda: svc()["lag"]["link"] == "up", 20, "the lag probe sees new follow old")
+        self.assertEqual(svc()["lag"]["replica"], "new")
+        self.assertIsNone(svc()["rollback_ready"], "on old, there is no rollback to be ready for")
+
+        self.ctl_ok(daemon, "switch", SERVICE)
+        with tb.RespClient(port, timeout=10) as client:
+            self.assertEqual(client.command("SET", "acknowledged", "on-new"), "OK")
+
+        def ready():
+            s = svc()
+            return s if s["lag"]["replica"] == "old" and s["lag"]["link"] == "up" and s["rollback_ready"] else None
+        self.eventually(ready, 20, "the probe measures old behind new: rollback ready")
+        self.assertEqual(daemon.ctl("health").returncode, 0, daemon.ctl("health").stdout)
+
+        # The fault: old restarts without the settings tunneld gave it.
+        old_port = old.port
+        old.stop()
+        self.eventually(lambda: svc()["rollback_ready"] is False, 20, "rollback not ready while old is down")
+        health = daemon.ctl("health")
+        self.assertEqual(health.returncode, 1, health.stdout)
+        self.assertIn("rollback not ready", health.stdout)
+        restarted = self.bed.redis("old-restarted", port=old_port)
+
+        def fenced_again():
+            return restarted.info_replication().get("role") == "slave" and svc()["fence_reasserted"] >= 1
+        self.eventually(fenced_again, 20, "old fenced again and following new")
+        with self.assertRaises(tb.RespError, msg="the restarted old refuses writes"):
+            restarted.cli("SET", "split-brain", "1")
+        self.assertIn("fencing old again", daemon.log_text())
+        self.eventually(ready, 20, "rollback ready again once old caught up")
+        self.eventually(lambda: restarted.cli("GET", "acknowledged") == "on-new", 20,
+                        "old has new's writes again")
+        self.eventually(lambda: daemon.ctl("health").returncode == 0, 20, "health OK again")
+        s = svc()
+        self.assertEqual(s["active"], "new", s)
+        self.assertIs(s["fenced"], True, s)
+
+
+if __name__ == "__main__":
+    unittest.main()
