@@ -328,6 +328,7 @@ asio::awaitable<command_result> controller::command(std::shared_ptr<entry> e, ev
     result.held = e->held;
     result.cut = e->cut;
     result.moved = e->moved;
+    result.adopted = outcome && outcome->adopted;
     co_return result;
 }
 
@@ -576,7 +577,7 @@ void controller::record_result(entry& e, const command_outcome& outcome)
     const std::string result(to_string(outcome.result == verdict::busy ? verdict::refused : outcome.result));
     std::lock_guard lock(mutex_);
     e.switches[result]++;
-    e.last_switch = switch_record{result, utc_now(), outcome.message, e.cut, e.moved};
+    e.last_switch = switch_record{result, utc_now(), outcome.message, e.cut, e.moved, outcome.adopted};
 }
 
 asio::awaitable<command_result> controller::switch_side(std::string name, side to,
@@ -630,10 +631,26 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
         .max_lag_seconds = settings->max_lag_seconds,
         .max_lag_age = 3 * settings->probe_interval + settings->probe_timeout,
     };
+    std::optional<probe_endpoints> probes;
+    bool other_side = false;
     {
         std::lock_guard lock(mutex_);
         request.replicated = e->switch_replication != nullptr;
         request.lag = e->lag;
+        probes = e->probes;
+        const auto& r = e->machine.current_route();
+        other_side = !e->machine.busy() && (r.split_percent || r.active != to);
+    }
+    if (request.replicated && probes && other_side) {
+        // Whether the servers are at the start, already switched (adopt), or neither. On
+        // connections of its own: a switch under way keeps its replication to itself.
+        const auto look = [this, settings, probes] {
+            auto repl = make_replication_(*settings, probes->old_endpoint, probes->new_endpoint);
+            return repl->observe(steady::now() + 2 * settings->probe_timeout);
+        };
+        // Named, not a temporary: g++ 12 destroys a co_await expression's temporaries twice.
+        observations seen = co_await off_loop(look);
+        request.seen = std::move(seen);
     }
     event ev = std::move(request);
     co_return co_await command(e, std::move(ev), std::move(recorded));
