@@ -781,6 +781,16 @@ asio::awaitable<void> controller::recover(std::shared_ptr<entry> e, int hook_pgi
     } else {
         const auto look = [repl, timeout] { return repl->observe(steady::now() + 2 * timeout); };
         seen = co_await off_loop(look);
+        // Right after a start a side reached through a tunnel answers only once a session is
+        // up, and a server restarting with tunneld is briefly away: look again for up to 10s
+        // before calling the switch unresolved (clients stay held meanwhile).
+        asio::steady_timer again(loop_);
+        const auto until = steady::now() + std::chrono::seconds(10);
+        while ((!seen.old_server.reachable || !seen.new_server.reachable) && steady::now() < until) {
+            again.expires_after(std::chrono::milliseconds(250));
+            co_await again.async_wait(as_tuple(use_awaitable));
+            seen = co_await off_loop(look);
+        }
     }
     event ev = recovered{seen};
     progress_fn nobody = [](const std::string&) {};
@@ -803,7 +813,10 @@ asio::awaitable<command_result> controller::resolve(std::string name, side to)
         co_return command_result::failure(verdict::refused,
                                           "resolve refused: no replication is set up to check the servers");
     const auto look = [repl, timeout] { return repl->observe(steady::now() + 2 * timeout); };
-    event ev = resolve_command{to, co_await off_loop(look)};
+    // co_await in a braced initializer: g++ 12 destroys the awaited temporary twice (a double
+    // free of its strings); await into a named value first.
+    auto seen = co_await off_loop(look);
+    event ev = resolve_command{to, std::move(seen)};
     progress_fn nobody = [](const std::string&) {};
     co_return co_await command(e, std::move(ev), std::move(nobody));
 }

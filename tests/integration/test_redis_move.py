@@ -23,8 +23,7 @@ from pathlib import Path
 
 import redis
 
-from integration_support import SERVICE, IntegrationTest, daemon_config, service_config, tb
-from test_redis_cutover import tunnel_table
+from integration_support import SERVICE, IntegrationTest, daemon_config, service_config, tb, tunnel_table
 
 PASSWORD = "move-test-password"
 
