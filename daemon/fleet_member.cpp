@@ -2,6 +2,7 @@
 
 #include "control/fleet_json.hpp"
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <fmt/format.h>
@@ -119,6 +120,12 @@ void fleet_member::on_view(const fleet::fleet_view& view)
             const auto next = fleet::epoch_run(entry->second.epoch, active, epoch);
             epochs_changed |= next != epoch;
             epoch = next;
+            const auto& members = entry->second.members;
+            status_.members[name] = members.size();
+            status_.behind[name] = static_cast<std::size_t>(
+                std::count_if(members.begin(), members.end(), [&](const fleet::member_entry& m) {
+                    return m.record && fleet::lags_behind(entry->second.epoch, *m.record);
+                }));
         }
     }
     if (epochs_changed) membership_.publish_now();
@@ -176,6 +183,7 @@ boost::asio::awaitable<void> fleet_member::flip(std::string service, fleet::memb
         std::lock_guard lock(mutex_);
         auto& epoch = status_.epochs[service];
         epoch = std::max(epoch, action.epoch);
+        ++status_.follows[service];
     }
     membership_.publish_now();
 }

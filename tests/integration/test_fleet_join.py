@@ -6,8 +6,8 @@ it keeps serving on the side of its own state file and refuses the commands that
 whole fleet, saying why and what to do. Real etcd and tunneld members on loopback, each with a
 `kind = "tcp"` service in front of two echo servers (a tcp route flip has no servers' part).
  125. The fleet committed epoch 1 on new before a member started: it starts on old (its state
-      file), flips to new at once, runs epoch 1, is not listed as behind, and its history has the
-      flip by "fleet" naming the epoch.
+      file), flips to new at once, runs epoch 1, is not listed as behind, its history has the
+      flip by "fleet" naming the epoch, and `tunneld_fleet_follows_total` counts it.
  126. A member cut off from etcd (its own path to etcd broken, the others' not) keeps serving on
       old, says `fleet: "unreachable"` and refuses `switch`, `rollback`, `pause` and `resume`
       with the reason; the fleet commits epoch 1 on new meanwhile (the connected member follows);
@@ -16,11 +16,13 @@ whole fleet, saying why and what to do. Real etcd and tunneld members on loopbac
       switch, and when etcd comes back with no switch ever committed it stays on new (it never
       silently reverts to the default old).
  128. A member that cannot follow (its service paused by the operator) stays on old and is
-      listed as behind; resumed, it follows within seconds.
+      listed as behind (and counted in `tunneld_fleet_members_behind`); resumed, it follows
+      within seconds.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -109,13 +111,27 @@ class FleetJoinTest(IntegrationTest):
         self.new = self.bed.echo_server(b"new")
 
     def start_member(self, name: str, etcd_url: str | None) -> tb.Tunneld:
-        port = tb.free_port()
-        config = daemon_config({SERVICE: service_config(port, self.old.port, self.new.port, mode="kill")})
+        port, health_port = tb.free_port(), tb.free_port()
+        config = daemon_config({SERVICE: service_config(port, self.old.port, self.new.port, mode="kill")},
+                               health_listen=f"{tb.HOST}:{health_port}")
         if etcd_url is not None:
             config["fleet"] = {"etcd": [etcd_url], "name": FLEET, "member": name}
         daemon = self.bed.tunneld(config)
-        daemon.port = port
+        daemon.port, daemon.health_port = port, health_port
         return daemon
+
+    def metric(self, daemon: tb.Tunneld, name: str) -> float | None:
+        connection = http.client.HTTPConnection(tb.HOST, daemon.health_port, timeout=10)
+        try:
+            connection.request("GET", "/metrics")
+            text = connection.getresponse().read().decode()
+        finally:
+            connection.close()
+        prefix = f'{name}{{service="{SERVICE}"}} '
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                return float(line[len(prefix):])
+        return None
 
     def commit(self, etcd: tb.Etcd, epoch: int, side: str) -> None:
         """What a coordinator's commit leaves in etcd."""
@@ -158,6 +174,10 @@ class FleetJoinTest(IntegrationTest):
             return [(m["name"], m["side"], m["epoch"], m["behind"]) for m in service["members"]] == \
                 [("a", "new", 1, False)]
         self.eventually(listed_in_step, 10, "its record says new, epoch 1, not behind")
+        self.assertEqual(self.metric(daemon, "tunneld_fleet_follows_total"), 1)
+        self.eventually(lambda: (self.metric(daemon, "tunneld_fleet_members"),
+                                 self.metric(daemon, "tunneld_fleet_members_behind")) == (1, 0), 10,
+                        "metrics: one member, none behind")
 
         daemon.restart()
         self.eventually(lambda: daemon.service(SERVICE)["fleet"] == "ok", 15, "back in the fleet")
@@ -238,10 +258,17 @@ class FleetJoinTest(IntegrationTest):
         self.eventually(lambda: behind() == {"a": ("new", 1, False), "c": ("old", 0, True)}, 10,
                         "c, paused, is listed behind")
         self.assertTrue(self.on(c, "old", 0))
+        self.eventually(lambda: (self.metric(a, "tunneld_fleet_members"),
+                                 self.metric(a, "tunneld_fleet_members_behind")) == (2, 1), 10,
+                        "metrics: two members, one behind")
+        self.assertEqual(self.metric(a, "tunneld_fleet_follows_total"), 1)
+        self.assertEqual(self.metric(c, "tunneld_fleet_follows_total"), 0)
 
         self.ctl_ok(c, "resume", SERVICE)
         self.eventually(lambda: self.on(c, "new", 1), 15, "c follows once resumed")
         self.eventually(lambda: behind() == {"a": ("new", 1, False), "c": ("new", 1, False)}, 10, "nobody behind")
+        self.eventually(lambda: self.metric(a, "tunneld_fleet_members_behind") == 0, 10, "metrics: none behind")
+        self.assertEqual(self.metric(c, "tunneld_fleet_follows_total"), 1)
 
 
 if __name__ == "__main__":
