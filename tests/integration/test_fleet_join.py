@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
-import threading
 import unittest
 
 from integration_support import SERVICE, IntegrationTest, daemon_config, exchange, service_config, tb
@@ -33,75 +31,6 @@ from integration_support import SERVICE, IntegrationTest, daemon_config, exchang
 FLEET = "bed"
 EPOCH_KEY = f"/tunneld/{FLEET}/services/{SERVICE}/epoch"
 FLEET_WIDE = (("switch", SERVICE), ("rollback", SERVICE), ("pause", SERVICE), ("resume", SERVICE))
-
-
-class Relay:
-    """A TCP relay on loopback that the test can break (listener and every connection closed) and
-    mend on the same port: one member's path to etcd, while the others keep theirs."""
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.port = tb.free_port()
-        self.lock = threading.Lock()
-        self.sockets: list[socket.socket] = []
-        self.listener: socket.socket | None = None
-        self.mend()
-
-    def mend(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((tb.HOST, self.port))
-        listener.listen(64)
-        self.listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def break_(self) -> None:
-        with self.lock:
-            listener, self.listener = self.listener, None
-            sockets, self.sockets = self.sockets, []
-        if listener is not None:
-            listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
-        for s in sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection((tb.HOST, self.target_port), timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                if self.listener is not listener:
-                    client.close()
-                    upstream.close()
-                    return
-                self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        for s in (source, sink):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class FleetJoinTest(IntegrationTest):
@@ -188,13 +117,13 @@ class FleetJoinTest(IntegrationTest):
     def test_126_a_member_cut_off_keeps_serving_refuses_and_follows_when_back(self):
         etcd = self.bed.etcd()
         a = self.start_member("a", etcd.url)
-        relay = Relay(int(etcd.url.rsplit(":", 1)[1]))
+        relay = tb.StallableRelay(int(etcd.url.rsplit(":", 1)[1]))
         try:
             b = self.start_member("b", f"http://{tb.HOST}:{relay.port}")
             for daemon in (a, b):
                 self.eventually(lambda d=daemon: d.service(SERVICE)["fleet"] == "ok", 15, "both reach etcd")
 
-            relay.break_()
+            relay.cut()
             self.eventually(lambda: b.service(SERVICE)["fleet"] == "unreachable", 15, "b is cut off")
             self.assert_refused_fleet_wide(b, "old")
             self.assertEqual(exchange(b.port, b"ping"), b"oldping", "b serves on old without etcd")
@@ -211,7 +140,7 @@ class FleetJoinTest(IntegrationTest):
             self.assertEqual([(e["from"], e["to"], e["result"]) for e in history], [("old", "new", "done")])
             self.assertEqual(b.service(SERVICE)["fleet"], "ok")
         finally:
-            relay.break_()
+            relay.stop()
 
     def test_127_etcd_unreachable_at_start_keeps_the_state_files_side(self):
         alone = self.start_member("a", None)
