@@ -736,6 +736,7 @@ class StallableRelay:
         self.flowing = threading.Event()
         self.flowing.set()
         self._closed = False
+        self._cut = False
         self._socks: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -745,6 +746,9 @@ class StallableRelay:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self._cut:
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection((HOST, self.target_port), timeout=5)
             except OSError:
@@ -752,6 +756,10 @@ class StallableRelay:
                 continue
             upstream.settimeout(None)
             self._socks += [client, upstream]
+            if self._cut:  # cut() came while this one was being connected
+                for s in (client, upstream):
+                    s.close()
+                continue
             threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
 
@@ -782,6 +790,20 @@ class StallableRelay:
 
     def flow(self) -> None:
         self.flowing.set()
+
+    def cut(self) -> None:
+        """A broken path rather than a slow one: every connection is closed, and new ones are
+        closed as soon as they are accepted, until mend()."""
+        self._cut = True
+        socks, self._socks = self._socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def mend(self) -> None:
+        self._cut = False
 
     def stop(self) -> None:
         self._closed = True
