@@ -229,7 +229,9 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
             // Forward whole requests up to the hold point, if there is a move order.
             const std::string_view pending = carry.pending();
             std::size_t forward = 0;
-            const bool may_ask_id = backend_id == id_query::unknown && session.movable();
+            // Cheapest test first: a pipelining client rarely has nothing outstanding.
+            const bool may_ask_id =
+                backend_id == id_query::unknown && session.outstanding() == 0 && session.movable();
             while (!moving && forward < pending.size()) {
                 if (handle.current_order() != move_order::none && session.can_hold()) {
                     holding = true;
@@ -240,12 +242,22 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
             log_not_resp_once();
             if (forward > 0) {
                 const bool ask_id = may_ask_id && session.pinned() == pin_reason::blocking_command;
-                if (ask_id) backend_id = id_query::asked;
-                const std::size_t ours = ask_id ? client_id_request.size() : 0;
-                const std::array<asio::const_buffer, 2> request{asio::buffer(client_id_request.data(), ours),
-                                                                asio::buffer(pending.data(), forward)};
-                auto [write_ec, all_written] = co_await asio::async_write(backend, request, as_tuple(use_awaitable));
-                const std::size_t written = all_written > ours ? all_written - ours : 0;
+                boost::system::error_code write_ec;
+                std::size_t written = 0;
+                if (ask_id) {
+                    backend_id = id_query::asked;
+                    const std::array<asio::const_buffer, 2> request{asio::buffer(client_id_request),
+                                                                    asio::buffer(pending.data(), forward)};
+                    auto [ec, all_written] = co_await asio::async_write(backend, request, as_tuple(use_awaitable));
+                    write_ec = ec;
+                    written = all_written > client_id_request.size() ? all_written - client_id_request.size() : 0;
+                } else {
+                    // One buffer: send(), not the sendmsg() a buffer sequence costs on every request.
+                    auto [ec, n] = co_await asio::async_write(backend, asio::buffer(pending.data(), forward),
+                                                              as_tuple(use_awaitable));
+                    write_ec = ec;
+                    written = n;
+                }
                 outcome.bytes_up += written;
                 counters.bytes_up.fetch_add(written, std::memory_order_relaxed);
                 carry.begin += forward;
