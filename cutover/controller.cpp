@@ -8,6 +8,7 @@
 #include <csignal>
 #include <fmt/chrono.h>
 #include <fmt/format.h>
+#include <set>
 #include <spdlog/spdlog.h>
 
 namespace tunneld::cutover {
@@ -444,15 +445,31 @@ asio::awaitable<void> controller::quiesce_step(std::shared_ptr<entry> e, quiesce
     const auto started = steady::now();
     asio::steady_timer poll(loop_);
     auto census = svc.census(what.from);
+    // A client blocked in BRPOP (or XREAD BLOCK, ...) would wait out its timeout, and Redis
+    // answers it -UNBLOCKED when its server turns replica: end its wait as a timeout would.
+    std::set<std::int64_t> unblocked;
+    std::size_t unblocked_count = 0;
     while (census.busy() > 0 && steady::now() < what.until) {
         poll.expires_after(client_poll);
         co_await poll.async_wait(as_tuple(use_awaitable));
+        std::vector<std::int64_t> blocked;
+        if (e->switch_replication)
+            for (const auto id : svc.blocked_backend_ids(what.from))
+                if (unblocked.insert(id).second) blocked.push_back(id);
+        if (!blocked.empty()) {
+            const auto repl = e->switch_replication;
+            const auto run = [repl, which = what.from, &blocked] { return repl->unblock_clients(which, blocked); };
+            const auto result = co_await off_loop(run);
+            if (!result.ok) spdlog::warn("service={} {}", e->settings->name, result.message);
+            if (result.ok) unblocked_count += blocked.size();
+        }
         census = svc.census(what.from);
     }
     if (ordered == 0) co_return;
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count();
     std::string line = fmt::format("{} clients on {} held at a request boundary in {}ms", census.held,
                                    proxy::to_string(what.from), ms);
+    if (unblocked_count > 0) line += fmt::format(" ({} unblocked from a blocking command)", unblocked_count);
     if (census.pinned_lasting > 0) line += fmt::format(", {} pinned for good (cut at the move)", census.pinned_lasting);
     if (census.busy() > 0)
         line += fmt::format(", {} still busy (a transaction or a blocking command): they move when they unpin",
