@@ -719,11 +719,15 @@ step switch_machine::on_done(const step_done& d, time_point now)
                     command_outcome{verdict::failed, "resolve failed: " + d.message, false}};
         }
         fenced_ = recovering_to_ == side::new_side && !d.no_op;
-        if (recovering_to_ == side::new_side && !resolved_) {
-            phase_ = phase::recovering_follow;
-            return {{log_line{false, d.message}, follow{side::old_side, now + std::chrono::seconds(5)}}, std::nullopt};
+        {
+            step out = recovering_to_ == side::new_side && !resolved_
+                           ? step{{log_line{false, d.message}, follow{side::old_side, now + std::chrono::seconds(5)}},
+                                  std::nullopt}
+                           : finish_recovery(recovering_to_, d.message);
+            if (recovering_to_ == side::new_side && !resolved_) phase_ = phase::recovering_follow;
+            if (std::exchange(unfence_target_, false)) out.effects.insert(out.effects.begin(), unfence{recovering_to_});
+            return out;
         }
-        return finish_recovery(recovering_to_, d.message);
     case phase::recovering_follow:
         return finish_recovery(recovering_to_, d.message);
     case phase::refencing:
@@ -766,6 +770,9 @@ step switch_machine::on_recovered(const recovered& r, time_point now)
     switch (decision.verdict) {
     case recovery_verdict::forward:
         recovering_to_ = j.to;
+        // A rollback that died between promoting old and restoring its min-replicas-to-write
+        // leaves old a primary still fenced: lifted once the other side is fenced.
+        unfence_target_ = r.seen.of(j.to).fenced;
         phase_ = phase::recovering_fence;
         return {{log_line{true, fmt::format("{}: finishing it forward: {}", head, decision.reason)},
                  unpause{j.from}, fence{j.from, now + std::chrono::seconds(5)}},
@@ -804,11 +811,19 @@ step switch_machine::on_resolve(const resolve_command& r, time_point now)
     step out{{log_line{true, fmt::format("resolve to {} by the operator: {}", side_name(r.to), check.reason)},
               unpause{r.to}},
              std::nullopt};
+    // The side that takes the clients may carry our fence from the switch that died (old fenced
+    // before the promotion, new fenced by a rollback): it takes writes again, but only once the
+    // other side refuses them.
+    unfence_target_ = r.seen.of(r.to).fenced;
     if (left.reachable && left.role == server_role::primary) {
         // Two primaries: the one left behind refuses writes before any client reaches the other.
         phase_ = phase::recovering_fence;
         out.effects.push_back(fence{other, now + std::chrono::seconds(5)});
         return out;
+    }
+    if (std::exchange(unfence_target_, false)) {
+        out.effects.push_back(unfence{r.to});
+        if (r.to == side::old_side) fenced_ = false;
     }
     auto rest = finish_recovery(r.to, left.reachable ? "" : fmt::format("{} is unreachable and not fenced: it must "
                                                                         "not come back writable", side_name(other)));

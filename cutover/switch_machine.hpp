@@ -415,6 +415,8 @@ private:
     std::string name_;
     route route_;
     bool fenced_ = false;
+    /// Recovery or resolve: the side taking the clients carries our fence; lifted once the other is fenced.
+    bool unfence_target_ = false;
     phase phase_ = phase::idle;
     switch_request request_;   ///< the switch under way
     switch_limits limits_;     ///< its limits

@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import select
 import subprocess
 import sys
 import tempfile
@@ -500,28 +501,50 @@ class Sshd:
 
 
 class Redis:
-    """A throwaway redis-server; `replicaof` another Redis makes it a replica."""
+    """A throwaway redis-server; `replicaof` another Redis makes it a replica.
+
+    `durable` runs it with `appendonly yes` and `appendfsync always`: every acknowledged write
+    is on disk before its reply, so `kill()` then `start()` (a crash and a restart) loses none.
+    """
 
     def __init__(self, directory: Path, name: str, replicaof: "Redis | None" = None,
                  extra_args: Iterable[str] = (), port: int | None = None,
-                 timeout: float = DEFAULT_TIMEOUT):
+                 timeout: float = DEFAULT_TIMEOUT, durable: bool = False):
         self.name = name
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.log = self.dir / "redis.log"
         self.replicaof = replicaof
-        argv = ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
-                "--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self.log),
-                "--daemonize", "no"]
-        if replicaof is not None:
-            argv += ["--replicaof", HOST, str(replicaof.port)]
-        argv += list(extra_args)
-        self.process = Process(argv, self.dir / "redis.stdout")
-        wait_until(lambda: self.cli("PING") == "PONG", timeout, f"redis {name} on port {self.port}",
-                   self.log, proc=self.process.popen)
+        self.timeout = timeout
+        self.argv = ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
+                     "--dir", str(self.dir), "--logfile", str(self.log), "--daemonize", "no"]
+        self.argv += ["--appendonly", "yes", "--appendfsync", "always"] if durable \
+            else ["--appendonly", "no"]
+        self.extra_args = list(extra_args)
+        self.start(replicaof=f"{HOST}:{replicaof.port}" if replicaof is not None else None)
         if replicaof is not None:
             self.wait_link_up(timeout)
+
+    def start(self, replicaof: str | None = None) -> None:
+        """Starts the server (again, after `kill`) on the same port and directory; `replicaof`
+        ("host:port") starts it as a replica, as a config file naming its primary would."""
+        follow = ["--replicaof", *replicaof.rsplit(":", 1)] if replicaof else []
+        self.process = Process(self.argv + follow + self.extra_args, self.dir / "redis.stdout")
+        wait_until(lambda: self.cli("PING") == "PONG", self.timeout,
+                   f"redis {self.name} on port {self.port}", self.log, proc=self.process.popen)
+
+    def kill(self) -> str | None:
+        """SIGKILLs the server (a crash); returns the primary it followed ("host:port") as it
+        last answered, or None if it was a primary or did not answer."""
+        try:
+            info = self.info_replication()
+        except (OSError, ConnectionError, RespError):
+            info = {}
+        self.process.stop(timeout=0, sig=signal.SIGKILL)
+        if info.get("role") == "slave":
+            return f"{info['master_host']}:{info['master_port']}"
+        return None
 
     @property
     def pid(self) -> int:
@@ -699,6 +722,127 @@ backend servers
     def describe(self) -> dict:
         return {"host": HOST, "port": self.port, "pid": self.pid, "backend": self.backend,
                 "config": str(self.config_path), "log": str(self.log)}
+
+
+class StallableRelay:
+    """A TCP relay to `target_port` whose answers (target -> client) can be stalled: put between a
+    replica and its primary, the replica stays responsive and its link stays "up" while its
+    offset stops, which is real, measurable lag (as from a slow WAN link)."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self._closed = False
+        self._cut = False
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self._cut:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection((HOST, self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            self._socks += [client, upstream]
+            if self._cut:  # cut() came while this one was being connected
+                for s in (client, upstream):
+                    s.close()
+                continue
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, stallable: bool) -> None:
+        try:
+            while not self._closed:
+                if stallable and not self.flowing.is_set():
+                    self.flowing.wait(0.1)
+                    continue
+                ready, _, _ = select.select([src], [], [], 0.1)
+                if not ready:
+                    continue
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def stall(self) -> None:
+        self.flowing.clear()
+
+    def flow(self) -> None:
+        self.flowing.set()
+
+    def cut(self) -> None:
+        """A broken path rather than a slow one: every connection is closed, and new ones are
+        closed as soon as they are accepted, until mend()."""
+        self._cut = True
+        socks, self._socks = self._socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def mend(self) -> None:
+        self._cut = False
+
+    def stop(self) -> None:
+        self._closed = True
+        self.flowing.set()
+        for s in [self.listener] + self._socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+class DelayRelay:
+    """tools/delay_relay (built with tunneld) in front of `target_port`: every byte held
+    `delay_ms` each way, so a round trip through it takes 2 x delay_ms (no netem on these
+    kernels). Bytes already read are still delivered after their sender dies."""
+
+    def __init__(self, target_port: int, delay_ms: int):
+        binary = tunneld_bin().parent.parent / "tools" / "delay_relay"
+        if not binary.exists():
+            raise BedError(f"delay_relay not found at {binary} (build the default preset)")
+        self.popen = subprocess.Popen([str(binary), f"{HOST}:{target_port}", str(delay_ms)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, text=True)
+        line = self.popen.stdout.readline().strip()
+        if not line.isdigit():
+            self.stop()
+            raise BedError(f"delay_relay printed {line!r}, not its port")
+        self.port = int(line)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.stdin.close()  # it exits when its stdin closes
+            try:
+                self.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+    def describe(self) -> dict:
+        return {"port": self.port, "pid": self.popen.pid}
 
 
 class EchoServer:
@@ -1113,6 +1257,9 @@ class TestBed:
 
     def haproxy(self, backend: str, listen_port: int | None = None, **kw) -> Haproxy:
         return self._add(Haproxy(self.subdir("haproxy"), backend, listen_port, **kw))
+
+    def delay_relay(self, target_port: int, delay_ms: int) -> DelayRelay:
+        return self._add(DelayRelay(target_port, delay_ms))
 
     def echo_server(self, prefix: bytes = b"", mode: str = "echo") -> EchoServer:
         return self._add(EchoServer(prefix, mode))

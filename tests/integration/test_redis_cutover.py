@@ -14,16 +14,15 @@ Each test prints one line "RESULT ..." with the measured pause and the client-vi
 from __future__ import annotations
 
 import re
-import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import unittest
 
-from integration_support import IntegrationTest, daemon_config, service_config, tb
+from integration_support import (IntegrationTest, Writer, daemon_config, missing_keys,
+                                 service_config, tb, tunnel_table)
 
 SERVICE = "redis"
 
@@ -32,166 +31,6 @@ SERVICE = "redis"
 # helpers
 
 
-class Writer:
-    """`threads` writers, each with its own connection through `port` (reconnecting on error),
-    writing unique keys `prefix:T:N`; every +OK is recorded as acknowledged."""
-
-    def __init__(self, port: int, prefix: str, threads: int = 8, timeout: float = 15.0):
-        self.port = port
-        self.prefix = prefix
-        self.timeout = timeout
-        self.acked: list[str] = []
-        self.errors = 0
-        self.error_samples: dict[str, int] = {}
-        self.max_latency = 0.0
-        self.attempts = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                         for i in range(threads)]
-
-    def start(self) -> "Writer":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        alive = [t for t in self._threads if t.is_alive()]
-        if alive:
-            raise AssertionError(f"{len(alive)} writer threads still stuck after {timeout}s")
-
-    def _error(self, what: str) -> None:
-        with self._lock:
-            self.errors += 1
-            key = what[:60]
-            self.error_samples[key] = self.error_samples.get(key, 0) + 1
-
-    def _run(self, index: int) -> None:
-        conn = None
-        n = 0
-        acked = []
-        while not self._stop.is_set():
-            if conn is None:
-                try:
-                    conn = tb.RespClient(self.port, timeout=self.timeout)
-                except OSError as e:
-                    self._error(f"connect: {type(e).__name__}")
-                    time.sleep(0.05)
-                    continue
-            key = f"{self.prefix}:{index}:{n}"
-            n += 1
-            started = time.monotonic()
-            try:
-                reply = conn.command("SET", key, str(index))
-            except tb.RespError as e:
-                self._error(f"reply: {e}")
-                time.sleep(0.01)
-                continue
-            except (OSError, ConnectionError) as e:
-                self._error(f"io: {type(e).__name__}")
-                conn.close()
-                conn = None
-                continue
-            finally:
-                latency = time.monotonic() - started
-                with self._lock:
-                    self.attempts += 1
-                    self.max_latency = max(self.max_latency, latency)
-            if reply == "OK":
-                acked.append(key)
-            else:
-                self._error(f"unexpected reply {reply!r}")
-        if conn is not None:
-            conn.close()
-        with self._lock:
-            self.acked.extend(acked)
-
-    def summary(self) -> str:
-        return (f"acked={len(self.acked)} attempts={self.attempts} errors={self.errors} "
-                f"max_latency={self.max_latency * 1000:.0f}ms samples={self.error_samples}")
-
-
-def missing_keys(redis: tb.Redis, keys: list[str]) -> list[str]:
-    """The keys of `keys` that `redis` does not have."""
-    missing = []
-    with redis.client(timeout=30) as c:
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            if c.command("EXISTS", *chunk) != len(chunk):
-                missing += [k for k in chunk if c.command("EXISTS", k) != 1]
-    return missing
-
-
-class Relay:
-    """A TCP relay old <- replica whose replication stream can be stalled (the replica stays
-    responsive and its link stays "up" while its offset stops: real, measurable lag)."""
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.listener = socket.create_server((tb.HOST, 0))
-        self.port = self.listener.getsockname()[1]
-        self.flowing = threading.Event()
-        self.flowing.set()
-        self._closed = False
-        self._socks: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection((tb.HOST, self.target_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            self._socks += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, stallable: bool) -> None:
-        try:
-            while not self._closed:
-                if stallable and not self.flowing.is_set():
-                    self.flowing.wait(0.1)
-                    continue
-                ready, _, _ = select.select([src], [], [], 0.1)
-                if not ready:
-                    continue
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def stall(self) -> None:
-        self.flowing.clear()
-
-    def flow(self) -> None:
-        self.flowing.set()
-
-    def stop(self) -> None:
-        self._closed = True
-        self.flowing.set()
-        for s in [self.listener] + self._socks:
-            try:
-                s.close()
-            except OSError:
-                pass
 
 
 def held_ms(text: str) -> int | None:
@@ -201,22 +40,15 @@ def held_ms(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def tunnel_table(sshd: tb.Sshd) -> dict:
-    return {"address": f"{tb.HOST}:{sshd.port}", "user": sshd.user,
-            "identity": str(sshd.user_key), "known_hosts": str(sshd.known_hosts),
-            "sessions": 2, "keepalive": "1s", "keepalive_max_missed": 3,
-            "connect_timeout": "5s", "reconnect_max": "2s"}
-
-
 class RedisCutoverTest(IntegrationTest):
-    """old = primary, new = replica of old (directly, or through a Relay)."""
+    """old = primary, new = replica of old (directly, or through a StallableRelay)."""
 
     via_tunnel = False
 
     def start(self, relay: bool = False, **service) -> None:
         self.old = self.bed.redis("old")
         if relay:
-            self.relay = Relay(self.old.port)
+            self.relay = tb.StallableRelay(self.old.port)
             self.addCleanup(self.relay.stop)
             self.new = self.bed.redis("new")
             self.new.cli("REPLICAOF", tb.HOST, self.relay.port)

@@ -353,5 +353,51 @@ TEST(Adopt, NeitherTheStartNorTheTargetIsRefusedWithWhatWasSeen)
     EXPECT_TRUE(has_effect<hold_new_clients>(forced.effects));
 }
 
+TEST(Recovery, ResolveLiftsOurFenceFromTheSideThatTakesTheClients)
+{
+    // Died during fence_command: old is fenced by min-replicas-to-write, new unreachable.
+    switch_journal j{"svc-1", side::old_side, side::new_side, switch_mode::pause, journal_step::fence, std::nullopt};
+    switch_machine m(service_kind::redis, route{}, "svc", false, j);
+    observations seen;
+    seen.old_server = {true, "", server_role::primary, "a1", "00", 100, std::nullopt, true};
+    seen.new_server = {false, "cannot connect", std::nullopt, "", "", {}, {}, false};
+    m.on(recovered{seen}, t0);
+    ASSERT_EQ(m.state(), service_state::unresolved);
+
+    seen.new_server = {true, "", server_role::replica, "a1", "00", 100, std::nullopt, false};
+    const auto go = m.on(resolve_command{side::old_side, seen}, t0);
+    EXPECT_NE(std::find(go.effects.begin(), go.effects.end(), effect{unfence{side::old_side}}), go.effects.end())
+        << "old takes the clients: its fence is lifted";
+    EXPECT_EQ(go.effects.back(), effect{persist{}});
+    const auto done = m.on(step_done{step_kind::persist, true, ""}, t0);
+    ASSERT_TRUE(done.done);
+    EXPECT_EQ(m.current_route(), proxy::route_to(side::old_side));
+    EXPECT_FALSE(m.fenced());
+}
+
+TEST(Recovery, RollbackFinishedForwardLiftsOldsFenceOnceNewIsFenced)
+{
+    // Died between old's REPLICAOF NO ONE and restoring its min-replicas-to-write: old is a
+    // promoted primary that still refuses writes, new a primary fenced by the rollback.
+    switch_journal j{"svc-1", side::new_side, side::old_side, switch_mode::pause, journal_step::roll_back,
+                     std::nullopt};
+    switch_machine m(service_kind::redis, proxy::route_to(side::new_side), "svc", true, j);
+    observations seen;
+    seen.new_server = {true, "", server_role::primary, "b2", "a1", 300, std::nullopt, true};
+    seen.old_server = {true, "", server_role::primary, "c3", "b2", 300, 301, true};
+    const auto forward = m.on(recovered{seen}, t0);
+    EXPECT_EQ(forward.effects.back(), (effect{fence{side::new_side, t0 + 5s}}));
+    EXPECT_EQ(std::find(forward.effects.begin(), forward.effects.end(), effect{unfence{side::old_side}}),
+              forward.effects.end())
+        << "old takes writes only once new refuses them";
+    const auto fenced = m.on(step_done{step_kind::fence, true, "new fenced"}, t0);
+    ASSERT_FALSE(fenced.effects.empty());
+    EXPECT_EQ(fenced.effects.front(), effect{unfence{side::old_side}});
+    EXPECT_EQ(fenced.effects.back(), effect{persist{}});
+    m.on(step_done{step_kind::persist, true, ""}, t0);
+    EXPECT_EQ(m.current_route(), proxy::route_to(side::old_side));
+    EXPECT_EQ(m.state(), service_state::serving);
+}
+
 } // namespace
 } // namespace tunneld::cutover
