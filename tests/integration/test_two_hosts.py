@@ -12,8 +12,8 @@ import json
 import time
 import unittest
 
-from integration_support import SERVICE, IntegrationTest, daemon_config, service_config, tb
-from test_redis_cutover import Writer, missing_keys
+from integration_support import (SERVICE, IntegrationTest, Writer, daemon_config, missing_keys,
+                                 service_config, tb)
 
 
 class TwoHostsTest(IntegrationTest):
