@@ -18,6 +18,9 @@ namespace tunneld::control {
 struct fleet_status {
     bool reachable = false;
     std::map<std::string, std::int64_t> epochs; ///< service -> the epoch it runs on this member
+    std::map<std::string, std::size_t> members; ///< service -> live members listed in etcd (this one too)
+    std::map<std::string, std::size_t> behind;  ///< service -> members behind its committed epoch
+    std::map<std::string, std::uint64_t> follows; ///< service -> flips to the committed side done here
 };
 
 /// Everything `status` reports: the services and the tunnels, as values.

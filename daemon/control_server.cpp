@@ -261,6 +261,12 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
     if (r.service && !controller.has_service(service))
         co_return error_line({error_code::unknown_service, fmt::format("no service named \"{}\"", service)});
 
+    // With [fleet] these act on every member together: not while etcd does not answer.
+    const auto fleet_wide = r.cmd == command::switch_side || r.cmd == command::rollback ||
+                            r.cmd == command::pause || r.cmd == command::resume;
+    std::optional<std::string> fleet_refusal;
+    if (fleet_wide && daemon_.fleet()) fleet_refusal = daemon_.fleet()->refusal(service, to_string(r.cmd));
+
     // A change of route is recorded with its operator and outcome (tunnelctl history).
     const auto changes = r.cmd == command::switch_side || r.cmd == command::rollback || r.cmd == command::split ||
                          r.cmd == command::pause || r.cmd == command::resume;
@@ -284,6 +290,7 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
         if (result.held) e.held_ms = result.held->count();
         e.cut = result.cut;
         e.moved = result.moved;
+        e.adopted = result.adopted;
         e.result = history_result_of(result.result);
         e.reason = result.ok() ? std::move(done_reason) : result.error;
         daemon_.record_history(std::move(e));
@@ -295,6 +302,26 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
         if (m) return std::string(config::to_string(*m));
         return before ? std::string(config::to_string(before->mode)) : std::string();
     };
+    if (fleet_refusal) {
+        spdlog::warn("control: {} {} refused: the fleet's etcd does not answer", to_string(r.cmd), service);
+        const auto refused = cutover::command_result::failure(cutover::verdict::refused, *fleet_refusal);
+        const auto here = before ? active_text(before->route) : "";
+        switch (r.cmd) {
+        case command::switch_side:
+            record(cutover::history_action::switch_side, std::string(to_string(r.to)), mode_text(r.mode), refused, "");
+            break;
+        case command::rollback:
+            record(cutover::history_action::rollback, "old", mode_text(std::nullopt), refused, "");
+            break;
+        case command::pause:
+            record(cutover::history_action::pause, here, "", refused, "");
+            break;
+        default:
+            record(cutover::history_action::resume, here, "", refused, "");
+            break;
+        }
+        co_return finish(refused);
+    }
 
     switch (r.cmd) {
     case command::status:

@@ -2,6 +2,10 @@
 
 #include "control/fleet_json.hpp"
 
+#include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 namespace tunneld::daemon {
@@ -11,6 +15,9 @@ namespace {
 /// How often the services are looked at for a changed record (a switch, held clients): cheap,
 /// and a change reaches etcd this soon instead of at the next heartbeat.
 constexpr auto poll_interval = std::chrono::milliseconds(250);
+/// After a flip that failed (the service was busy with a switch of its own, a server step
+/// failed), the next attempt waits this long.
+constexpr auto flip_retry = std::chrono::seconds(5);
 
 fleet::side fleet_side(proxy::side s)
 {
@@ -26,9 +33,19 @@ fleet::member_record member_record_of(const cutover::service_snapshot& s, std::i
     return {fleet_side(s.route.active), epoch, std::string(cutover::to_string(s.state)), s.held, 0};
 }
 
+std::string unreachable_refusal(const std::string& service, std::string_view command, proxy::side active,
+                                const std::string& last_error)
+{
+    return fmt::format("{} refused: the fleet is unreachable (etcd: {}). With [fleet] a {} acts on every member "
+                       "together, so it waits for etcd; this member keeps serving {} on {}. Bring etcd back (or "
+                       "fix [fleet] etcd), check with `tunnelctl fleet`, then run it again",
+                       command, last_error.empty() ? "not reached yet" : last_error, command, service,
+                       proxy::to_string(active));
+}
+
 fleet_member::fleet_member(boost::asio::io_context& loop, const config::fleet_config& settings,
-                           services_source services)
-    : settings_(settings), services_(std::move(services)),
+                           services_source services, flip_fn flip)
+    : settings_(settings), services_(std::move(services)), flip_(std::move(flip)), loop_(loop),
       client_(loop.get_executor(), fleet::etcd::options_for(settings)),
       membership_(client_, fleet::key_layout(settings.name), settings.member, [this] { return records(); }),
       poll_(loop)
@@ -77,6 +94,7 @@ void fleet_member::watch_services()
         offered_ = std::move(now);
         membership_.publish_now();
     }
+    follow_committed();
     poll_.expires_after(poll_interval);
     poll_.async_wait([this](boost::system::error_code ec) {
         if (!ec) watch_services();
@@ -102,9 +120,72 @@ void fleet_member::on_view(const fleet::fleet_view& view)
             const auto next = fleet::epoch_run(entry->second.epoch, active, epoch);
             epochs_changed |= next != epoch;
             epoch = next;
+            const auto& members = entry->second.members;
+            status_.members[name] = members.size();
+            status_.behind[name] = static_cast<std::size_t>(
+                std::count_if(members.begin(), members.end(), [&](const fleet::member_entry& m) {
+                    return m.record && fleet::lags_behind(entry->second.epoch, *m.record);
+                }));
         }
     }
     if (epochs_changed) membership_.publish_now();
+    follow_committed();
+}
+
+void fleet_member::follow_committed()
+{
+    const auto& view = membership_.view();
+    // Only what etcd says now: a member that cannot reach it stays where its state file put it.
+    if (stopped_ || !view.reachable) return;
+    const auto now = std::chrono::steady_clock::now();
+    for (const auto& [name, active] : sides_) {
+        const auto entry = view.services.find(name);
+        if (entry == view.services.end() || flipping_.contains(name)) continue;
+        if (const auto retry = retry_flip_at_.find(name); retry != retry_flip_at_.end() && now < retry->second)
+            continue;
+        fleet::member_local local;
+        local.active = active;
+        {
+            std::lock_guard lock(mutex_);
+            const auto epoch = status_.epochs.find(name);
+            local.epoch = epoch == status_.epochs.end() ? 0 : epoch->second;
+        }
+        const auto action = fleet::react(entry->second.epoch, local);
+        if (action.what != fleet::member_action::kind::flip) continue;
+        flipping_.insert(name);
+        boost::asio::co_spawn(loop_, flip(name, action), boost::asio::detached);
+    }
+}
+
+boost::asio::awaitable<void> fleet_member::flip(std::string service, fleet::member_action action)
+{
+    const auto to = action.to == fleet::side::new_side ? proxy::side::new_side : proxy::side::old_side;
+    const auto why = fmt::format("fleet {} committed epoch {} on {} while this member was away", settings_.name,
+                                 action.epoch, proxy::to_string(to));
+    spdlog::warn("service={} {}: following it", service, why);
+    cutover::command_result result;
+    try {
+        result = co_await flip_(service, to, why);
+    } catch (const std::exception& e) {
+        result = cutover::command_result::failure(cutover::verdict::failed, e.what());
+    }
+    flipping_.erase(service);
+    if (stopped_) co_return;
+    if (!result.ok()) {
+        spdlog::warn("service={} could not follow the fleet to {} yet ({}); trying again in {}s", service,
+                     proxy::to_string(to), result.error, flip_retry.count());
+        retry_flip_at_[service] = std::chrono::steady_clock::now() + flip_retry;
+        co_return;
+    }
+    retry_flip_at_.erase(service);
+    sides_[service] = action.to;
+    {
+        std::lock_guard lock(mutex_);
+        auto& epoch = status_.epochs[service];
+        epoch = std::max(epoch, action.epoch);
+        ++status_.follows[service];
+    }
+    membership_.publish_now();
 }
 
 control::fleet_status fleet_member::status() const
@@ -116,6 +197,16 @@ control::fleet_status fleet_member::status() const
 nlohmann::json fleet_member::listing(const std::string& service) const
 {
     return control::fleet_json(membership_.view(), settings_.name, settings_.member, service);
+}
+
+std::optional<std::string> fleet_member::refusal(const std::string& service, std::string_view command) const
+{
+    const auto& view = membership_.view();
+    if (view.reachable) return std::nullopt;
+    const auto side = sides_.find(service);
+    const auto active = side != sides_.end() && side->second == fleet::side::new_side ? proxy::side::new_side
+                                                                                       : proxy::side::old_side;
+    return unreachable_refusal(service, command, active, view.last_error);
 }
 
 } // namespace tunneld::daemon

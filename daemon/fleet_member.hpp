@@ -6,13 +6,17 @@
 
 #include "config/config.hpp"
 #include "control/status_json.hpp"
+#include "cutover/controller.hpp"
 #include "cutover/snapshot.hpp"
+#include "fleet/coordinator.hpp"
 #include "fleet/membership.hpp"
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <nlohmann/json.hpp>
 
 namespace tunneld::daemon {
@@ -20,13 +24,24 @@ namespace tunneld::daemon {
 /// The member record a service's snapshot stands for, running `epoch`. Pure.
 fleet::member_record member_record_of(const cutover::service_snapshot& s, std::int64_t epoch);
 
+/// Why `tunnelctl switch/rollback/pause/resume SERVICE` is refused on a member that cannot reach
+/// etcd (`last_error`: the view's; empty before etcd was ever reached), serving on `active`. Pure.
+std::string unreachable_refusal(const std::string& service, std::string_view command, proxy::side active,
+                                const std::string& last_error);
+
 class fleet_member {
 public:
     using services_source = std::function<std::vector<cutover::service_snapshot>()>;
+    /// Moves this host's `service` onto `to`, the side the fleet committed while this member was
+    /// away (`why`: for the history and the log). On the loop.
+    using flip_fn = std::function<boost::asio::awaitable<cutover::command_result>(std::string service,
+                                                                                  proxy::side to, std::string why)>;
 
-    /// `services` is called on `loop` for the records. Throws std::runtime_error when a TLS file
-    /// of `settings` cannot be loaded.
-    fleet_member(boost::asio::io_context& loop, const config::fleet_config& settings, services_source services);
+    /// `services` is called on `loop` for the records; `flip` carries out a flip to the
+    /// committed side (at start, or when etcd is reached again). Throws std::runtime_error when a
+    /// TLS file of `settings` cannot be loaded.
+    fleet_member(boost::asio::io_context& loop, const config::fleet_config& settings, services_source services,
+                 flip_fn flip);
     ~fleet_member();
     fleet_member(const fleet_member&) = delete;
     fleet_member& operator=(const fleet_member&) = delete;
@@ -42,20 +57,31 @@ public:
     control::fleet_status status() const;
     /// The `fleet` command's result (every service, or the one named). On the loop.
     nlohmann::json listing(const std::string& service) const;
+    /// Why `command` (switch, rollback, pause, resume) on `service` must be refused now: etcd does
+    /// not answer, so the fleet cannot act as one. nullopt: it may go ahead. On the loop.
+    std::optional<std::string> refusal(const std::string& service, std::string_view command) const;
 
 private:
     std::map<std::string, fleet::member_record> records();
     void on_view(const fleet::fleet_view& view);
     void watch_services();
+    /// Flips each service that is behind the fleet's committed side (fleet::react's `flip`) onto
+    /// it, one flip per service at a time; a failed flip is tried again after a pause.
+    void follow_committed();
+    boost::asio::awaitable<void> flip(std::string service, fleet::member_action action);
 
     config::fleet_config settings_;
     services_source services_;
+    flip_fn flip_;
+    boost::asio::io_context& loop_;
     fleet::etcd::client client_;
     fleet::membership membership_;
     boost::asio::steady_timer poll_;
     bool stopped_ = false;
     std::map<std::string, fleet::member_record> offered_; ///< the records last offered; on the loop
     std::map<std::string, fleet::side> sides_;            ///< each service's side as last seen; on the loop
+    std::set<std::string> flipping_;                      ///< services with a flip under way; on the loop
+    std::map<std::string, std::chrono::steady_clock::time_point> retry_flip_at_; ///< after a failed flip; on the loop
 
     mutable std::mutex mutex_;
     control::fleet_status status_; ///< guarded by mutex_; epochs are this member's, also read on the loop

@@ -96,6 +96,12 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
     family fleet_reachable{"tunneld_fleet_etcd_reachable", gauge,
                            "1 while the fleet's etcd answers, 0 while not."};
     family fleet_epoch{"tunneld_fleet_epoch", gauge, "The fleet epoch the service runs on this member."};
+    family fleet_members{"tunneld_fleet_members", gauge,
+                         "Members of the service's fleet listed in etcd (this one too), as last seen."};
+    family fleet_behind{"tunneld_fleet_members_behind", gauge,
+                        "Members on another side than the fleet's committed one, or on an older epoch."};
+    family fleet_follows{"tunneld_fleet_follows_total", counter,
+                         "Times this member flipped to the side its fleet committed while it was away."};
 
     family sessions{"tunneld_tunnel_sessions", gauge, "SSH sessions configured for the tunnel."};
     family sessions_up{"tunneld_tunnel_sessions_up", gauge,
@@ -169,6 +175,13 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
             const auto epoch = fleet->epochs.find(s);
             fleet_epoch.add({{"service", s}},
                             epoch == fleet->epochs.end() ? 0.0 : static_cast<double>(epoch->second));
+            const auto count = [&s](const auto& per_service) {
+                const auto found = per_service.find(s);
+                return found == per_service.end() ? 0.0 : static_cast<double>(found->second);
+            };
+            fleet_members.add({{"service", s}}, count(fleet->members));
+            fleet_behind.add({{"service", s}}, count(fleet->behind));
+            fleet_follows.add({{"service", s}}, count(fleet->follows));
         }
     }
 
@@ -223,7 +236,10 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
                       &gateway_channels,
                       &gateway_failures,
                       &fleet_reachable,
-                      &fleet_epoch})
+                      &fleet_epoch,
+                      &fleet_members,
+                      &fleet_behind,
+                      &fleet_follows})
         out.push_back(std::move(f->out));
     return out;
 }

@@ -241,9 +241,41 @@ int runtime::run()
 void runtime::start_fleet()
 {
     if (!settings_->fleet) return;
-    fleet_ = std::make_unique<fleet_member>(control_loop(), *settings_->fleet,
-                                            [this] { return controller_->snapshot(); });
+    fleet_ = std::make_unique<fleet_member>(
+        control_loop(), *settings_->fleet, [this] { return controller_->snapshot(); },
+        [this](std::string service, proxy::side to, std::string why) {
+            return follow_fleet(std::move(service), to, std::move(why));
+        });
     fleet_->start();
+}
+
+asio::awaitable<cutover::command_result> runtime::follow_fleet(std::string service, proxy::side to, std::string why)
+{
+    const auto before = controller_->snapshot(service);
+    cutover::progress_fn progress = [service](const std::string& line) {
+        spdlog::info("service={} fleet flip: {}", service, line);
+    };
+    // The service's own mode: a replicated service finds its servers already switched by the
+    // fleet (adopted, not switched again), a tcp one just moves its route.
+    auto result = co_await controller_->switch_side(service, to, std::nullopt, false, std::move(progress));
+    cutover::history_entry e;
+    e.time = cutover::utc_now();
+    e.service = service;
+    e.action = cutover::history_action::switch_side;
+    e.from = before.empty() ? "" : std::string(proxy::to_string(before.front().route.active));
+    e.to = std::string(proxy::to_string(to));
+    e.mode = before.empty() ? "" : std::string(config::to_string(before.front().mode));
+    e.user = "fleet";
+    if (result.held) e.held_ms = result.held->count();
+    e.cut = result.cut;
+    e.moved = result.moved;
+    e.result = result.ok() ? cutover::history_result::done : cutover::history_result::failed;
+    e.reason = result.ok() ? why : why + ": " + result.error;
+    // A busy or paused service is tried again shortly (and logged): only the attempts that did
+    // something are history.
+    if (result.result == cutover::verdict::done || result.result == cutover::verdict::failed)
+        record_history(std::move(e));
+    co_return result;
 }
 
 void runtime::handle_signals()

@@ -64,6 +64,9 @@ private:
     void start_tunnels(const config::config& settings);
     /// With [fleet]: joins the fleet (member records, the fleet's view). On the control loop.
     void start_fleet();
+    /// Moves `service` onto `to`, the side its fleet committed while this member was away, and
+    /// records it in the history (operator "fleet", `why`). On the control loop.
+    asio::awaitable<cutover::command_result> follow_fleet(std::string service, proxy::side to, std::string why);
     void start_service(std::shared_ptr<const config::service_config> settings);
     std::optional<cutover::probe_endpoints> probe_endpoints_for(const config::service_config& settings);
     void stop_service(const std::string& name);

@@ -121,6 +121,7 @@ coordinator_step coordinator::written(const epoch_state& now_state, clock::time_
                      now);
     case intent::hold:
         stage_ = stage::holding;
+        hold_written_ = now;
         ack_deadline_ = now + options_.ack_timeout;
         {
             auto step = check_acks(now);
@@ -143,9 +144,29 @@ coordinator_step coordinator::written(const epoch_state& now_state, clock::time_
 coordinator_step coordinator::check_acks(clock::time_point now)
 {
     if (stage_ != stage::holding) return {};
+    const auto epoch = std::to_string(state_.record.epoch);
     std::vector<std::string> waiting;
-    for (const auto& m : members_)
-        if (!acknowledged(m, state_.record.epoch)) waiting.push_back(m.member);
+    std::vector<std::string> newly;
+    for (const auto& m : members_) {
+        if (!acknowledged(m, state_.record.epoch))
+            waiting.push_back(m.member);
+        else if (acked_.insert(m.member).second)
+            newly.push_back(m.member);
+    }
+    // Each member's acknowledgement is one progress line, as it is seen.
+    std::vector<coordinator_effect> lines;
+    const auto after =
+        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - hold_written_).count());
+    const auto of = std::to_string(members_.size() - waiting.size()) + " of " + std::to_string(members_.size());
+    for (const auto& name : newly)
+        lines.push_back(report{"epoch " + epoch + ": " + name + " acknowledged after " + after + " ms (" + of + ")"});
+    auto step = decide_on_acks(waiting, now);
+    step.effects.insert(step.effects.begin(), lines.begin(), lines.end());
+    return step;
+}
+
+coordinator_step coordinator::decide_on_acks(const std::vector<std::string>& waiting, clock::time_point now)
+{
     // No member seen at all is no acknowledgement (the coordinator itself is a member).
     if (members_.empty()) {
         if (ack_deadline_ && now >= *ack_deadline_) return abort("no live member was seen", now);

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <optional>
+#include <set>
 #include <string>
 #include <variant>
 #include <vector>
@@ -144,6 +145,8 @@ private:
     coordinator_step written(const epoch_state& now_state, clock::time_point now);
     coordinator_step abort(std::string reason, clock::time_point now);
     coordinator_step check_acks(clock::time_point now);
+    /// check_acks' decision once the acknowledgements are counted: go on, wait, or abort.
+    coordinator_step decide_on_acks(const std::vector<std::string>& waiting, clock::time_point now);
     coordinator_step retry_or_give_up(std::string reason, clock::time_point now);
     coordinator_step finish(fleet_outcome outcome, std::string reason);
     epoch_record with_phase(std::string_view p) const;
@@ -157,6 +160,8 @@ private:
     epoch_record pending_;               ///< the record being written
     bool claim_pending_ = false;         ///< the read-back is for a claim, not a write
     std::vector<member_entry> members_;  ///< the live members as last seen
+    std::set<std::string> acked_;        ///< members whose acknowledgement was reported
+    clock::time_point hold_written_{};   ///< when phase hold was written (acknowledgements count from it)
     std::optional<clock::time_point> ack_deadline_;
     std::optional<clock::time_point> retry_at_;
     std::optional<clock::time_point> write_started_;

@@ -31,8 +31,6 @@ tools/tunnelctl}. Exit 0 when every step behaved; otherwise 1 with the step that
 import argparse
 import os
 import re
-import select
-import socket
 import subprocess
 import sys
 import threading
@@ -159,76 +157,6 @@ def missing_keys(redis: tb.Redis, keys: list[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# a relay old -> new whose replication stream can be held back (the replica stays responsive
-# and its link stays "up" while its offset stops: real lag, as from a slow WAN link)
-
-
-class Relay:
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.listener = socket.create_server((tb.HOST, 0))
-        self.port = self.listener.getsockname()[1]
-        self.flowing = threading.Event()
-        self.flowing.set()
-        self._closed = False
-        self._socks: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection((tb.HOST, self.target_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            self._socks += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, stallable: bool) -> None:
-        try:
-            while not self._closed:
-                if stallable and not self.flowing.is_set():
-                    self.flowing.wait(0.1)
-                    continue
-                ready, _, _ = select.select([src], [], [], 0.1)
-                if not ready:
-                    continue
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def stall(self) -> None:
-        self.flowing.clear()
-
-    def flow(self) -> None:
-        self.flowing.set()
-
-    def stop(self) -> None:
-        self._closed = True
-        self.flowing.set()
-        for s in [self.listener] + self._socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-
-# --------------------------------------------------------------------------------------------
 # tunnelctl and status
 
 
@@ -314,7 +242,7 @@ def run(args: argparse.Namespace) -> None:
             banner("1. test bed: sshd (the gateway), redis old (primary), redis new (replica)")
             sshd = None if args.direct else bed.sshd()
             old = bed.redis("old")
-            relay = Relay(old.port)
+            relay = tb.StallableRelay(old.port)
             new = bed.redis("new")
             new.cli("REPLICAOF", tb.HOST, relay.port)
             new.wait_link_up()

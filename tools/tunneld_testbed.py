@@ -27,6 +27,7 @@ import re
 import shutil
 import signal
 import socket
+import select
 import subprocess
 import sys
 import tempfile
@@ -730,6 +731,96 @@ backend servers
         return {"host": HOST, "port": self.port, "pid": self.pid, "backend": self.backend,
                 "config": str(self.config_path), "log": str(self.log)}
 
+
+class StallableRelay:
+    """A TCP relay to `target_port` whose answers (target -> client) can be stalled: put between a
+    replica and its primary, the replica stays responsive and its link stays "up" while its
+    offset stops, which is real, measurable lag (as from a slow WAN link)."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self._closed = False
+        self._cut = False
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self._cut:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection((HOST, self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            self._socks += [client, upstream]
+            if self._cut:  # cut() came while this one was being connected
+                for s in (client, upstream):
+                    s.close()
+                continue
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, stallable: bool) -> None:
+        try:
+            while not self._closed:
+                if stallable and not self.flowing.is_set():
+                    self.flowing.wait(0.1)
+                    continue
+                ready, _, _ = select.select([src], [], [], 0.1)
+                if not ready:
+                    continue
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def stall(self) -> None:
+        self.flowing.clear()
+
+    def flow(self) -> None:
+        self.flowing.set()
+
+    def cut(self) -> None:
+        """A broken path rather than a slow one: every connection is closed, and new ones are
+        closed as soon as they are accepted, until mend()."""
+        self._cut = True
+        socks, self._socks = self._socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def mend(self) -> None:
+        self._cut = False
+
+    def stop(self) -> None:
+        self._closed = True
+        self.flowing.set()
+        for s in [self.listener] + self._socks:
+            try:
+                s.close()
+            except OSError:
+                pass
 
 class DelayRelay:
     """tools/delay_relay (built with tunneld) in front of `target_port`: every byte held

@@ -4,6 +4,7 @@
 // a TCP relay that can freeze or cut the connections through it, and small helpers for the tests.
 
 #include "fleet/etcd_client.hpp"
+#include "free_port.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -37,12 +38,7 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
 
-inline std::uint16_t free_port()
-{
-    asio::io_context ctx;
-    tcp::acceptor acceptor(ctx, {asio::ip::make_address("127.0.0.1"), 0});
-    return acceptor.local_endpoint().port();
-}
+using test_bed::free_port;
 
 inline bool port_open(std::uint16_t port)
 {

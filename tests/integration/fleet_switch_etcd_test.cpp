@@ -180,7 +180,11 @@ TEST_F(FleetSwitch, EveryMemberAcknowledgesTheServersSwitchOnceAndAllEndOnNew)
     const auto took = std::chrono::steady_clock::now() - started;
     EXPECT_EQ(result, (fleet_result{fleet_outcome::committed, 1, "epoch 1 committed on new"}));
     EXPECT_EQ(loop.on_loop([&] { return switches; }), (std::vector<std::pair<std::int64_t, side>>{{1, side::new_side}}));
-    EXPECT_THAT(loop.on_loop([&] { return progress; }), ::testing::Contains("all 3 members acknowledged epoch 1"));
+    const auto lines = loop.on_loop([&] { return progress; });
+    EXPECT_THAT(lines, ::testing::Contains("all 3 members acknowledged epoch 1"));
+    for (const auto* name : {"web-1", "web-2", "web-3"})
+        EXPECT_THAT(lines, ::testing::Contains(::testing::StartsWith(std::string("epoch 1: ") + name + " acknowledged after ")))
+            << "each member's acknowledgement is a progress line";
     EXPECT_EQ(record_in_etcd(), (epoch_record{1, side::new_side, "committed", "", std::nullopt}));
     ASSERT_TRUE(eventually(loop, 3s, [&] { return all_on(locals(members), side::new_side, 1); }))
         << "every member released onto new";

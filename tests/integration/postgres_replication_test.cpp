@@ -9,6 +9,7 @@
 //  5. rollback after promotion is refused unless forced
 
 #include "cutover/replication.hpp"
+#include "free_port.hpp"
 
 #include <arpa/inet.h>
 #include <cstdlib>
@@ -30,18 +31,7 @@ using clock = std::chrono::steady_clock;
 const std::filesystem::path bin = "/usr/lib/postgresql/15/bin";
 const std::string password = "pg-Pa55-word";
 
-std::uint16_t free_port()
-{
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-    socklen_t length = sizeof address;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-    ::close(fd);
-    return ntohs(address.sin_port);
-}
+using test_bed::free_port;
 
 /// Runs `command` as the postgres user; true on exit status 0.
 bool as_postgres(const std::string& command)

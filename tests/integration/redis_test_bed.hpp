@@ -3,6 +3,7 @@
 // redis themselves (tests/integration/*_test.cpp).
 
 #include "config/config.hpp"
+#include "free_port.hpp"
 
 #include <arpa/inet.h>
 #include <chrono>
@@ -24,19 +25,6 @@ namespace tunneld::test_bed {
 
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
-
-inline std::uint16_t free_port()
-{
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-    socklen_t length = sizeof address;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-    ::close(fd);
-    return ntohs(address.sin_port);
-}
 
 /// A plain hiredis client for the test's own reads and writes.
 class client {

@@ -20,7 +20,6 @@ import json
 import unittest
 
 from integration_support import IntegrationTest, daemon_config, service_config, tb
-from test_redis_cutover import Relay
 
 SERVICE = "redis"
 
@@ -29,7 +28,7 @@ class DryRunAndHistoryTest(IntegrationTest):
     def start(self, relay: bool = False) -> None:
         self.old = self.bed.redis("old")
         if relay:
-            self.relay = Relay(self.old.port)
+            self.relay = tb.StallableRelay(self.old.port)
             self.addCleanup(self.relay.stop)
             self.new = self.bed.redis("new")
             self.new.cli("REPLICAOF", tb.HOST, self.relay.port)

@@ -13,7 +13,8 @@ the bed on loopback; each serves a `kind = "tcp"` service in front of two echo s
       still answers (with what was last seen), and clients are still served. etcd started
       again: `fleet: "ok"` and all three listed.
  123. The fleet's committed epoch moves on (epoch 1 on new, written to etcd as a coordinator
-      would): every member still on old at epoch 0 is listed as behind.
+      would): every member follows it onto new and runs epoch 1, nobody is listed behind (a member
+      that cannot follow is listed behind: test_fleet_join 128).
  124. A single host without `[fleet]`: `epoch` and `fleet` are null, `tunnelctl fleet` is
       refused, health is OK and /metrics has no fleet samples: exactly as before.
 """
@@ -138,22 +139,27 @@ class FleetMembershipTest(IntegrationTest):
         self.assertIn(f'tunneld_fleet_etcd_reachable{{service="{SERVICE}"}} 1\n', self.metrics(a))
         self.assertEqual(a.ctl("health").returncode, 0)
 
-    def test_123_members_on_an_older_epoch_are_listed_as_behind(self):
+    def test_123_members_follow_the_committed_epoch(self):
         etcd, members = self.start_fleet()
         self.eventually(lambda: self.member_names(members["a"]) == list(MEMBERS), 15, "all three listed")
         etcd.put(f"/tunneld/{FLEET}/services/{SERVICE}/epoch",
                  json.dumps({"epoch": 1, "side": "new", "phase": "committed"}))
 
-        def behind():
+        def followed():
             service = self.listing(members["b"])["services"][0]
-            return service["epoch"] == 1 and all(m["behind"] for m in service["members"])
-        self.eventually(behind, 10, "every member behind epoch 1 on new")
+            return service["epoch"] == 1 and all((m["side"], m["epoch"], m["behind"]) == ("new", 1, False)
+                                                  for m in service["members"])
+        self.eventually(followed, 15, "every member on new at epoch 1, nobody behind")
         table = self.ctl_ok(members["b"], "fleet", SERVICE)
-        self.assertIn(f"{SERVICE}: epoch 1 committed on new; behind: a b c\n", table)
-        # What a member records in etcd is what it runs: still old, epoch 0.
-        record = json.loads(etcd.get_prefix(f"/tunneld/{FLEET}/services/{SERVICE}/members/")
-                            [f"/tunneld/{FLEET}/services/{SERVICE}/members/c"])
-        self.assertEqual((record["side"], record["epoch"], record["state"]), ("old", 0, "serving"))
+        self.assertIn(f"{SERVICE}: epoch 1 committed on new\n", table)
+        # What a member records in etcd is what it runs: new, epoch 1.
+        def record():
+            value = json.loads(etcd.get_prefix(f"/tunneld/{FLEET}/services/{SERVICE}/members/")
+                               [f"/tunneld/{FLEET}/services/{SERVICE}/members/c"])
+            return (value["side"], value["epoch"], value["state"])
+        self.eventually(lambda: record() == ("new", 1, "serving"), 10, "c's record says new, epoch 1")
+        for daemon in members.values():
+            self.assertEqual(exchange(daemon.port, b"ping"), b"newping")
 
     def test_124_a_single_host_without_fleet_is_unchanged(self):
         daemon = self.start_member(None)

@@ -14,9 +14,7 @@ Each test prints one line "RESULT ..." with the measured pause and the client-vi
 from __future__ import annotations
 
 import re
-import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,72 +31,6 @@ SERVICE = "redis"
 # helpers
 
 
-class Relay:
-    """A TCP relay old <- replica whose replication stream can be stalled (the replica stays
-    responsive and its link stays "up" while its offset stops: real, measurable lag)."""
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.listener = socket.create_server((tb.HOST, 0))
-        self.port = self.listener.getsockname()[1]
-        self.flowing = threading.Event()
-        self.flowing.set()
-        self._closed = False
-        self._socks: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection((tb.HOST, self.target_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            self._socks += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, stallable: bool) -> None:
-        try:
-            while not self._closed:
-                if stallable and not self.flowing.is_set():
-                    self.flowing.wait(0.1)
-                    continue
-                ready, _, _ = select.select([src], [], [], 0.1)
-                if not ready:
-                    continue
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def stall(self) -> None:
-        self.flowing.clear()
-
-    def flow(self) -> None:
-        self.flowing.set()
-
-    def stop(self) -> None:
-        self._closed = True
-        self.flowing.set()
-        for s in [self.listener] + self._socks:
-            try:
-                s.close()
-            except OSError:
-                pass
 
 
 def held_ms(text: str) -> int | None:
@@ -109,14 +41,14 @@ def held_ms(text: str) -> int | None:
 
 
 class RedisCutoverTest(IntegrationTest):
-    """old = primary, new = replica of old (directly, or through a Relay)."""
+    """old = primary, new = replica of old (directly, or through a StallableRelay)."""
 
     via_tunnel = False
 
     def start(self, relay: bool = False, **service) -> None:
         self.old = self.bed.redis("old")
         if relay:
-            self.relay = Relay(self.old.port)
+            self.relay = tb.StallableRelay(self.old.port)
             self.addCleanup(self.relay.stop)
             self.new = self.bed.redis("new")
             self.new.cli("REPLICAOF", tb.HOST, self.relay.port)

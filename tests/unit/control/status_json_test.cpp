@@ -65,8 +65,8 @@ TEST(StatusJson, SplitLagAndLastSwitch)
     EXPECT_EQ(j["lag"], (nlohmann::json{{"bytes", 512}, {"seconds", 0.25}, {"link", "up"}, {"detail", "in sync"}}));
     EXPECT_EQ(j["last_switch"],
               (nlohmann::json{{"result", "failed"}, {"at", "2026-11-21T23:50:00Z"}, {"message", "why"},
-                              {"cut", 1}, {"moved", 4}}))
-        << "the last switch says how many clients it cut and moved";
+                              {"cut", 1}, {"moved", 4}, {"adopted", false}}))
+        << "the last switch says how many clients it cut and moved, and that it was not adopted";
     EXPECT_EQ(j["clients_moved"], 9);
     EXPECT_EQ(j["clients_move_failed"], 2);
 }
@@ -99,11 +99,11 @@ TEST(StatusJson, FleetFieldsAreNullOnASingleHostAndSayEtcdsStateInAFleet)
     EXPECT_TRUE(single["services"][0]["epoch"].is_null());
     EXPECT_TRUE(single["services"][0]["fleet"].is_null());
 
-    const auto ok = to_json(status_snapshot{{redis_snapshot()}, {}, {}, fleet_status{true, {{"redis", 4}}}});
+    const auto ok = to_json(status_snapshot{{redis_snapshot()}, {}, {}, fleet_status{true, {{"redis", 4}}, {}, {}, {}}});
     EXPECT_EQ(ok["services"][0]["epoch"], 4);
     EXPECT_EQ(ok["services"][0]["fleet"], "ok");
 
-    const auto cut_off = to_json(status_snapshot{{redis_snapshot()}, {}, {}, fleet_status{false, {}}});
+    const auto cut_off = to_json(status_snapshot{{redis_snapshot()}, {}, {}, fleet_status{false, {}, {}, {}, {}}});
     EXPECT_EQ(cut_off["services"][0]["epoch"], 0) << "in a fleet, a service that never switched runs epoch 0";
     EXPECT_EQ(cut_off["services"][0]["fleet"], "unreachable");
 }

@@ -184,6 +184,9 @@ TEST(RenderMetrics, EveryFamilyIsDeclaredOnceWithItsTypeEvenWithoutSamples)
         {"tunneld_tunnel_gateway_failures_total", "counter"},
         {"tunneld_fleet_etcd_reachable", "gauge"},
         {"tunneld_fleet_epoch", "gauge"},
+        {"tunneld_fleet_members", "gauge"},
+        {"tunneld_fleet_members_behind", "gauge"},
+        {"tunneld_fleet_follows_total", "counter"},
     };
     const std::string text = render_metrics(metric_families({}, {}));
     const auto m = parse(text);
@@ -246,6 +249,7 @@ TEST(RenderMetrics, FleetReachabilityAndEpochOnlyInAFleet)
     auto status = with_services({redis_service()});
     EXPECT_FALSE(scrape_of(status).has(R"(tunneld_fleet_etcd_reachable{service="redis"})"));
     EXPECT_FALSE(scrape_of(status).has(R"(tunneld_fleet_epoch{service="redis"})"));
+    EXPECT_FALSE(scrape_of(status).has(R"(tunneld_fleet_members{service="redis"})"));
     status.fleet.emplace();
     status.fleet->reachable = false;
     status.fleet->epochs = {{"redis", 3}};
@@ -257,6 +261,16 @@ TEST(RenderMetrics, FleetReachabilityAndEpochOnlyInAFleet)
     m = scrape_of(status);
     EXPECT_EQ(m.at(R"(tunneld_fleet_etcd_reachable{service="redis"})"), 1);
     EXPECT_EQ(m.at(R"(tunneld_fleet_epoch{service="redis"})"), 0);
+    EXPECT_EQ(m.at(R"(tunneld_fleet_members{service="redis"})"), 0);
+    EXPECT_EQ(m.at(R"(tunneld_fleet_members_behind{service="redis"})"), 0);
+    EXPECT_EQ(m.at(R"(tunneld_fleet_follows_total{service="redis"})"), 0);
+    status.fleet->members = {{"redis", 3}};
+    status.fleet->behind = {{"redis", 1}};
+    status.fleet->follows = {{"redis", 2}};
+    m = scrape_of(status);
+    EXPECT_EQ(m.at(R"(tunneld_fleet_members{service="redis"})"), 3);
+    EXPECT_EQ(m.at(R"(tunneld_fleet_members_behind{service="redis"})"), 1);
+    EXPECT_EQ(m.at(R"(tunneld_fleet_follows_total{service="redis"})"), 2);
 }
 
 TEST(RenderMetrics, TunnelSamples)

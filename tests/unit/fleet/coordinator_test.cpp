@@ -69,9 +69,15 @@ TEST(Coordinator, WritesEachPhaseBeforeActingAndCommitsWhenAllAcknowledged)
     step = c.on(epoch_written{{hold, 11}}, t0);
     EXPECT_EQ(c.deadline(), t0 + 2s) << "acknowledgements are awaited for ack_timeout";
     step = c.on(members_seen{{member("web-1", 1, "held"), member("web-2", 0, "serving")}}, t0 + 5ms);
-    EXPECT_TRUE(step.effects.empty()) << "web-2 has not acknowledged yet";
+    EXPECT_TRUE(effects_of<write_epoch>(step).empty()) << "web-2 has not acknowledged yet";
+    ASSERT_EQ(effects_of<report>(step).size(), 1u);
+    EXPECT_EQ(effects_of<report>(step)[0].line, "epoch 1: web-1 acknowledged after 5 ms (1 of 2)");
+    step = c.on(members_seen{{member("web-1", 1, "held"), member("web-2", 0, "serving")}}, t0 + 7ms);
+    EXPECT_TRUE(step.effects.empty()) << "an acknowledgement is reported once";
 
     step = c.on(members_seen{{member("web-1", 1, "held"), member("web-2", 1, "held")}}, t0 + 9ms);
+    ASSERT_GE(effects_of<report>(step).size(), 1u);
+    EXPECT_EQ(effects_of<report>(step)[0].line, "epoch 1: web-2 acknowledged after 9 ms (2 of 2)");
     auto switching = written_record(step);
     EXPECT_EQ(switching.phase, "switch");
     EXPECT_TRUE(effects_of<switch_servers>(step).empty());
@@ -114,7 +120,7 @@ TEST(Coordinator, AMissingAcknowledgementAbortsWithoutTouchingTheServers)
 {
     auto c = holding();
     auto step = c.on(members_seen{{member("web-1", 1, "held"), member("web-2", 0, "serving")}}, t0 + 100ms);
-    EXPECT_TRUE(step.effects.empty());
+    EXPECT_TRUE(effects_of<write_epoch>(step).empty());
     step = c.on(coordinator_deadline{}, t0 + 1999ms);
     EXPECT_TRUE(step.effects.empty()) << "ack_timeout is not over yet";
     step = c.on(coordinator_deadline{}, t0 + 2s);
@@ -151,7 +157,8 @@ TEST(Coordinator, AMalformedMemberRecordDoesNotAcknowledge)
 {
     auto c = holding();
     const auto step = c.on(members_seen{{member("web-1", 1, "held"), {"web-2", std::nullopt, 3}}}, t0);
-    EXPECT_TRUE(step.effects.empty());
+    EXPECT_TRUE(effects_of<write_epoch>(step).empty());
+    EXPECT_TRUE(effects_of<switch_servers>(step).empty());
 }
 
 TEST(Coordinator, ServersNotSwitchedAbortsToOld)
