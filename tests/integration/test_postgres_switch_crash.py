@@ -1,4 +1,4 @@
-"""Scenario 87: tunneld SIGKILLed in the middle of a postgres switch with a fence_command.
+"""Scenario 88: tunneld SIGKILLed in the middle of a postgres switch with a fence_command.
 
 Goal: postgres has no built-in fence; with `fence_command` (here: old made read-only with
 `ALTER SYSTEM SET default_transaction_read_only` and a reload) it runs before the promotion. A
@@ -6,7 +6,7 @@ switch cut short by SIGKILL while a slow promote_command runs (the hook promotes
 after tunneld died) is finished forward by the restarted tunneld: clients reach new, a writable
 primary; old refuses writes (fenced by fence_command before the promotion); every insert
 committed through tunneld before and during the switch is on new.
-  87a: killed while promote_command runs: finished forward.
+  88a: killed while promote_command runs: finished forward.
 """
 
 import json
@@ -83,7 +83,7 @@ class PostgresSwitchCrashTest(IntegrationTest):
             server.query("insert into cutover (id) values ('split-brain')")
         self.assertIn("read-only", str(refused.exception))
 
-    def test_87a_killed_during_a_slow_promotion_finishes_forward(self):
+    def test_88a_killed_during_a_slow_promotion_finishes_forward(self):
         self.start(fence_command=self.read_only(),
                    promote_command="sleep 1.5; " + self.sql(self.new, "select pg_promote()"))
         self.kill_during("promote")

@@ -1,4 +1,4 @@
-"""Scenario 86: tunneld SIGKILLed at each step of a redis rollback.
+"""Scenario 87: tunneld SIGKILLed at each step of a redis rollback.
 
 Goal: a rollback (new -> old) cut short by SIGKILL at any of its server steps is finished or
 undone by the restarted tunneld so that the side clients reach is the one writable primary, the
@@ -9,11 +9,11 @@ The rollback runs no hook, so its steps are widened by a delaying relay (tools/d
 150 ms each way) between tunneld and each redis-server: every command tunneld sends takes 300 ms,
 and the test, watching the servers directly, kills tunneld as soon as a step has taken effect
 and before the next one can arrive.
-  86a: new's writes paused (a canary write on new blocks): undone, clients stay on new.
-  86b: new fenced (min-replicas-to-write 100): undone, new's fence lifted.
-  86c: old promoted (role:master), its min-replicas-to-write not restored yet: finished
+  87a: new's writes paused (a canary write on new blocks): undone, clients stay on new.
+  87b: new fenced (min-replicas-to-write 100): undone, new's fence lifted.
+  87c: old promoted (role:master), its min-replicas-to-write not restored yet: finished
        forward, old takes writes.
-  86d: new a replica of old: finished forward.
+  87d: new a replica of old: finished forward.
 """
 
 import signal
@@ -88,24 +88,24 @@ class RollbackCrashTest(IntegrationTest):
     def min_replicas(self, redis: tb.Redis) -> str:
         return redis.cli("CONFIG", "GET", "min-replicas-to-write")[1]
 
-    def test_86a_killed_with_new_paused_is_undone(self):
+    def test_87a_killed_with_new_paused_is_undone(self):
         self.kill_when(self.new_paused, "new's writes paused")
         self.assert_one_writable_primary(self.new, self.old)
         self.assertIn("undone", self.daemon.log_text())
 
-    def test_86b_killed_with_new_fenced_is_undone(self):
+    def test_87b_killed_with_new_fenced_is_undone(self):
         self.kill_when(lambda: self.min_replicas(self.new) == "100", "new fenced")
         self.assert_one_writable_primary(self.new, self.old)
         self.assertEqual(self.min_replicas(self.new), "0", "new's fence lifted")
         self.assertIn("undone", self.daemon.log_text())
 
-    def test_86c_killed_with_old_promoted_finishes_forward(self):
+    def test_87c_killed_with_old_promoted_finishes_forward(self):
         self.kill_when(lambda: self.old.info_replication()["role"] == "master", "old promoted")
         self.assert_one_writable_primary(self.old, self.new)
         self.assertEqual(self.min_replicas(self.old), "0", "old's fence from the switch lifted")
         self.assertIn("finishing it forward", self.daemon.log_text())
 
-    def test_86d_killed_with_new_following_old_finishes_forward(self):
+    def test_87d_killed_with_new_following_old_finishes_forward(self):
         self.kill_when(lambda: self.new.info_replication()["role"] == "slave", "new follows old")
         self.assert_one_writable_primary(self.old, self.new)
         self.assertIn(f"master_port:{self.old.port}", self.new.cli("INFO", "replication"))
