@@ -23,6 +23,7 @@ import atexit
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -530,21 +531,28 @@ class Redis:
         """Starts the server (again, after `kill`) on the same port and directory; `replicaof`
         ("host:port") starts it as a replica, as a config file naming its primary would."""
         follow = ["--replicaof", *replicaof.rsplit(":", 1)] if replicaof else []
+        self.started_as = replicaof
+        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         self.process = Process(self.argv + follow + self.extra_args, self.dir / "redis.stdout")
         wait_until(lambda: self.cli("PING") == "PONG", self.timeout,
                    f"redis {self.name} on port {self.port}", self.log, proc=self.process.popen)
 
     def kill(self) -> str | None:
-        """SIGKILLs the server (a crash); returns the primary it followed ("host:port") as it
-        last answered, or None if it was a primary or did not answer."""
-        try:
-            info = self.info_replication()
-        except (OSError, ConnectionError, RespError):
-            info = {}
+        """SIGKILLs the server (a crash); returns the primary it followed at that moment
+        ("host:port"), or None if it was a primary. Read from its own log after the kill (every
+        REPLICAOF it obeyed is logged as it happens), so a role changed an instant before the
+        kill is not missed."""
         self.process.stop(timeout=0, sig=signal.SIGKILL)
-        if info.get("role") == "slave":
-            return f"{info['master_host']}:{info['master_port']}"
-        return None
+        with open(self.log, errors="replace") as log:
+            log.seek(self.log_offset)
+            lines = log.read().splitlines()
+        primary = self.started_as
+        for line in lines:
+            if "MASTER MODE enabled" in line:
+                primary = None
+            elif match := re.search(r"REPLICAOF (\S+:\d+) enabled", line):
+                primary = match.group(1)
+        return primary
 
     @property
     def pid(self) -> int:
@@ -840,6 +848,7 @@ class DelayRelay:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+        self.popen.stdout.close()
 
     def describe(self) -> dict:
         return {"port": self.port, "pid": self.popen.pid}

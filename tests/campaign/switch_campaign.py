@@ -52,7 +52,8 @@ would and the cycle counts as inconsistent.
 At the end it prints cycles, faults by kind, acknowledged writes, lost writes, the longest hold
 (the longest a write waited for its reply) and the longest a writer went without an
 acknowledged write, operations refused or failed, resolves, and every split-brain moment. Exit
-status 1 on any lost write, any split-brain moment or any inconsistent cycle; 2 on a broken bed.
+status 1 on any lost write, any split-brain moment or any inconsistent cycle (it stops at the first
+unless --keep-going; Ctrl-C prints the summary so far); 2 on a broken bed. --faults picks kinds.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ from integration_support import (Writer, daemon_config, missing_keys,  # noqa: E
 
 CANARY = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('TIME')"
 SERVICES = ("direct", "tunnelled")
+FAULT_KINDS = ("kill_tunneld", "restart_old", "restart_new", "restart_sshd")
 STEP_DEADLINE = 45.0       # one switch or rollback, retries included
 SETTLE_DEADLINE = 30.0     # from the end of a cycle's steps to a consistent state
 
@@ -300,6 +302,9 @@ class Campaign:
         kinds = ["kill_tunneld", "kill_tunneld", "restart_old", "restart_new"]
         if svc.name == "tunnelled":
             kinds.append("restart_sshd")
+        kinds = [kind for kind in kinds if kind in self.args.faults]
+        if not kinds:
+            return []
         plan = []
         for _ in range(self.rng.choice([0, 1, 1, 2])):
             kind = self.rng.choice(kinds)
@@ -523,11 +528,20 @@ def main() -> int:
                         help="faults fire in this many seconds from a cycle's start")
     parser.add_argument("--pace", type=float, default=0.005,
                         help="seconds each writer waits between writes")
+    parser.add_argument("--faults", default=",".join(FAULT_KINDS),
+                        help=f"the kinds of fault to inject (default: all of {','.join(FAULT_KINDS)})")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="go on after a cycle that did not end consistent (default: stop)")
     parser.add_argument("--keep", action="store_true", help="keep the bed's directory")
     args = parser.parse_args()
+    args.faults = args.faults.split(",")
+    unknown = set(args.faults) - set(FAULT_KINDS)
+    if unknown:
+        parser.error(f"unknown fault kinds {sorted(unknown)}")
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 1_000_000)
-    print(f"switch campaign: --cycles {args.cycles} --seed {args.seed}", flush=True)
+    print(f"switch campaign: --cycles {args.cycles} --seed {args.seed} --faults {','.join(args.faults)}",
+          flush=True)
     for binary in (tb.tunneld_bin(), tb.tunnelctl_bin()):
         if not binary.exists():
             print(f"{binary} not built (set TUNNELD_BIN/TUNNELCTL_BIN)", file=sys.stderr)
@@ -538,12 +552,19 @@ def main() -> int:
     cycles = 0
     try:
         campaign.start()
-        for index in range(args.cycles):
-            campaign.cycle(index)
-            cycles += 1
-            if campaign.bed_error:
-                print(f"bed broke: {campaign.bed_error}", file=sys.stderr)
-                break
+        try:
+            for index in range(args.cycles):
+                campaign.cycle(index)
+                cycles += 1
+                if campaign.bed_error:
+                    print(f"bed broke: {campaign.bed_error}", file=sys.stderr)
+                    break
+                if campaign.inconsistent and not args.keep_going:
+                    print(f"stopped after cycle {cycles}: it did not end consistent "
+                          "(--keep-going goes on)", flush=True)
+                    break
+        except KeyboardInterrupt:
+            print(f"interrupted in cycle {cycles + 1}", flush=True)
         code = campaign.report(cycles, time.monotonic() - started)
         if campaign.bed_error:
             code = 2
