@@ -92,7 +92,8 @@ json to_json(const cutover::service_snapshot& s)
                                              {"at", s.last_switch->at},
                                              {"message", s.last_switch->message},
                                              {"cut", s.last_switch->cut},
-                                             {"moved", optional_json(s.last_switch->moved)}}
+                                             {"moved", optional_json(s.last_switch->moved)},
+                                             {"adopted", s.last_switch->adopted}}
                                       : json(nullptr)},
         {"lag_history", lag_history_json(s.lag_history)},
         {"switch", progress_json(s.progress)},
@@ -113,6 +114,7 @@ json to_json(const cutover::history_entry& e)
             {"held_ms", optional_json(e.held_ms)},
             {"cut", optional_json(e.cut)},
             {"moved", optional_json(e.moved)},
+            {"adopted", e.adopted},
             {"result", cutover::to_string(e.result)},
             {"reason", e.reason}};
 }

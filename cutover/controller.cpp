@@ -8,6 +8,7 @@
 #include <csignal>
 #include <fmt/chrono.h>
 #include <fmt/format.h>
+#include <set>
 #include <spdlog/spdlog.h>
 
 namespace tunneld::cutover {
@@ -328,6 +329,7 @@ asio::awaitable<command_result> controller::command(std::shared_ptr<entry> e, ev
     result.held = e->held;
     result.cut = e->cut;
     result.moved = e->moved;
+    result.adopted = outcome && outcome->adopted;
     co_return result;
 }
 
@@ -443,15 +445,31 @@ asio::awaitable<void> controller::quiesce_step(std::shared_ptr<entry> e, quiesce
     const auto started = steady::now();
     asio::steady_timer poll(loop_);
     auto census = svc.census(what.from);
+    // A client blocked in BRPOP (or XREAD BLOCK, ...) would wait out its timeout, and Redis
+    // answers it -UNBLOCKED when its server turns replica: end its wait as a timeout would.
+    std::set<std::int64_t> unblocked;
+    std::size_t unblocked_count = 0;
     while (census.busy() > 0 && steady::now() < what.until) {
         poll.expires_after(client_poll);
         co_await poll.async_wait(as_tuple(use_awaitable));
+        std::vector<std::int64_t> blocked;
+        if (e->switch_replication)
+            for (const auto id : svc.blocked_backend_ids(what.from))
+                if (unblocked.insert(id).second) blocked.push_back(id);
+        if (!blocked.empty()) {
+            const auto repl = e->switch_replication;
+            const auto run = [repl, which = what.from, &blocked] { return repl->unblock_clients(which, blocked); };
+            const auto result = co_await off_loop(run);
+            if (!result.ok) spdlog::warn("service={} {}", e->settings->name, result.message);
+            if (result.ok) unblocked_count += blocked.size();
+        }
         census = svc.census(what.from);
     }
     if (ordered == 0) co_return;
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count();
     std::string line = fmt::format("{} clients on {} held at a request boundary in {}ms", census.held,
                                    proxy::to_string(what.from), ms);
+    if (unblocked_count > 0) line += fmt::format(" ({} unblocked from a blocking command)", unblocked_count);
     if (census.pinned_lasting > 0) line += fmt::format(", {} pinned for good (cut at the move)", census.pinned_lasting);
     if (census.busy() > 0)
         line += fmt::format(", {} still busy (a transaction or a blocking command): they move when they unpin",
@@ -576,7 +594,7 @@ void controller::record_result(entry& e, const command_outcome& outcome)
     const std::string result(to_string(outcome.result == verdict::busy ? verdict::refused : outcome.result));
     std::lock_guard lock(mutex_);
     e.switches[result]++;
-    e.last_switch = switch_record{result, utc_now(), outcome.message, e.cut, e.moved};
+    e.last_switch = switch_record{result, utc_now(), outcome.message, e.cut, e.moved, outcome.adopted};
 }
 
 asio::awaitable<command_result> controller::switch_side(std::string name, side to,
@@ -630,10 +648,26 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
         .max_lag_seconds = settings->max_lag_seconds,
         .max_lag_age = 3 * settings->probe_interval + settings->probe_timeout,
     };
+    std::optional<probe_endpoints> probes;
+    bool other_side = false;
     {
         std::lock_guard lock(mutex_);
         request.replicated = e->switch_replication != nullptr;
         request.lag = e->lag;
+        probes = e->probes;
+        const auto& r = e->machine.current_route();
+        other_side = !e->machine.busy() && (r.split_percent || r.active != to);
+    }
+    if (request.replicated && probes && other_side) {
+        // Whether the servers are at the start, already switched (adopt), or neither. On
+        // connections of its own: a switch under way keeps its replication to itself.
+        const auto look = [this, settings, probes] {
+            auto repl = make_replication_(*settings, probes->old_endpoint, probes->new_endpoint);
+            return repl->observe(steady::now() + 2 * settings->probe_timeout);
+        };
+        // Named, not a temporary: g++ 12 destroys a co_await expression's temporaries twice.
+        observations seen = co_await off_loop(look);
+        request.seen = std::move(seen);
     }
     event ev = std::move(request);
     co_return co_await command(e, std::move(ev), std::move(recorded));
@@ -764,6 +798,16 @@ asio::awaitable<void> controller::recover(std::shared_ptr<entry> e, int hook_pgi
     } else {
         const auto look = [repl, timeout] { return repl->observe(steady::now() + 2 * timeout); };
         seen = co_await off_loop(look);
+        // Right after a start a side reached through a tunnel answers only once a session is
+        // up, and a server restarting with tunneld is briefly away: look again for up to 10s
+        // before calling the switch unresolved (clients stay held meanwhile).
+        asio::steady_timer again(loop_);
+        const auto until = steady::now() + std::chrono::seconds(10);
+        while ((!seen.old_server.reachable || !seen.new_server.reachable) && steady::now() < until) {
+            again.expires_after(std::chrono::milliseconds(250));
+            co_await again.async_wait(as_tuple(use_awaitable));
+            seen = co_await off_loop(look);
+        }
     }
     event ev = recovered{seen};
     progress_fn nobody = [](const std::string&) {};
@@ -786,7 +830,10 @@ asio::awaitable<command_result> controller::resolve(std::string name, side to)
         co_return command_result::failure(verdict::refused,
                                           "resolve refused: no replication is set up to check the servers");
     const auto look = [repl, timeout] { return repl->observe(steady::now() + 2 * timeout); };
-    event ev = resolve_command{to, co_await off_loop(look)};
+    // co_await in a braced initializer: g++ 12 destroys the awaited temporary twice (a double
+    // free of its strings); await into a named value first.
+    auto seen = co_await off_loop(look);
+    event ev = resolve_command{to, std::move(seen)};
     progress_fn nobody = [](const std::string&) {};
     co_return co_await command(e, std::move(ev), std::move(nobody));
 }

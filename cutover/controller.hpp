@@ -33,6 +33,7 @@ struct command_result {
     std::optional<std::chrono::milliseconds> held; ///< how long the command held new clients
     std::uint64_t cut = 0;                         ///< clients the command cut
     std::optional<std::uint64_t> moved;            ///< clients the command moved (set when it moved any side)
+    bool adopted = false; ///< a switch found the servers already switched and only flipped this host
 
     bool ok() const { return result == verdict::done; }
     static command_result success(service_snapshot s)

@@ -109,6 +109,7 @@ std::string switch_history::encode() const
         put_optional(item, "held_ms", e.held_ms);
         put_optional(item, "cut", e.cut);
         put_optional(item, "moved", e.moved);
+        if (e.adopted) item["adopted"] = true;
         list.push_back(std::move(item));
     }
     return nlohmann::json{{"version", history_version}, {"entries", list}}.dump(1) + "\n";
@@ -149,9 +150,11 @@ std::variant<switch_history, std::string> switch_history::decode(std::string_vie
         const auto result = parse_history_result(item.value("result", std::string()));
         if (!result) return bad("unknown \"result\"");
         e.result = *result;
-        if (const auto it = item.find("forced"); it != item.end()) {
-            if (!it->is_boolean()) return bad("\"forced\" must be a boolean");
-            e.forced = it->get<bool>();
+        for (auto [key, out] : {std::pair{"forced", &e.forced}, std::pair{"adopted", &e.adopted}}) {
+            const auto it = item.find(key);
+            if (it == item.end()) continue;
+            if (!it->is_boolean()) return bad(fmt::format("\"{}\" must be a boolean", key));
+            *out = it->get<bool>();
         }
         if (!get_optional(item, "uid", e.uid)) return bad("\"uid\" must be a non-negative integer");
         if (!get_optional(item, "held_ms", e.held_ms)) return bad("\"held_ms\" must be an integer");

@@ -32,6 +32,7 @@ struct history_entry {
     std::string to;                       ///< active side asked for ("old" | "new" | "split")
     std::string mode;                     ///< "kill" | "drain" | "pause"; empty when it has none
     bool forced = false;                  ///< --force was given
+    bool adopted = false;                 ///< the servers were already switched: only this host flipped
     std::optional<std::uint32_t> uid;     ///< the operator (SO_PEERCRED of the control peer)
     std::string user;                     ///< the uid's name; empty when it has none
     std::optional<std::int64_t> held_ms;  ///< how long new clients were held; nullopt: none were

@@ -79,6 +79,45 @@ recovery_decision decide_recovery(const switch_journal& journal, const observati
                         name(to), name(from), saw)};
 }
 
+servers_position locate_servers(proxy::side to, const observations& seen)
+{
+    const auto& target = seen.of(to);
+    const auto from = proxy::other(to);
+    const auto& source = seen.of(from);
+    const std::string to_name(proxy::to_string(to));
+    const std::string from_name(proxy::to_string(from));
+    const auto saw = fmt::format("{} is {}; {} is {}", from_name, describe(source), to_name, describe(target));
+    const auto neither = [&](std::string what) {
+        return servers_position{
+            servers_at::neither,
+            fmt::format("{}: {}; the servers are neither at the start ({} a replica of {}, replication link up) nor "
+                        "switched ({} a primary, {} fenced or its replica). Set the roles by hand (or finish the "
+                        "other host's switch), then run the switch again; --force switches anyway",
+                        what, saw, to_name, from_name, to_name, from_name)};
+    };
+    if (!target.reachable || !source.reachable || !target.role || !source.role)
+        return neither("cannot tell the servers' roles");
+    const bool lineage_known = !target.replid.empty() && !source.replid.empty();
+    const bool related = !lineage_known || continues(target, source) || continues(source, target);
+    if (*target.role == server_role::replica) {
+        if (*source.role == server_role::primary) return {servers_at::start, saw};
+        return neither("no primary at all");
+    }
+    // The target is a primary.
+    if (*source.role == server_role::replica) {
+        // A replica that just began to follow the target still shows the id the target continues.
+        const bool follows = !lineage_known || source.replid == target.replid || source.replid == target.replid2;
+        if (follows && !target.fenced) return {servers_at::target, saw};
+        if (!follows) return neither(fmt::format("{} follows another primary than {}", from_name, to_name));
+        return neither(fmt::format("{} is fenced", to_name));
+    }
+    // Two primaries: the fence tells which one a finished switch (or rollback) left writable.
+    if (related && source.fenced && !target.fenced && lineage_known) return {servers_at::target, saw};
+    if (related && target.fenced && !source.fenced) return {servers_at::start, saw};
+    if (!related) return neither("two primaries of different lineage");
+    return neither(source.fenced ? "both primaries are fenced" : "two writable primaries");
+}
+
 recovery_decision check_resolve(proxy::side to, const observations& seen)
 {
     const auto& target = seen.of(to);

@@ -55,6 +55,24 @@ recovery_decision decide_recovery(const switch_journal& journal, const observati
 /// as a primary; the other side, if it answers as a primary too, is fenced by the resolve.
 recovery_decision check_resolve(proxy::side to, const observations& seen);
 
+/// Where the servers of a redis or postgres service stand for a switch to one side.
+enum class servers_at {
+    start,   ///< the target is a replica of the other side (or, after a rollback, its fenced primary)
+    target,  ///< the target is an unfenced primary and the other side follows it or is fenced (adopt)
+    neither, ///< anything else: two writable primaries, no primary, an unrelated lineage, unknown roles
+};
+
+struct servers_position {
+    servers_at at = servers_at::neither;
+    std::string reason; ///< one line: what was seen (neither: also what the operator can do)
+};
+
+/// Where `seen` puts a switch to `to`. Target is shown by replication, not by roles alone: the
+/// other side is a replica whose replication id is the target's (or the one the target
+/// continues), or a fenced primary whose lineage the target's is related to. Postgres (no
+/// replication ids, no fence to read) is at the target only when the other side is a standby.
+servers_position locate_servers(proxy::side to, const observations& seen);
+
 /// "role:master replid=ab12.. replid2=00.. offset=1234" (for reasons and the log).
 std::string describe(const server_observation& o);
 

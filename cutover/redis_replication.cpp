@@ -303,6 +303,20 @@ public:
         return step_result::success(server.side() + ": writes unpaused");
     }
 
+    step_result unblock_clients(proxy::side which, const std::vector<std::int64_t>& ids) override
+    {
+        auto& server = session(which);
+        std::size_t unblocked = 0;
+        for (const auto id : ids) {
+            const auto answer = server.run({"CLIENT", "UNBLOCK", std::to_string(id), "TIMEOUT"}, service_.probe_timeout);
+            if (!answer.ok) return step_result::failure("unblock clients: " + answer.text);
+            // 0: that client was no longer blocked (its answer came meanwhile).
+            if (answer.text == "1") ++unblocked;
+        }
+        return step_result::success(server.side() + ": " + std::to_string(unblocked) +
+                                    " clients unblocked (CLIENT UNBLOCK TIMEOUT)");
+    }
+
     step_result rollback(const rollback_options& options, clock::time_point deadline) override
     {
         const auto start = clock::now();

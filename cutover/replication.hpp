@@ -103,6 +103,15 @@ public:
     virtual step_result follow(clock::time_point deadline) = 0;
     /// Lifts a write pause on `which` (a no-op where nothing was paused).
     virtual step_result unpause(proxy::side which) = 0;
+    /// Ends the blocking commands (BRPOP, XREAD BLOCK, ...) of the connections `ids` (their
+    /// CLIENT ID) on `which` as if they had timed out (redis: CLIENT UNBLOCK id TIMEOUT), so
+    /// their clients get an ordinary answer and can be moved. nothing_done where there is no such thing.
+    virtual step_result unblock_clients(proxy::side which, const std::vector<std::int64_t>& ids)
+    {
+        (void)which;
+        (void)ids;
+        return step_result::nothing_done("nothing to unblock");
+    }
     /// Reverses a completed switch, fence first: pause writes on new, wait until old (a replica of
     /// new after a replicaof fence) has caught up, fence new, promote old, make new a replica of
     /// old (when configured), unpause new. Changes nothing and fails if old cannot catch up before `deadline`.

@@ -30,6 +30,7 @@ struct switch_record {
     std::string message;
     std::uint64_t cut = 0;              ///< clients the switch cut
     std::optional<std::uint64_t> moved; ///< clients it moved to the other side (redis); nullopt: none could be
+    bool adopted = false; ///< the servers were already switched (another host): this host only followed
 };
 
 /// A switch or rollback under way: what the status page shows step by step.

@@ -289,8 +289,7 @@ step switch_machine::on(const event& e, time_point now)
                 phase_ = phase::idle;
                 return {{progress{fmt::format("drained {}", side_name(from))},
                          log_line{false, fmt::format("switch to {} done", side_name(route_.active))}},
-                        command_outcome{verdict::done,
-                                        fmt::format("{} switched to {}", name_, side_name(route_.active))}};
+                        done_outcome(fmt::format("{} switched to {}", name_, side_name(route_.active)))};
             },
         },
         e);
@@ -299,6 +298,14 @@ step switch_machine::on(const event& e, time_point now)
 command_outcome switch_machine::fail(std::string message)
 {
     return command_outcome{verdict::failed, std::move(message)};
+}
+
+command_outcome switch_machine::done_outcome(std::string message)
+{
+    command_outcome outcome{verdict::done, std::move(message)};
+    outcome.adopted = std::exchange(adopted_, false);
+    if (outcome.adopted) outcome.message += "; adopted: the servers were already switched";
+    return outcome;
 }
 
 long long switch_machine::held_ms(time_point now) const
@@ -318,6 +325,17 @@ step switch_machine::start(const switch_command& c, time_point now)
         return {{}, command_outcome{verdict::busy, fmt::format("another switch of {} is under way", name_), false}};
     const auto& request = c.request;
     const bool replicated_kind = kind_ != config::service_kind::tcp;
+    if (replicated_kind && c.seen && state_ == service_state::serving && !route_.split_percent &&
+        route_.active != request.to) {
+        const auto where = locate_servers(request.to, *c.seen);
+        if (where.at == servers_at::target) return adopt(c, where.reason, now);
+        // Postgres shows neither a fence nor a lineage: two primaries may be a finished switch
+        // there, and its own gate decides as before.
+        if (where.at == servers_at::neither && kind_ == config::service_kind::redis && !request.force) {
+            const auto reason = "switch refused: " + where.reason;
+            return {{log_line{true, reason}}, command_outcome{verdict::refused, reason}};
+        }
+    }
     step out;
     if (replicated_kind && request.mode != config::switch_mode::pause && !request.force) {
         const auto reason =
@@ -355,38 +373,74 @@ step switch_machine::start(const switch_command& c, time_point now)
     }
     out.effects.push_back(log_line{false, fmt::format("switch to {} mode={} started", side_name(request.to),
                                                       config::to_string(request.mode))});
-    request_ = request;
-    limits_ = c.limits;
-    replicated_ = c.replicated;
-    journal_.reset();
-    journal_on_disk_ = false;
+    take(c);
     if (replicated_ && replicated_kind && a == action::run_pause_switch)
         journal_ = switch_journal{c.id, *draining_, request.to, request.mode, journal_step::pause_writes, std::nullopt};
-    writes_paused_ = false;
-    fence_sent_ = false;
-    budget_spent_ = false;
-    persist_error_.reset();
-    fence_problem_.clear();
-    failed_step_.clear();
-    if (a != action::run_pause_switch) {
-        phase_ = phase::persisting_flip;
-        out.effects.push_back(release{route_});
-        out.effects.push_back(persist{});
-        return out;
-    }
+    if (a != action::run_pause_switch) return flip(std::move(out));
+    hold_clients(out, now,
+                 fmt::format("holding new clients of {} (budget {})", name_, format_duration(limits_.pause_timeout)));
+    auto first = pause_step(now);
+    out.effects.insert(out.effects.end(), first.effects.begin(), first.effects.end());
+    out.done = first.done;
+    return out;
+}
+
+step switch_machine::flip(step out)
+{
+    phase_ = phase::persisting_flip;
+    out.effects.push_back(release{route_});
+    out.effects.push_back(persist{});
+    return out;
+}
+
+void switch_machine::hold_clients(step& out, time_point now, std::string line)
+{
     held_since_ = now;
     out.effects.push_back(hold_new_clients{});
-    out.effects.push_back(progress{fmt::format("holding new clients of {} (budget {})", name_,
-                                               format_duration(limits_.pause_timeout))});
+    if (!line.empty()) out.effects.push_back(progress{std::move(line)});
     if (moves_clients()) {
         // This host's own clients stop at a request boundary before any server changes: none of
         // their requests is then inside old when its writes pause (it would be answered after
         // the pause, by a replica). Three fifths of the budget: the server steps need the rest.
         out.effects.push_back(quiesce_clients{*draining_, now + limits_.pause_timeout * 3 / 5});
     }
-    auto first = pause_step(now);
-    out.effects.insert(out.effects.end(), first.effects.begin(), first.effects.end());
-    out.done = first.done;
+}
+
+void switch_machine::take(const switch_command& c)
+{
+    request_ = c.request;
+    limits_ = c.limits;
+    replicated_ = c.replicated;
+    adopted_ = false;
+    journal_.reset();
+    journal_on_disk_ = false;
+    writes_paused_ = false;
+    fence_sent_ = false;
+    budget_spent_ = false;
+    persist_error_.reset();
+    fence_problem_.clear();
+    failed_step_.clear();
+}
+
+step switch_machine::adopt(const switch_command& c, const std::string& saw, time_point now)
+{
+    const auto& request = c.request;
+    // Serving, not split, the other side asked: start_switch flips (kill, drain) or holds (pause).
+    const auto a = std::get<action>(start_switch(request, now, c.limits.drain_timeout, c.limits.pause_timeout));
+    take(c); // no journal: nothing changes on a server, nothing is left to recover
+    adopted_ = true;
+    fenced_ = request.to == side::new_side;
+    step out{{log_line{false, fmt::format("switch to {} mode={} adopted: the servers are already switched ({})",
+                                          side_name(request.to), config::to_string(request.mode), saw)},
+              progress{fmt::format("the servers are already switched ({}): adopting, nothing is changed on them",
+                                   saw)}},
+             std::nullopt};
+    if (a != action::run_pause_switch) return flip(std::move(out));
+    // The pause mode's client handling without its server steps: this host's clients stop at a
+    // request boundary, the route goes to disk, then they move (or are cut) to the target.
+    hold_clients(out, now, {});
+    auto rest = commit(now);
+    out.effects.insert(out.effects.end(), rest.effects.begin(), rest.effects.end());
     return out;
 }
 
@@ -551,7 +605,7 @@ step switch_machine::on_done(const step_done& d, time_point now)
                                       side_name(proxy::other(to)))},
                  cut{proxy::other(to), close_reason::cut_by_switch},
                  log_line{false, fmt::format("switch to {} done", side_name(to))}},
-                command_outcome{verdict::done, fmt::format("{} switched to {}", name_, side_name(to))}};
+                done_outcome(fmt::format("{} switched to {}", name_, side_name(to)))};
     }
     case phase::pausing_writes:
         if (!d.ok) return undo(d.message, now, false);
@@ -625,7 +679,7 @@ step switch_machine::on_done(const step_done& d, time_point now)
         }
     case phase::persisting_commit:
         if (!d.ok) persist_error_ = d.message;
-        if (replicated_ && request_.to == side::new_side) {
+        if (replicated_ && request_.to == side::new_side && !adopted_) {
             phase_ = phase::following;
             return {{follow{side::old_side, now + std::chrono::seconds(5)}}, std::nullopt};
         }
@@ -660,11 +714,15 @@ step switch_machine::on_done(const step_done& d, time_point now)
                     command_outcome{verdict::failed, "resolve failed: " + d.message, false}};
         }
         fenced_ = recovering_to_ == side::new_side && !d.no_op;
-        if (recovering_to_ == side::new_side && !resolved_) {
-            phase_ = phase::recovering_follow;
-            return {{log_line{false, d.message}, follow{side::old_side, now + std::chrono::seconds(5)}}, std::nullopt};
+        {
+            step out = recovering_to_ == side::new_side && !resolved_
+                           ? step{{log_line{false, d.message}, follow{side::old_side, now + std::chrono::seconds(5)}},
+                                  std::nullopt}
+                           : finish_recovery(recovering_to_, d.message);
+            if (recovering_to_ == side::new_side && !resolved_) phase_ = phase::recovering_follow;
+            if (std::exchange(unfence_target_, false)) out.effects.insert(out.effects.begin(), unfence{recovering_to_});
+            return out;
         }
-        return finish_recovery(recovering_to_, d.message);
     case phase::recovering_follow:
         return finish_recovery(recovering_to_, d.message);
     case phase::recovering_persist: {
@@ -693,6 +751,9 @@ step switch_machine::on_recovered(const recovered& r, time_point now)
     switch (decision.verdict) {
     case recovery_verdict::forward:
         recovering_to_ = j.to;
+        // A rollback that died between promoting old and restoring its min-replicas-to-write
+        // leaves old a primary still fenced: lifted once the other side is fenced.
+        unfence_target_ = r.seen.of(j.to).fenced;
         phase_ = phase::recovering_fence;
         return {{log_line{true, fmt::format("{}: finishing it forward: {}", head, decision.reason)},
                  unpause{j.from}, fence{j.from, now + std::chrono::seconds(5)}},
@@ -731,11 +792,19 @@ step switch_machine::on_resolve(const resolve_command& r, time_point now)
     step out{{log_line{true, fmt::format("resolve to {} by the operator: {}", side_name(r.to), check.reason)},
               unpause{r.to}},
              std::nullopt};
+    // The side that takes the clients may carry our fence from the switch that died (old fenced
+    // before the promotion, new fenced by a rollback): it takes writes again, but only once the
+    // other side refuses them.
+    unfence_target_ = r.seen.of(r.to).fenced;
     if (left.reachable && left.role == server_role::primary) {
         // Two primaries: the one left behind refuses writes before any client reaches the other.
         phase_ = phase::recovering_fence;
         out.effects.push_back(fence{other, now + std::chrono::seconds(5)});
         return out;
+    }
+    if (std::exchange(unfence_target_, false)) {
+        out.effects.push_back(unfence{r.to});
+        if (r.to == side::old_side) fenced_ = false;
     }
     auto rest = finish_recovery(r.to, left.reachable ? "" : fmt::format("{} is unreachable and not fenced: it must "
                                                                         "not come back writable", side_name(other)));
@@ -803,10 +872,10 @@ step switch_machine::finish_pause_switch(time_point now)
                                     "still refuses writes (fenced before the promotion)",
                                     name_, fence_problem_));
     } else {
-        const auto message = fmt::format("{} switched to {} (clients held {}ms)", name_, side_name(to), ms);
-        out.effects.push_back(log_line{false, message});
-        out.done = command_outcome{verdict::done, message};
+        out.done = done_outcome(fmt::format("{} switched to {} (clients held {}ms)", name_, side_name(to), ms));
+        out.effects.push_back(log_line{false, out.done->message});
     }
+    adopted_ = false;
     return out;
 }
 

@@ -230,6 +230,10 @@ struct switch_command {
     switch_limits limits;
     bool replicated = false;         ///< the servers' roles are ours to change (a replication is set up)
     std::optional<lag_reading> lag; ///< the newest probe reading, if any
+    /// What the servers say now (redis, postgres): a switch whose servers are already at its
+    /// target (another host, or a crashed switch, switched them) is adopted: this host flips
+    /// without changing them. Unset: not asked (the switch runs as asked).
+    std::optional<observations> seen;
 };
 struct pause_command {
     config::duration timeout{};
@@ -271,6 +275,7 @@ struct command_outcome {
     verdict result = verdict::done;
     std::string message; ///< done: what happened; otherwise the reason, one line
     bool recorded = true; ///< counts in the service's switch history (switches, last_switch)
+    bool adopted = false; ///< done: the servers were already switched; this host only followed
     friend bool operator==(const command_outcome&, const command_outcome&) = default;
 };
 
@@ -359,6 +364,16 @@ private:
     };
 
     step start(const switch_command& c, time_point now);
+    /// kill, drain: the flip already made goes to disk (phase persisting_flip).
+    step flip(step out);
+    /// pause: holds new clients (saying `line` when set) and stops redis clients on the side
+    /// left at a request boundary.
+    void hold_clients(step& out, time_point now, std::string line);
+    /// Makes `c` the switch under way: its request and limits, every per-switch flag cleared.
+    void take(const switch_command& c);
+    /// Flips to a side whose servers are already switched (`saw`: what showed it), in the
+    /// request's mode, changing nothing on the servers.
+    step adopt(const switch_command& c, const std::string& saw, time_point now);
     step on_recovered(const recovered& r, time_point now);
     step on_resolve(const resolve_command& r, time_point now);
     /// Routes to `to`, clears the journal and writes it down (phase recovering_persist).
@@ -376,6 +391,8 @@ private:
     step undo(const std::string& why, time_point now, bool step_out);
     step finish_pause_switch(time_point now);
     command_outcome fail(std::string message);
+    /// A switch's done outcome; says (and records) whether it was adopted.
+    command_outcome done_outcome(std::string message);
     long long held_ms(time_point now) const;
     std::string budget_text() const;
     /// Clients of this kind are moved by a pause switch instead of cut (redis).
@@ -385,6 +402,8 @@ private:
     std::string name_;
     route route_;
     bool fenced_ = false;
+    /// Recovery or resolve: the side taking the clients carries our fence; lifted once the other is fenced.
+    bool unfence_target_ = false;
     phase phase_ = phase::idle;
     switch_request request_;   ///< the switch under way
     switch_limits limits_;     ///< its limits
@@ -393,6 +412,7 @@ private:
     bool fence_sent_ = false;      ///< a fence on old was asked for and no unfence followed yet
     bool journal_on_disk_ = false; ///< the journal was persisted: an undo clears it on disk too
     bool budget_spent_ = false;    ///< the deadline came while a server-changing step was out
+    bool adopted_ = false;         ///< the switch under way adopts servers already switched
     time_point held_since_{};
     std::optional<std::string> persist_error_; ///< first failed persist of a committed switch
     std::string fence_problem_;                ///< a committed switch's failed fence

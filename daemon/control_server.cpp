@@ -290,6 +290,7 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
         if (result.held) e.held_ms = result.held->count();
         e.cut = result.cut;
         e.moved = result.moved;
+        e.adopted = result.adopted;
         e.result = history_result_of(result.result);
         e.reason = result.ok() ? std::move(done_reason) : result.error;
         daemon_.record_history(std::move(e));

@@ -13,6 +13,9 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
 
 namespace tunneld::proxy {
 
@@ -40,16 +43,43 @@ struct no_observer {
     void operator()(std::string_view) const noexcept {}
 };
 
+/// A direct TCP socket: the pump can write to it without blocking.
+template <class Stream> inline constexpr bool is_tcp_socket = std::is_same_v<Stream, asio::ip::tcp::socket>;
+
+/// Writes all of `bytes` to a TCP socket (set to non-blocking): at once when the socket takes
+/// them, which is nearly always, else the rest asynchronously. async_write alone completes even
+/// an immediate send through the event loop's queue, a second dispatch per chunk.
+inline asio::awaitable<std::pair<boost::system::error_code, std::size_t>> write_chunk(asio::ip::tcp::socket& to,
+                                                                                     std::string_view bytes)
+{
+    boost::system::error_code ec;
+    std::size_t written = to.write_some(asio::buffer(bytes), ec);
+    if (ec == asio::error::would_block) {
+        ec = {};
+        written = 0;
+    }
+    if (!ec && written < bytes.size()) {
+        auto [rest_ec, rest] = co_await asio::async_write(to, asio::buffer(bytes.substr(written)),
+                                                          asio::as_tuple(asio::use_awaitable));
+        ec = rest_ec;
+        written += rest;
+    }
+    co_return std::pair{ec, written};
+}
+
 /// Copies `from` to `to` until EOF or an error. Holds at most `buffer.size()` bytes, and reads
 /// again only once the last write completed, so a slow reader stalls its writer instead of
 /// making tunneld buffer without bound. On EOF it passes the half-close on to `to`. Each chunk
-/// read is shown to `observe` before it is written on.
+/// read is shown to `observe` before it is written on. A TCP socket it writes to is switched to
+/// non-blocking mode (its synchronous calls then fail with would_block instead of waiting).
 template <class From, class To, class Observe = no_observer>
 asio::awaitable<pump_end> pump(From& from, To& to, std::span<char> buffer, std::uint64_t& count,
                                std::atomic<std::uint64_t>& total, Observe observe = {})
 {
     using asio::as_tuple;
     using asio::use_awaitable;
+    boost::system::error_code ignored;
+    if constexpr (is_tcp_socket<To>) to.non_blocking(true, ignored);
     for (;;) {
         auto [read_ec, n] = co_await from.async_read_some(asio::buffer(buffer), as_tuple(use_awaitable));
         if (read_ec == asio::error::eof) {
@@ -58,8 +88,14 @@ asio::awaitable<pump_end> pump(From& from, To& to, std::span<char> buffer, std::
         }
         if (read_ec) co_return pump_end::read_error;
         observe(std::string_view(buffer.data(), n));
-        auto [write_ec, written] =
-            co_await asio::async_write(to, asio::buffer(buffer.data(), n), as_tuple(use_awaitable));
+        boost::system::error_code write_ec;
+        std::size_t written = 0;
+        if constexpr (is_tcp_socket<To>) {
+            std::tie(write_ec, written) = co_await write_chunk(to, std::string_view(buffer.data(), n));
+        } else {
+            std::tie(write_ec, written) =
+                co_await asio::async_write(to, asio::buffer(buffer.data(), n), as_tuple(use_awaitable));
+        }
         count += written;
         total.fetch_add(written, std::memory_order_relaxed);
         if (write_ec) co_return pump_end::write_error;

@@ -15,6 +15,7 @@
 #include "proxy/service.hpp"
 
 #include <algorithm>
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -55,6 +56,10 @@ struct redis_carry {
     std::chrono::steady_clock::time_point held_since{};
     bool not_resp_logged = false;
 };
+
+/// Asked of the backend before a client's first blocking command on a connection, so a switch
+/// can unblock the client (CLIENT UNBLOCK id TIMEOUT) before its server turns replica.
+inline constexpr std::string_view client_id_request = "*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n";
 
 /// Sends `carry`'s replay on `backend` and checks each reply within `timeout`, reading into
 /// `buffer`. nullopt when the backend accepted all of it; otherwise why not, one line without
@@ -127,6 +132,13 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
     bool down_writing = false;
     bool down_done = false;
     std::optional<std::chrono::steady_clock::time_point> quiet_since; // first reported held
+    // The backend's CLIENT ID: asked (pipelined before the request) the first time the client
+    // blocks on this connection, at a moment nothing else is outstanding, so the next reply is
+    // its answer; the down pump takes that reply out of the stream.
+    enum class id_query : std::uint8_t { unknown, asked, known, given_up };
+    id_query backend_id = id_query::unknown;
+    reply_framer id_reply;
+    handle.set_backend_id(-1);
     handle.on_cut([&] {
         close_all(client);
         close_all(backend);
@@ -217,6 +229,9 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
             // Forward whole requests up to the hold point, if there is a move order.
             const std::string_view pending = carry.pending();
             std::size_t forward = 0;
+            // Cheapest test first: a pipelining client rarely has nothing outstanding.
+            const bool may_ask_id =
+                backend_id == id_query::unknown && session.outstanding() == 0 && session.movable();
             while (!moving && forward < pending.size()) {
                 if (handle.current_order() != move_order::none && session.can_hold()) {
                     holding = true;
@@ -226,8 +241,23 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
             }
             log_not_resp_once();
             if (forward > 0) {
-                auto [write_ec, written] =
-                    co_await asio::async_write(backend, asio::buffer(pending.data(), forward), as_tuple(use_awaitable));
+                const bool ask_id = may_ask_id && session.pinned() == pin_reason::blocking_command;
+                boost::system::error_code write_ec;
+                std::size_t written = 0;
+                if (ask_id) {
+                    backend_id = id_query::asked;
+                    const std::array<asio::const_buffer, 2> request{asio::buffer(client_id_request),
+                                                                    asio::buffer(pending.data(), forward)};
+                    auto [ec, all_written] = co_await asio::async_write(backend, request, as_tuple(use_awaitable));
+                    write_ec = ec;
+                    written = all_written > client_id_request.size() ? all_written - client_id_request.size() : 0;
+                } else {
+                    // One buffer: send(), not the sendmsg() a buffer sequence costs on every request.
+                    auto [ec, n] = co_await asio::async_write(backend, asio::buffer(pending.data(), forward),
+                                                              as_tuple(use_awaitable));
+                    write_ec = ec;
+                    written = n;
+                }
                 outcome.bytes_up += written;
                 counters.bytes_up.fetch_add(written, std::memory_order_relaxed);
                 carry.begin += forward;
@@ -254,11 +284,30 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
                 co_return pump_end::eof;
             }
             if (read_ec) co_return pump_end::read_error;
-            session.observe_backend(std::string_view(down_buffer.data(), n));
+            std::string_view reply(down_buffer.data(), n);
+            if (backend_id == id_query::asked) {
+                // The first bytes answer tunneld's CLIENT ID: not the client's.
+                const framer_step step = id_reply.feed(reply);
+                if (id_reply.error() != resp_error::none) {
+                    backend_id = id_query::given_up; // the session sees the same garbage and says so
+                } else {
+                    reply.remove_prefix(step.consumed);
+                    if (step.frame_ended) {
+                        const reply_view answer = id_reply.last();
+                        // An error (NOAUTH before AUTH): asked again at the next blocking command.
+                        backend_id = answer.type == resp_type::integer ? id_query::known : id_query::unknown;
+                        if (backend_id == id_query::known) handle.set_backend_id(answer.length);
+                        spdlog::debug("client={} service={} backend_client_id={}", handle.id(), settings.name,
+                                      backend_id == id_query::known ? std::to_string(answer.length) : "refused");
+                    }
+                }
+                if (reply.empty()) continue;
+            }
+            session.observe_backend(reply);
             log_not_resp_once();
             down_writing = true;
             auto [write_ec, written] =
-                co_await asio::async_write(client, asio::buffer(down_buffer.data(), n), as_tuple(use_awaitable));
+                co_await asio::async_write(client, asio::buffer(reply.data(), reply.size()), as_tuple(use_awaitable));
             down_writing = false;
             outcome.bytes_down += written;
             counters.bytes_down.fetch_add(written, std::memory_order_relaxed);

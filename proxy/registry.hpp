@@ -67,6 +67,10 @@ public:
     }
     bool held() const { return held_.load(std::memory_order_acquire); }
     pin_reason pin() const { return pin_.load(std::memory_order_acquire); }
+    /// The id Redis gave the client's current backend connection (its CLIENT ID); -1 while
+    /// unknown. A switch unblocks a client blocked there with CLIENT UNBLOCK.
+    void set_backend_id(std::int64_t id) { backend_id_.store(id, std::memory_order_release); }
+    std::int64_t backend_id() const { return backend_id_.load(std::memory_order_acquire); }
 
 private:
     void run_cut();
@@ -86,6 +90,7 @@ private:
     std::atomic<side> target_{side::old_side};
     std::atomic<bool> held_{false};
     std::atomic<pin_reason> pin_{pin_reason::none};
+    std::atomic<std::int64_t> backend_id_{-1};
 };
 
 /// Every routed client of one service.

@@ -274,7 +274,8 @@ std::size_t resp_scanner::step_number(const char* p, const char* end) noexcept
             return static_cast<std::size_t>(p - start);
         }
         ++digits_;
-        if (type_ != ':') value_ = value_ * 10 + (c - '0');
+        // An integer's 19th digit could overflow: its value is kept up to 18 digits only.
+        if (type_ != ':' || digits_ <= 18) value_ = value_ * 10 + (c - '0');
     }
     return static_cast<std::size_t>(p - start);
 }
@@ -282,7 +283,7 @@ std::size_t resp_scanner::step_number(const char* p, const char* end) noexcept
 void resp_scanner::end_number() noexcept
 {
     if (type_ == ':') {
-        if (depth_ == 0) top_length_ = 0;
+        if (depth_ == 0) top_length_ = negative_ ? -value_ : value_;
         return element_done(false);
     }
     if (type_ == '$' || type_ == '!' || type_ == '=') {

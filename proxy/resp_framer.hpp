@@ -237,7 +237,8 @@ public:
 /// One reply (or push), as seen by the framer; valid until the framer is fed again.
 struct reply_view {
     resp_type type = resp_type::null;
-    /// Elements of an aggregate (pairs for maps and attributes), bytes of a string; -1 for null.
+    /// Elements of an aggregate (pairs for maps and attributes), bytes of a string; -1 for null;
+    /// the value of an integer (of 18 digits at most; a longer one's is wrong).
     std::int64_t length = 0;
     /// The first up to 64 bytes of a simple string, simple error, or other simple line.
     std::string_view head;

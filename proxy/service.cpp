@@ -143,6 +143,15 @@ std::size_t service::move_clients(side from, side to)
     return cut;
 }
 
+std::vector<std::int64_t> service::blocked_backend_ids(side s) const
+{
+    std::vector<std::int64_t> ids;
+    for (const auto& client : clients_.on_side(s))
+        if (client->pin() == pin_reason::blocking_command && client->backend_id() >= 0)
+            ids.push_back(client->backend_id());
+    return ids;
+}
+
 void service::resume_clients(side s)
 {
     for (const auto& client : clients_.on_side(s))

@@ -93,6 +93,9 @@ public:
     /// boundary unpinned. Clients pinned for good (subscribed, MONITOR, not RESP, ...) are cut now
     /// with close_reason::cut_pinned. Returns how many were cut.
     std::size_t move_clients(side from, side to);
+    /// The backend client ids (CLIENT ID) of the clients on `s` blocked in a command (BRPOP,
+    /// XREAD BLOCK, ...), where known: a switch unblocks them before their server turns replica.
+    std::vector<std::int64_t> blocked_backend_ids(side s) const;
     /// Clients on `s` with a hold order go on where they are.
     void resume_clients(side s);
     /// Cuts every client still on `from` (a move's budget ran out): pinned ones with

@@ -223,10 +223,13 @@ std::string format_history(const json& entries)
             const auto uid = count_text(e, "uid");
             const auto held = count_of(e, "held_ms");
             auto mode = text_of(e, "mode", "");
+            auto result = text_of(e, "result");
+            if (const auto* adopted = member(e, "adopted"); adopted && adopted->is_boolean() && adopted->get<bool>())
+                result += " (adopted)";
             rows.push_back({text_of(e, "time"), text_of(e, "service"), text_of(e, "action"),
                             text_of(e, "from", "-"), text_of(e, "to", "-"), mode.empty() ? "-" : mode,
                             user.empty() ? "uid " + uid : user + " (" + uid + ")",
-                            held ? std::to_string(*held) + "ms" : "-", count_text(e, "cut"), text_of(e, "result"),
+                            held ? std::to_string(*held) + "ms" : "-", count_text(e, "cut"), result,
                             text_of(e, "reason", "")});
         }
     }

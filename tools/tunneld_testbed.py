@@ -501,28 +501,50 @@ class Sshd:
 
 
 class Redis:
-    """A throwaway redis-server; `replicaof` another Redis makes it a replica."""
+    """A throwaway redis-server; `replicaof` another Redis makes it a replica.
+
+    `durable` runs it with `appendonly yes` and `appendfsync always`: every acknowledged write
+    is on disk before its reply, so `kill()` then `start()` (a crash and a restart) loses none.
+    """
 
     def __init__(self, directory: Path, name: str, replicaof: "Redis | None" = None,
                  extra_args: Iterable[str] = (), port: int | None = None,
-                 timeout: float = DEFAULT_TIMEOUT):
+                 timeout: float = DEFAULT_TIMEOUT, durable: bool = False):
         self.name = name
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.log = self.dir / "redis.log"
         self.replicaof = replicaof
-        argv = ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
-                "--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self.log),
-                "--daemonize", "no"]
-        if replicaof is not None:
-            argv += ["--replicaof", HOST, str(replicaof.port)]
-        argv += list(extra_args)
-        self.process = Process(argv, self.dir / "redis.stdout")
-        wait_until(lambda: self.cli("PING") == "PONG", timeout, f"redis {name} on port {self.port}",
-                   self.log, proc=self.process.popen)
+        self.timeout = timeout
+        self.argv = ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
+                     "--dir", str(self.dir), "--logfile", str(self.log), "--daemonize", "no"]
+        self.argv += ["--appendonly", "yes", "--appendfsync", "always"] if durable \
+            else ["--appendonly", "no"]
+        self.extra_args = list(extra_args)
+        self.start(replicaof=f"{HOST}:{replicaof.port}" if replicaof is not None else None)
         if replicaof is not None:
             self.wait_link_up(timeout)
+
+    def start(self, replicaof: str | None = None) -> None:
+        """Starts the server (again, after `kill`) on the same port and directory; `replicaof`
+        ("host:port") starts it as a replica, as a config file naming its primary would."""
+        follow = ["--replicaof", *replicaof.rsplit(":", 1)] if replicaof else []
+        self.process = Process(self.argv + follow + self.extra_args, self.dir / "redis.stdout")
+        wait_until(lambda: self.cli("PING") == "PONG", self.timeout,
+                   f"redis {self.name} on port {self.port}", self.log, proc=self.process.popen)
+
+    def kill(self) -> str | None:
+        """SIGKILLs the server (a crash); returns the primary it followed ("host:port") as it
+        last answered, or None if it was a primary or did not answer."""
+        try:
+            info = self.info_replication()
+        except (OSError, ConnectionError, RespError):
+            info = {}
+        self.process.stop(timeout=0, sig=signal.SIGKILL)
+        if info.get("role") == "slave":
+            return f"{info['master_host']}:{info['master_port']}"
+        return None
 
     @property
     def pid(self) -> int:
@@ -792,6 +814,35 @@ class StallableRelay:
             except OSError:
                 pass
 
+class DelayRelay:
+    """tools/delay_relay (built with tunneld) in front of `target_port`: every byte held
+    `delay_ms` each way, so a round trip through it takes 2 x delay_ms (no netem on these
+    kernels). Bytes already read are still delivered after their sender dies."""
+
+    def __init__(self, target_port: int, delay_ms: int):
+        binary = tunneld_bin().parent.parent / "tools" / "delay_relay"
+        if not binary.exists():
+            raise BedError(f"delay_relay not found at {binary} (build the default preset)")
+        self.popen = subprocess.Popen([str(binary), f"{HOST}:{target_port}", str(delay_ms)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, text=True)
+        line = self.popen.stdout.readline().strip()
+        if not line.isdigit():
+            self.stop()
+            raise BedError(f"delay_relay printed {line!r}, not its port")
+        self.port = int(line)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.stdin.close()  # it exits when its stdin closes
+            try:
+                self.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+    def describe(self) -> dict:
+        return {"port": self.port, "pid": self.popen.pid}
 
 
 class EchoServer:
@@ -1206,6 +1257,9 @@ class TestBed:
 
     def haproxy(self, backend: str, listen_port: int | None = None, **kw) -> Haproxy:
         return self._add(Haproxy(self.subdir("haproxy"), backend, listen_port, **kw))
+
+    def delay_relay(self, target_port: int, delay_ms: int) -> DelayRelay:
+        return self._add(DelayRelay(target_port, delay_ms))
 
     def echo_server(self, prefix: bytes = b"", mode: str = "echo") -> EchoServer:
         return self._add(EchoServer(prefix, mode))

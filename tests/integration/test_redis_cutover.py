@@ -21,7 +21,8 @@ import threading
 import time
 import unittest
 
-from integration_support import IntegrationTest, daemon_config, service_config, tb
+from integration_support import (IntegrationTest, Writer, daemon_config, missing_keys,
+                                 service_config, tb, tunnel_table)
 
 SERVICE = "redis"
 
@@ -30,98 +31,6 @@ SERVICE = "redis"
 # helpers
 
 
-class Writer:
-    """`threads` writers, each with its own connection through `port` (reconnecting on error),
-    writing unique keys `prefix:T:N`; every +OK is recorded as acknowledged."""
-
-    def __init__(self, port: int, prefix: str, threads: int = 8, timeout: float = 15.0):
-        self.port = port
-        self.prefix = prefix
-        self.timeout = timeout
-        self.acked: list[str] = []
-        self.errors = 0
-        self.error_samples: dict[str, int] = {}
-        self.max_latency = 0.0
-        self.attempts = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                         for i in range(threads)]
-
-    def start(self) -> "Writer":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        alive = [t for t in self._threads if t.is_alive()]
-        if alive:
-            raise AssertionError(f"{len(alive)} writer threads still stuck after {timeout}s")
-
-    def _error(self, what: str) -> None:
-        with self._lock:
-            self.errors += 1
-            key = what[:60]
-            self.error_samples[key] = self.error_samples.get(key, 0) + 1
-
-    def _run(self, index: int) -> None:
-        conn = None
-        n = 0
-        acked = []
-        while not self._stop.is_set():
-            if conn is None:
-                try:
-                    conn = tb.RespClient(self.port, timeout=self.timeout)
-                except OSError as e:
-                    self._error(f"connect: {type(e).__name__}")
-                    time.sleep(0.05)
-                    continue
-            key = f"{self.prefix}:{index}:{n}"
-            n += 1
-            started = time.monotonic()
-            try:
-                reply = conn.command("SET", key, str(index))
-            except tb.RespError as e:
-                self._error(f"reply: {e}")
-                time.sleep(0.01)
-                continue
-            except (OSError, ConnectionError) as e:
-                self._error(f"io: {type(e).__name__}")
-                conn.close()
-                conn = None
-                continue
-            finally:
-                latency = time.monotonic() - started
-                with self._lock:
-                    self.attempts += 1
-                    self.max_latency = max(self.max_latency, latency)
-            if reply == "OK":
-                acked.append(key)
-            else:
-                self._error(f"unexpected reply {reply!r}")
-        if conn is not None:
-            conn.close()
-        with self._lock:
-            self.acked.extend(acked)
-
-    def summary(self) -> str:
-        return (f"acked={len(self.acked)} attempts={self.attempts} errors={self.errors} "
-                f"max_latency={self.max_latency * 1000:.0f}ms samples={self.error_samples}")
-
-
-def missing_keys(redis: tb.Redis, keys: list[str]) -> list[str]:
-    """The keys of `keys` that `redis` does not have."""
-    missing = []
-    with redis.client(timeout=30) as c:
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            if c.command("EXISTS", *chunk) != len(chunk):
-                missing += [k for k in chunk if c.command("EXISTS", k) != 1]
-    return missing
 
 
 def held_ms(text: str) -> int | None:
@@ -129,13 +38,6 @@ def held_ms(text: str) -> int | None:
         re.search(r"clients released to \w+ after (\d+)ms", text) or \
         re.search(r"clients held (\d+)ms", text)
     return int(match.group(1)) if match else None
-
-
-def tunnel_table(sshd: tb.Sshd) -> dict:
-    return {"address": f"{tb.HOST}:{sshd.port}", "user": sshd.user,
-            "identity": str(sshd.user_key), "known_hosts": str(sshd.known_hosts),
-            "sessions": 2, "keepalive": "1s", "keepalive_max_missed": 3,
-            "connect_timeout": "5s", "reconnect_max": "2s"}
 
 
 class RedisCutoverTest(IntegrationTest):

@@ -7,6 +7,9 @@ clients reach is the one writable primary, the other refuses writes, and the wri
 before the switch is there.
   85a: killed while promote_command runs (it promotes new after tunneld died): finished forward.
   85b: killed while fence_command runs (before any promotion): undone, old takes writes again.
+  85c: killed while fence_command runs, and new crashes too (unreachable at the restart): the
+       switch is unresolved, clients are refused; `tunnelctl resolve svc --to old` routes them
+       to old again (and tunneld keeps running: it crashed on resolve before).
 """
 
 import json
@@ -39,7 +42,7 @@ class SwitchCrashTest(IntegrationTest):
             return None
         return (record.get("journal") or {}).get("step")
 
-    def kill_during(self, step: str):
+    def kill_during(self, step: str, before_restart=lambda: None):
         switch = subprocess.Popen(self.daemon.ctl_argv("switch", SERVICE, "--mode", "pause"),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(switch.wait, 10)
@@ -49,6 +52,7 @@ class SwitchCrashTest(IntegrationTest):
         self.daemon.process.send_signal(signal.SIGKILL)
         self.daemon.process.wait(10)
         self.assertEqual(self.journal_step(), step, "the journal outlives the crash")
+        before_restart()
         self.daemon.start()
 
     def assert_one_writable_primary(self, active, other):
@@ -79,6 +83,23 @@ class SwitchCrashTest(IntegrationTest):
         self.assert_one_writable_primary(self.old, self.new)
         self.assertFalse(self.daemon.service(SERVICE)["fenced"])
         self.assertIn("undone", self.daemon.log_text())
+
+    def test_85c_unresolved_switch_is_resolved_by_the_operator(self):
+        self.start(fence_command="sleep 1.5")
+        self.kill_during("fence", before_restart=self.new.kill)
+        # Recovery looks again for 10s before it gives up on an unreachable server.
+        self.eventually(lambda: self.daemon.service(SERVICE)["state"] == "unresolved", 30,
+                        "the switch is unresolved while new is unreachable")
+        self.assertIn("tunnelctl resolve", self.daemon.service(SERVICE)["problem"])
+        with self.assertRaises((tb.RespError, OSError, ConnectionError), msg="clients refused"):
+            with tb.RespClient(self.port, timeout=5) as client:
+                client.command("GET", "acknowledged")
+        self.new.start(replicaof=f"{tb.HOST}:{self.old.port}")
+        out = self.ctl_ok(self.daemon, "resolve", SERVICE, "--to", "old")
+        self.assertIn("ACTIVE", out)
+        self.assertIn("resolve to old by the operator", self.daemon.log_text())
+        self.assertTrue(self.daemon.running(), "tunneld survives the resolve")
+        self.assert_one_writable_primary(self.old, self.new)
 
     def new_port_placeholder(self):
         return "$(echo $TUNNELD_NEW | cut -d: -f2)"

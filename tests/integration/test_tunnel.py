@@ -12,7 +12,7 @@ import os
 import socket
 import unittest
 
-from integration_support import SERVICE, IntegrationTest, daemon_config, service_config, tb
+from integration_support import SERVICE, IntegrationTest, daemon_config, service_config, tb, tunnel_table
 
 
 def exchange(port: int, payload: bytes) -> bytes:
@@ -23,13 +23,6 @@ def exchange(port: int, payload: bytes) -> bytes:
         while chunk := sock.recv(65536):
             received += chunk
         return bytes(received)
-
-
-def tunnel_table(sshd: tb.Sshd, known_hosts=None) -> dict:
-    return {"address": f"{tb.HOST}:{sshd.port}", "user": sshd.user,
-            "identity": str(sshd.user_key), "known_hosts": str(known_hosts or sshd.known_hosts),
-            "sessions": 2, "keepalive": "1s", "keepalive_max_missed": 3,
-            "connect_timeout": "5s", "reconnect_max": "2s"}
 
 
 class TunnelTest(IntegrationTest):

@@ -65,8 +65,8 @@ TEST(StatusJson, SplitLagAndLastSwitch)
     EXPECT_EQ(j["lag"], (nlohmann::json{{"bytes", 512}, {"seconds", 0.25}, {"link", "up"}, {"detail", "in sync"}}));
     EXPECT_EQ(j["last_switch"],
               (nlohmann::json{{"result", "failed"}, {"at", "2026-11-21T23:50:00Z"}, {"message", "why"},
-                              {"cut", 1}, {"moved", 4}}))
-        << "the last switch says how many clients it cut and moved";
+                              {"cut", 1}, {"moved", 4}, {"adopted", false}}))
+        << "the last switch says how many clients it cut and moved, and that it was not adopted";
     EXPECT_EQ(j["clients_moved"], 9);
     EXPECT_EQ(j["clients_move_failed"], 2);
 }

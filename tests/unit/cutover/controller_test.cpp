@@ -27,7 +27,9 @@ struct fake_servers {
     bool promote_promotes = true;   ///< false: the promotion itself failed (new stays a replica)
     std::chrono::milliseconds catch_up_takes{0};
     bool new_is_primary = false;
-    observations seen_by_observe; ///< what observe() answers (recovery, resolve)
+    /// What observe() answers (adopt, recovery, resolve): by default old a primary, new its replica.
+    observations seen_by_observe{{true, "", server_role::primary, "a1", "00", 0, std::nullopt, false},
+                                 {true, "", server_role::replica, "a1", "00", 0, std::nullopt, false}};
 
     void record(std::string call)
     {
@@ -162,8 +164,9 @@ TEST(Controller, PauseSwitchPerformsTheStepsInTheMachinesOrderAndPersists)
     const auto r = h.finish();
     ASSERT_TRUE(r.ok()) << r.error;
     EXPECT_EQ(h.servers->seen(),
-              (std::vector<std::string>{"pause_writes", "wait_caught_up", "fence", "promote", "follow", "unpause"}))
-        << "old is fenced before new is promoted";
+              (std::vector<std::string>{"observe", "pause_writes", "wait_caught_up", "fence", "promote", "follow",
+                                        "unpause"}))
+        << "the servers are looked at first; old is fenced before new is promoted";
     EXPECT_EQ(h.svc->current_route(), proxy::route_to(side::new_side));
     ASSERT_TRUE(r.service);
     EXPECT_TRUE(r.service->fenced);
@@ -192,7 +195,7 @@ TEST(Controller, PauseBudgetFiresThroughTheTimerWhileAStepHangs)
     const auto r = h.finish();
     EXPECT_EQ(r.result, verdict::failed);
     EXPECT_NE(r.error.find("pause budget 300ms ran out"), std::string::npos) << r.error;
-    EXPECT_EQ(h.servers->seen(), (std::vector<std::string>{"pause_writes", "wait_caught_up", "unpause"}));
+    EXPECT_EQ(h.servers->seen(), (std::vector<std::string>{"observe", "pause_writes", "wait_caught_up", "unpause"}));
     EXPECT_EQ(h.ctl.snapshot().at(0).switches.at("failed"), 1u);
 }
 
@@ -203,8 +206,8 @@ TEST(Controller, LostPromoteReplyIsResolvedByAskingNewsRole)
     h.start_switch(side::new_side);
     const auto r = h.finish();
     ASSERT_TRUE(r.ok()) << r.error;
-    EXPECT_EQ(h.servers->seen(), (std::vector<std::string>{"pause_writes", "wait_caught_up", "fence", "promote",
-                                                           "verify_promoted", "follow", "unpause"}));
+    EXPECT_EQ(h.servers->seen(), (std::vector<std::string>{"observe", "pause_writes", "wait_caught_up", "fence",
+                                                           "promote", "verify_promoted", "follow", "unpause"}));
     EXPECT_EQ(h.svc->current_route(), proxy::route_to(side::new_side));
 }
 
@@ -218,9 +221,45 @@ TEST(Controller, FailedPromotionOfAReplicaThatStayedOneReleasesToOld)
     EXPECT_EQ(r.result, verdict::failed);
     EXPECT_EQ(h.svc->current_route(), route{});
     const auto seen = h.servers->seen();
-    EXPECT_EQ(seen, (std::vector<std::string>{"pause_writes", "wait_caught_up", "fence", "promote",
+    EXPECT_EQ(seen, (std::vector<std::string>{"observe", "pause_writes", "wait_caught_up", "fence", "promote",
                                               "verify_promoted", "unfence", "unpause"}))
         << "the fence taken before the promotion is lifted, then the pause";
+}
+
+TEST(Controller, ASwitchFindingTheServersAlreadySwitchedAdoptsThemWithoutChangingThem)
+{
+    harness h;
+    // Another host switched: new a primary continuing old's lineage, old its fenced replica.
+    h.servers->seen_by_observe = {{true, "", server_role::replica, "b2", "00", 10, std::nullopt, true},
+                                  {true, "", server_role::primary, "b2", "a1", 10, 5, false}};
+    h.start_switch(side::new_side);
+    const auto r = h.finish();
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_TRUE(r.adopted);
+    EXPECT_EQ(h.servers->seen(), (std::vector<std::string>{"observe"})) << "nothing is changed on the servers";
+    EXPECT_EQ(h.svc->current_route(), proxy::route_to(side::new_side));
+    ASSERT_TRUE(r.service && r.service->last_switch);
+    EXPECT_TRUE(r.service->last_switch->adopted);
+    EXPECT_NE(r.service->last_switch->message.find("adopted"), std::string::npos) << r.service->last_switch->message;
+    EXPECT_TRUE(r.service->fenced);
+    const auto saved = load_state(h.dir / "state.json");
+    ASSERT_TRUE(std::holds_alternative<state>(saved));
+    EXPECT_EQ(std::get<state>(saved).services.at("redis").active, "new");
+    EXPECT_FALSE(std::get<state>(saved).services.at("redis").journal);
+}
+
+TEST(Controller, ASwitchFindingTwoWritablePrimariesIsRefusedWithWhatItSaw)
+{
+    harness h;
+    h.servers->seen_by_observe = {{true, "", server_role::primary, "a1", "00", 10, std::nullopt, false},
+                                  {true, "", server_role::primary, "c3", "00", 0, std::nullopt, false}};
+    h.start_switch(side::new_side);
+    const auto r = h.finish();
+    EXPECT_EQ(r.result, verdict::refused);
+    EXPECT_NE(r.error.find("two primaries of different lineage"), std::string::npos) << r.error;
+    EXPECT_NE(r.error.find("--force"), std::string::npos) << "names a way out: " << r.error;
+    EXPECT_EQ(h.servers->seen(), (std::vector<std::string>{"observe"}));
+    EXPECT_EQ(h.svc->current_route(), route{});
 }
 
 } // namespace

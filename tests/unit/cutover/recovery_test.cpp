@@ -9,6 +9,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <vector>
+
 namespace tunneld::cutover {
 namespace {
 
@@ -89,6 +92,16 @@ switch_command command_to_new()
     r.at = t0;
     c.lag = r;
     return c;
+}
+
+template <class T> bool has_effect(const std::vector<effect>& effects)
+{
+    return std::any_of(effects.begin(), effects.end(), [](const effect& e) { return std::holds_alternative<T>(e); });
+}
+
+server_observation server(server_role role, std::string replid, std::string replid2, bool fenced)
+{
+    return {true, "", role, std::move(replid), std::move(replid2), 10, std::nullopt, fenced};
 }
 
 /// Runs `first` on `m` and every step it leads to, applying effects to `servers`; stops after
@@ -196,6 +209,170 @@ TEST(Recovery, UnresolvedRefusesClientsAndResolveChecksTheTarget)
     EXPECT_EQ(m.current_route(), proxy::route_to(side::old_side));
     EXPECT_EQ(m.state(), service_state::serving);
     EXPECT_FALSE(m.journal());
+}
+
+TEST(LocateServers, TheStartTheTargetAndNeitherForASwitchAndARollback)
+{
+    using enum server_role;
+    struct example {
+        side to;
+        server_observation old_server, new_server;
+        servers_at expected;
+        const char* what;
+    };
+    const auto none = server_observation{}; // unreachable
+    const std::vector<example> examples{
+        {side::new_side, server(primary, "a1", "00", false), server(replica, "a1", "00", false), servers_at::start,
+         "new a replica of old"},
+        {side::new_side, server(replica, "b2", "00", true), server(primary, "b2", "a1", false), servers_at::target,
+         "old follows the promoted new (fence = replicaof)"},
+        {side::new_side, server(replica, "a1", "00", true), server(primary, "b2", "a1", false), servers_at::target,
+         "old just began to follow: it still shows the id new continues"},
+        {side::new_side, server(primary, "a1", "00", true), server(primary, "b2", "a1", false), servers_at::target,
+         "old fenced by min-replicas-to-write (fence = min_replicas)"},
+        {side::new_side, server(primary, "a1", "00", false), server(primary, "b2", "a1", false), servers_at::neither,
+         "two writable primaries"},
+        {side::new_side, server(primary, "a1", "00", true), server(primary, "c3", "00", false), servers_at::neither,
+         "new emptied (restarted without its data): a lineage of its own"},
+        {side::new_side, server(replica, "d4", "00", true), server(primary, "b2", "a1", false), servers_at::neither,
+         "old follows a third primary"},
+        {side::new_side, server(primary, "a1", "00", false), none, servers_at::neither, "new unreachable"},
+        {side::old_side, server(replica, "b2", "00", true), server(primary, "b2", "a1", false), servers_at::start,
+         "rollback: old a replica of new"},
+        {side::old_side, server(primary, "a1", "00", true), server(primary, "b2", "a1", false), servers_at::start,
+         "rollback: old fenced by min-replicas-to-write after the switch"},
+        {side::old_side, server(primary, "e5", "b2", false), server(primary, "b2", "a1", true), servers_at::target,
+         "rollback: old promoted back, new fenced"},
+        {side::old_side, server(primary, "e5", "b2", false), server(replica, "e5", "00", false), servers_at::target,
+         "rollback: old promoted back, new its replica (rollback_replicaof)"},
+        {side::new_side, server(primary, "", "", false), server(replica, "", "", false), servers_at::start,
+         "postgres: new a standby"},
+        {side::new_side, server(replica, "", "", false), server(primary, "", "", false), servers_at::target,
+         "postgres: old a standby of the promoted new"},
+        {side::new_side, server(primary, "", "", false), server(primary, "", "", false), servers_at::neither,
+         "postgres: two primaries, no fence or lineage to read"},
+    };
+    for (const auto& e : examples)
+        EXPECT_EQ(locate_servers(e.to, observations{e.old_server, e.new_server}).at, e.expected) << e.what;
+}
+
+TEST(Adopt, ASecondHostFindingTheServersSwitchedFlipsAtOnceWithoutForce)
+{
+    switch_machine m(service_kind::redis, route{}, "svc");
+    auto c = command_to_new();
+    c.lag = std::nullopt; // the link is "down": new is no replica any more
+    c.seen = observations{server(server_role::replica, "b2", "00", true), server(server_role::primary, "b2", "a1", false)};
+    const auto s = m.on(c, t0);
+    EXPECT_FALSE(s.done);
+    EXPECT_FALSE(has_effect<promote>(s.effects) || has_effect<pause_writes>(s.effects) || has_effect<fence>(s.effects))
+        << "nothing is changed on the servers";
+    EXPECT_TRUE(has_effect<hold_new_clients>(s.effects));
+    EXPECT_TRUE(has_effect<quiesce_clients>(s.effects)) << "this host's clients stop at a request boundary";
+    ASSERT_TRUE(has_effect<persist>(s.effects));
+    EXPECT_FALSE(m.journal()) << "nothing to recover: no server changes";
+    const auto done = m.on(step_done{step_kind::persist, true, ""}, t0 + 3ms);
+    ASSERT_TRUE(done.done);
+    EXPECT_EQ(done.done->result, verdict::done);
+    EXPECT_TRUE(done.done->adopted);
+    EXPECT_EQ(done.done->message, "svc switched to new (clients held 3ms); adopted: the servers were already switched");
+    EXPECT_FALSE(has_effect<follow>(done.effects));
+    ASSERT_TRUE(has_effect<move_clients>(done.effects)) << "clients on old move to new, as a pause switch does";
+    EXPECT_EQ(m.current_route(), proxy::route_to(side::new_side));
+    EXPECT_TRUE(m.fenced());
+    EXPECT_FALSE(m.busy());
+}
+
+TEST(Adopt, ARollbackFindingOldPromotedAgainFlipsBack)
+{
+    switch_machine m(service_kind::redis, proxy::route_to(side::new_side), "svc", true);
+    auto c = command_to_new();
+    c.request.to = side::old_side;
+    c.seen = observations{server(server_role::primary, "e5", "b2", false), server(server_role::primary, "b2", "a1", true)};
+    const auto s = m.on(c, t0);
+    EXPECT_FALSE(has_effect<roll_back>(s.effects));
+    const auto done = m.on(step_done{step_kind::persist, true, ""}, t0);
+    ASSERT_TRUE(done.done);
+    EXPECT_TRUE(done.done->adopted);
+    EXPECT_EQ(m.current_route(), route{});
+    EXPECT_FALSE(m.fenced());
+}
+
+TEST(Adopt, KillModeAdoptsWithoutForceAndCutsTheOldSide)
+{
+    switch_machine m(service_kind::redis, route{}, "svc");
+    auto c = command_to_new();
+    c.request.mode = switch_mode::kill;
+    c.seen = observations{server(server_role::replica, "b2", "00", true), server(server_role::primary, "b2", "a1", false)};
+    const auto s = m.on(c, t0);
+    ASSERT_FALSE(s.done) << s.done->message;
+    const auto done = m.on(step_done{step_kind::persist, true, ""}, t0);
+    ASSERT_TRUE(done.done);
+    EXPECT_TRUE(done.done->adopted);
+    EXPECT_TRUE(has_effect<cut>(done.effects));
+}
+
+TEST(Adopt, NeitherTheStartNorTheTargetIsRefusedWithWhatWasSeen)
+{
+    switch_machine m(service_kind::redis, route{}, "svc");
+    auto c = command_to_new();
+    c.seen = observations{server(server_role::primary, "a1", "00", false), server(server_role::primary, "c3", "00", false)};
+    const auto s = m.on(c, t0);
+    ASSERT_TRUE(s.done);
+    EXPECT_EQ(s.done->result, verdict::refused);
+    EXPECT_NE(s.done->message.find("neither at the start"), std::string::npos) << s.done->message;
+    EXPECT_NE(s.done->message.find("new is a primary (master_replid c3"), std::string::npos) << s.done->message;
+    EXPECT_EQ(m.current_route(), route{});
+
+    c.request.force = true; // the operator's override runs the switch as before
+    const auto forced = m.on(c, t0);
+    EXPECT_FALSE(forced.done);
+    EXPECT_TRUE(has_effect<hold_new_clients>(forced.effects));
+}
+
+TEST(Recovery, ResolveLiftsOurFenceFromTheSideThatTakesTheClients)
+{
+    // Died during fence_command: old is fenced by min-replicas-to-write, new unreachable.
+    switch_journal j{"svc-1", side::old_side, side::new_side, switch_mode::pause, journal_step::fence, std::nullopt};
+    switch_machine m(service_kind::redis, route{}, "svc", false, j);
+    observations seen;
+    seen.old_server = {true, "", server_role::primary, "a1", "00", 100, std::nullopt, true};
+    seen.new_server = {false, "cannot connect", std::nullopt, "", "", {}, {}, false};
+    m.on(recovered{seen}, t0);
+    ASSERT_EQ(m.state(), service_state::unresolved);
+
+    seen.new_server = {true, "", server_role::replica, "a1", "00", 100, std::nullopt, false};
+    const auto go = m.on(resolve_command{side::old_side, seen}, t0);
+    EXPECT_NE(std::find(go.effects.begin(), go.effects.end(), effect{unfence{side::old_side}}), go.effects.end())
+        << "old takes the clients: its fence is lifted";
+    EXPECT_EQ(go.effects.back(), effect{persist{}});
+    const auto done = m.on(step_done{step_kind::persist, true, ""}, t0);
+    ASSERT_TRUE(done.done);
+    EXPECT_EQ(m.current_route(), proxy::route_to(side::old_side));
+    EXPECT_FALSE(m.fenced());
+}
+
+TEST(Recovery, RollbackFinishedForwardLiftsOldsFenceOnceNewIsFenced)
+{
+    // Died between old's REPLICAOF NO ONE and restoring its min-replicas-to-write: old is a
+    // promoted primary that still refuses writes, new a primary fenced by the rollback.
+    switch_journal j{"svc-1", side::new_side, side::old_side, switch_mode::pause, journal_step::roll_back,
+                     std::nullopt};
+    switch_machine m(service_kind::redis, proxy::route_to(side::new_side), "svc", true, j);
+    observations seen;
+    seen.new_server = {true, "", server_role::primary, "b2", "a1", 300, std::nullopt, true};
+    seen.old_server = {true, "", server_role::primary, "c3", "b2", 300, 301, true};
+    const auto forward = m.on(recovered{seen}, t0);
+    EXPECT_EQ(forward.effects.back(), (effect{fence{side::new_side, t0 + 5s}}));
+    EXPECT_EQ(std::find(forward.effects.begin(), forward.effects.end(), effect{unfence{side::old_side}}),
+              forward.effects.end())
+        << "old takes writes only once new refuses them";
+    const auto fenced = m.on(step_done{step_kind::fence, true, "new fenced"}, t0);
+    ASSERT_FALSE(fenced.effects.empty());
+    EXPECT_EQ(fenced.effects.front(), effect{unfence{side::old_side}});
+    EXPECT_EQ(fenced.effects.back(), effect{persist{}});
+    m.on(step_done{step_kind::persist, true, ""}, t0);
+    EXPECT_EQ(m.current_route(), proxy::route_to(side::old_side));
+    EXPECT_EQ(m.state(), service_state::serving);
 }
 
 } // namespace

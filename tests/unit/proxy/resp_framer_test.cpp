@@ -4,8 +4,10 @@
 
 #include "proxy/resp_framer.hpp"
 
+#include <cstdint>
 #include <gtest/gtest.h>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tunneld::proxy {
@@ -209,8 +211,8 @@ TEST(RespReplyFramer, EveryReplyOfTheTableWhateverTheSplit)
     const std::vector<reply_case> table = {
         {"+OK\r\n", {"5:t=0 len=2 head=OK"}},
         {"-ERR unknown command 'FOO'\r\n", {"28:t=1 len=25 head=ERR unknown command 'FOO'"}},
-        {":1000\r\n", {"7:t=2 len=0 head="}},
-        {":-9223372036854775808\r\n", {"23:t=2 len=0 head="}},
+        {":1000\r\n", {"7:t=2 len=1000 head="}},
+        {":-9223372036854775808\r\n", {"23:t=2 len=-922337203685477580 head="}}, // the value is kept to 18 digits
         {"$5\r\nhello\r\n", {"11:t=3 len=5 head="}},
         {"$0\r\n\r\n", {"6:t=3 len=0 head="}},
         {"$-1\r\n", {"5:t=5 len=-1 head="}},
@@ -265,6 +267,22 @@ TEST(RespReplyFramer, ErrorsBeyondTheSixtyFourthElementAreFlagged)
     ASSERT_TRUE(framer.feed(bytes).frame_ended);
     EXPECT_EQ(framer.last().error_elements, std::uint64_t{1} << 3);
     EXPECT_TRUE(framer.last().error_beyond);
+}
+
+TEST(RespReplyFramer, AnIntegerCarriesItsValueWhateverTheSplit)
+{
+    // The pump reads the backend's CLIENT ID from it.
+    for (const auto& [bytes, value] : std::vector<std::pair<std::string, std::int64_t>>{
+             {":0\r\n", 0}, {":7\r\n", 7}, {":123456789012\r\n", 123456789012}, {":-42\r\n", -42}}) {
+        for (std::size_t cut = 0; cut <= bytes.size(); ++cut) {
+            reply_framer framer;
+            const auto first = framer.feed(std::string_view(bytes).substr(0, cut));
+            const bool ended = first.frame_ended || framer.feed(std::string_view(bytes).substr(first.consumed)).frame_ended;
+            ASSERT_TRUE(ended) << bytes << " cut at " << cut;
+            EXPECT_EQ(framer.last().type, resp_type::integer);
+            EXPECT_EQ(framer.last().length, value) << bytes << " cut at " << cut;
+        }
+    }
 }
 
 TEST(RespReplyFramer, AnAttributeAloneIsMidReply)
