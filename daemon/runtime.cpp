@@ -269,6 +269,7 @@ asio::awaitable<cutover::command_result> runtime::follow_fleet(std::string servi
     if (result.held) e.held_ms = result.held->count();
     e.cut = result.cut;
     e.moved = result.moved;
+    e.adopted = result.adopted; // a replicated service finds its servers switched by the fleet
     e.result = result.ok() ? cutover::history_result::done : cutover::history_result::failed;
     e.reason = result.ok() ? why : why + ": " + result.error;
     // A busy or paused service is tried again shortly (and logged): only the attempts that did

@@ -76,6 +76,17 @@ struct membership::state : std::enable_shared_from_this<state> {
     prefix_mirror mirror;
     fleet_view view;
     std::function<void(const fleet_view&)> on_change;
+    std::map<std::uint64_t, std::function<void()>> listeners; ///< add_view_listener's, by id
+    std::uint64_t next_listener = 0;
+
+    void changed()
+    {
+        if (on_change) on_change(view);
+        // A copy: a listener may remove itself (or another) while being called.
+        const auto now = listeners;
+        for (const auto& [id, listener] : now)
+            listener();
+    }
 
     state(etcd::client& c, key_layout k, std::string m, records_source r, membership_options o)
         : client(c), keys(std::move(k)), member(std::move(m)), records(std::move(r)), options(o),
@@ -208,13 +219,13 @@ struct membership::state : std::enable_shared_from_this<state> {
             view = make_view(keys, mirror);
             view.reachable = reachable;
             view.last_error = std::move(last_error);
-            if (on_change) on_change(view);
+            changed();
         };
         std::function<void(const watch_status&)> on_status = [this](const watch_status& status) {
             if (view.reachable == status.connected && !status.error) return;
             view.reachable = status.connected;
             view.last_error = status.error ? status.error->to_string() : std::string();
-            if (on_change) on_change(view);
+            changed();
         };
         std::string prefix = keys.root();
         auto handle = watch_handle;
@@ -263,6 +274,15 @@ void membership::on_view_change(std::function<void(const fleet_view&)> callback)
 {
     state_->on_change = std::move(callback);
 }
+
+std::uint64_t membership::add_view_listener(std::function<void()> listener) const
+{
+    const auto id = ++state_->next_listener;
+    state_->listeners.emplace(id, std::move(listener));
+    return id;
+}
+
+void membership::remove_view_listener(std::uint64_t id) const { state_->listeners.erase(id); }
 
 const fleet_view& membership::view() const { return state_->view; }
 std::int64_t membership::lease() const { return state_->lease_id; }

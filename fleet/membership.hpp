@@ -74,6 +74,11 @@ public:
 
     /// Called on the client's executor after each change of the view.
     void on_view_change(std::function<void(const fleet_view&)> callback);
+    /// Also calls `listener` on the client's executor after each change of the view, until
+    /// remove_view_listener(id): for waiters such as the switch executor. Const: it changes no
+    /// record, only who is told.
+    std::uint64_t add_view_listener(std::function<void()> listener) const;
+    void remove_view_listener(std::uint64_t id) const;
     const fleet_view& view() const;
     /// The lease this member's records are bound to (0 while it has none).
     std::int64_t lease() const;

@@ -34,6 +34,12 @@ asio::awaitable<fleet_result> run_coordinator(etcd::client& client, key_layout k
     std::int64_t seen_revision = -1;
     bool seen_reachable = false;
     asio::steady_timer pause(client.get_executor());
+    // A change of the view (an acknowledgement) ends the pause at once: no polling delay.
+    struct listening {
+        const membership& members;
+        std::uint64_t id;
+        ~listening() { members.remove_view_listener(id); }
+    } listener{members, members.add_view_listener([&pause] { pause.cancel(); })};
 
     while (!done || !queue.empty()) {
         if (queue.empty()) {
@@ -51,6 +57,7 @@ asio::awaitable<fleet_result> run_coordinator(etcd::client& client, key_layout k
                 take(machine.on(coordinator_deadline{}, clock::now()));
                 continue;
             }
+            // Until the machine's deadline, a change of the view, or (a safety net) options.poll.
             const auto next_look = clock::now() + options.poll;
             const auto when = machine.deadline();
             pause.expires_at(when ? std::min(*when, next_look) : next_look);

@@ -20,12 +20,14 @@ struct executor_hooks {
 
 struct executor_options {
     std::chrono::milliseconds call_timeout{2000}; ///< each etcd call's deadline
-    std::chrono::milliseconds poll{5};            ///< how often the view is looked at for acknowledgements
+    /// The view is looked at as soon as it changes; this is only how long a wait may last without
+    /// a change (a safety net).
+    std::chrono::milliseconds poll{250};
 };
 
 /// Runs `machine` (fresh, or from coordinator::take_over) for `service` until it is done:
 /// performs each effect on `client` and feeds its answer back, and feeds the service's member
-/// records from `members.view()` whenever the view changed. Runs on the client's executor, like
+/// records from `members.view()` as soon as the view changed (a view listener wakes it). Runs on the client's executor, like
 /// the membership.
 boost::asio::awaitable<fleet_result> run_coordinator(etcd::client& client, key_layout keys, std::string service,
                                                      coordinator& machine, const membership& members,
