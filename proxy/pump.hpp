@@ -13,7 +13,6 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
-#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -67,6 +66,29 @@ inline asio::awaitable<std::pair<boost::system::error_code, std::size_t>> write_
     co_return std::pair{ec, written};
 }
 
+/// Writes all of `bytes` to `to`: a TCP socket through write_chunk (the caller switched it to
+/// non-blocking mode), a tunnel channel with async_write.
+template <class To>
+asio::awaitable<std::pair<boost::system::error_code, std::size_t>> write_all(To& to, std::string_view bytes)
+{
+    if constexpr (is_tcp_socket<To>) {
+        co_return co_await write_chunk(to, bytes);
+    } else {
+        auto [ec, n] = co_await asio::async_write(to, asio::buffer(bytes), asio::as_tuple(asio::use_awaitable));
+        co_return std::pair{ec, n};
+    }
+}
+
+/// Switches a TCP socket to non-blocking mode (its synchronous calls then fail with
+/// would_block instead of waiting), for write_all; a tunnel channel needs nothing.
+template <class Stream> void prepare_for_write_all(Stream& stream)
+{
+    if constexpr (is_tcp_socket<Stream>) {
+        boost::system::error_code ignored;
+        stream.non_blocking(true, ignored);
+    }
+}
+
 /// Copies `from` to `to` until EOF or an error. Holds at most `buffer.size()` bytes, and reads
 /// again only once the last write completed, so a slow reader stalls its writer instead of
 /// making tunneld buffer without bound. On EOF it passes the half-close on to `to`. Each chunk
@@ -78,8 +100,7 @@ asio::awaitable<pump_end> pump(From& from, To& to, std::span<char> buffer, std::
 {
     using asio::as_tuple;
     using asio::use_awaitable;
-    boost::system::error_code ignored;
-    if constexpr (is_tcp_socket<To>) to.non_blocking(true, ignored);
+    prepare_for_write_all(to);
     for (;;) {
         auto [read_ec, n] = co_await from.async_read_some(asio::buffer(buffer), as_tuple(use_awaitable));
         if (read_ec == asio::error::eof) {
@@ -88,14 +109,7 @@ asio::awaitable<pump_end> pump(From& from, To& to, std::span<char> buffer, std::
         }
         if (read_ec) co_return pump_end::read_error;
         observe(std::string_view(buffer.data(), n));
-        boost::system::error_code write_ec;
-        std::size_t written = 0;
-        if constexpr (is_tcp_socket<To>) {
-            std::tie(write_ec, written) = co_await write_chunk(to, std::string_view(buffer.data(), n));
-        } else {
-            std::tie(write_ec, written) =
-                co_await asio::async_write(to, asio::buffer(buffer.data(), n), as_tuple(use_awaitable));
-        }
+        auto [write_ec, written] = co_await write_all(to, std::string_view(buffer.data(), n));
         count += written;
         total.fetch_add(written, std::memory_order_relaxed);
         if (write_ec) co_return pump_end::write_error;

@@ -206,6 +206,8 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
     handle.on_order(evaluate);
     if (handle.current_order() != move_order::none) evaluate();
 
+    prepare_for_write_all(client);
+    prepare_for_write_all(backend);
     const std::span<char> up_buffer(carry.buffer.get(), carry.size);
     auto up = [&]() -> asio::awaitable<pump_end> {
         for (;;) {
@@ -253,8 +255,7 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
                     written = all_written > client_id_request.size() ? all_written - client_id_request.size() : 0;
                 } else {
                     // One buffer: send(), not the sendmsg() a buffer sequence costs on every request.
-                    auto [ec, n] = co_await asio::async_write(backend, asio::buffer(pending.data(), forward),
-                                                              as_tuple(use_awaitable));
+                    auto [ec, n] = co_await write_all(backend, pending.substr(0, forward));
                     write_ec = ec;
                     written = n;
                 }
@@ -306,8 +307,7 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
             session.observe_backend(reply);
             log_not_resp_once();
             down_writing = true;
-            auto [write_ec, written] =
-                co_await asio::async_write(client, asio::buffer(reply.data(), reply.size()), as_tuple(use_awaitable));
+            auto [write_ec, written] = co_await write_all(client, reply);
             down_writing = false;
             outcome.bytes_down += written;
             counters.bytes_down.fetch_add(written, std::memory_order_relaxed);
