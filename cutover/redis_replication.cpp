@@ -374,9 +374,11 @@ public:
             lift_new_fence();
             return give_up("promote old: " + answer.text);
         }
-        answer =
-            old_.run({"CONFIG", "SET", "min-replicas-to-write", std::to_string(options.restore_min_replicas)},
-                     time_left(deadline, service_.probe_timeout));
+        // The value old had before this process fenced it at the switch, when known (a restart
+        // since then forgets it: then the configured default).
+        const auto restore = saved_min_replicas(proxy::side::old_side).value_or(options.restore_min_replicas);
+        answer = old_.run({"CONFIG", "SET", "min-replicas-to-write", std::to_string(restore)},
+                          time_left(deadline, service_.probe_timeout));
         if (!answer.ok)
             return step_result::failure(
                 "rollback: old promoted but restoring min-replicas-to-write failed: " + answer.text +

@@ -59,7 +59,8 @@ struct rollback_options {
     /// Roll back even when old cannot hold new's writes (old is not a replica of new):
     /// writes made on new since the switch are then lost.
     bool force = false;
-    /// redis: min-replicas-to-write restored on old (what it was before fence = min_replicas).
+    /// redis: min-replicas-to-write restored on old when this process did not see the value old
+    /// had before the switch fenced it (it keeps that value and restores it otherwise).
     unsigned restore_min_replicas = 0;
 };
 

@@ -205,6 +205,9 @@ TEST_F(RedisReplication, StoppedReplicaFailsCatchUpAtDeadline)
 TEST_F(RedisReplication, RollbackAfterSwitchLosesNothing)
 {
     start_pair();
+    // The operator's own durability setting on old (satisfied by its one replica): the switch's
+    // fence replaces it, the rollback must give it back.
+    ASSERT_EQ(old_->connect().command({"CONFIG", "SET", "min-replicas-to-write", "1"}), "OK");
     auto replication = make();
     probe_until_caught_up(*replication);
     ASSERT_TRUE(replication->pause_writes(2000ms).ok);
@@ -226,11 +229,13 @@ TEST_F(RedisReplication, RollbackAfterSwitchLosesNothing)
     auto on_old = old_->connect();
     for (int i = 0; i < 200; ++i)
         EXPECT_EQ(on_old.command({"EXISTS", "new" + std::to_string(i)}), "1") << i;
-    EXPECT_EQ(on_old.command({"SET", "after", "rollback"}), "OK");
     EXPECT_EQ(on_new.command({"SET", "after", "rollback"}).rfind("!READONLY", 0), 0u);
     // And the pair is warm again the right way round.
     const auto reading = probe_until_caught_up(*replication);
     EXPECT_EQ(reading.link, link_state::up) << reading.detail;
+    EXPECT_EQ(on_old.command({"SET", "after", "rollback"}), "OK") << "new follows old: one replica, as before";
+    EXPECT_EQ(on_old.config_value("min-replicas-to-write"), "1")
+        << "the operator's value is back on old";
     std::cout << "[ rollback ] " << rolled_back.message << "\n";
 }
 

@@ -72,6 +72,21 @@ public:
         while (connected() && !done && redisBufferWrite(context_, &done) == REDIS_OK) {
         }
     }
+    /// CONFIG GET `parameter`: its value ("!..." when there is none or on an error).
+    std::string config_value(const std::string& parameter)
+    {
+        if (!connected()) return "!disconnected";
+        auto* reply = static_cast<redisReply*>(redisCommand(context_, "CONFIG GET %s", parameter.c_str()));
+        if (!reply) return "!io " + std::string(context_->errstr);
+        std::string text = "!no such parameter";
+        if (reply->type == REDIS_REPLY_ERROR)
+            text = "!" + std::string(reply->str, reply->len);
+        else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 && reply->element[1]->type == REDIS_REPLY_STRING)
+            text.assign(reply->element[1]->str, reply->element[1]->len);
+        freeReplyObject(reply);
+        return text;
+    }
+
     /// The next reply, as command() gives it ("" for nil or an array).
     std::string reply()
     {
