@@ -8,6 +8,8 @@
 #include <boost/asio/co_spawn.hpp>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -25,7 +27,9 @@ struct fake_servers {
     std::vector<std::string> calls; ///< switch steps in the order they ran
     bool promote_answers = true;    ///< false: the reply to promote is lost
     bool promote_promotes = true;   ///< false: the promotion itself failed (new stays a replica)
-    std::chrono::milliseconds catch_up_takes{0};
+    /// True: wait_caught_up hangs (a replica that stopped answering, SIGSTOP) until the test
+    /// lets it go, so the budget runs out inside that step however slow the machine is.
+    std::atomic<bool> catch_up_hangs{false};
     bool new_is_primary = false;
     /// What observe() answers (adopt, recovery, resolve): by default old a primary, new its replica.
     observations seen_by_observe{{true, "", server_role::primary, "a1", "00", 0, std::nullopt, false},
@@ -59,8 +63,11 @@ public:
     step_result pause_writes(duration) override { return done("pause_writes"); }
     step_result wait_caught_up(clock::time_point) override
     {
-        std::this_thread::sleep_for(servers_->catch_up_takes);
-        return done("wait_caught_up");
+        servers_->record("wait_caught_up");
+        const auto give_up = steady::now() + 30s; // a failing test must not hang the suite
+        while (servers_->catch_up_hangs && steady::now() < give_up)
+            std::this_thread::sleep_for(5ms);
+        return step_result::success("wait_caught_up ok");
     }
     step_result promote(clock::time_point) override
     {
@@ -183,19 +190,24 @@ TEST(Controller, PauseSwitchPerformsTheStepsInTheMachinesOrderAndPersists)
 
 TEST(Controller, PauseBudgetFiresThroughTheTimerWhileAStepHangs)
 {
-    harness h(300ms);
-    h.servers->catch_up_takes = 1500ms; // a replica that stopped answering (SIGSTOP)
-    const auto started = steady::now();
+    // Long enough that observe, the journal's fsync and pause_writes end well inside it on a
+    // loaded CI machine: the budget is to run out in catch-up, the step that hangs.
+    harness h(2s);
+    h.servers->catch_up_hangs = true;
     h.start_switch(side::new_side);
-    h.run_until([&] { return steady::now() >= started + 800ms; }, 2s);
+    h.run_until([&] {
+        const auto seen = h.servers->seen();
+        return !h.svc->current_route().hold && std::find(seen.begin(), seen.end(), "wait_caught_up") != seen.end();
+    });
     EXPECT_FALSE(h.svc->current_route().hold) << "held clients go back to old when the budget runs out";
     EXPECT_EQ(h.svc->current_route().active, side::old_side);
     EXPECT_EQ(h.ctl.snapshot().at(0).state, service_state::serving);
     EXPECT_FALSE(h.result) << "the answer waits for the step still out (then unpause)";
+    h.servers->catch_up_hangs = false;
 
     const auto r = h.finish();
     EXPECT_EQ(r.result, verdict::failed);
-    EXPECT_NE(r.error.find("pause budget 300ms ran out"), std::string::npos) << r.error;
+    EXPECT_NE(r.error.find("pause budget 2s ran out"), std::string::npos) << r.error;
     EXPECT_EQ(h.servers->seen(), (std::vector<std::string>{"observe", "pause_writes", "wait_caught_up", "unpause"}));
     EXPECT_EQ(h.ctl.snapshot().at(0).switches.at("failed"), 1u);
 }
