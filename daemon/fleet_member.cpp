@@ -18,6 +18,10 @@ namespace {
 /// How often the services are looked at for a changed record (a switch, held clients): cheap,
 /// and a change reaches etcd this soon instead of at the next heartbeat.
 constexpr auto poll_interval = std::chrono::milliseconds(250);
+/// How long a held switch's coordinator must have been gone (its member record absent, after its
+/// lease ended) before another member takes the switch over: longer than the longest step a
+/// coordinator cut off from etcd may still be taking (a pause switch's budget and its fence).
+constexpr auto takeover_wait = std::chrono::seconds(15);
 /// After a flip that failed (the service was busy with a switch of its own, a server step
 /// failed), the next attempt waits this long.
 constexpr auto flip_retry = std::chrono::seconds(5);
@@ -178,6 +182,12 @@ void fleet_member::follow_committed()
             }
             continue;
         }
+        // A held switch whose coordinator is gone is resolved by one of the others.
+        auto& watch = takeovers_.try_emplace(name, takeover_wait).first->second;
+        if (watch.due(epoch, entry->second.members, now) && !coordinating_.contains(name)) {
+            coordinating_[name] = nullptr;
+            boost::asio::co_spawn(loop_, take_over(name, *epoch), boost::asio::detached);
+        }
         // Held for this epoch already (released before the record was committed: the coordinator).
         if (epoch && epoch->record.held() && last_hold_[name] == epoch->record.epoch) continue;
         fleet::member_local local;
@@ -260,8 +270,15 @@ boost::asio::awaitable<fleet::servers_switched> fleet_member::switch_servers_her
                                                                                    std::int64_t epoch, fleet::side to)
 {
     const auto held = holds_.find(service);
-    if (held == holds_.end() || held->second->gate->epoch() != epoch)
-        co_return fleet::servers_switched{false, fmt::format("this member does not hold {} for epoch {}", service, epoch)};
+    if (held == holds_.end() || held->second->gate->epoch() != epoch) {
+        // A takeover (this member's hold ended by its budget, or never began): this host's own
+        // switch, which adopts servers another member already switched.
+        const auto why = fmt::format("fleet {} epoch {} taken over by {}", settings_.name, epoch, settings_.member);
+        auto result = co_await flip_(service, proxy_side(to), why);
+        for (const auto& s : services_())
+            if (s.name == service && fleet_side(s.route.active) == to) co_return fleet::servers_switched{true, {}};
+        co_return fleet::servers_switched{false, result.error};
+    }
     auto task = held->second;
     task->gate->decide(cutover::fleet_go::run_here, {});
     co_await released(*task);
@@ -270,6 +287,35 @@ boost::asio::awaitable<fleet::servers_switched> fleet_member::switch_servers_her
     for (const auto& s : services_())
         if (s.name == service && fleet_side(s.route.active) == to) co_return fleet::servers_switched{true, {}};
     co_return fleet::servers_switched{false, task->result->error};
+}
+
+boost::asio::awaitable<void> fleet_member::take_over(std::string service, fleet::epoch_state found)
+{
+    spdlog::warn("service={} fleet {}: epoch {} is held by {}, which is gone; taking it over (phase {})", service,
+                 settings_.name, found.record.epoch, found.record.coordinator, found.record.phase);
+    coordinating_[service] = [service](const std::string& line) {
+        spdlog::info("service={} fleet takeover: {}", service, line);
+    };
+    fleet::coordinator_options options;
+    options.ack_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(settings_.ack_timeout);
+    auto machine = fleet::coordinator::take_over(settings_.member, std::move(found), options);
+    fleet::executor_hooks hooks;
+    hooks.switch_servers = [this, service](std::int64_t epoch, fleet::side target) {
+        return switch_servers_here(service, epoch, target);
+    };
+    hooks.progress = coordinating_[service];
+    fleet::key_layout keys(settings_.name);
+    std::string name = service;
+    fleet::fleet_result outcome;
+    try {
+        outcome = co_await fleet::run_coordinator(client_, std::move(keys), std::move(name), machine, membership_,
+                                                  std::move(hooks));
+    } catch (const std::exception& e) {
+        outcome = {fleet::fleet_outcome::unresolved, 0, e.what()};
+    }
+    coordinating_.erase(service);
+    spdlog::warn("service={} fleet {}: takeover of epoch {} ended {}{}{}", service, settings_.name, outcome.epoch,
+                 fleet::to_string(outcome.outcome), outcome.reason.empty() ? "" : ": ", outcome.reason);
 }
 
 boost::asio::awaitable<cutover::command_result> fleet_member::switch_fleet(std::string service, proxy::side to,
@@ -299,6 +345,36 @@ boost::asio::awaitable<cutover::command_result> fleet_member::switch_fleet(std::
         ~forget() { coordinating.erase(service); }
     } at_end{coordinating_, service};
 
+    // What the view shows of this switch's members: when each acknowledged, when all were released.
+    struct seen_members {
+        explicit seen_members(boost::asio::io_context& loop) : wake(loop) {}
+        std::int64_t epoch = 0;
+        std::optional<std::chrono::steady_clock::time_point> hold_at; ///< phase hold seen
+        std::map<std::string, std::chrono::steady_clock::time_point> acks;
+        boost::asio::steady_timer wake; ///< cancelled at each change of the view
+    };
+    auto seen = std::make_shared<seen_members>(loop_);
+    struct listening {
+        fleet::membership& members;
+        std::uint64_t id;
+        ~listening() { members.remove_view_listener(id); }
+    } listener{membership_, membership_.add_view_listener([this, service, seen] {
+                   seen->wake.cancel();
+                   const auto& view = membership_.view();
+                   const auto entry = view.services.find(service);
+                   if (entry == view.services.end()) return;
+                   const auto now = std::chrono::steady_clock::now();
+                   const auto& e = entry->second.epoch;
+                   if (e && e->record.held() && e->record.coordinator == settings_.member &&
+                       e->record.phase != fleet::phase::claimed) {
+                       seen->epoch = e->record.epoch;
+                       if (!seen->hold_at) seen->hold_at = now;
+                   }
+                   if (seen->epoch == 0) return;
+                   for (const auto& m : entry->second.members)
+                       if (fleet::acknowledged(m, seen->epoch)) seen->acks.try_emplace(m.member, now);
+               })};
+
     fleet::coordinator_options options;
     options.ack_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(settings_.ack_timeout);
     fleet::coordinator machine(settings_.member, fleet_side(to), options);
@@ -319,10 +395,47 @@ boost::asio::awaitable<cutover::command_result> fleet_member::switch_fleet(std::
         co_await released(*task);
         here = task->result;
     }
+    std::optional<std::chrono::milliseconds> hold_time;
+    if (outcome.outcome == fleet::fleet_outcome::committed && seen->hold_at) {
+        // The last release, as the members' records show it (each writes its record at once).
+        const auto released = [&] {
+            const auto& view = membership_.view();
+            const auto entry = view.services.find(service);
+            return entry != view.services.end() &&
+                   std::all_of(entry->second.members.begin(), entry->second.members.end(), [&](const auto& m) {
+                       return m.record && m.record->epoch >= outcome.epoch &&
+                              m.record->state != fleet::held_state && m.record->active == fleet_side(to);
+                   });
+        };
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!released() && std::chrono::steady_clock::now() < give_up) {
+            seen->wake.expires_at(give_up);
+            co_await seen->wake.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+        }
+        if (released())
+            hold_time = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                              *seen->hold_at);
+    }
+    {
+        std::lock_guard lock(mutex_);
+        ++status_.switches[service][std::string(fleet::to_string(outcome.outcome))];
+        if (outcome.outcome != fleet::fleet_outcome::refused) {
+            status_.last_acks[service] = seen->acks.size();
+            std::chrono::milliseconds slowest{0};
+            for (const auto& [member, at] : seen->acks)
+                if (seen->hold_at)
+                    slowest = std::max(slowest, std::chrono::duration_cast<std::chrono::milliseconds>(at - *seen->hold_at));
+            status_.last_ack[service] = slowest;
+            if (hold_time) status_.last_hold[service] = *hold_time;
+        }
+    }
     const auto from = proxy::other(to);
     switch (outcome.outcome) {
     case fleet::fleet_outcome::committed: {
         progress(fmt::format("epoch {} committed: every member released onto {}", outcome.epoch, proxy::to_string(to)));
+        if (hold_time)
+            progress(fmt::format("epoch {}: {} ms from the first hold to the last release", outcome.epoch,
+                                 hold_time->count()));
         if (here) co_return *here;
         for (auto& s : services_())
             if (s.name == service) co_return cutover::command_result::success(std::move(s));

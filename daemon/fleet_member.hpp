@@ -86,7 +86,11 @@ private:
     /// is committed (or the coordinator here decides), then released.
     struct hold_task;
     boost::asio::awaitable<void> hold(std::string service, std::shared_ptr<hold_task> task);
-    /// The coordinator's servers' part: this member's own hold runs the server steps.
+    /// Takes over `service`'s switch whose coordinator is gone (takeover_watch), resolves it.
+    boost::asio::awaitable<void> take_over(std::string service, fleet::epoch_state found);
+    /// The coordinator's servers' part: this member's own hold runs the server steps; without a
+    /// hold of `epoch` (a takeover), an ordinary switch of this host does (it adopts servers
+    /// that are already switched).
     boost::asio::awaitable<fleet::servers_switched> switch_servers_here(std::string service, std::int64_t epoch,
                                                                         fleet::side to);
 
@@ -120,6 +124,7 @@ private:
     std::map<std::string, std::int64_t> last_hold_;        ///< the epoch last held for, per service; on the loop
     /// Services whose fleet switch runs here, with the operator's progress; on the loop.
     std::map<std::string, cutover::progress_fn> coordinating_;
+    std::map<std::string, fleet::takeover_watch> takeovers_; ///< per service; on the loop
     std::map<std::string, std::chrono::steady_clock::time_point> retry_flip_at_; ///< after a failed flip; on the loop
 
     mutable std::mutex mutex_;

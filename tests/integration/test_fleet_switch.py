@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import time
 import unittest
 
 from integration_support import (SERVICE, IntegrationTest, Writer, daemon_config, missing_keys,
-                                 service_config, tb)
+                                 service_config, service_metric, tb)
 
 FLEET = "bed"
 MEMBERS = ("a", "b", "c")
@@ -39,7 +40,12 @@ class FleetSwitchTest(IntegrationTest):
         super().setUp()
         self.etcd = self.bed.etcd()
         self.old = self.bed.redis("old")
-        self.new = self.bed.redis("new", replicaof=self.old)
+        # new replicates through a relay that 133 stalls (its catch-up then waits)
+        self.relay = tb.StallableRelay(self.old.port)
+        self.addCleanup(self.relay.stop)
+        self.new = self.bed.redis("new")
+        self.new.cli("REPLICAOF", tb.HOST, str(self.relay.port))
+        self.new.wait_link_up()
         self.members = {name: self.start_member(name) for name in MEMBERS}
         self.eventually(lambda: all(len(self.listing(d)["services"][0]["members"]) == 3
                                     for d in self.members.values()), 30,
@@ -48,17 +54,19 @@ class FleetSwitchTest(IntegrationTest):
             self.wait_in_sync(daemon)
 
     def start_member(self, name: str) -> tb.Tunneld:
-        port = tb.free_port()
+        port, health_port = tb.free_port(), tb.free_port()
         settings = {"max_lag": "1MiB", "pause_timeout": f"{PAUSE_TIMEOUT:.0f}s",
                     "probe_interval": "200ms", "probe_timeout": "1s", "fence": "replicaof",
                     "fence_replicaof": f"{tb.HOST}:{self.new.port}"}
         config = daemon_config({SERVICE: service_config(port, self.old.port, self.new.port,
-                                                        kind="redis", **settings)})
+                                                        kind="redis", **settings)},
+                               health_listen=f"{tb.HOST}:{health_port}")
         config["fleet"] = {"etcd": [self.etcd.url], "name": FLEET, "member": name,
                            "ack_timeout": "2s"}
         daemon = self.bed.tunneld(config)
-        daemon.port = port
+        daemon.port, daemon.health_port = port, health_port
         return daemon
+
 
     def listing(self, daemon: tb.Tunneld) -> dict:
         return json.loads(self.ctl_ok(daemon, "fleet", SERVICE, "--json"))
@@ -117,6 +125,14 @@ class FleetSwitchTest(IntegrationTest):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         output = result.stdout + result.stderr
         self.assertIn("epoch 1 claimed", output)
+        hold = re.search(r"epoch 1: (\d+) ms from the first hold to the last release", output)
+        self.assertIsNotNone(hold, output)
+        sys.stderr.write(f"\nRESULT 130 fleet hold (first hold to last release): {hold.group(1)} ms\n")
+        a = self.members["a"]
+        self.assertEqual(service_metric(a, "tunneld_fleet_switches_total", ',outcome="committed"'), 1)
+        self.assertEqual(service_metric(a, "tunneld_fleet_last_switch_acks"), 3)
+        self.assertGreater(service_metric(a, "tunneld_fleet_last_switch_hold_seconds"), 0)
+        self.assertLessEqual(service_metric(a, "tunneld_fleet_last_switch_slowest_ack_seconds"), 2.0)
         for name in MEMBERS:
             self.assertRegex(output, rf"epoch 1: {name} acknowledged after \d+ ms", output)
         self.assert_all_on(self.new, self.old, writers)
@@ -145,6 +161,8 @@ class FleetSwitchTest(IntegrationTest):
         self.assertEqual(result.returncode, 1, output)
         self.assertIn("aborted", output)
         self.assertIn("c", output)
+        self.assertEqual(service_metric(self.members["a"], "tunneld_fleet_switches_total", ',outcome="aborted"'), 1)
+        self.assertEqual(service_metric(self.members["a"], "tunneld_fleet_last_switch_acks"), 2)
         self.eventually(lambda: self.on("old", ("a", "b")), PAUSE_TIMEOUT, "a and b serve on old")
         self.assertLess(time.monotonic() - started, 2 * PAUSE_TIMEOUT + 5)
         self.assertEqual(self.new.info_replication().get("role"), "slave", "nothing was promoted")
@@ -180,6 +198,42 @@ class FleetSwitchTest(IntegrationTest):
         self.assertIn(f"epoch 1 is held by {claimed[0]}", outputs[loser])
         self.eventually(lambda: self.on("old"), 15, "everyone on old (the switch aborted)")
         self.assertEqual(self.new.info_replication().get("role"), "slave", "nothing was promoted")
+
+    def test_133_a_coordinator_killed_mid_switch_is_taken_over_and_the_switch_finished(self):
+        epoch_key = f"/tunneld/{FLEET}/services/{SERVICE}/epoch"
+        writer = Writer(self.members["b"].port, "t", threads=2, pace=0.01).start()
+        self.addCleanup(writer._stop.set)
+        time.sleep(0.5)
+        self.relay.stall()  # the coordinator's catch-up waits: phase "switch" lasts seconds
+        coordinator = self.members["a"]
+        switch = subprocess.Popen(coordinator.ctl_argv("switch", SERVICE), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        self.addCleanup(switch.kill)
+
+        def in_phase_switch():
+            record = self.etcd.get_prefix(epoch_key).get(epoch_key)
+            return record and json.loads(record)["phase"] == "switch"
+        self.eventually(in_phase_switch, 15, "the switch reaches phase switch", interval=0.01)
+        coordinator.process.stop(timeout=5, sig=signal.SIGKILL)
+        switch.wait(30)
+        self.relay.flow()
+        # The others resume on old at their pause budget, then one takes the switch over once a's
+        # lease ended (about 10 s) and the takeover wait (15 s) passed, and finishes it on new.
+        def committed_on_new():
+            record = self.etcd.get_prefix(epoch_key).get(epoch_key)
+            return record and json.loads(record)["phase"] == "committed" and json.loads(record)["side"] == "new"
+        self.eventually(committed_on_new, 90, "the switch committed on new by a takeover")
+        self.eventually(lambda: self.on("new", ("b", "c")), 20, "b and c on new")
+        writer.stop()
+        self.assertEqual(self.new.info_replication().get("role"), "master")
+        self.assertTrue(self.refuses_writes(self.old), "old refuses writes")
+        missing = missing_keys(self.new, writer.acked, writer.value_of)
+        self.assertEqual(missing, [], f"{len(missing)} acknowledged writes missing on new; {writer.summary()}")
+        takers = [n for n in ("b", "c") if "taking it over" in self.members[n].log_text()]
+        self.assertGreaterEqual(len(takers), 1, "a member took the switch over")
+        # The killed coordinator comes back onto new.
+        coordinator.start()
+        self.eventually(lambda: self.on("new", ("a",)), 30, "a, started again, is on new")
 
 
 if __name__ == "__main__":
