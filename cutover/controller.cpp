@@ -97,8 +97,27 @@ struct controller::entry {
     std::optional<std::chrono::milliseconds> held;
     std::uint64_t cut = 0;
     std::optional<std::uint64_t> moved;
+    std::shared_ptr<fleet_gate> gate; ///< the fleet switch under way (loop only)
     int hook_pgid = 0; ///< process group of a hook a switch step is running (0: none); guarded by the mutex
 };
+
+void fleet_gate::decide(fleet_go go, std::string reason)
+{
+    if (decision_) return;
+    decision_ = fleet_decision{go, std::move(reason)};
+    signal_.cancel();
+}
+
+asio::awaitable<fleet_decision> fleet_gate::wait(std::chrono::steady_clock::time_point until)
+{
+    if (on_held) on_held();
+    signal_.expires_at(until);
+    while (!decision_) {
+        auto [ec] = co_await signal_.async_wait(as_tuple(use_awaitable));
+        if (!ec) break; // the budget's end: no decision came
+    }
+    co_return decision_.value_or(fleet_decision{fleet_go::abort, "no decision from the fleet within the pause budget"});
+}
 
 controller::controller(asio::io_context& loop, std::filesystem::path state_file, state initial,
                        replication_factory make)
@@ -440,6 +459,10 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
         co_return co_await drain_clients_step(e, *d, progress);
     } else if (const auto* w = std::get_if<watch_drain>(&what)) {
         co_return co_await watch_drain_step(e, *w, progress);
+    } else if (const auto* f = std::get_if<wait_fleet>(&what)) {
+        auto gate = e->gate;
+        if (!gate) co_return fleet_decision{fleet_go::abort, "no fleet switch is under way"};
+        co_return co_await gate->wait(f->until);
     } else if (!repl) {
         if (answers(what)) co_return asked(kind_of_answer(what), missing);
     } else if (const auto* p = std::get_if<pause_writes>(&what)) {
@@ -652,15 +675,18 @@ void controller::record_result(entry& e, const command_outcome& outcome)
 
 asio::awaitable<command_result> controller::switch_side(std::string name, side to,
                                                         std::optional<config::switch_mode> requested_mode,
-                                                        bool force, progress_fn progress)
+                                                        bool force, progress_fn progress,
+                                                        std::shared_ptr<fleet_gate> gate)
 {
     auto e = find(name);
     if (!e)
         co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
     const auto settings = e->settings;
     switch_command request;
-    request.id = fmt::format("{}-{}", name, unix_ms_now());
+    request.id = gate ? fmt::format("{}-epoch-{}", name, gate->epoch()) : fmt::format("{}-{}", name, unix_ms_now());
+    if (gate) requested_mode = config::switch_mode::pause;
     request.request = switch_request{to, requested_mode.value_or(settings->mode), force};
+    request.fleet = gate != nullptr;
     bool started_here = false;
     {
         // What the status page shows while this runs; cleared when the command ends.
@@ -711,7 +737,7 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
         const auto& r = e->machine.current_route();
         other_side = !e->machine.busy() && (r.split_percent || r.active != to);
     }
-    if (request.replicated && probes && other_side) {
+    if (request.replicated && probes && other_side && !gate) {
         // Whether the servers are at the start, already switched (adopt), or neither. On
         // connections of its own: a switch under way keeps its replication to itself.
         const auto look = [this, settings, probes] {
@@ -723,7 +749,31 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
         request.seen = std::move(seen);
     }
     event ev = std::move(request);
-    co_return co_await command(e, std::move(ev), std::move(recorded));
+    if (!gate) co_return co_await command(e, std::move(ev), std::move(recorded));
+    if (e->gate) co_return command_result::failure(verdict::busy, fmt::format("a fleet switch of {} is under way", name));
+    e->gate = gate;
+    auto result = co_await command(e, std::move(ev), std::move(recorded));
+    e->gate.reset();
+    co_return result;
+}
+
+std::optional<std::string> controller::gate_refusal(const std::string& name, side to,
+                                                    std::optional<config::switch_mode> mode, bool force) const
+{
+    auto e = find(name);
+    if (!e) return std::nullopt;
+    const auto settings = e->settings;
+    if (settings->kind == config::service_kind::tcp || to != side::new_side ||
+        mode.value_or(settings->mode) != config::switch_mode::pause)
+        return std::nullopt;
+    std::lock_guard lock(mutex_);
+    const auto now = steady::now();
+    const auto reading = gate_reading(e->lag);
+    const auto gate = check_gate(reading ? *reading : unknown_lag("no probe has answered yet", now), settings->max_lag,
+                                 settings->max_lag_seconds, force, now,
+                                 3 * settings->probe_interval + settings->probe_timeout);
+    if (gate.allowed) return std::nullopt;
+    return "switch refused: " + gate.reason;
 }
 
 asio::awaitable<command_result> controller::rollback(std::string name, progress_fn progress)

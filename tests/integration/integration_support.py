@@ -7,6 +7,7 @@ from TUNNELD_BIN / TUNNELCTL_BIN (set by ctest) or build/default.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import sys
 import time
@@ -128,6 +129,22 @@ def answers(client: tb.RespClient) -> str | None:
         return client.command("GET", "whoami")
     except (OSError, ConnectionError, tb.RespError):
         return None
+
+
+def service_metric(daemon: tb.Tunneld, name: str, labels: str = "") -> float | None:
+    """The sample `name{service="svc"LABELS}` of the daemon's /metrics (its `health_port`), or
+    None when there is none; `labels` goes on after the service label (',outcome="committed"')."""
+    connection = http.client.HTTPConnection(tb.HOST, daemon.health_port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    prefix = f'{name}{{service="{SERVICE}"{labels}}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return None
 
 
 def tunnel_table(sshd: tb.Sshd, known_hosts=None) -> dict:
