@@ -53,6 +53,20 @@ std::optional<journal_record> journal_to_record(const std::optional<switch_journ
     return r;
 }
 
+/// Per-side values as the state file keeps them ("old", "new") and back.
+std::map<std::string, unsigned> sides_to_record(const std::map<side, unsigned>& values)
+{
+    std::map<std::string, unsigned> stored;
+    for (const auto& [which, value] : values) stored[std::string(proxy::to_string(which))] = value;
+    return stored;
+}
+std::map<side, unsigned> sides_from_record(const std::map<std::string, unsigned>& stored)
+{
+    std::map<side, unsigned> values;
+    for (const auto& [which, value] : stored) values[which == "new" ? side::new_side : side::old_side] = value;
+    return values;
+}
+
 } // namespace
 
 struct controller::entry {
@@ -219,12 +233,20 @@ void controller::update_service(const std::string& name,
         e->probes = probes;
         generation = ++e->probe_generation;
         e->lag.reset();
+        // What old had before our fence outlives the replication object: a reload hands it from
+        // the one it replaces, a start from the state file.
+        std::map<side, unsigned> before_fence;
+        if (e->switch_replication)
+            before_fence = e->switch_replication->values_before_fence();
+        else if (const auto it = persisted_.services.find(name); it != persisted_.services.end())
+            before_fence = sides_from_record(it->second.min_replicas_before_fence);
         e->probe_replication.reset();
         e->switch_replication.reset();
         if (probes && settings->kind != config::service_kind::tcp) {
             e->probe_replication = make_replication_(*settings, probes->old_endpoint, probes->new_endpoint);
             e->switch_replication = make_replication_(*settings, probes->old_endpoint, probes->new_endpoint);
             if (e->switch_replication) {
+                e->switch_replication->remember_values_before_fence(before_fence);
                 // A hook's process group goes into the journal as soon as it runs (on the worker
                 // thread): a daemon killed meanwhile finds it at start, and waits for it or kills it.
                 std::weak_ptr<entry> weak = e;
@@ -625,6 +647,8 @@ std::optional<std::string> controller::save_now()
             record.split_percent = r.split_percent.value_or(0);
             record.sticky = r.sticky;
             record.fenced = e->machine.fenced();
+            if (e->switch_replication)
+                record.min_replicas_before_fence = sides_to_record(e->switch_replication->values_before_fence());
             record.journal = journal_to_record(e->machine.journal(), previous.journal, e->hook_pgid);
             if (!(record == previous) || record.updated.empty()) record.updated = utc_now();
         }
