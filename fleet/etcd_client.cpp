@@ -1,5 +1,7 @@
-// Calls to etcd's JSON gateway: one HTTP/1.1 connection per call (a fleet makes a few calls a
-// second per member, and a fresh connection never carries a half-read reply into the next call).
+// Calls to etcd's JSON gateway over HTTP/1.1 keep-alive connections: a call takes an idle
+// connection to the endpoint (or opens one) and gives it back only after a whole reply with
+// nothing left over, so a half-read reply never reaches the next call. A fleet switch makes many
+// calls in a row; a new TCP (and TLS) connection for each cost more than the call.
 #include "fleet/etcd_client.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -15,7 +17,9 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <cerrno>
 #include <fstream>
+#include <sys/socket.h>
 #include <sstream>
 
 namespace tunneld::fleet::etcd {
@@ -128,6 +132,9 @@ struct client::impl {
     std::optional<ssl::context> tls;
     std::string token;         ///< empty until authenticated (or without credentials)
     std::size_t preferred = 0; ///< the endpoint that answered last: tried first
+    /// Connections that carried a whole reply, by endpoint index, newest last.
+    std::vector<std::pair<std::size_t, std::unique_ptr<connection>>> idle;
+    static constexpr std::size_t max_idle = 4;
 
     impl(asio::any_io_executor e, client_options o) : executor(std::move(e)), options(std::move(o))
     {
@@ -164,7 +171,7 @@ struct client::impl {
         request.set(http::field::content_type, "application/json");
         request.set(http::field::user_agent, "tunneld");
         if (!with_token.empty()) request.set(http::field::authorization, with_token);
-        request.keep_alive(false);
+        request.keep_alive(true);
         request.body() = body;
         request.prepare_payload();
         return request;
@@ -187,18 +194,27 @@ struct client::impl {
                 }
                 const std::size_t index = (preferred + k) % n;
                 const config::etcd_endpoint& endpoint = options.endpoints[index];
-                connection conn(executor, tls ? &*tls : nullptr);
-                if (error e = co_await conn.open(endpoint, deadline); e.code) {
-                    last = std::move(e);
-                    continue;
+                std::unique_ptr<connection> conn = take_idle(index);
+                if (conn) {
+                    conn->lowest().expires_at(deadline);
+                } else {
+                    conn = std::make_unique<connection>(executor, tls ? &*tls : nullptr);
+                    if (error e = co_await conn->open(endpoint, deadline); e.code) {
+                        last = std::move(e);
+                        continue;
+                    }
                 }
                 sent_once = true;
                 http_reply reply;
-                const error e = co_await exchange(conn, endpoint, path, body, with_token, reply);
+                bool reusable = false;
+                const error e = co_await exchange(*conn, endpoint, path, body, with_token, reply, reusable);
                 if (!e.code) {
                     preferred = index;
+                    if (reusable) give_back(index, std::move(conn));
                     co_return reply;
                 }
+                // The endpoint may have restarted: its other idle connections are as dead.
+                std::erase_if(idle, [index](const auto& c) { return c.first == index; });
                 if (!idempotent)
                     co_return error{errc::outcome_unknown, endpoint.to_string() + ": " + e.detail};
                 last = e;
@@ -210,8 +226,35 @@ struct client::impl {
         }
     }
 
+    /// The newest idle connection to endpoint `index` that etcd has not closed (a restarted etcd
+    /// closed them all: each would fail a write as outcome_unknown); nullptr: none.
+    std::unique_ptr<connection> take_idle(std::size_t index)
+    {
+        for (auto it = idle.rbegin(); it != idle.rend();) {
+            if (it->first != index) {
+                ++it;
+                continue;
+            }
+            auto conn = std::move(it->second);
+            it = decltype(it)(idle.erase(std::next(it).base()));
+            // An idle connection has nothing to read: readable means closed (EOF, reset, close_notify).
+            char byte = 0;
+            const auto n = ::recv(conn->lowest().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return conn;
+        }
+        return nullptr;
+    }
+
+    void give_back(std::size_t index, std::unique_ptr<connection> conn)
+    {
+        conn->lowest().expires_never();
+        idle.emplace_back(index, std::move(conn));
+        if (idle.size() > max_idle) idle.erase(idle.begin());
+    }
+
     awaitable<error> exchange(connection& conn, const config::etcd_endpoint& endpoint, std::string_view path,
-                              const std::string& body, const std::string& with_token, http_reply& reply)
+                              const std::string& body, const std::string& with_token, http_reply& reply,
+                              bool& reusable)
     {
         const auto request = make_request(endpoint, path, body, with_token);
         if (const auto [wec, _] = co_await conn.write(request); wec)
@@ -222,6 +265,7 @@ struct client::impl {
         if (const auto [rec, _] = co_await conn.read(buffer, parser); rec)
             co_return error{expired(rec) ? errc::timeout : errc::unreachable, "read: " + rec.message()};
         reply.status = parser.get().result_int();
+        reusable = parser.keep_alive() && buffer.size() == 0;
         reply.body = std::move(parser.get().body());
         co_return error{};
     }
