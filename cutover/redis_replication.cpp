@@ -226,6 +226,13 @@ public:
         }
         auto role = wait_for_role(new_, redis_role::master, deadline);
         if (!role.ok) return step_result::failure("promote: " + role.message);
+        // A rollback fenced new (min-replicas-to-write): promoted again, it must take writes.
+        const auto min = new_.run({"CONFIG", "GET", "min-replicas-to-write"}, time_left(deadline, service_.probe_timeout));
+        if (min.ok && min.text == "min-replicas-to-write " + std::to_string(impossible_min_replicas)) {
+            const auto lifted = unfence(proxy::side::new_side);
+            if (!lifted.ok) return step_result::failure("promote: " + lifted.message);
+            return step_result::success("new promoted (role:master) in " + since(start) + "; " + lifted.message);
+        }
         return step_result::success("new promoted (role:master) in " + since(start));
     }
 

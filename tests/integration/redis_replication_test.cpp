@@ -237,6 +237,17 @@ TEST_F(RedisReplication, RollbackAfterSwitchLosesNothing)
     EXPECT_EQ(on_old.config_value("min-replicas-to-write"), "1")
         << "the operator's value is back on old";
     std::cout << "[ rollback ] " << rolled_back.message << "\n";
+
+    // Switched again: new, fenced by the rollback, takes writes once promoted.
+    ASSERT_TRUE(replication->pause_writes(2000ms).ok);
+    ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->fence(proxy::side::old_side, clock::now() + 2s).ok);
+    const auto promoted = replication->promote(clock::now() + 2s);
+    ASSERT_TRUE(promoted.ok) << promoted.message;
+    ASSERT_TRUE(replication->unpause(proxy::side::old_side).ok);
+    auto again = new_->connect();
+    EXPECT_EQ(again.command({"SET", "after", "second switch"}), "OK") << promoted.message;
+    EXPECT_EQ(again.config_value("min-replicas-to-write"), "0");
 }
 
 TEST_F(RedisReplication, RollbackRefusedWhenOldIsNotAReplica)
