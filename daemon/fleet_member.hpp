@@ -37,11 +37,18 @@ public:
     using flip_fn = std::function<boost::asio::awaitable<cutover::command_result>(std::string service,
                                                                                   proxy::side to, std::string why)>;
 
+    /// This member's part in a fleet switch of `service` towards `to` (`gate`: the controller's
+    /// hold, its acknowledgement and the fleet's decision); `coordinating`: the switch was typed
+    /// here (the control socket records it). Ends when the member is released. On the loop.
+    using hold_fn = std::function<boost::asio::awaitable<cutover::command_result>(
+        std::string service, proxy::side to, std::shared_ptr<cutover::fleet_gate> gate, bool coordinating,
+        cutover::progress_fn progress)>;
+
     /// `services` is called on `loop` for the records; `flip` carries out a flip to the
-    /// committed side (at start, or when etcd is reached again). Throws std::runtime_error when a
-    /// TLS file of `settings` cannot be loaded.
+    /// committed side (at start, or when etcd is reached again); `hold` a member's part in a
+    /// fleet switch. Throws std::runtime_error when a TLS file of `settings` cannot be loaded.
     fleet_member(boost::asio::io_context& loop, const config::fleet_config& settings, services_source services,
-                 flip_fn flip);
+                 flip_fn flip, hold_fn hold);
     ~fleet_member();
     fleet_member(const fleet_member&) = delete;
     fleet_member& operator=(const fleet_member&) = delete;
@@ -61,6 +68,12 @@ public:
     /// not answer, so the fleet cannot act as one. nullopt: it may go ahead. On the loop.
     std::optional<std::string> refusal(const std::string& service, std::string_view command) const;
 
+    /// `tunnelctl switch SERVICE` (or rollback: `to` old) on a member: the whole fleet, with this
+    /// member as coordinator (docs/fleet.md, "The fleet switch"). Progress lines name each
+    /// member's acknowledgement. The lag gate was checked by the caller. On the loop.
+    boost::asio::awaitable<cutover::command_result> switch_fleet(std::string service, proxy::side to,
+                                                                 cutover::progress_fn progress);
+
 private:
     std::map<std::string, fleet::member_record> records();
     void on_view(const fleet::fleet_view& view);
@@ -69,10 +82,36 @@ private:
     /// it, one flip per service at a time; a failed flip is tried again after a pause.
     void follow_committed();
     boost::asio::awaitable<void> flip(std::string service, fleet::member_action action);
+    /// This member's part in the fleet switch `epoch` towards `to`: held until the epoch record
+    /// is committed (or the coordinator here decides), then released.
+    struct hold_task;
+    boost::asio::awaitable<void> hold(std::string service, std::shared_ptr<hold_task> task);
+    /// Takes over `service`'s switch whose coordinator is gone (takeover_watch), resolves it.
+    boost::asio::awaitable<void> take_over(std::string service, fleet::epoch_state found);
+    /// The coordinator's servers' part: this member's own hold runs the server steps; without a
+    /// hold of `epoch` (a takeover), an ordinary switch of this host does (it adopts servers
+    /// that are already switched).
+    boost::asio::awaitable<fleet::servers_switched> switch_servers_here(std::string service, std::int64_t epoch,
+                                                                        fleet::side to);
+
+    /// A fleet switch this member holds its clients for.
+    struct hold_task {
+        hold_task(boost::asio::io_context& loop, std::int64_t epoch, fleet::side to)
+            : to(to), gate(std::make_shared<cutover::fleet_gate>(loop.get_executor(), epoch)),
+              done(loop, std::chrono::steady_clock::time_point::max())
+        {
+        }
+        fleet::side to;
+        std::shared_ptr<cutover::fleet_gate> gate;
+        bool acknowledged = false;
+        std::optional<cutover::command_result> result; ///< set when released
+        boost::asio::steady_timer done;                ///< never expires; cancelled when released
+    };
 
     config::fleet_config settings_;
     services_source services_;
     flip_fn flip_;
+    hold_fn hold_;
     boost::asio::io_context& loop_;
     fleet::etcd::client client_;
     fleet::membership membership_;
@@ -81,6 +120,11 @@ private:
     std::map<std::string, fleet::member_record> offered_; ///< the records last offered; on the loop
     std::map<std::string, fleet::side> sides_;            ///< each service's side as last seen; on the loop
     std::set<std::string> flipping_;                      ///< services with a flip under way; on the loop
+    std::map<std::string, std::shared_ptr<hold_task>> holds_; ///< fleet switches held for; on the loop
+    std::map<std::string, std::int64_t> last_hold_;        ///< the epoch last held for, per service; on the loop
+    /// Services whose fleet switch runs here, with the operator's progress; on the loop.
+    std::map<std::string, cutover::progress_fn> coordinating_;
+    std::map<std::string, fleet::takeover_watch> takeovers_; ///< per service; on the loop
     std::map<std::string, std::chrono::steady_clock::time_point> retry_flip_at_; ///< after a failed flip; on the loop
 
     mutable std::mutex mutex_;

@@ -22,11 +22,11 @@ whole fleet, saying why and what to do. Real etcd and tunneld members on loopbac
 
 from __future__ import annotations
 
-import http.client
 import json
 import unittest
 
-from integration_support import SERVICE, IntegrationTest, daemon_config, exchange, service_config, tb
+from integration_support import (SERVICE, IntegrationTest, daemon_config, exchange, service_config,
+                                 service_metric, tb)
 
 FLEET = "bed"
 EPOCH_KEY = f"/tunneld/{FLEET}/services/{SERVICE}/epoch"
@@ -49,18 +49,6 @@ class FleetJoinTest(IntegrationTest):
         daemon.port, daemon.health_port = port, health_port
         return daemon
 
-    def metric(self, daemon: tb.Tunneld, name: str) -> float | None:
-        connection = http.client.HTTPConnection(tb.HOST, daemon.health_port, timeout=10)
-        try:
-            connection.request("GET", "/metrics")
-            text = connection.getresponse().read().decode()
-        finally:
-            connection.close()
-        prefix = f'{name}{{service="{SERVICE}"}} '
-        for line in text.splitlines():
-            if line.startswith(prefix):
-                return float(line[len(prefix):])
-        return None
 
     def commit(self, etcd: tb.Etcd, epoch: int, side: str) -> None:
         """What a coordinator's commit leaves in etcd."""
@@ -103,9 +91,9 @@ class FleetJoinTest(IntegrationTest):
             return [(m["name"], m["side"], m["epoch"], m["behind"]) for m in service["members"]] == \
                 [("a", "new", 1, False)]
         self.eventually(listed_in_step, 10, "its record says new, epoch 1, not behind")
-        self.assertEqual(self.metric(daemon, "tunneld_fleet_follows_total"), 1)
-        self.eventually(lambda: (self.metric(daemon, "tunneld_fleet_members"),
-                                 self.metric(daemon, "tunneld_fleet_members_behind")) == (1, 0), 10,
+        self.assertEqual(service_metric(daemon, "tunneld_fleet_follows_total"), 1)
+        self.eventually(lambda: (service_metric(daemon, "tunneld_fleet_members"),
+                                 service_metric(daemon, "tunneld_fleet_members_behind")) == (1, 0), 10,
                         "metrics: one member, none behind")
 
         daemon.restart()
@@ -187,17 +175,17 @@ class FleetJoinTest(IntegrationTest):
         self.eventually(lambda: behind() == {"a": ("new", 1, False), "c": ("old", 0, True)}, 10,
                         "c, paused, is listed behind")
         self.assertTrue(self.on(c, "old", 0))
-        self.eventually(lambda: (self.metric(a, "tunneld_fleet_members"),
-                                 self.metric(a, "tunneld_fleet_members_behind")) == (2, 1), 10,
+        self.eventually(lambda: (service_metric(a, "tunneld_fleet_members"),
+                                 service_metric(a, "tunneld_fleet_members_behind")) == (2, 1), 10,
                         "metrics: two members, one behind")
-        self.assertEqual(self.metric(a, "tunneld_fleet_follows_total"), 1)
-        self.assertEqual(self.metric(c, "tunneld_fleet_follows_total"), 0)
+        self.assertEqual(service_metric(a, "tunneld_fleet_follows_total"), 1)
+        self.assertEqual(service_metric(c, "tunneld_fleet_follows_total"), 0)
 
         self.ctl_ok(c, "resume", SERVICE)
         self.eventually(lambda: self.on(c, "new", 1), 15, "c follows once resumed")
         self.eventually(lambda: behind() == {"a": ("new", 1, False), "c": ("new", 1, False)}, 10, "nobody behind")
-        self.eventually(lambda: self.metric(a, "tunneld_fleet_members_behind") == 0, 10, "metrics: none behind")
-        self.assertEqual(self.metric(c, "tunneld_fleet_follows_total"), 1)
+        self.eventually(lambda: service_metric(a, "tunneld_fleet_members_behind") == 0, 10, "metrics: none behind")
+        self.assertEqual(service_metric(c, "tunneld_fleet_follows_total"), 1)
 
 
 if __name__ == "__main__":
