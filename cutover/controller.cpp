@@ -174,6 +174,14 @@ bool controller::has_service(const std::string& name) const
     return find(name) != nullptr;
 }
 
+std::shared_ptr<const config::service_config> controller::settings(const std::string& name) const
+{
+    const auto e = find(name);
+    if (!e) return nullptr;
+    std::lock_guard lock(mutex_);
+    return e->settings;
+}
+
 void controller::add_service(std::shared_ptr<proxy::service> svc, std::optional<probe_endpoints> probes)
 {
     const auto settings = svc->settings();

@@ -131,6 +131,8 @@ public:
     /// Reasons the daemon is not ready (empty: ready). Thread-safe.
     std::vector<std::string> not_ready_reasons() const;
     bool has_service(const std::string& name) const;
+    /// The service's settings as running (nullptr: no such service). Thread-safe.
+    std::shared_ptr<const config::service_config> settings(const std::string& name) const;
 
     /// Stops timers and probes.
     void stop();

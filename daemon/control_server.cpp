@@ -387,13 +387,23 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
         co_return finish(result);
     }
     case command::pause: {
-        auto result = co_await controller.pause(service, r.timeout);
+        // With [fleet] every member pauses (each as the pause record in etcd says).
+        cutover::command_result result;
+        if (daemon_.fleet())
+            result = co_await daemon_.fleet()->pause_fleet(service,
+                                                           r.timeout.value_or(controller.settings(service)->pause_timeout));
+        else
+            result = co_await controller.pause(service, r.timeout);
         record(cutover::history_action::pause, before ? active_text(before->route) : "", "", result,
                "new clients held");
         co_return finish(result);
     }
     case command::resume: {
-        auto result = co_await controller.resume(service);
+        cutover::command_result result;
+        if (daemon_.fleet())
+            result = co_await daemon_.fleet()->resume_fleet(service);
+        else
+            result = co_await controller.resume(service);
         record(cutover::history_action::resume, before ? active_text(before->route) : "", "", result,
                "held clients released");
         co_return finish(result);

@@ -63,8 +63,9 @@ std::string unreachable_refusal(const std::string& service, std::string_view com
 }
 
 fleet_member::fleet_member(boost::asio::io_context& loop, const config::fleet_config& settings,
-                           services_source services, flip_fn flip, hold_fn hold)
-    : settings_(settings), services_(std::move(services)), flip_(std::move(flip)), hold_(std::move(hold)), loop_(loop),
+                           services_source services, flip_fn flip, hold_fn hold, pause_fn pause)
+    : settings_(settings), services_(std::move(services)), flip_(std::move(flip)), hold_(std::move(hold)),
+      pause_(std::move(pause)), loop_(loop),
       client_(loop.get_executor(), fleet::etcd::options_for(settings)),
       membership_(client_, fleet::key_layout(settings.name), settings.member, [this] { return records(); }),
       poll_(loop)
@@ -120,6 +121,7 @@ void fleet_member::watch_services()
         membership_.publish_now();
     }
     follow_committed();
+    follow_pause();
     poll_.expires_after(poll_interval);
     poll_.async_wait([this](boost::system::error_code ec) {
         if (!ec) watch_services();
@@ -155,6 +157,7 @@ void fleet_member::on_view(const fleet::fleet_view& view)
     }
     if (epochs_changed) membership_.publish_now();
     follow_committed();
+    follow_pause();
 }
 
 void fleet_member::follow_committed()
@@ -211,6 +214,79 @@ void fleet_member::follow_committed()
         flipping_.insert(name);
         boost::asio::co_spawn(loop_, flip(name, action), boost::asio::detached);
     }
+}
+
+void fleet_member::follow_pause()
+{
+    const auto& view = membership_.view();
+    if (stopped_ || !view.reachable) return; // a pause ends by its own timeout here
+    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    for (const auto& [name, active] : sides_) {
+        if (pausing_.contains(name) || holds_.contains(name)) continue;
+        const auto entry = view.services.find(name);
+        std::optional<fleet::pause_record> pause;
+        if (entry != view.services.end() && entry->second.pause && entry->second.pause->until_ms > now_ms)
+            pause = entry->second.pause;
+        const auto here = paused_by_fleet_.find(name);
+        std::optional<config::duration> timeout; // nullopt: resume
+        if (pause && (here == paused_by_fleet_.end() || here->second != pause->until_ms))
+            timeout = std::chrono::milliseconds(pause->until_ms - now_ms);
+        else if (pause || here == paused_by_fleet_.end())
+            continue; // paused as the fleet says, or neither paused nor asked to
+        pausing_.insert(name);
+        boost::asio::co_spawn(
+            loop_,
+            [this, name, timeout, until = pause ? pause->until_ms : 0]() -> boost::asio::awaitable<void> {
+                std::string service = name;
+                cutover::command_result result;
+                try {
+                    result = co_await pause_(service, timeout);
+                } catch (const std::exception& e) {
+                    result = cutover::command_result::failure(cutover::verdict::failed, e.what());
+                }
+                pausing_.erase(name);
+                if (timeout && result.ok()) paused_by_fleet_[name] = until;
+                if (!timeout) paused_by_fleet_.erase(name); // resumed, or it had timed out already
+                if (!result.ok())
+                    spdlog::warn("service={} fleet {}: {} as the fleet says failed: {}", name, settings_.name,
+                                 timeout ? "pause" : "resume", result.error);
+            },
+            boost::asio::detached);
+    }
+}
+
+boost::asio::awaitable<cutover::command_result> fleet_member::pause_fleet(std::string service,
+                                                                          config::duration timeout)
+{
+    const auto until = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch() + timeout)
+                           .count();
+    fleet::key_layout keys(settings_.name);
+    fleet::etcd::put_request request{keys.pause_key(service), fleet::encode(fleet::pause_record{until, settings_.member}),
+                                     0};
+    auto put = co_await client_.put(std::move(request), fleet::etcd::clock::now() + std::chrono::seconds(2));
+    co_return recorded(service, "pause", put ? std::nullopt : std::optional(put.err().to_string()));
+}
+
+boost::asio::awaitable<cutover::command_result> fleet_member::resume_fleet(std::string service)
+{
+    fleet::key_layout keys(settings_.name);
+    fleet::etcd::delete_request request{keys.pause_key(service), {}};
+    auto erased = co_await client_.erase(std::move(request), fleet::etcd::clock::now() + std::chrono::seconds(2));
+    co_return recorded(service, "resume", erased ? std::nullopt : std::optional(erased.err().to_string()));
+}
+
+cutover::command_result fleet_member::recorded(const std::string& service, std::string_view what,
+                                               const std::optional<std::string>& etcd_error)
+{
+    if (etcd_error)
+        return cutover::command_result::failure(cutover::verdict::failed,
+                                                fmt::format("{} not recorded in etcd: {}", what, *etcd_error));
+    for (auto& s : services_())
+        if (s.name == service) return cutover::command_result::success(std::move(s));
+    return cutover::command_result{};
 }
 
 boost::asio::awaitable<void> fleet_member::hold(std::string service, std::shared_ptr<hold_task> task)

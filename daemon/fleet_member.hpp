@@ -44,11 +44,17 @@ public:
         std::string service, proxy::side to, std::shared_ptr<cutover::fleet_gate> gate, bool coordinating,
         cutover::progress_fn progress)>;
 
+    /// Pauses this host's `service` for `timeout` (new clients held), or resumes it (nullopt),
+    /// as the fleet's pause says. On the loop.
+    using pause_fn = std::function<boost::asio::awaitable<cutover::command_result>(
+        std::string service, std::optional<config::duration> timeout)>;
+
     /// `services` is called on `loop` for the records; `flip` carries out a flip to the
     /// committed side (at start, or when etcd is reached again); `hold` a member's part in a
-    /// fleet switch. Throws std::runtime_error when a TLS file of `settings` cannot be loaded.
+    /// fleet switch; `pause` the fleet's pause and resume here. Throws std::runtime_error when a
+    /// TLS file of `settings` cannot be loaded.
     fleet_member(boost::asio::io_context& loop, const config::fleet_config& settings, services_source services,
-                 flip_fn flip, hold_fn hold);
+                 flip_fn flip, hold_fn hold, pause_fn pause);
     ~fleet_member();
     fleet_member(const fleet_member&) = delete;
     fleet_member& operator=(const fleet_member&) = delete;
@@ -68,6 +74,11 @@ public:
     /// not answer, so the fleet cannot act as one. nullopt: it may go ahead. On the loop.
     std::optional<std::string> refusal(const std::string& service, std::string_view command) const;
 
+    /// `tunnelctl pause SERVICE [--timeout T]` on a member: every member holds new clients of
+    /// `service` until T (wall clock) or `resume_fleet`. Answers once etcd has the pause. On the loop.
+    boost::asio::awaitable<cutover::command_result> pause_fleet(std::string service, config::duration timeout);
+    boost::asio::awaitable<cutover::command_result> resume_fleet(std::string service);
+
     /// `tunnelctl switch SERVICE` (or rollback: `to` old) on a member: the whole fleet, with this
     /// member as coordinator (docs/fleet.md, "The fleet switch"). Progress lines name each
     /// member's acknowledgement. The lag gate was checked by the caller. On the loop.
@@ -81,6 +92,11 @@ private:
     /// Flips each service that is behind the fleet's committed side (fleet::react's `flip`) onto
     /// it, one flip per service at a time; a failed flip is tried again after a pause.
     void follow_committed();
+    /// Pauses or resumes each service as its fleet-wide pause record says.
+    void follow_pause();
+    /// The answer to a fleet-wide pause or resume (`what`) once etcd has it, or why not.
+    cutover::command_result recorded(const std::string& service, std::string_view what,
+                                     const std::optional<std::string>& etcd_error);
     boost::asio::awaitable<void> flip(std::string service, fleet::member_action action);
     /// This member's part in the fleet switch `epoch` towards `to`: held until the epoch record
     /// is committed (or the coordinator here decides), then released.
@@ -112,6 +128,7 @@ private:
     services_source services_;
     flip_fn flip_;
     hold_fn hold_;
+    pause_fn pause_;
     boost::asio::io_context& loop_;
     fleet::etcd::client client_;
     fleet::membership membership_;
@@ -125,6 +142,10 @@ private:
     /// Services whose fleet switch runs here, with the operator's progress; on the loop.
     std::map<std::string, cutover::progress_fn> coordinating_;
     std::map<std::string, fleet::takeover_watch> takeovers_; ///< per service; on the loop
+    /// Services paused here because the fleet is paused (the pause's until_ms), and those with a
+    /// pause or resume under way; on the loop.
+    std::map<std::string, std::int64_t> paused_by_fleet_;
+    std::set<std::string> pausing_;
     std::map<std::string, std::chrono::steady_clock::time_point> retry_flip_at_; ///< after a failed flip; on the loop
 
     mutable std::mutex mutex_;

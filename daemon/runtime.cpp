@@ -249,6 +249,9 @@ void runtime::start_fleet()
         [this](std::string service, proxy::side to, std::shared_ptr<cutover::fleet_gate> gate, bool coordinating,
                cutover::progress_fn progress) {
             return hold_for_fleet(std::move(service), to, std::move(gate), coordinating, std::move(progress));
+        },
+        [this](std::string service, std::optional<config::duration> timeout) {
+            return pause_for_fleet(std::move(service), timeout);
         });
     fleet_->start();
 }
@@ -280,6 +283,29 @@ asio::awaitable<cutover::command_result> runtime::follow_fleet(std::string servi
     // something are history.
     if (result.result == cutover::verdict::done || result.result == cutover::verdict::failed)
         record_history(std::move(e));
+    co_return result;
+}
+
+asio::awaitable<cutover::command_result> runtime::pause_for_fleet(std::string service,
+                                                                  std::optional<config::duration> timeout)
+{
+    const auto before = controller_->snapshot(service);
+    cutover::command_result result;
+    if (timeout)
+        result = co_await controller_->pause(service, timeout);
+    else
+        result = co_await controller_->resume(service);
+    if (result.result == cutover::verdict::refused && !timeout) co_return result; // not paused (timed out): nothing done
+    cutover::history_entry e;
+    e.time = cutover::utc_now();
+    e.service = service;
+    e.action = timeout ? cutover::history_action::pause : cutover::history_action::resume;
+    e.from = e.to = before.empty() ? "" : std::string(proxy::to_string(before.front().route.active));
+    e.user = "fleet";
+    e.result = result.ok() ? cutover::history_result::done : cutover::history_result::failed;
+    e.reason = result.ok() ? fmt::format("fleet {} {}", settings_->fleet->name, timeout ? "paused" : "resumed")
+                           : result.error;
+    record_history(std::move(e));
     co_return result;
 }
 

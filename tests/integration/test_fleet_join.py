@@ -15,9 +15,10 @@ whole fleet, saying why and what to do. Real etcd and tunneld members on loopbac
  127. etcd unreachable at start: a member whose state file says new starts on new, refuses a
       switch, and when etcd comes back with no switch ever committed it stays on new (it never
       silently reverts to the default old).
- 128. A member that cannot follow (its service paused by the operator) stays on old and is
-      listed as behind (and counted in `tunneld_fleet_members_behind`); resumed, it follows
-      within seconds.
+ 128. Members that cannot follow (their service paused: a pause typed on one member pauses the
+      fleet) stay on old and are listed as behind (and counted in
+      `tunneld_fleet_members_behind`); resumed (typed on another member), they follow within
+      seconds.
 """
 
 from __future__ import annotations
@@ -164,29 +165,29 @@ class FleetJoinTest(IntegrationTest):
         a, c = self.start_member("a", etcd.url), self.start_member("c", etcd.url)
         for daemon in (a, c):
             self.eventually(lambda d=daemon: d.service(SERVICE)["fleet"] == "ok", 15, "both reach etcd")
+        # A pause typed on c pauses the whole fleet (a too): neither can follow.
         self.ctl_ok(c, "pause", SERVICE, "--timeout", "60s")
+        self.eventually(lambda: all(d.service(SERVICE)["state"] == "paused" for d in (a, c)), 10, "both paused")
 
         self.commit(etcd, 1, "new")
-        self.eventually(lambda: self.on(a, "new", 1), 15, "a follows")
 
         def behind():
             service = json.loads(self.ctl_ok(a, "fleet", "--json"))["services"][0]
             return {m["name"]: (m["side"], m["epoch"], m["behind"]) for m in service["members"]}
-        self.eventually(lambda: behind() == {"a": ("new", 1, False), "c": ("old", 0, True)}, 10,
-                        "c, paused, is listed behind")
-        self.assertTrue(self.on(c, "old", 0))
+        self.eventually(lambda: behind() == {"a": ("old", 0, True), "c": ("old", 0, True)}, 10,
+                        "a and c, paused, are listed behind")
         self.eventually(lambda: (service_metric(a, "tunneld_fleet_members"),
-                                 service_metric(a, "tunneld_fleet_members_behind")) == (2, 1), 10,
-                        "metrics: two members, one behind")
-        self.assertEqual(service_metric(a, "tunneld_fleet_follows_total"), 1)
-        self.assertEqual(service_metric(c, "tunneld_fleet_follows_total"), 0)
+                                 service_metric(a, "tunneld_fleet_members_behind")) == (2, 2), 10,
+                        "metrics: two members, both behind")
+        self.assertEqual(service_metric(a, "tunneld_fleet_follows_total"), 0)
 
-        self.ctl_ok(c, "resume", SERVICE)
-        self.eventually(lambda: self.on(c, "new", 1), 15, "c follows once resumed")
+        self.ctl_ok(a, "resume", SERVICE)
+        for daemon in (a, c):
+            self.eventually(lambda d=daemon: self.on(d, "new", 1), 15, "each follows once resumed")
         self.eventually(lambda: behind() == {"a": ("new", 1, False), "c": ("new", 1, False)}, 10, "nobody behind")
         self.eventually(lambda: service_metric(a, "tunneld_fleet_members_behind") == 0, 10, "metrics: none behind")
-        self.assertEqual(service_metric(c, "tunneld_fleet_follows_total"), 1)
-
+        for daemon in (a, c):
+            self.assertEqual(service_metric(daemon, "tunneld_fleet_follows_total"), 1)
 
 if __name__ == "__main__":
     unittest.main()

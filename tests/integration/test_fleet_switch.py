@@ -13,6 +13,10 @@ redis-servers, three real tunneld processes on loopback.
       (new is still a replica, old takes writes).
  132. Two switches typed at once on two members: exactly one claims the epoch; the other is
       refused naming the member that holds it.
+ 133. The coordinator killed (SIGKILL) in phase switch: another member takes the switch over
+      and finishes it on new; started again, the killed member comes up on new.
+ 134. `pause` typed on one member holds new clients on every member; `resume` typed on another
+      releases them everywhere.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -234,6 +239,23 @@ class FleetSwitchTest(IntegrationTest):
         # The killed coordinator comes back onto new.
         coordinator.start()
         self.eventually(lambda: self.on("new", ("a",)), 30, "a, started again, is on new")
+
+    def test_134_pause_and_resume_typed_on_one_member_act_on_every_member(self):
+        self.ctl_ok(self.members["a"], "pause", SERVICE, "--timeout", "60s")
+        self.eventually(lambda: all(d.service(SERVICE)["state"] == "paused" for d in self.members.values()), 10,
+                        "every member paused")
+        # A new client of c is held: its PING is answered only after the resume typed on b.
+        held = socket.create_connection((tb.HOST, self.members["c"].port), timeout=20)
+        self.addCleanup(held.close)
+        held.sendall(b"PING\r\n")
+        self.eventually(lambda: self.members["c"].service(SERVICE)["held"] == 1, 10, "c holds the new client")
+        self.ctl_ok(self.members["b"], "resume", SERVICE)
+        self.assertEqual(held.recv(64), b"+PONG\r\n")
+        self.eventually(lambda: all(d.service(SERVICE)["state"] == "serving" for d in self.members.values()), 10,
+                        "every member serving again")
+        fleet_entries = [(e["action"], e["result"]) for e in json.loads(self.ctl_ok(
+            self.members["c"], "history", SERVICE, "--json"))["history"] if e["user"] == "fleet"]
+        self.assertEqual(fleet_entries, [("pause", "done"), ("resume", "done")])
 
 
 if __name__ == "__main__":
