@@ -7,6 +7,7 @@
 #include "cutover/snapshot.hpp"
 #include "tunnel/tunnel.hpp"
 
+#include <chrono>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -21,6 +22,13 @@ struct fleet_status {
     std::map<std::string, std::size_t> members; ///< service -> live members listed in etcd (this one too)
     std::map<std::string, std::size_t> behind;  ///< service -> members behind its committed epoch
     std::map<std::string, std::uint64_t> follows; ///< service -> flips to the committed side done here
+    /// service -> fleet switches coordinated here, by outcome (committed, aborted, refused, unresolved)
+    std::map<std::string, std::map<std::string, std::uint64_t>> switches;
+    /// The last fleet switch coordinated here, per service: members that acknowledged, the
+    /// slowest acknowledgement, and the time from the first hold to the last release (committed only).
+    std::map<std::string, std::size_t> last_acks;
+    std::map<std::string, std::chrono::milliseconds> last_ack;
+    std::map<std::string, std::chrono::milliseconds> last_hold;
 };
 
 /// Everything `status` reports: the services and the tunnels, as values.

@@ -53,6 +53,20 @@ std::optional<journal_record> journal_to_record(const std::optional<switch_journ
     return r;
 }
 
+/// Per-side values as the state file keeps them ("old", "new") and back.
+std::map<std::string, unsigned> sides_to_record(const std::map<side, unsigned>& values)
+{
+    std::map<std::string, unsigned> stored;
+    for (const auto& [which, value] : values) stored[std::string(proxy::to_string(which))] = value;
+    return stored;
+}
+std::map<side, unsigned> sides_from_record(const std::map<std::string, unsigned>& stored)
+{
+    std::map<side, unsigned> values;
+    for (const auto& [which, value] : stored) values[which == "new" ? side::new_side : side::old_side] = value;
+    return values;
+}
+
 } // namespace
 
 struct controller::entry {
@@ -83,8 +97,27 @@ struct controller::entry {
     std::optional<std::chrono::milliseconds> held;
     std::uint64_t cut = 0;
     std::optional<std::uint64_t> moved;
+    std::shared_ptr<fleet_gate> gate; ///< the fleet switch under way (loop only)
     int hook_pgid = 0; ///< process group of a hook a switch step is running (0: none); guarded by the mutex
 };
+
+void fleet_gate::decide(fleet_go go, std::string reason)
+{
+    if (decision_) return;
+    decision_ = fleet_decision{go, std::move(reason)};
+    signal_.cancel();
+}
+
+asio::awaitable<fleet_decision> fleet_gate::wait(std::chrono::steady_clock::time_point until)
+{
+    if (on_held) on_held();
+    signal_.expires_at(until);
+    while (!decision_) {
+        auto [ec] = co_await signal_.async_wait(as_tuple(use_awaitable));
+        if (!ec) break; // the budget's end: no decision came
+    }
+    co_return decision_.value_or(fleet_decision{fleet_go::abort, "no decision from the fleet within the pause budget"});
+}
 
 controller::controller(asio::io_context& loop, std::filesystem::path state_file, state initial,
                        replication_factory make)
@@ -141,6 +174,14 @@ bool controller::has_service(const std::string& name) const
     return find(name) != nullptr;
 }
 
+std::shared_ptr<const config::service_config> controller::settings(const std::string& name) const
+{
+    const auto e = find(name);
+    if (!e) return nullptr;
+    std::lock_guard lock(mutex_);
+    return e->settings;
+}
+
 void controller::add_service(std::shared_ptr<proxy::service> svc, std::optional<probe_endpoints> probes)
 {
     const auto settings = svc->settings();
@@ -192,12 +233,20 @@ void controller::update_service(const std::string& name,
         e->probes = probes;
         generation = ++e->probe_generation;
         e->lag.reset();
+        // What old had before our fence outlives the replication object: a reload hands it from
+        // the one it replaces, a start from the state file.
+        std::map<side, unsigned> before_fence;
+        if (e->switch_replication)
+            before_fence = e->switch_replication->values_before_fence();
+        else if (const auto it = persisted_.services.find(name); it != persisted_.services.end())
+            before_fence = sides_from_record(it->second.min_replicas_before_fence);
         e->probe_replication.reset();
         e->switch_replication.reset();
         if (probes && settings->kind != config::service_kind::tcp) {
             e->probe_replication = make_replication_(*settings, probes->old_endpoint, probes->new_endpoint);
             e->switch_replication = make_replication_(*settings, probes->old_endpoint, probes->new_endpoint);
             if (e->switch_replication) {
+                e->switch_replication->remember_values_before_fence(before_fence);
                 // A hook's process group goes into the journal as soon as it runs (on the worker
                 // thread): a daemon killed meanwhile finds it at start, and waits for it or kills it.
                 std::weak_ptr<entry> weak = e;
@@ -418,6 +467,10 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
         co_return co_await drain_clients_step(e, *d, progress);
     } else if (const auto* w = std::get_if<watch_drain>(&what)) {
         co_return co_await watch_drain_step(e, *w, progress);
+    } else if (const auto* f = std::get_if<wait_fleet>(&what)) {
+        auto gate = e->gate;
+        if (!gate) co_return fleet_decision{fleet_go::abort, "no fleet switch is under way"};
+        co_return co_await gate->wait(f->until);
     } else if (!repl) {
         if (answers(what)) co_return asked(kind_of_answer(what), missing);
     } else if (const auto* p = std::get_if<pause_writes>(&what)) {
@@ -599,6 +652,8 @@ std::optional<std::string> controller::save_now()
             record.split_percent = r.split_percent.value_or(0);
             record.sticky = r.sticky;
             record.fenced = e->machine.fenced();
+            if (e->switch_replication)
+                record.min_replicas_before_fence = sides_to_record(e->switch_replication->values_before_fence());
             record.journal = journal_to_record(e->machine.journal(), previous.journal, e->hook_pgid);
             if (!(record == previous) || record.updated.empty()) record.updated = utc_now();
         }
@@ -633,15 +688,18 @@ void controller::record_result(entry& e, const command_outcome& outcome)
 
 asio::awaitable<command_result> controller::switch_side(std::string name, side to,
                                                         std::optional<config::switch_mode> requested_mode,
-                                                        bool force, progress_fn progress)
+                                                        bool force, progress_fn progress,
+                                                        std::shared_ptr<fleet_gate> gate)
 {
     auto e = find(name);
     if (!e)
         co_return command_result::failure(verdict::unknown_service, fmt::format("no service named \"{}\"", name));
     const auto settings = e->settings;
     switch_command request;
-    request.id = fmt::format("{}-{}", name, unix_ms_now());
+    request.id = gate ? fmt::format("{}-epoch-{}", name, gate->epoch()) : fmt::format("{}-{}", name, unix_ms_now());
+    if (gate) requested_mode = config::switch_mode::pause;
     request.request = switch_request{to, requested_mode.value_or(settings->mode), force};
+    request.fleet = gate != nullptr;
     bool started_here = false;
     {
         // What the status page shows while this runs; cleared when the command ends.
@@ -692,7 +750,7 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
         const auto& r = e->machine.current_route();
         other_side = !e->machine.busy() && (r.split_percent || r.active != to);
     }
-    if (request.replicated && probes && other_side) {
+    if (request.replicated && probes && other_side && !gate) {
         // Whether the servers are at the start, already switched (adopt), or neither. On
         // connections of its own: a switch under way keeps its replication to itself.
         const auto look = [this, settings, probes] {
@@ -704,7 +762,31 @@ asio::awaitable<command_result> controller::switch_side(std::string name, side t
         request.seen = std::move(seen);
     }
     event ev = std::move(request);
-    co_return co_await command(e, std::move(ev), std::move(recorded));
+    if (!gate) co_return co_await command(e, std::move(ev), std::move(recorded));
+    if (e->gate) co_return command_result::failure(verdict::busy, fmt::format("a fleet switch of {} is under way", name));
+    e->gate = gate;
+    auto result = co_await command(e, std::move(ev), std::move(recorded));
+    e->gate.reset();
+    co_return result;
+}
+
+std::optional<std::string> controller::gate_refusal(const std::string& name, side to,
+                                                    std::optional<config::switch_mode> mode, bool force) const
+{
+    auto e = find(name);
+    if (!e) return std::nullopt;
+    const auto settings = e->settings;
+    if (settings->kind == config::service_kind::tcp || to != side::new_side ||
+        mode.value_or(settings->mode) != config::switch_mode::pause)
+        return std::nullopt;
+    std::lock_guard lock(mutex_);
+    const auto now = steady::now();
+    const auto reading = gate_reading(e->lag);
+    const auto gate = check_gate(reading ? *reading : unknown_lag("no probe has answered yet", now), settings->max_lag,
+                                 settings->max_lag_seconds, force, now,
+                                 3 * settings->probe_interval + settings->probe_timeout);
+    if (gate.allowed) return std::nullopt;
+    return "switch refused: " + gate.reason;
 }
 
 asio::awaitable<command_result> controller::rollback(std::string name, progress_fn progress)

@@ -53,6 +53,27 @@ struct command_result {
 
 using progress_fn = std::function<void(const std::string&)>;
 
+/// One member's part in a fleet switch (docs/fleet.md): the controller holds the service's new
+/// clients and quiesces its old-side ones, calls on_held (the member acknowledges), then waits
+/// for decide(): run the servers' steps here, adopt the fleet's switch, or abort. Loop only.
+class fleet_gate {
+public:
+    fleet_gate(asio::any_io_executor executor, std::int64_t epoch) : epoch_(epoch), signal_(executor) {}
+    /// The first decision counts; later ones are ignored.
+    void decide(fleet_go go, std::string reason);
+    bool decided() const { return decision_.has_value(); }
+    std::int64_t epoch() const { return epoch_; }
+    /// Called once the clients are held and quiesced.
+    std::function<void()> on_held;
+    /// on_held, then the decision; abort when none came by `until`.
+    asio::awaitable<fleet_decision> wait(std::chrono::steady_clock::time_point until);
+
+private:
+    std::int64_t epoch_;
+    asio::steady_timer signal_;
+    std::optional<fleet_decision> decision_;
+};
+
 /// Where a service's probes reach its backends (a loopback forward for a tunnelled backend).
 struct probe_endpoints {
     config::endpoint old_endpoint;
@@ -80,9 +101,16 @@ public:
     void update_service(const std::string& name, std::shared_ptr<const config::service_config> settings,
                         std::optional<probe_endpoints> probes);
 
+    /// With `gate`: this member's part in a fleet switch (mode pause, no lag gate here: the
+    /// coordinator checks it with gate_refusal before it claims the epoch); journalled as
+    /// NAME-epoch-N.
     asio::awaitable<command_result> switch_side(std::string name, side to,
                                                 std::optional<config::switch_mode> mode, bool force,
-                                                progress_fn progress);
+                                                progress_fn progress, std::shared_ptr<fleet_gate> gate = nullptr);
+    /// Why the lag gate would refuse `switch_side(name, to, mode, force)` now (nullopt: it
+    /// passes, or no gate applies). Asks no server.
+    std::optional<std::string> gate_refusal(const std::string& name, side to, std::optional<config::switch_mode> mode,
+                                            bool force) const;
     asio::awaitable<command_result> rollback(std::string name, progress_fn progress);
     asio::awaitable<command_result> split(std::string name, unsigned percent, bool sticky);
     asio::awaitable<command_result> pause(std::string name, std::optional<config::duration> timeout);
@@ -103,6 +131,8 @@ public:
     /// Reasons the daemon is not ready (empty: ready). Thread-safe.
     std::vector<std::string> not_ready_reasons() const;
     bool has_service(const std::string& name) const;
+    /// The service's settings as running (nullptr: no such service). Thread-safe.
+    std::shared_ptr<const config::service_config> settings(const std::string& name) const;
 
     /// Stops timers and probes.
     void stop();

@@ -4,6 +4,8 @@
 
 #include <hiredis/hiredis.h>
 #include <sys/time.h>
+#include <map>
+#include <mutex>
 #include <thread>
 
 namespace tunneld::cutover {
@@ -242,7 +244,9 @@ public:
         // replica (fence = "replicaof") waits for follow(), after new is a primary to follow.
         step_result outcome = step_result::nothing_done(session(which).side() + ": no built-in fence (fence = none)");
         if (service_.fence != config::redis_fence::none) {
-            outcome = fence_min_replicas(session(which), deadline, saved_min_replicas(which));
+            auto before = saved_min_replicas(which);
+            outcome = fence_min_replicas(session(which), deadline, before);
+            if (before) save_min_replicas(which, *before);
             if (!outcome.ok) return outcome;
         }
         if (service_.fence_command && which == proxy::side::old_side) {
@@ -344,7 +348,7 @@ public:
         // 2. Old must hold every write new acknowledged: wait until old, a replica of new, caught up.
         const auto old_info = replication_of(old_, deadline);
         if (!old_info.ok) return give_up(old_info.message);
-        std::optional<unsigned> new_min_replicas;
+        std::optional<unsigned> new_min_replicas = saved_min_replicas(proxy::side::new_side);
         const auto lift_new_fence = [&] {
             new_.run({"CONFIG", "SET", "min-replicas-to-write", std::to_string(new_min_replicas.value_or(0))},
                      service_.probe_timeout);
@@ -363,6 +367,7 @@ public:
 
         // 3. Fence first: new refuses writes (beyond its pause, which expires) before old takes any.
         auto fenced = fence_min_replicas(new_, deadline, new_min_replicas);
+        if (new_min_replicas) save_min_replicas(proxy::side::new_side, *new_min_replicas);
         if (!fenced.ok) {
             lift_new_fence();
             return give_up(fenced.message);
@@ -374,8 +379,9 @@ public:
             lift_new_fence();
             return give_up("promote old: " + answer.text);
         }
-        // The value old had before this process fenced it at the switch, when known (a restart
-        // since then forgets it: then the configured default).
+        // The value old had before it was fenced at the switch, when known: this object saw it, or
+        // the controller gave it back from the state file after a restart or reload (a state file
+        // from before that was recorded knows none: then the configured default).
         const auto restore = saved_min_replicas(proxy::side::old_side).value_or(options.restore_min_replicas);
         answer = old_.run({"CONFIG", "SET", "min-replicas-to-write", std::to_string(restore)},
                           time_left(deadline, service_.probe_timeout));
@@ -452,11 +458,29 @@ public:
         return checks;
     }
 
+    std::map<proxy::side, unsigned> values_before_fence() const override
+    {
+        std::lock_guard lock(before_fence_mutex_);
+        return before_fence_;
+    }
+    void remember_values_before_fence(const std::map<proxy::side, unsigned>& values) override
+    {
+        std::lock_guard lock(before_fence_mutex_);
+        before_fence_ = values;
+    }
+
 private:
     redis_session& session(proxy::side which) { return which == proxy::side::old_side ? old_ : new_; }
-    std::optional<unsigned>& saved_min_replicas(proxy::side which)
+    std::optional<unsigned> saved_min_replicas(proxy::side which) const
     {
-        return which == proxy::side::old_side ? old_min_replicas_ : new_min_replicas_;
+        std::lock_guard lock(before_fence_mutex_);
+        const auto it = before_fence_.find(which);
+        return it == before_fence_.end() ? std::nullopt : std::optional<unsigned>(it->second);
+    }
+    void save_min_replicas(proxy::side which, unsigned value)
+    {
+        std::lock_guard lock(before_fence_mutex_);
+        before_fence_[which] = value;
     }
 
     /// PING through the configured credentials, timed.
@@ -643,8 +667,10 @@ private:
     config::endpoint new_endpoint_;
     redis_session old_; ///< reused across calls; reconnects after any I/O error
     redis_session new_;
-    std::optional<unsigned> old_min_replicas_; ///< old's min-replicas-to-write before fence(), for unfence()
-    std::optional<unsigned> new_min_replicas_; ///< new's, the same
+    /// Each side's min-replicas-to-write before fence() set it, for unfence() and rollback(). The
+    /// controller reads it from another thread to persist it: hence the mutex.
+    mutable std::mutex before_fence_mutex_;
+    std::map<proxy::side, unsigned> before_fence_;
 };
 
 } // namespace

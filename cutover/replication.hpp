@@ -14,6 +14,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -75,6 +76,13 @@ public:
     /// `observer` hears the process group of each hook a step starts, and 0 when it has ended
     /// (called on the calling thread). Set before the first step.
     void observe_hooks(std::function<void(int)> observer) { hook_observer_ = std::move(observer); }
+
+    /// What min-replicas-to-write each side had before this object's fence replaced it (the
+    /// value a rollback or unfence gives back). The controller keeps it in the state file and
+    /// hands it to the object that replaces this one after a restart or a reload, so that a
+    /// rollback never drops an operator's durability setting. Safe to call from any thread.
+    virtual std::map<proxy::side, unsigned> values_before_fence() const { return {}; }
+    virtual void remember_values_before_fence(const std::map<proxy::side, unsigned>&) {}
 
     /// Measures how far the side that is not `active` is behind `active` (probe_timeout per
     /// query): new behind old while old is active; once new is, old behind new where old follows

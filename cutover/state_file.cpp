@@ -52,6 +52,8 @@ std::string encode(const state& s)
             {"fenced", record.fenced},
             {"updated", record.updated},
         };
+        if (!record.min_replicas_before_fence.empty())
+            services[name]["min_replicas_before_fence"] = record.min_replicas_before_fence;
         if (const auto& j = record.journal) {
             journaled = true;
             nlohmann::json journal = {
@@ -110,6 +112,17 @@ std::variant<state, std::string> decode(std::string_view text)
         if (!flag("fenced", record.fenced))
             return fmt::format("service \"{}\": fenced must be a boolean", name);
         record.updated = entry.value("updated", std::string());
+        if (const auto before = entry.find("min_replicas_before_fence"); before != entry.end()) {
+            const auto bad = fmt::format("service \"{}\": min_replicas_before_fence must map \"old\"/\"new\" to a count",
+                                         name);
+            if (!before->is_object()) return bad;
+            for (const auto& [which, value] : before->items()) {
+                if ((which != "old" && which != "new") || !value.is_number_unsigned() ||
+                    value.get<std::uint64_t>() > std::numeric_limits<unsigned>::max())
+                    return bad;
+                record.min_replicas_before_fence[which] = value.get<unsigned>();
+            }
+        }
         if (const auto journal = entry.find("journal"); journal != entry.end()) {
             if (!journal->is_object()) return fmt::format("service \"{}\": journal must be an object", name);
             journal_record j;

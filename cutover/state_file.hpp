@@ -33,6 +33,9 @@ struct service_record {
     bool split = false;         ///< true: split_percent applies, `active` is ignored
     bool sticky = false;
     bool fenced = false;
+    /// redis: min-replicas-to-write each side ("old", "new") had before this host's fence set it,
+    /// given back when the fence lifts (a rollback), also after a restart or a reload.
+    std::map<std::string, unsigned> min_replicas_before_fence;
     std::string updated; ///< RFC 3339 UTC time of the last change
     /// An unfinished switch: read at start to finish or undo it. Its presence makes the file
     /// version 2, which a tunneld older than the journal refuses to start with (rather than route

@@ -227,7 +227,7 @@ bool answers(const effect& e) noexcept
            std::holds_alternative<wait_caught_up>(e) || std::holds_alternative<promote>(e) ||
            std::holds_alternative<check_roles>(e) || std::holds_alternative<fence>(e) ||
            std::holds_alternative<follow>(e) || std::holds_alternative<roll_back>(e) || std::holds_alternative<persist>(e) ||
-           std::holds_alternative<watch_drain>(e);
+           std::holds_alternative<watch_drain>(e) || std::holds_alternative<wait_fleet>(e);
 }
 
 step_kind kind_of_answer(const effect& e) noexcept
@@ -282,6 +282,7 @@ step switch_machine::on(const event& e, time_point now)
             [&](const recovered& r) { return on_recovered(r, now); },
             [&](const resolve_command& r) { return on_resolve(r, now); },
             [&](const fence_lost& f) { return on_fence_lost(f, now); },
+            [&](const fleet_decision& d) { return on_fleet(d, now); },
             [&](const deadline_reached&) { return on_deadline(now); },
             [&](const side_empty&) -> step {
                 if (phase_ != phase::draining) return {};
@@ -345,7 +346,7 @@ step switch_machine::start(const switch_command& c, time_point now)
                         config::to_string(request.mode), config::to_string(kind_));
         return {{}, command_outcome{verdict::refused, reason}};
     }
-    if (replicated_kind && request.to == side::new_side && request.mode == config::switch_mode::pause) {
+    if (replicated_kind && request.to == side::new_side && request.mode == config::switch_mode::pause && !c.fleet) {
         const auto reading = c.lag ? *c.lag
                                    : unknown_lag(c.replicated ? "no probe has answered yet"
                                                               : "no probe configured for this service",
@@ -380,6 +381,12 @@ step switch_machine::start(const switch_command& c, time_point now)
     if (a != action::run_pause_switch) return flip(std::move(out));
     hold_clients(out, now,
                  fmt::format("holding new clients of {} (budget {})", name_, format_duration(limits_.pause_timeout)));
+    if (c.fleet) {
+        // The servers' steps wait for the fleet: every member holds, then one of them runs them.
+        phase_ = phase::awaiting_fleet;
+        out.effects.push_back(wait_fleet{deadline_.value_or(now)});
+        return out;
+    }
     auto first = pause_step(now);
     out.effects.insert(out.effects.end(), first.effects.begin(), first.effects.end());
     out.done = first.done;
@@ -443,6 +450,31 @@ step switch_machine::adopt(const switch_command& c, const std::string& saw, time
     auto rest = commit(now);
     out.effects.insert(out.effects.end(), rest.effects.begin(), rest.effects.end());
     return out;
+}
+
+step switch_machine::on_fleet(const fleet_decision& d, time_point now)
+{
+    if (phase_ != phase::awaiting_fleet) return {}; // the budget ran out first: undone already
+    switch (d.go) {
+    case fleet_go::run_here:
+        return pause_step(now);
+    case fleet_go::adopt: {
+        // Another member switched the servers: this host only flips, as adopt() does.
+        journal_.reset();
+        adopted_ = true;
+        fenced_ = request_.to == side::new_side;
+        step out{{log_line{false, fmt::format("fleet switch to {} adopted: {}", side_name(request_.to), d.reason)},
+                  progress{fmt::format("the fleet switched the servers ({}): releasing onto {}", d.reason,
+                                       side_name(request_.to))}},
+                 std::nullopt};
+        auto rest = commit(now);
+        out.effects.insert(out.effects.end(), rest.effects.begin(), rest.effects.end());
+        return out;
+    }
+    case fleet_go::abort:
+        break;
+    }
+    return undo(d.reason, now, false);
 }
 
 step switch_machine::pause_step(time_point now)
@@ -541,6 +573,7 @@ step switch_machine::on_done(const step_done& d, time_point now)
             return step_kind::follow;
         case phase::recovering:
         case phase::unresolved:
+        case phase::awaiting_fleet: // answered by fleet_decision, never by a step_done
             return std::nullopt;
         case phase::idle:
         case phase::draining:
@@ -753,6 +786,7 @@ step switch_machine::on_done(const step_done& d, time_point now)
     }
     case phase::recovering:
     case phase::unresolved:
+    case phase::awaiting_fleet:
     case phase::idle:
     case phase::draining:
         break;
@@ -959,6 +993,8 @@ step switch_machine::on_deadline(time_point now)
 {
     if (!deadline_ || now < *deadline_) return {};
     switch (phase_) {
+    case phase::awaiting_fleet:
+        return undo(budget_text() + " before the fleet decided", now, false);
     case phase::pausing_writes:
     case phase::draining_old:
     case phase::catching_up:

@@ -26,6 +26,13 @@ using proxy::route;
 using proxy::side;
 using time_point = std::chrono::steady_clock::time_point;
 
+/// What the fleet decided for a member holding its clients for a fleet switch (docs/fleet.md).
+enum class fleet_go {
+    run_here, ///< this member coordinates: run the servers' steps here, as a pause switch does
+    adopt,    ///< the fleet committed the target (another member switched the servers): flip only
+    abort,    ///< the fleet switch was aborted: release onto the unchanged side
+};
+
 struct switch_request {
     side to = side::new_side;
     config::switch_mode mode = config::switch_mode::drain;
@@ -181,6 +188,12 @@ struct move_clients {
     time_point until;
     friend bool operator==(const move_clients&, const move_clients&) = default;
 };
+/// Answers with fleet_decision. A fleet switch: this member's clients are held (and quiesced at a
+/// request boundary); it acknowledges and waits for the fleet's decision, or `until` (then abort).
+struct wait_fleet {
+    time_point until;
+    friend bool operator==(const wait_fleet&, const wait_fleet&) = default;
+};
 /// One line of the switch's progress, for the operator who started it.
 struct progress {
     std::string line;
@@ -195,7 +208,7 @@ struct log_line {
 
 using effect = std::variant<hold_new_clients, release, pause_writes, drain_clients, wait_caught_up, promote,
                             check_roles, fence, unfence, follow, roll_back, unpause, persist, cut, watch_drain,
-                            progress, log_line, quiesce_clients, move_clients>;
+                            progress, log_line, quiesce_clients, move_clients, wait_fleet>;
 
 /// Which answering effect a step_done reports on.
 enum class step_kind {
@@ -234,6 +247,14 @@ struct switch_command {
     /// target (another host, or a crashed switch, switched them) is adopted: this host flips
     /// without changing them. Unset: not asked (the switch runs as asked).
     std::optional<observations> seen;
+    /// A fleet switch (docs/fleet.md): hold and quiesce, then wait_fleet. The lag gate is the
+    /// coordinator's, checked before it claims the epoch; the mode is always pause.
+    bool fleet = false;
+};
+/// The answer to wait_fleet.
+struct fleet_decision {
+    fleet_go go = fleet_go::abort;
+    std::string reason; ///< abort: why; adopt: who switched the servers
 };
 struct pause_command {
     config::duration timeout{};
@@ -271,7 +292,7 @@ struct fence_lost {
 };
 
 using event = std::variant<switch_command, pause_command, resume_command, split_command, step_done,
-                           deadline_reached, side_empty, recovered, resolve_command, fence_lost>;
+                           deadline_reached, side_empty, recovered, resolve_command, fence_lost, fleet_decision>;
 
 /// How a command ended, in the words of the control protocol.
 enum class verdict { done, refused, busy, failed, unknown_service };
@@ -373,6 +394,7 @@ private:
         unresolved,         ///< clients refused until resolve_command
         refencing,          ///< on new: old was writable again and is being fenced again
         refollowing,        ///< on new: the re-fenced old becomes a replica of new again
+        awaiting_fleet,     ///< a fleet switch: clients held, waiting for the fleet's decision
     };
 
     step start(const switch_command& c, time_point now);
@@ -389,6 +411,7 @@ private:
     step on_recovered(const recovered& r, time_point now);
     step on_resolve(const resolve_command& r, time_point now);
     step on_fence_lost(const fence_lost& f, time_point now);
+    step on_fleet(const fleet_decision& d, time_point now);
     /// Routes to `to`, clears the journal and writes it down (phase recovering_persist).
     step finish_recovery(side to, std::string message);
     step on_done(const step_done& d, time_point now);

@@ -248,6 +248,21 @@ std::string user_name(uid_t uid)
 
 } // namespace
 
+asio::awaitable<cutover::command_result> control_server::switch_here_or_fleet(std::string service, proxy::side to,
+                                                                            std::optional<config::switch_mode> mode,
+                                                                            bool force, progress_fn progress)
+{
+    auto& controller = daemon_.controller();
+    if (!daemon_.fleet()) co_return co_await controller.switch_side(service, to, mode, force, std::move(progress));
+    // The whole fleet: the lag gate here first (nothing is claimed when it refuses), then this
+    // member coordinates. Every member holds in mode pause.
+    if (auto refused = controller.gate_refusal(service, to, mode, force))
+        co_return cutover::command_result::failure(cutover::verdict::refused, std::move(*refused));
+    spdlog::info("control: {} {} to {} runs on the whole fleet", to == proxy::side::old_side ? "rollback" : "switch",
+                 service, proxy::to_string(to));
+    co_return co_await daemon_.fleet()->switch_fleet(std::move(service), to, std::move(progress));
+}
+
 asio::awaitable<std::string> control_server::answer(const request& r, progress_fn progress, uid_t uid)
 {
     auto finish = [](const cutover::command_result& result) {
@@ -344,7 +359,7 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
         spdlog::info("control: switch {} to {} requested (uid-checked peer){}", service, to_string(r.to),
                      r.force ? " with --force" : "");
     {
-        auto result = co_await controller.switch_side(service, to_side, r.mode, r.force, progress);
+        auto result = co_await switch_here_or_fleet(service, to_side, r.mode, r.force, progress);
         record(cutover::history_action::switch_side, std::string(to_string(r.to)), mode_text(r.mode), result,
                switch_message(result));
         co_return finish(result);
@@ -356,7 +371,12 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
     }
     case command::rollback: {
         spdlog::info("control: rollback {} requested", service);
-        auto result = co_await controller.rollback(service, progress);
+        // With [fleet] the whole fleet goes back (no co_await inside ?: : g++ 12 miscompiles it).
+        cutover::command_result result;
+        if (daemon_.fleet())
+            result = co_await switch_here_or_fleet(service, proxy::side::old_side, std::nullopt, false, progress);
+        else
+            result = co_await controller.rollback(service, progress);
         record(cutover::history_action::rollback, "old", mode_text(std::nullopt), result, switch_message(result));
         co_return finish(result);
     }
@@ -367,13 +387,23 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
         co_return finish(result);
     }
     case command::pause: {
-        auto result = co_await controller.pause(service, r.timeout);
+        // With [fleet] every member pauses (each as the pause record in etcd says).
+        cutover::command_result result;
+        if (daemon_.fleet())
+            result = co_await daemon_.fleet()->pause_fleet(service,
+                                                           r.timeout.value_or(controller.settings(service)->pause_timeout));
+        else
+            result = co_await controller.pause(service, r.timeout);
         record(cutover::history_action::pause, before ? active_text(before->route) : "", "", result,
                "new clients held");
         co_return finish(result);
     }
     case command::resume: {
-        auto result = co_await controller.resume(service);
+        cutover::command_result result;
+        if (daemon_.fleet())
+            result = co_await daemon_.fleet()->resume_fleet(service);
+        else
+            result = co_await controller.resume(service);
         record(cutover::history_action::resume, before ? active_text(before->route) : "", "", result,
                "held clients released");
         co_return finish(result);

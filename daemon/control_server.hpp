@@ -3,6 +3,7 @@
 // checked with SO_PEERCRED before anything it sends is read.
 
 #include "control/protocol.hpp"
+#include "cutover/controller.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
@@ -43,6 +44,12 @@ private:
     /// pause, resume) goes into the switch history with who asked and what came of it.
     asio::awaitable<std::string> answer(const control::request& r, std::function<void(const std::string&)> progress,
                                         uid_t uid);
+
+    /// `switch` (or `rollback`: `to` old) on this host alone, or with [fleet] on the whole fleet
+    /// with this member as coordinator.
+    asio::awaitable<cutover::command_result> switch_here_or_fleet(std::string service, proxy::side to,
+                                                                  std::optional<config::switch_mode> mode, bool force,
+                                                                  cutover::progress_fn progress);
 
     asio::io_context& loop_;
     runtime& daemon_;

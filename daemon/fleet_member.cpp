@@ -1,10 +1,13 @@
 #include "daemon/fleet_member.hpp"
 
 #include "control/fleet_json.hpp"
+#include "fleet/switch_executor.hpp"
 
 #include <algorithm>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -15,6 +18,10 @@ namespace {
 /// How often the services are looked at for a changed record (a switch, held clients): cheap,
 /// and a change reaches etcd this soon instead of at the next heartbeat.
 constexpr auto poll_interval = std::chrono::milliseconds(250);
+/// How long a held switch's coordinator must have been gone (its member record absent, after its
+/// lease ended) before another member takes the switch over: longer than the longest step a
+/// coordinator cut off from etcd may still be taking (a pause switch's budget and its fence).
+constexpr auto takeover_wait = std::chrono::seconds(15);
 /// After a flip that failed (the service was busy with a switch of its own, a server step
 /// failed), the next attempt waits this long.
 constexpr auto flip_retry = std::chrono::seconds(5);
@@ -22,6 +29,18 @@ constexpr auto flip_retry = std::chrono::seconds(5);
 fleet::side fleet_side(proxy::side s)
 {
     return s == proxy::side::new_side ? fleet::side::new_side : fleet::side::old_side;
+}
+
+proxy::side proxy_side(fleet::side s)
+{
+    return s == fleet::side::new_side ? proxy::side::new_side : proxy::side::old_side;
+}
+
+/// Waits until `task` has its result (the member was released).
+template <class Task> boost::asio::awaitable<void> released(Task& task)
+{
+    while (!task.result)
+        co_await task.done.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
 }
 
 } // namespace
@@ -44,8 +63,9 @@ std::string unreachable_refusal(const std::string& service, std::string_view com
 }
 
 fleet_member::fleet_member(boost::asio::io_context& loop, const config::fleet_config& settings,
-                           services_source services, flip_fn flip)
-    : settings_(settings), services_(std::move(services)), flip_(std::move(flip)), loop_(loop),
+                           services_source services, flip_fn flip, hold_fn hold, pause_fn pause)
+    : settings_(settings), services_(std::move(services)), flip_(std::move(flip)), hold_(std::move(hold)),
+      pause_(std::move(pause)), loop_(loop),
       client_(loop.get_executor(), fleet::etcd::options_for(settings)),
       membership_(client_, fleet::key_layout(settings.name), settings.member, [this] { return records(); }),
       poll_(loop)
@@ -81,6 +101,12 @@ std::map<std::string, fleet::member_record> fleet_member::records()
         sides_[s.name] = fleet_side(s.route.active);
         const auto epoch = status_.epochs.find(s.name);
         out[s.name] = member_record_of(s, epoch == status_.epochs.end() ? 0 : epoch->second);
+        // Holding for a fleet switch, clients quiesced: the acknowledgement the coordinator waits for.
+        if (const auto task = holds_.find(s.name);
+            task != holds_.end() && task->second->acknowledged && !task->second->result) {
+            out[s.name].state = std::string(fleet::held_state);
+            out[s.name].epoch = task->second->gate->epoch();
+        }
     }
     return out;
 }
@@ -95,6 +121,7 @@ void fleet_member::watch_services()
         membership_.publish_now();
     }
     follow_committed();
+    follow_pause();
     poll_.expires_after(poll_interval);
     poll_.async_wait([this](boost::system::error_code ec) {
         if (!ec) watch_services();
@@ -130,31 +157,380 @@ void fleet_member::on_view(const fleet::fleet_view& view)
     }
     if (epochs_changed) membership_.publish_now();
     follow_committed();
+    follow_pause();
 }
 
 void fleet_member::follow_committed()
 {
     const auto& view = membership_.view();
-    // Only what etcd says now: a member that cannot reach it stays where its state file put it.
+    // Only what etcd says now: a member that cannot reach it stays where its state file put it
+    // (a hold under way ends by its pause budget).
     if (stopped_ || !view.reachable) return;
     const auto now = std::chrono::steady_clock::now();
     for (const auto& [name, active] : sides_) {
         const auto entry = view.services.find(name);
         if (entry == view.services.end() || flipping_.contains(name)) continue;
-        if (const auto retry = retry_flip_at_.find(name); retry != retry_flip_at_.end() && now < retry->second)
+        const auto& epoch = entry->second.epoch;
+        if (const auto held = holds_.find(name); held != holds_.end()) {
+            // A hold ends when the record is committed: onto the target (done) or not (aborted).
+            auto& task = *held->second;
+            if (epoch && !epoch->record.held() && epoch->record.epoch >= task.gate->epoch()) {
+                if (epoch->record.epoch == task.gate->epoch() && epoch->record.committed == task.to)
+                    task.gate->decide(cutover::fleet_go::adopt,
+                                      fmt::format("fleet {} committed epoch {} on {}", settings_.name,
+                                                  epoch->record.epoch, fleet::to_string(task.to)));
+                else
+                    task.gate->decide(cutover::fleet_go::abort,
+                                      fmt::format("fleet {} aborted epoch {}", settings_.name, task.gate->epoch()));
+            }
             continue;
+        }
+        // A held switch whose coordinator is gone is resolved by one of the others.
+        auto& watch = takeovers_.try_emplace(name, takeover_wait).first->second;
+        if (watch.due(epoch, entry->second.members, now) && !coordinating_.contains(name)) {
+            coordinating_[name] = nullptr;
+            boost::asio::co_spawn(loop_, take_over(name, *epoch), boost::asio::detached);
+        }
+        // Held for this epoch already (released before the record was committed: the coordinator).
+        if (epoch && epoch->record.held() && last_hold_[name] == epoch->record.epoch) continue;
         fleet::member_local local;
         local.active = active;
         {
             std::lock_guard lock(mutex_);
-            const auto epoch = status_.epochs.find(name);
-            local.epoch = epoch == status_.epochs.end() ? 0 : epoch->second;
+            const auto run = status_.epochs.find(name);
+            local.epoch = run == status_.epochs.end() ? 0 : run->second;
         }
-        const auto action = fleet::react(entry->second.epoch, local);
+        const auto action = fleet::react(epoch, local);
+        if (action.what == fleet::member_action::kind::hold && epoch->record.target) {
+            last_hold_[name] = action.epoch;
+            auto task = std::make_shared<hold_task>(loop_, action.epoch, *epoch->record.target);
+            holds_[name] = task;
+            boost::asio::co_spawn(loop_, hold(name, task), boost::asio::detached);
+            continue;
+        }
         if (action.what != fleet::member_action::kind::flip) continue;
+        if (const auto retry = retry_flip_at_.find(name); retry != retry_flip_at_.end() && now < retry->second)
+            continue;
         flipping_.insert(name);
         boost::asio::co_spawn(loop_, flip(name, action), boost::asio::detached);
     }
+}
+
+void fleet_member::follow_pause()
+{
+    const auto& view = membership_.view();
+    if (stopped_ || !view.reachable) return; // a pause ends by its own timeout here
+    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    for (const auto& [name, active] : sides_) {
+        if (pausing_.contains(name) || holds_.contains(name)) continue;
+        const auto entry = view.services.find(name);
+        std::optional<fleet::pause_record> pause;
+        if (entry != view.services.end() && entry->second.pause && entry->second.pause->until_ms > now_ms)
+            pause = entry->second.pause;
+        const auto here = paused_by_fleet_.find(name);
+        std::optional<config::duration> timeout; // nullopt: resume
+        if (pause && (here == paused_by_fleet_.end() || here->second != pause->until_ms))
+            timeout = std::chrono::milliseconds(pause->until_ms - now_ms);
+        else if (pause || here == paused_by_fleet_.end())
+            continue; // paused as the fleet says, or neither paused nor asked to
+        pausing_.insert(name);
+        boost::asio::co_spawn(
+            loop_,
+            [this, name, timeout, until = pause ? pause->until_ms : 0]() -> boost::asio::awaitable<void> {
+                std::string service = name;
+                cutover::command_result result;
+                try {
+                    result = co_await pause_(service, timeout);
+                } catch (const std::exception& e) {
+                    result = cutover::command_result::failure(cutover::verdict::failed, e.what());
+                }
+                pausing_.erase(name);
+                if (timeout && result.ok()) paused_by_fleet_[name] = until;
+                if (!timeout) paused_by_fleet_.erase(name); // resumed, or it had timed out already
+                if (!result.ok())
+                    spdlog::warn("service={} fleet {}: {} as the fleet says failed: {}", name, settings_.name,
+                                 timeout ? "pause" : "resume", result.error);
+            },
+            boost::asio::detached);
+    }
+}
+
+boost::asio::awaitable<cutover::command_result> fleet_member::pause_fleet(std::string service,
+                                                                          config::duration timeout)
+{
+    const auto until = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch() + timeout)
+                           .count();
+    fleet::key_layout keys(settings_.name);
+    fleet::etcd::put_request request{keys.pause_key(service), fleet::encode(fleet::pause_record{until, settings_.member}),
+                                     0};
+    auto put = co_await client_.put(std::move(request), fleet::etcd::clock::now() + std::chrono::seconds(2));
+    co_return recorded(service, "pause", put ? std::nullopt : std::optional(put.err().to_string()));
+}
+
+boost::asio::awaitable<cutover::command_result> fleet_member::resume_fleet(std::string service)
+{
+    fleet::key_layout keys(settings_.name);
+    fleet::etcd::delete_request request{keys.pause_key(service), {}};
+    auto erased = co_await client_.erase(std::move(request), fleet::etcd::clock::now() + std::chrono::seconds(2));
+    co_return recorded(service, "resume", erased ? std::nullopt : std::optional(erased.err().to_string()));
+}
+
+cutover::command_result fleet_member::recorded(const std::string& service, std::string_view what,
+                                               const std::optional<std::string>& etcd_error)
+{
+    if (etcd_error)
+        return cutover::command_result::failure(cutover::verdict::failed,
+                                                fmt::format("{} not recorded in etcd: {}", what, *etcd_error));
+    for (auto& s : services_())
+        if (s.name == service) return cutover::command_result::success(std::move(s));
+    return cutover::command_result{};
+}
+
+boost::asio::awaitable<void> fleet_member::hold(std::string service, std::shared_ptr<hold_task> task)
+{
+    task->gate->on_held = [this, task] {
+        task->acknowledged = true;
+        membership_.publish_now();
+    };
+    // The operator sees this member's steps when the switch was typed here; the log has them anyway.
+    cutover::progress_fn progress = [this, service](const std::string& line) {
+        spdlog::info("service={} fleet switch: {}", service, line);
+        if (const auto c = coordinating_.find(service); c != coordinating_.end() && c->second) c->second(line);
+    };
+    spdlog::info("service={} fleet {} epoch {}: holding towards {}", service, settings_.name, task->gate->epoch(),
+                 fleet::to_string(task->to));
+    bool already = false; // on the target already (it followed the fleet, or never left it)
+    for (const auto& s : services_())
+        if (s.name == service)
+            already = !s.route.split_percent && s.state == cutover::service_state::serving &&
+                      fleet_side(s.route.active) == task->to;
+    cutover::command_result result;
+    try {
+        if (already) {
+            // Nothing to hold: it acknowledges at once and stays where it is.
+            auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+            auto decision = co_await task->gate->wait(until);
+            result = cutover::command_result::success(cutover::service_snapshot{});
+            for (auto& s : services_())
+                if (s.name == service) result.service = std::move(s);
+            (void)decision;
+        } else {
+            result = co_await hold_(service, proxy_side(task->to), task->gate, coordinating_.contains(service),
+                                    std::move(progress));
+        }
+    } catch (const std::exception& e) {
+        result = cutover::command_result::failure(cutover::verdict::failed, e.what());
+    }
+    task->result = result;
+    task->done.cancel();
+    if (const auto held = holds_.find(service); held != holds_.end() && held->second == task) holds_.erase(held);
+    if (stopped_) co_return;
+    for (const auto& s : services_())
+        if (s.name == service) sides_[service] = fleet_side(s.route.active);
+    if (sides_[service] == task->to) {
+        // Released onto the target: it runs the new epoch (the record may not say committed yet).
+        std::lock_guard lock(mutex_);
+        auto& epoch = status_.epochs[service];
+        epoch = std::max(epoch, task->gate->epoch());
+    }
+    if (!result.ok())
+        spdlog::warn("service={} fleet {} epoch {}: {}", service, settings_.name, task->gate->epoch(), result.error);
+    on_view(membership_.view());
+    membership_.publish_now();
+}
+
+boost::asio::awaitable<fleet::servers_switched> fleet_member::switch_servers_here(std::string service,
+                                                                                   std::int64_t epoch, fleet::side to)
+{
+    const auto held = holds_.find(service);
+    if (held == holds_.end() || held->second->gate->epoch() != epoch) {
+        // A takeover (this member's hold ended by its budget, or never began): this host's own
+        // switch, which adopts servers another member already switched.
+        const auto why = fmt::format("fleet {} epoch {} taken over by {}", settings_.name, epoch, settings_.member);
+        auto result = co_await flip_(service, proxy_side(to), why);
+        for (const auto& s : services_())
+            if (s.name == service && fleet_side(s.route.active) == to) co_return fleet::servers_switched{true, {}};
+        co_return fleet::servers_switched{false, result.error};
+    }
+    auto task = held->second;
+    task->gate->decide(cutover::fleet_go::run_here, {});
+    co_await released(*task);
+    // Switched when this host's route is on the target, even if a later step (the state file,
+    // old following new) failed: the others must then go there too.
+    for (const auto& s : services_())
+        if (s.name == service && fleet_side(s.route.active) == to) co_return fleet::servers_switched{true, {}};
+    co_return fleet::servers_switched{false, task->result->error};
+}
+
+boost::asio::awaitable<void> fleet_member::take_over(std::string service, fleet::epoch_state found)
+{
+    spdlog::warn("service={} fleet {}: epoch {} is held by {}, which is gone; taking it over (phase {})", service,
+                 settings_.name, found.record.epoch, found.record.coordinator, found.record.phase);
+    coordinating_[service] = [service](const std::string& line) {
+        spdlog::info("service={} fleet takeover: {}", service, line);
+    };
+    fleet::coordinator_options options;
+    options.ack_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(settings_.ack_timeout);
+    auto machine = fleet::coordinator::take_over(settings_.member, std::move(found), options);
+    fleet::executor_hooks hooks;
+    hooks.switch_servers = [this, service](std::int64_t epoch, fleet::side target) {
+        return switch_servers_here(service, epoch, target);
+    };
+    hooks.progress = coordinating_[service];
+    fleet::key_layout keys(settings_.name);
+    std::string name = service;
+    fleet::fleet_result outcome;
+    try {
+        outcome = co_await fleet::run_coordinator(client_, std::move(keys), std::move(name), machine, membership_,
+                                                  std::move(hooks));
+    } catch (const std::exception& e) {
+        outcome = {fleet::fleet_outcome::unresolved, 0, e.what()};
+    }
+    coordinating_.erase(service);
+    spdlog::warn("service={} fleet {}: takeover of epoch {} ended {}{}{}", service, settings_.name, outcome.epoch,
+                 fleet::to_string(outcome.outcome), outcome.reason.empty() ? "" : ": ", outcome.reason);
+}
+
+boost::asio::awaitable<cutover::command_result> fleet_member::switch_fleet(std::string service, proxy::side to,
+                                                                           cutover::progress_fn progress)
+{
+    if (coordinating_.contains(service))
+        co_return cutover::command_result::failure(
+            cutover::verdict::busy, fmt::format("a fleet switch of {} is already coordinated by this member", service));
+    {
+        // Already there: nothing is claimed (a claim would hold every member for nothing).
+        const auto& view = membership_.view();
+        const auto entry = view.services.find(service);
+        const auto here = sides_.find(service);
+        if (entry != view.services.end() && entry->second.epoch && !entry->second.epoch->record.held() &&
+            entry->second.epoch->record.committed == fleet_side(to) && here != sides_.end() &&
+            here->second == fleet_side(to)) {
+            progress(fmt::format("{} is already on {} (fleet {} epoch {})", service, proxy::to_string(to),
+                                 settings_.name, entry->second.epoch->record.epoch));
+            for (auto& s : services_())
+                if (s.name == service) co_return cutover::command_result::success(std::move(s));
+        }
+    }
+    coordinating_[service] = progress;
+    struct forget {
+        std::map<std::string, cutover::progress_fn>& coordinating;
+        std::string service;
+        ~forget() { coordinating.erase(service); }
+    } at_end{coordinating_, service};
+
+    // What the view shows of this switch's members: when each acknowledged, when all were released.
+    struct seen_members {
+        explicit seen_members(boost::asio::io_context& loop) : wake(loop) {}
+        std::int64_t epoch = 0;
+        std::optional<std::chrono::steady_clock::time_point> hold_at; ///< phase hold seen
+        std::map<std::string, std::chrono::steady_clock::time_point> acks;
+        boost::asio::steady_timer wake; ///< cancelled at each change of the view
+    };
+    auto seen = std::make_shared<seen_members>(loop_);
+    struct listening {
+        fleet::membership& members;
+        std::uint64_t id;
+        ~listening() { members.remove_view_listener(id); }
+    } listener{membership_, membership_.add_view_listener([this, service, seen] {
+                   seen->wake.cancel();
+                   const auto& view = membership_.view();
+                   const auto entry = view.services.find(service);
+                   if (entry == view.services.end()) return;
+                   const auto now = std::chrono::steady_clock::now();
+                   const auto& e = entry->second.epoch;
+                   if (e && e->record.held() && e->record.coordinator == settings_.member &&
+                       e->record.phase != fleet::phase::claimed) {
+                       seen->epoch = e->record.epoch;
+                       if (!seen->hold_at) seen->hold_at = now;
+                   }
+                   if (seen->epoch == 0) return;
+                   for (const auto& m : entry->second.members)
+                       if (fleet::acknowledged(m, seen->epoch)) seen->acks.try_emplace(m.member, now);
+               })};
+
+    fleet::coordinator_options options;
+    options.ack_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(settings_.ack_timeout);
+    fleet::coordinator machine(settings_.member, fleet_side(to), options);
+    fleet::executor_hooks hooks;
+    hooks.switch_servers = [this, service](std::int64_t epoch, fleet::side target) {
+        return switch_servers_here(service, epoch, target);
+    };
+    hooks.progress = progress;
+    // Named, not temporaries: g++ 12 destroys a co_await expression's temporaries twice.
+    fleet::key_layout keys(settings_.name);
+    std::string name = service;
+    const auto outcome = co_await fleet::run_coordinator(client_, std::move(keys), std::move(name), machine,
+                                                         membership_, std::move(hooks));
+    // This member's own hold ends with the others' (the committed record releases it).
+    std::optional<cutover::command_result> here;
+    if (const auto held = holds_.find(service); held != holds_.end() && held->second->gate->epoch() == outcome.epoch) {
+        auto task = held->second;
+        co_await released(*task);
+        here = task->result;
+    }
+    std::optional<std::chrono::milliseconds> hold_time;
+    if (outcome.outcome == fleet::fleet_outcome::committed && seen->hold_at) {
+        // The last release, as the members' records show it (each writes its record at once).
+        const auto released = [&] {
+            const auto& view = membership_.view();
+            const auto entry = view.services.find(service);
+            return entry != view.services.end() &&
+                   std::all_of(entry->second.members.begin(), entry->second.members.end(), [&](const auto& m) {
+                       return m.record && m.record->epoch >= outcome.epoch &&
+                              m.record->state != fleet::held_state && m.record->active == fleet_side(to);
+                   });
+        };
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!released() && std::chrono::steady_clock::now() < give_up) {
+            seen->wake.expires_at(give_up);
+            co_await seen->wake.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+        }
+        if (released())
+            hold_time = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                              *seen->hold_at);
+    }
+    {
+        std::lock_guard lock(mutex_);
+        ++status_.switches[service][std::string(fleet::to_string(outcome.outcome))];
+        if (outcome.outcome != fleet::fleet_outcome::refused) {
+            status_.last_acks[service] = seen->acks.size();
+            std::chrono::milliseconds slowest{0};
+            for (const auto& [member, at] : seen->acks)
+                if (seen->hold_at)
+                    slowest = std::max(slowest, std::chrono::duration_cast<std::chrono::milliseconds>(at - *seen->hold_at));
+            status_.last_ack[service] = slowest;
+            if (hold_time) status_.last_hold[service] = *hold_time;
+        }
+    }
+    const auto from = proxy::other(to);
+    switch (outcome.outcome) {
+    case fleet::fleet_outcome::committed: {
+        progress(fmt::format("epoch {} committed: every member released onto {}", outcome.epoch, proxy::to_string(to)));
+        if (hold_time)
+            progress(fmt::format("epoch {}: {} ms from the first hold to the last release", outcome.epoch,
+                                 hold_time->count()));
+        if (here) co_return *here;
+        for (auto& s : services_())
+            if (s.name == service) co_return cutover::command_result::success(std::move(s));
+        co_return cutover::command_result{};
+    }
+    case fleet::fleet_outcome::refused:
+        co_return cutover::command_result::failure(cutover::verdict::refused, "switch refused: " + outcome.reason);
+    case fleet::fleet_outcome::aborted:
+        co_return cutover::command_result::failure(
+            cutover::verdict::failed, fmt::format("fleet switch epoch {} aborted: {}; every member resumes on {}",
+                                                  outcome.epoch, outcome.reason, proxy::to_string(from)));
+    case fleet::fleet_outcome::unresolved:
+        break;
+    }
+    co_return cutover::command_result::failure(
+        cutover::verdict::failed,
+        fmt::format("fleet switch epoch {} unresolved: {}; members resume on {} within their pause budget unless the "
+                    "servers were switched, and another member takes the switch over",
+                    outcome.epoch, outcome.reason, proxy::to_string(from)));
 }
 
 boost::asio::awaitable<void> fleet_member::flip(std::string service, fleet::member_action action)

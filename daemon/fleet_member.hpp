@@ -37,11 +37,24 @@ public:
     using flip_fn = std::function<boost::asio::awaitable<cutover::command_result>(std::string service,
                                                                                   proxy::side to, std::string why)>;
 
+    /// This member's part in a fleet switch of `service` towards `to` (`gate`: the controller's
+    /// hold, its acknowledgement and the fleet's decision); `coordinating`: the switch was typed
+    /// here (the control socket records it). Ends when the member is released. On the loop.
+    using hold_fn = std::function<boost::asio::awaitable<cutover::command_result>(
+        std::string service, proxy::side to, std::shared_ptr<cutover::fleet_gate> gate, bool coordinating,
+        cutover::progress_fn progress)>;
+
+    /// Pauses this host's `service` for `timeout` (new clients held), or resumes it (nullopt),
+    /// as the fleet's pause says. On the loop.
+    using pause_fn = std::function<boost::asio::awaitable<cutover::command_result>(
+        std::string service, std::optional<config::duration> timeout)>;
+
     /// `services` is called on `loop` for the records; `flip` carries out a flip to the
-    /// committed side (at start, or when etcd is reached again). Throws std::runtime_error when a
+    /// committed side (at start, or when etcd is reached again); `hold` a member's part in a
+    /// fleet switch; `pause` the fleet's pause and resume here. Throws std::runtime_error when a
     /// TLS file of `settings` cannot be loaded.
     fleet_member(boost::asio::io_context& loop, const config::fleet_config& settings, services_source services,
-                 flip_fn flip);
+                 flip_fn flip, hold_fn hold, pause_fn pause);
     ~fleet_member();
     fleet_member(const fleet_member&) = delete;
     fleet_member& operator=(const fleet_member&) = delete;
@@ -61,6 +74,17 @@ public:
     /// not answer, so the fleet cannot act as one. nullopt: it may go ahead. On the loop.
     std::optional<std::string> refusal(const std::string& service, std::string_view command) const;
 
+    /// `tunnelctl pause SERVICE [--timeout T]` on a member: every member holds new clients of
+    /// `service` until T (wall clock) or `resume_fleet`. Answers once etcd has the pause. On the loop.
+    boost::asio::awaitable<cutover::command_result> pause_fleet(std::string service, config::duration timeout);
+    boost::asio::awaitable<cutover::command_result> resume_fleet(std::string service);
+
+    /// `tunnelctl switch SERVICE` (or rollback: `to` old) on a member: the whole fleet, with this
+    /// member as coordinator (docs/fleet.md, "The fleet switch"). Progress lines name each
+    /// member's acknowledgement. The lag gate was checked by the caller. On the loop.
+    boost::asio::awaitable<cutover::command_result> switch_fleet(std::string service, proxy::side to,
+                                                                 cutover::progress_fn progress);
+
 private:
     std::map<std::string, fleet::member_record> records();
     void on_view(const fleet::fleet_view& view);
@@ -68,11 +92,43 @@ private:
     /// Flips each service that is behind the fleet's committed side (fleet::react's `flip`) onto
     /// it, one flip per service at a time; a failed flip is tried again after a pause.
     void follow_committed();
+    /// Pauses or resumes each service as its fleet-wide pause record says.
+    void follow_pause();
+    /// The answer to a fleet-wide pause or resume (`what`) once etcd has it, or why not.
+    cutover::command_result recorded(const std::string& service, std::string_view what,
+                                     const std::optional<std::string>& etcd_error);
     boost::asio::awaitable<void> flip(std::string service, fleet::member_action action);
+    /// This member's part in the fleet switch `epoch` towards `to`: held until the epoch record
+    /// is committed (or the coordinator here decides), then released.
+    struct hold_task;
+    boost::asio::awaitable<void> hold(std::string service, std::shared_ptr<hold_task> task);
+    /// Takes over `service`'s switch whose coordinator is gone (takeover_watch), resolves it.
+    boost::asio::awaitable<void> take_over(std::string service, fleet::epoch_state found);
+    /// The coordinator's servers' part: this member's own hold runs the server steps; without a
+    /// hold of `epoch` (a takeover), an ordinary switch of this host does (it adopts servers
+    /// that are already switched).
+    boost::asio::awaitable<fleet::servers_switched> switch_servers_here(std::string service, std::int64_t epoch,
+                                                                        fleet::side to);
+
+    /// A fleet switch this member holds its clients for.
+    struct hold_task {
+        hold_task(boost::asio::io_context& loop, std::int64_t epoch, fleet::side to)
+            : to(to), gate(std::make_shared<cutover::fleet_gate>(loop.get_executor(), epoch)),
+              done(loop, std::chrono::steady_clock::time_point::max())
+        {
+        }
+        fleet::side to;
+        std::shared_ptr<cutover::fleet_gate> gate;
+        bool acknowledged = false;
+        std::optional<cutover::command_result> result; ///< set when released
+        boost::asio::steady_timer done;                ///< never expires; cancelled when released
+    };
 
     config::fleet_config settings_;
     services_source services_;
     flip_fn flip_;
+    hold_fn hold_;
+    pause_fn pause_;
     boost::asio::io_context& loop_;
     fleet::etcd::client client_;
     fleet::membership membership_;
@@ -81,6 +137,15 @@ private:
     std::map<std::string, fleet::member_record> offered_; ///< the records last offered; on the loop
     std::map<std::string, fleet::side> sides_;            ///< each service's side as last seen; on the loop
     std::set<std::string> flipping_;                      ///< services with a flip under way; on the loop
+    std::map<std::string, std::shared_ptr<hold_task>> holds_; ///< fleet switches held for; on the loop
+    std::map<std::string, std::int64_t> last_hold_;        ///< the epoch last held for, per service; on the loop
+    /// Services whose fleet switch runs here, with the operator's progress; on the loop.
+    std::map<std::string, cutover::progress_fn> coordinating_;
+    std::map<std::string, fleet::takeover_watch> takeovers_; ///< per service; on the loop
+    /// Services paused here because the fleet is paused (the pause's until_ms), and those with a
+    /// pause or resume under way; on the loop.
+    std::map<std::string, std::int64_t> paused_by_fleet_;
+    std::set<std::string> pausing_;
     std::map<std::string, std::chrono::steady_clock::time_point> retry_flip_at_; ///< after a failed flip; on the loop
 
     mutable std::mutex mutex_;

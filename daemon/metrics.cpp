@@ -105,6 +105,15 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
                         "Members on another side than the fleet's committed one, or on an older epoch."};
     family fleet_follows{"tunneld_fleet_follows_total", counter,
                          "Times this member flipped to the side its fleet committed while it was away."};
+    family fleet_switches{"tunneld_fleet_switches_total", counter,
+                          "Fleet switches coordinated by this member, by outcome."};
+    family fleet_acks{"tunneld_fleet_last_switch_acks", gauge,
+                      "Members that acknowledged the last fleet switch coordinated by this member."};
+    family fleet_ack_seconds{"tunneld_fleet_last_switch_slowest_ack_seconds", gauge,
+                             "The slowest acknowledgement of the last fleet switch coordinated by this member."};
+    family fleet_hold_seconds{"tunneld_fleet_last_switch_hold_seconds", gauge,
+                              "From the first member's hold to the last member's release, for the last fleet "
+                              "switch coordinated by this member that committed."};
 
     family sessions{"tunneld_tunnel_sessions", gauge, "SSH sessions configured for the tunnel."};
     family sessions_up{"tunneld_tunnel_sessions_up", gauge,
@@ -187,6 +196,17 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
             fleet_members.add({{"service", s}}, count(fleet->members));
             fleet_behind.add({{"service", s}}, count(fleet->behind));
             fleet_follows.add({{"service", s}}, count(fleet->follows));
+            if (const auto sw = fleet->switches.find(s); sw != fleet->switches.end())
+                for (const auto& [outcome, n] : sw->second)
+                    fleet_switches.add({{"service", s}, {"outcome", outcome}}, static_cast<double>(n));
+            const auto seconds = [&s](const std::map<std::string, std::chrono::milliseconds>& per_service,
+                                      family& f) {
+                if (const auto found = per_service.find(s); found != per_service.end())
+                    f.add({{"service", s}}, static_cast<double>(found->second.count()) / 1000.0);
+            };
+            if (fleet->last_acks.contains(s)) fleet_acks.add({{"service", s}}, count(fleet->last_acks));
+            seconds(fleet->last_ack, fleet_ack_seconds);
+            seconds(fleet->last_hold, fleet_hold_seconds);
         }
     }
 
@@ -245,7 +265,11 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
                       &fleet_epoch,
                       &fleet_members,
                       &fleet_behind,
-                      &fleet_follows})
+                      &fleet_follows,
+                      &fleet_switches,
+                      &fleet_acks,
+                      &fleet_ack_seconds,
+                      &fleet_hold_seconds})
         out.push_back(std::move(f->out));
     return out;
 }

@@ -245,6 +245,13 @@ void runtime::start_fleet()
         control_loop(), *settings_->fleet, [this] { return controller_->snapshot(); },
         [this](std::string service, proxy::side to, std::string why) {
             return follow_fleet(std::move(service), to, std::move(why));
+        },
+        [this](std::string service, proxy::side to, std::shared_ptr<cutover::fleet_gate> gate, bool coordinating,
+               cutover::progress_fn progress) {
+            return hold_for_fleet(std::move(service), to, std::move(gate), coordinating, std::move(progress));
+        },
+        [this](std::string service, std::optional<config::duration> timeout) {
+            return pause_for_fleet(std::move(service), timeout);
         });
     fleet_->start();
 }
@@ -276,6 +283,59 @@ asio::awaitable<cutover::command_result> runtime::follow_fleet(std::string servi
     // something are history.
     if (result.result == cutover::verdict::done || result.result == cutover::verdict::failed)
         record_history(std::move(e));
+    co_return result;
+}
+
+asio::awaitable<cutover::command_result> runtime::pause_for_fleet(std::string service,
+                                                                  std::optional<config::duration> timeout)
+{
+    const auto before = controller_->snapshot(service);
+    cutover::command_result result;
+    if (timeout)
+        result = co_await controller_->pause(service, timeout);
+    else
+        result = co_await controller_->resume(service);
+    if (result.result == cutover::verdict::refused && !timeout) co_return result; // not paused (timed out): nothing done
+    cutover::history_entry e;
+    e.time = cutover::utc_now();
+    e.service = service;
+    e.action = timeout ? cutover::history_action::pause : cutover::history_action::resume;
+    e.from = e.to = before.empty() ? "" : std::string(proxy::to_string(before.front().route.active));
+    e.user = "fleet";
+    e.result = result.ok() ? cutover::history_result::done : cutover::history_result::failed;
+    e.reason = result.ok() ? fmt::format("fleet {} {}", settings_->fleet->name, timeout ? "paused" : "resumed")
+                           : result.error;
+    record_history(std::move(e));
+    co_return result;
+}
+
+asio::awaitable<cutover::command_result> runtime::hold_for_fleet(std::string service, proxy::side to,
+                                                                 std::shared_ptr<cutover::fleet_gate> gate,
+                                                                 bool coordinating, cutover::progress_fn progress)
+{
+    const auto before = controller_->snapshot(service);
+    const auto epoch = gate->epoch();
+    auto result = co_await controller_->switch_side(service, to, std::nullopt, false, std::move(progress),
+                                                    std::move(gate));
+    // The member the switch was typed on records it with its operator (the control socket).
+    if (coordinating || result.result == cutover::verdict::busy || result.result == cutover::verdict::refused)
+        co_return result;
+    cutover::history_entry e;
+    e.time = cutover::utc_now();
+    e.service = service;
+    e.action = to == proxy::side::old_side ? cutover::history_action::rollback : cutover::history_action::switch_side;
+    e.from = before.empty() ? "" : std::string(proxy::to_string(before.front().route.active));
+    e.to = std::string(proxy::to_string(to));
+    e.mode = "pause";
+    e.user = "fleet";
+    if (result.held) e.held_ms = result.held->count();
+    e.cut = result.cut;
+    e.moved = result.moved;
+    e.adopted = result.adopted;
+    e.result = result.ok() ? cutover::history_result::done : cutover::history_result::failed;
+    e.reason = result.ok() ? fmt::format("fleet {} epoch {}", settings_->fleet->name, epoch)
+                           : fmt::format("fleet {} epoch {}: {}", settings_->fleet->name, epoch, result.error);
+    record_history(std::move(e));
     co_return result;
 }
 

@@ -67,6 +67,14 @@ private:
     /// Moves `service` onto `to`, the side its fleet committed while this member was away, and
     /// records it in the history (operator "fleet", `why`). On the control loop.
     asio::awaitable<cutover::command_result> follow_fleet(std::string service, proxy::side to, std::string why);
+    /// This member's part in a fleet switch of `service` (held, then released as `gate` decides),
+    /// recorded in the history as operator "fleet" unless the switch was typed here. On the loop.
+    /// Pauses `service` here for `timeout` (nullopt: resumes it) because the fleet is paused (or
+    /// resumed), recorded in the history as operator "fleet". On the control loop.
+    asio::awaitable<cutover::command_result> pause_for_fleet(std::string service, std::optional<config::duration> timeout);
+    asio::awaitable<cutover::command_result> hold_for_fleet(std::string service, proxy::side to,
+                                                            std::shared_ptr<cutover::fleet_gate> gate,
+                                                            bool coordinating, cutover::progress_fn progress);
     void start_service(std::shared_ptr<const config::service_config> settings);
     std::optional<cutover::probe_endpoints> probe_endpoints_for(const config::service_config& settings);
     void stop_service(const std::string& name);

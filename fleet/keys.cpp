@@ -34,6 +34,8 @@ std::string key_layout::member_key(std::string_view service, std::string_view me
     return members_prefix(service) + std::string(member);
 }
 
+std::string key_layout::pause_key(std::string_view service) const { return service_prefix(service) + "pause"; }
+
 std::optional<key_layout::named> key_layout::parse(std::string_view key) const
 {
     constexpr std::string_view services = "services/";
@@ -47,6 +49,10 @@ std::optional<key_layout::named> key_layout::parse(std::string_view key) const
     out.service = std::string(key.substr(0, slash));
     const std::string_view rest = key.substr(slash + 1);
     if (rest == "epoch") return out;
+    if (rest == "pause") {
+        out.what = named::kind::pause;
+        return out;
+    }
     constexpr std::string_view members = "members/";
     if (!rest.starts_with(members)) return std::nullopt;
     const std::string_view member = rest.substr(members.size());
@@ -135,6 +141,18 @@ std::optional<epoch_record> decode_epoch_record(std::string_view text)
         out.target = parse_side(*target);
     }
     return out;
+}
+
+std::string encode(const pause_record& r) { return json{{"until_ms", r.until_ms}, {"by", r.by}}.dump(); }
+
+std::optional<pause_record> decode_pause_record(std::string_view text)
+{
+    const json doc = parse_object(text);
+    if (!doc.is_object()) return std::nullopt;
+    const auto until = field<std::int64_t>(doc, "until_ms");
+    const auto by = field<std::string>(doc, "by");
+    if (!until || *until < 0 || !by) return std::nullopt;
+    return pause_record{*until, *by};
 }
 
 } // namespace tunneld::fleet

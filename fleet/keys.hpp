@@ -27,11 +27,12 @@ public:
     std::string epoch_key(std::string_view service) const;
     std::string members_prefix(std::string_view service) const;
     std::string member_key(std::string_view service, std::string_view member) const;
+    std::string pause_key(std::string_view service) const;
 
     /// What a key under root() names; nullopt for any other key (ignored, never an error: a
     /// later version may add keys).
     struct named {
-        enum class kind { epoch, member };
+        enum class kind { epoch, member, pause };
         kind what = kind::epoch;
         std::string service;
         std::string member; ///< for kind::member
@@ -79,5 +80,15 @@ struct epoch_state {
 
 std::string encode(const epoch_record&);
 std::optional<epoch_record> decode_epoch_record(std::string_view json);
+
+/// A fleet-wide pause of a service (`tunnelctl pause` on a member): every member holds new
+/// clients until `until_ms` (wall clock, Unix ms) or until the key is deleted (`resume`).
+struct pause_record {
+    std::int64_t until_ms = 0;
+    std::string by; ///< the member it was typed on
+    friend bool operator==(const pause_record&, const pause_record&) = default;
+};
+std::string encode(const pause_record&);
+std::optional<pause_record> decode_pause_record(std::string_view json);
 
 } // namespace tunneld::fleet

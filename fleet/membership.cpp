@@ -25,6 +25,8 @@ fleet_view make_view(const key_layout& keys, const prefix_mirror& mirror)
                 service.epoch = epoch_state{std::move(*record), kv.mod_revision};
             else
                 service.epoch_malformed = true;
+        } else if (named->what == key_layout::named::kind::pause) {
+            service.pause = decode_pause_record(kv.value);
         } else {
             // entries() is ordered by key, so members come sorted by name within a service.
             service.members.push_back({named->member, decode_member_record(kv.value), kv.mod_revision});

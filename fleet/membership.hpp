@@ -35,6 +35,7 @@ struct fleet_view {
         std::optional<epoch_state> epoch; ///< nullopt: no epoch key, or one that did not decode
         bool epoch_malformed = false;
         std::vector<member_entry> members; ///< sorted by member name
+        std::optional<pause_record> pause; ///< a fleet-wide pause (a malformed one reads as none)
     };
     std::map<std::string, service_entry> services;
 };

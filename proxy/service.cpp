@@ -1,11 +1,14 @@
 #include "proxy/service.hpp"
 
 #include "proxy/backend_path.hpp"
+#include "tunnel/tunnel.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
 #include <random>
@@ -167,39 +170,62 @@ std::size_t service::cut_unmoved(side from)
     return clients.size();
 }
 
+asio::io_context& service::loop_for_next_client()
+{
+    const route r = current_route();
+    if (!r.split_percent && tunnels_) {
+        const auto cfg = settings();
+        const auto& backend = r.active == side::old_side ? cfg->old_backend : cfg->new_backend;
+        if (backend.via) {
+            if (const auto pool = tunnels_(*backend.via)) {
+                const auto home = pool->open_executor(loops_.front()->get_executor());
+                for (auto* loop : loops_)
+                    if (home == asio::any_io_executor(loop->get_executor())) return *loop;
+            }
+        }
+    }
+    return *loops_[next_loop_++ % loops_.size()];
+}
+
 asio::awaitable<void> service::accept_loop()
 {
     asio::steady_timer backoff(co_await asio::this_coro::executor);
     auto next_accept_warning = std::chrono::steady_clock::time_point{};
     std::uint64_t failed_accepts = 0;
+    // Wait for a connection, then choose its loop: the tunnel sessions' loads are those of the
+    // moment it arrived, not of the previous accept.
+    acceptor_->non_blocking(true);
     for (;;) {
-        auto& target = *loops_[next_loop_++ % loops_.size()];
-        auto [ec, client] = co_await acceptor_->async_accept(target, as_tuple(use_awaitable));
-        if (ec == asio::error::operation_aborted || !acceptor_->is_open()) co_return;
-        if (ec) {
-            // Out of file descriptors (or another transient failure): the pending connection stays in
-            // the backlog, so retrying at once would spin. Pause briefly, then accept again.
-            // One line per 10s at most: a host stuck at its fd limit must not flood the journal.
-            const auto now = std::chrono::steady_clock::now();
-            ++failed_accepts;
-            if (now >= next_accept_warning) {
-                spdlog::warn(
-                    "service={} accept failed: {} ({} times since the last report); retrying every 100ms",
-                    name_, ec.message(), failed_accepts);
-                failed_accepts = 0;
-                next_accept_warning = now + std::chrono::seconds(10);
-            }
-            backoff.expires_after(std::chrono::milliseconds(100));
-            co_await backoff.async_wait(as_tuple(use_awaitable));
-            continue;
+        auto [wait_ec] = co_await acceptor_->async_wait(tcp::acceptor::wait_read, as_tuple(use_awaitable));
+        if (wait_ec == asio::error::operation_aborted || !acceptor_->is_open()) co_return;
+        boost::system::error_code ec;
+        for (;;) {
+            auto& target = loop_for_next_client();
+            auto client = acceptor_->accept(target, ec);
+            if (ec) break;
+            // The lambda keeps the service alive as long as any of its clients.
+            asio::co_spawn(
+                target,
+                [self = shared_from_this(), c = std::move(client)]() mutable {
+                    return self->serve(std::move(c));
+                },
+                asio::detached);
         }
-        // The lambda keeps the service alive as long as any of its clients.
-        asio::co_spawn(
-            target,
-            [self = shared_from_this(), c = std::move(client)]() mutable {
-                return self->serve(std::move(c));
-            },
-            asio::detached);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+        if (ec == asio::error::operation_aborted || !acceptor_->is_open()) co_return;
+        // Out of file descriptors (or another transient failure): the pending connection stays in
+        // the backlog, so retrying at once would spin. Pause briefly, then accept again.
+        // One line per 10s at most: a host stuck at its fd limit must not flood the journal.
+        const auto now = std::chrono::steady_clock::now();
+        ++failed_accepts;
+        if (now >= next_accept_warning) {
+            spdlog::warn("service={} accept failed: {} ({} times since the last report); retrying every 100ms",
+                         name_, ec.message(), failed_accepts);
+            failed_accepts = 0;
+            next_accept_warning = now + std::chrono::seconds(10);
+        }
+        backoff.expires_after(std::chrono::milliseconds(100));
+        co_await backoff.async_wait(as_tuple(use_awaitable));
     }
 }
 

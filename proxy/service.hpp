@@ -110,6 +110,10 @@ private:
     };
 
     asio::awaitable<void> accept_loop();
+    /// The loop a new client is served on: when every new client goes through a tunnel, the loop
+    /// of the session its channel would open on (the open and the pumps then stay on the thread
+    /// that accepted it when they can); else the next loop in turn.
+    asio::io_context& loop_for_next_client();
     asio::awaitable<void> serve(asio::ip::tcp::socket client);
     asio::awaitable<bool> wait_while_held(std::uint64_t id, asio::ip::tcp::socket& client);
     void release_held();

@@ -33,7 +33,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
@@ -68,92 +67,10 @@ def expect(condition: bool, what: str) -> None:
 # legacy traffic
 
 
-class Writer:
-    """`threads` application connections through tunneld's port, each writing unique keys
-    `prefix:T:N` in a loop (reconnecting after an error). Every +OK is an acknowledged write."""
-
-    def __init__(self, port: int, prefix: str, threads: int = 4):
-        self.port = port
-        self.prefix = prefix
-        self.acked: list[str] = []
-        self.errors = 0
-        self.error_kinds: dict[str, int] = {}
-        self.max_latency = 0.0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                         for i in range(threads)]
-
-    def start(self) -> "Writer":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        stuck = sum(t.is_alive() for t in self._threads)
-        expect(stuck == 0, f"{stuck} writer connections still stuck {timeout:.0f}s after stop")
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.acked)
-
-    def _error(self, kind: str) -> None:
-        with self._lock:
-            self.errors += 1
-            self.error_kinds[kind[:60]] = self.error_kinds.get(kind[:60], 0) + 1
-
-    def _run(self, index: int) -> None:
-        conn = None
-        n = 0
-        while not self._stop.is_set():
-            if conn is None:
-                try:
-                    conn = tb.RespClient(self.port, timeout=15)
-                except OSError as e:
-                    self._error(f"connect: {type(e).__name__}")
-                    time.sleep(0.05)
-                    continue
-            key = f"{self.prefix}:{index}:{n}"
-            n += 1
-            started = time.monotonic()
-            try:
-                reply = conn.command("SET", key, "legacy")
-            except tb.RespError as e:
-                self._error(f"reply: {e}")
-                time.sleep(0.01)
-                continue
-            except (OSError, ConnectionError) as e:
-                self._error(f"io: {type(e).__name__}")
-                conn.close()
-                conn = None
-                continue
-            with self._lock:
-                self.max_latency = max(self.max_latency, time.monotonic() - started)
-                if reply == "OK":
-                    self.acked.append(key)
-            if reply != "OK":
-                self._error(f"unexpected reply {reply!r}")
-        if conn is not None:
-            conn.close()
-
-    def summary(self) -> str:
-        errors = f"{self.errors} errors" + (f" {self.error_kinds}" if self.errors else "")
-        return (f"{len(self.acked)} acknowledged writes, {errors}, "
-                f"slowest write {self.max_latency * 1000:.0f}ms")
-
-
-def missing_keys(redis: tb.Redis, keys: list[str]) -> list[str]:
-    missing = []
-    with redis.client(timeout=30) as c:
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            if c.command("EXISTS", *chunk) != len(chunk):
-                missing += [k for k in chunk if c.command("EXISTS", k) != 1]
-    return missing
+def writer_summary(writer: tb.RedisWriter) -> str:
+    errors = f"{writer.errors} errors" + (f" {writer.error_samples}" if writer.errors else "")
+    return (f"{len(writer.acked)} acknowledged writes, {errors}, "
+            f"slowest write {writer.max_latency * 1000:.0f}ms")
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,7 +153,7 @@ def held_ms(text: str) -> str:
 def run(args: argparse.Namespace) -> None:
     with tb.TestBed() as bed:
         relay = None
-        writers: list[Writer] = []
+        writers: list[tb.RedisWriter] = []
         daemon = None
         try:
             banner("1. test bed: sshd (the gateway), redis old (primary), redis new (replica)")
@@ -292,11 +209,11 @@ def run(args: argparse.Namespace) -> None:
                 tunnelctl(daemon, "tunnels")
 
             banner("3. legacy traffic: a writer through tunneld's port (4 connections)")
-            writer = Writer(port, "legacy").start()
+            writer = tb.RedisWriter(port, "legacy", threads=4).start()
             writers.append(writer)
             wait_for(lambda: writer.count() >= 200, 15, "the writer's first 200 writes")
             time.sleep(1.0)
-            say(f"writer so far: {writer.summary()}")
+            say(f"writer so far: {writer_summary(writer)}")
             svc = service(daemon)
             expect(svc["active"] == "old", f"service should be on old, status says {svc}")
             say(f"clients on old: {svc['connections']['old']}, on new: "
@@ -353,14 +270,14 @@ def run(args: argparse.Namespace) -> None:
                    f"old still accepts writes after the fence: {answer}")
             expect(writer.count() > before, "the writer made no progress after the switch")
             writer.stop()
-            say(f"writer stopped: {writer.summary()}")
-            missing = missing_keys(new, writer.acked)
+            say(f"writer stopped: {writer_summary(writer)}")
+            missing = tb.missing_keys(new, writer.acked)
             expect(not missing, f"{len(missing)} acknowledged writes missing on the new "
                                 f"primary, e.g. {missing[:5]}")
             say(f"all {len(writer.acked)} acknowledged writes are on the new primary")
 
             banner("7. rollback: `tunnelctl rollback redis` with the writer running")
-            writer2 = Writer(port, "after-switch").start()
+            writer2 = tb.RedisWriter(port, "after-switch", threads=4).start()
             writers.append(writer2)
             wait_for(lambda: writer2.count() >= 200, 15, "writes through tunneld to new")
             started = time.monotonic()
@@ -382,21 +299,21 @@ def run(args: argparse.Namespace) -> None:
                    f"new still accepts writes after the rollback: {answer}")
             expect(writer2.count() > before, "the writer made no progress after the rollback")
             writer2.stop()
-            say(f"writer stopped: {writer2.summary()}")
+            say(f"writer stopped: {writer_summary(writer2)}")
             everything = writer.acked + writer2.acked
-            missing = missing_keys(old, everything)
+            missing = tb.missing_keys(old, everything)
             expect(not missing, f"{len(missing)} acknowledged writes missing on old after the "
                                 f"rollback, e.g. {missing[:5]}")
             say(f"all {len(everything)} acknowledged writes (both phases) are on old, "
                 f"the primary again")
 
             banner("summary")
-            say(f"switch:   clients held {switch_held}, {switch_moved} moved; writer: {writer.summary()}")
+            say(f"switch:   clients held {switch_held}, {switch_moved} moved; writer: {writer_summary(writer)}")
             say(f"rollback: clients held {rollback_held}, {rollback_moved} moved; writer: "
-                f"{writer2.summary()}")
+                f"{writer_summary(writer2)}")
             expect(writer.errors == 0 and writer2.errors == 0,
                    "the writer's connections must be moved, not cut: "
-                   f"{writer.error_kinds} at the switch, {writer2.error_kinds} at the rollback")
+                   f"{writer.error_samples} at the switch, {writer2.error_samples} at the rollback")
             say("no acknowledged write lost in either direction (errors are requests that were "
                 "refused or cut, never acknowledged; the writer retries them)")
 

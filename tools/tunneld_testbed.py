@@ -353,6 +353,139 @@ class RespClient:
         raise RespError(f"unexpected reply line {line!r}")
 
 
+class Workers:
+    """`threads` threads running `self._run(index)` until stop(). Errors are counted by kind in
+    `errors` and `error_samples`, as an application would see them; `attempts` and
+    `max_latency` (the longest one unit of work waited) are the subclass's to update."""
+
+    def __init__(self, threads: int):
+        self.errors = 0
+        self.error_samples: dict[str, int] = {}
+        self.max_latency = 0.0
+        self.attempts = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                         for i in range(threads)]
+
+    def _run(self, index: int) -> None:
+        raise NotImplementedError
+
+    def start(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stops every thread; raises BedError naming how many are still stuck after `timeout`
+        seconds (a write that hangs is a finding, never waited for forever)."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        stuck = sum(t.is_alive() for t in self._threads)
+        if stuck:
+            raise BedError(f"{stuck} {type(self).__name__} threads still stuck {timeout:.0f}s after stop")
+
+    def _error(self, what: str) -> None:
+        with self._lock:
+            self.errors += 1
+            key = what[:70]
+            self.error_samples[key] = self.error_samples.get(key, 0) + 1
+
+
+class RedisWriter(Workers):
+    """`threads` application connections through `port` (reconnecting after an error), each
+    writing unique keys `prefix:T:N` with a unique value (`value_of(key)`); every +OK is recorded
+    in `acked` as it comes. `pace` seconds between a writer's writes (0: as fast as it can)."""
+
+    def __init__(self, port: int, prefix: str, threads: int = 8, timeout: float = 15.0,
+                 pace: float = 0.0):
+        super().__init__(threads)
+        self.port = port
+        self.prefix = prefix
+        self.timeout = timeout
+        self.pace = pace
+        self.token = os.urandom(4).hex()  # values differ between runs with the same prefix
+        self.acked: list[str] = []
+        self.max_gap = 0.0  # the longest a writer went without an acknowledged write
+
+    def value_of(self, key: str) -> str:
+        return f"{self.token}:{key}"
+
+    def _run(self, index: int) -> None:
+        conn = None
+        n = 0
+        last_ack = time.monotonic()
+        while not self._stop.is_set():
+            if conn is None:
+                try:
+                    conn = RespClient(self.port, timeout=self.timeout)
+                except OSError as e:
+                    self._error(f"connect: {type(e).__name__}")
+                    time.sleep(0.05)
+                    continue
+            key = f"{self.prefix}:{index}:{n}"
+            n += 1
+            started = time.monotonic()
+            try:
+                reply = conn.command("SET", key, self.value_of(key))
+            except RespError as e:
+                self._error(f"reply: {e}")
+                time.sleep(0.01)
+                continue
+            except (OSError, ConnectionError) as e:
+                self._error(f"io: {type(e).__name__}")
+                conn.close()
+                conn = None
+                continue
+            finally:
+                now = time.monotonic()
+                with self._lock:
+                    self.attempts += 1
+                    self.max_latency = max(self.max_latency, now - started)
+                    self.max_gap = max(self.max_gap, now - last_ack)
+            if reply == "OK":
+                last_ack = now
+                with self._lock:
+                    self.acked.append(key)
+            else:
+                self._error(f"unexpected reply {reply!r}")
+            if self.pace:
+                time.sleep(self.pace)
+        if conn is not None:
+            conn.close()
+
+    def acknowledged(self) -> list[str]:
+        """A copy of the keys acknowledged so far."""
+        with self._lock:
+            return list(self.acked)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.acked)
+
+    def summary(self) -> str:
+        return (f"acked={len(self.acked)} attempts={self.attempts} errors={self.errors} "
+                f"max_latency={self.max_latency * 1000:.0f}ms samples={self.error_samples}")
+
+
+def missing_keys(redis: "Redis", keys: list[str], value_of=None) -> list[str]:
+    """The keys of `keys` that `redis` does not have (or, with `value_of`, does not hold with
+    the value `value_of(key)`)."""
+    missing = []
+    with redis.client(timeout=30) as c:
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            if value_of is None:
+                if c.command("EXISTS", *chunk) != len(chunk):
+                    missing += [k for k in chunk if c.command("EXISTS", k) != 1]
+                continue
+            values = c.command("MGET", *chunk)
+            missing += [k for k, v in zip(chunk, values) if v != value_of(k)]
+    return missing
+
+
 def parse_info(text: str) -> dict[str, str]:
     """`INFO` text to a dict (section headers and blank lines skipped)."""
     fields = {}

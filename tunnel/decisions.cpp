@@ -31,7 +31,11 @@ std::optional<std::size_t> least_loaded(std::span<const session_load> sessions, 
             if (!sessions[i].healthy || (sessions[i].gateway_down && !allow_down)) continue;
             // `channels` counts opens in flight: an idle session takes the next open before one
             // whose open is under way, and clients still spread evenly over the gateways.
-            if (!best || sessions[i].channels < sessions[*best].channels) best = i;
+            // Among equally loaded sessions, one on the caller's loop opens and pumps without
+            // waking another thread (a wake-up costs more than the whole open on a busy host).
+            if (!best || sessions[i].channels < sessions[*best].channels ||
+                (sessions[i].channels == sessions[*best].channels && sessions[i].local && !sessions[*best].local))
+                best = i;
         }
         if (best) return best;
     }

@@ -27,14 +27,15 @@ struct session_load {
     unsigned channels = 0;     ///< open channels plus opens in flight
     bool gateway_down = false; ///< another session of its gateway failed and none has come back since
     unsigned opening = 0;      ///< opens in flight (libssh2 runs one open at a time per session)
+    bool local = false;        ///< runs on the caller's event loop: no thread hop to open and pump
 };
 
 /// Index of the healthy session with the fewest channels, taken from sessions whose gateway is
 /// not down if there is any such session, else from all healthy ones (one gateway behaves as if
 /// there were no gateways at all). Among those, a session with no open in flight goes first:
 /// a session opens one channel at a time, so an open queued behind another waits a round trip
-/// that an idle session would not. Ties go to the first one at or after `start` (rotating
-/// `start` spreads ties); nullopt when none is healthy.
+/// that an idle session would not. Ties go to a `local` session, then to the first one at or
+/// after `start` (rotating `start` spreads ties); nullopt when none is healthy.
 std::optional<std::size_t> least_loaded(std::span<const session_load> sessions,
                                         std::size_t start = 0) noexcept;
 

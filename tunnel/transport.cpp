@@ -12,6 +12,7 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <cstring>
+#include <tuple>
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -106,7 +107,7 @@ ssize_t transport::on_send(libssh2_socket_t fd, const void* buffer, size_t lengt
     // session and may deadlock in a rekey during a partial write.
     const auto* bytes = static_cast<const char*>(buffer);
     self->out_.insert(self->out_.end(), bytes, bytes + length);
-    if (self->writer_waiting_) self->writer_wake_.raise();
+    if (self->writer_waiting_ && self->batching_ == 0) self->writer_wake_.raise();
     return static_cast<ssize_t>(length);
 }
 
@@ -378,15 +379,36 @@ asio::awaitable<void> transport::writer([[maybe_unused]] std::shared_ptr<transpo
         }
         flight.swap(out_);
         out_.clear();
-        auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(flight), use_tuple);
+        // Channels stop writing while out_ is at the high-water mark; out_ then became this flight.
+        const bool was_full = flight.size() >= out_high_water;
+        // A non-blocking send first: async_write would complete even an immediate send through
+        // the event loop's queue, a second trip per flight.
+        boost::system::error_code ec;
+        std::size_t sent = 0;
+        if (const auto n = ::send(ssh_fd_, flight.data(), flight.size(), MSG_DONTWAIT | MSG_NOSIGNAL); n > 0)
+            sent = static_cast<std::size_t>(n);
+        if (sent < flight.size())
+            std::tie(ec, std::ignore) = co_await asio::async_write(
+                socket_, asio::buffer(flight.data() + sent, flight.size() - sent), use_tuple);
         flight.clear();
         if (failed_) break;
         if (ec) {
             fail(make_error_code(tunnel_errc::session_lost), fmt::format("send failed: {}", ec.message()));
             break;
         }
-        notify(); // below the high-water mark again: blocked channel writes may go on
+        if (was_full) notify(); // below the high-water mark again: blocked channel writes may go on
     }
+}
+
+void transport::flush()
+{
+    if (out_.empty() || failed_) return;
+    // A write in flight (the writer is not waiting) takes out_ after it: keep the order.
+    if (!writer_waiting_) return;
+    const auto n = ::send(ssh_fd_, out_.data(), out_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) out_.erase(out_.begin(), out_.begin() + n);
+    // The rest (or an error, which the writer's own send reports) goes to the writer.
+    if (!out_.empty()) writer_wake_.raise();
 }
 
 asio::awaitable<void> transport::ticker([[maybe_unused]] std::shared_ptr<transport> self)
@@ -435,9 +457,14 @@ asio::awaitable<boost::system::error_code> transport::serve()
     established_ = true;
     while (!failed_) {
         bool more = false;
-        for (int pass = 0; pass < 32 && !failed_; ++pass) {
-            more = service_once();
-            if (!more) break;
+        {
+            // What the passes send leaves in one send at their end (or with the writer if a
+            // write is in flight), not after a trip of the writer through the event loop.
+            const output_batch batch(*this);
+            for (int pass = 0; pass < 32 && !failed_; ++pass) {
+                more = service_once();
+                if (!more) break;
+            }
         }
         if (failed_) break;
         if (more) {
@@ -562,7 +589,17 @@ void transport::async_open(std::string host, std::uint16_t port, open_handler ha
         return;
     }
     opens_.push_back(std::move(request));
-    notify();
+    if (!may_call_now()) return notify();
+    // Send the open now rather than after a trip through the driver.
+    servicing_ = true;
+    {
+        const output_batch batch(*this);
+        service_opens();
+    }
+    servicing_ = false;
+    // The driver takes the reply when it arrives (the reader wakes it); it must start the next
+    // open itself only when this call finished the one in front.
+    if (!failed_ && !opens_.empty() && !opens_.front().started_) notify();
 }
 
 void transport::free_agent()

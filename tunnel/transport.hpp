@@ -97,6 +97,25 @@ public:
     /// Wakes the driver: a channel has a new operation, or I/O progressed.
     void notify() { wake_.raise(); }
 
+    /// While one lives, what libssh2 sends is held and, at its end, sent at once with one
+    /// non-blocking send when no write is in flight; the writer takes what the socket does not.
+    /// Saves the writer's trip through the event loop. Only around work that ends a burst (the
+    /// driver's passes, an open): a channel operation leaves its packets to the writer, which
+    /// sends those of every operation run in the meantime in one go.
+    class output_batch {
+    public:
+        explicit output_batch(transport& t) : transport_(t) { ++transport_.batching_; }
+        ~output_batch()
+        {
+            if (--transport_.batching_ == 0) transport_.flush();
+        }
+        output_batch(const output_batch&) = delete;
+        output_batch& operator=(const output_batch&) = delete;
+
+    private:
+        transport& transport_;
+    };
+
     /// True when a channel may call libssh2 right now, outside the driver's pass: the session is
     /// up and no libssh2 call is on the stack. Saves a trip through the driver per operation.
     bool may_call_now() const noexcept { return established_ && !failed_ && !servicing_; }
@@ -151,6 +170,8 @@ private:
     asio::awaitable<boost::system::error_code> authenticate();
     bool service_once();
     bool service_opens();
+    /// Sends out_ now if the writer is idle (output_batch); wakes the writer for the rest.
+    void flush();
     bool service_retired();
     void complete_open(open_request& request, boost::system::error_code ec, std::shared_ptr<channel> ch);
     std::string label() const;
@@ -188,6 +209,7 @@ private:
     std::vector<LIBSSH2_CHANNEL*> retired_;
     std::deque<open_request> opens_;
 
+    unsigned batching_ = 0;  ///< output_batch objects alive: on_send leaves the writer asleep
     bool reader_blocked_ = false;
     bool writer_waiting_ = false;
     bool servicing_ = false; ///< the driver's pass is running (libssh2 calls on the stack)

@@ -304,16 +304,9 @@ public:
         // Starts an open on the least-loaded session not tried yet; `other_gateway` also skips
         // gateways that already have an open in flight (a race). False when there is none.
         auto launch = [&](bool other_gateway) {
-            std::vector<session_load> loads;
-            loads.reserve(sessions_.size());
-            for (std::size_t i = 0; i < sessions_.size(); ++i) {
-                const auto g = gateway_of_[i];
-                loads.push_back({!tried[i] && sessions_[i]->stats()->up.load() &&
-                                     !(other_gateway && in_flight[g] > 0),
-                                 sessions_[i]->stats()->channels.load() + sessions_[i]->opening.load(),
-                                 gateways_[g]->down.load(), sessions_[i]->opening.load()});
-            }
-            const auto pick = least_loaded(loads, next_++ % sessions_.size());
+            const auto pick = choose(caller, next_++, [&](std::size_t i) {
+                return !tried[i] && !(other_gateway && in_flight[gateway_of_[i]] > 0);
+            });
             if (!pick) return false;
             tried[*pick] = true;
             const auto g = gateway_of_[*pick];
@@ -361,6 +354,12 @@ public:
                 race_at = launch(true) ? clock::now() + delay : clock::time_point::max();
             }
         }
+    }
+
+    asio::any_io_executor open_executor(const asio::any_io_executor& caller) const override
+    {
+        const auto pick = choose(caller, next_.load(), [](std::size_t) { return true; });
+        return pick ? sessions_[*pick]->executor() : caller;
     }
 
     tunnel_status status() const override
@@ -424,6 +423,22 @@ public:
     }
 
 private:
+    /// The session an open from `caller` goes to: the least loaded among the healthy ones that
+    /// `eligible` allows (decisions.hpp's least_loaded), `rotation` spreading ties.
+    template <class Eligible>
+    std::optional<std::size_t> choose(const asio::any_io_executor& caller, std::size_t rotation,
+                                      Eligible eligible) const
+    {
+        std::vector<session_load> loads;
+        loads.reserve(sessions_.size());
+        for (std::size_t i = 0; i < sessions_.size(); ++i) {
+            const auto& s = *sessions_[i];
+            loads.push_back({eligible(i) && s.stats()->up.load(), s.stats()->channels.load() + s.opening.load(),
+                             gateways_[gateway_of_[i]]->down.load(), s.opening.load(), s.executor() == caller});
+        }
+        return least_loaded(loads, rotation % sessions_.size());
+    }
+
     /// Counts one channel handed out after `took` (open_channel runs on many callers' threads).
     void count_open(clock::duration took)
     {

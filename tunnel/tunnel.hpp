@@ -78,6 +78,11 @@ public:
     virtual asio::awaitable<std::pair<std::error_code, std::shared_ptr<channel>>>
     open_channel(std::string host, std::uint16_t port) = 0;
 
+    /// Where an open_channel called from `caller` would run now: the executor of the session it
+    /// would choose (the caller's own when that session is as idle as any), or `caller` when none
+    /// is up. A caller that moves its client there first opens and pumps on one thread.
+    virtual asio::any_io_executor open_executor(const asio::any_io_executor& caller) const = 0;
+
     virtual tunnel_status status() const = 0;
     virtual bool healthy() const = 0; ///< at least one session up, on any gateway
     virtual const config::tunnel_config& settings() const = 0;

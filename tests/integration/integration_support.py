@@ -7,11 +7,9 @@ from TUNNELD_BIN / TUNNELCTL_BIN (set by ctest) or build/default.
 
 from __future__ import annotations
 
-import os
-import secrets
+import http.client
 import socket
 import sys
-import threading
 import time
 import unittest
 from pathlib import Path
@@ -133,6 +131,22 @@ def answers(client: tb.RespClient) -> str | None:
         return None
 
 
+def service_metric(daemon: tb.Tunneld, name: str, labels: str = "") -> float | None:
+    """The sample `name{service="svc"LABELS}` of the daemon's /metrics (its `health_port`), or
+    None when there is none; `labels` goes on after the service label (',outcome="committed"')."""
+    connection = http.client.HTTPConnection(tb.HOST, daemon.health_port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    prefix = f'{name}{{service="{SERVICE}"{labels}}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return None
+
+
 def tunnel_table(sshd: tb.Sshd, known_hosts=None) -> dict:
     """A [tunnels.X] table for the bed's sshd: short keepalive and reconnect for tests."""
     return {"address": f"{tb.HOST}:{sshd.port}", "user": sshd.user,
@@ -141,116 +155,6 @@ def tunnel_table(sshd: tb.Sshd, known_hosts=None) -> dict:
             "connect_timeout": "5s", "reconnect_max": "2s"}
 
 
-class Writer:
-    """`threads` writers, each with its own connection through `port` (reconnecting on error),
-    writing unique keys `prefix:T:N` with a unique value (`value_of(key)`); every +OK is recorded
-    in `acked` as it comes. `pace` seconds between a writer's writes (0: as fast as it can)."""
-
-    def __init__(self, port: int, prefix: str, threads: int = 8, timeout: float = 15.0,
-                 pace: float = 0.0):
-        self.port = port
-        self.prefix = prefix
-        self.timeout = timeout
-        self.pace = pace
-        self.token = secrets.token_hex(4)  # values differ between runs with the same prefix
-        self.acked: list[str] = []
-        self.errors = 0
-        self.error_samples: dict[str, int] = {}
-        self.max_latency = 0.0  # the longest a write waited for its reply
-        self.max_gap = 0.0      # the longest a writer went without an acknowledged write
-        self.attempts = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                         for i in range(threads)]
-
-    def value_of(self, key: str) -> str:
-        return f"{self.token}:{key}"
-
-    def start(self) -> "Writer":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        alive = [t for t in self._threads if t.is_alive()]
-        if alive:
-            raise AssertionError(f"{len(alive)} writer threads still stuck after {timeout}s")
-
-    def _error(self, what: str) -> None:
-        with self._lock:
-            self.errors += 1
-            key = what[:60]
-            self.error_samples[key] = self.error_samples.get(key, 0) + 1
-
-    def _run(self, index: int) -> None:
-        conn = None
-        n = 0
-        last_ack = time.monotonic()
-        while not self._stop.is_set():
-            if conn is None:
-                try:
-                    conn = tb.RespClient(self.port, timeout=self.timeout)
-                except OSError as e:
-                    self._error(f"connect: {type(e).__name__}")
-                    time.sleep(0.05)
-                    continue
-            key = f"{self.prefix}:{index}:{n}"
-            n += 1
-            started = time.monotonic()
-            try:
-                reply = conn.command("SET", key, self.value_of(key))
-            except tb.RespError as e:
-                self._error(f"reply: {e}")
-                time.sleep(0.01)
-                continue
-            except (OSError, ConnectionError) as e:
-                self._error(f"io: {type(e).__name__}")
-                conn.close()
-                conn = None
-                continue
-            finally:
-                now = time.monotonic()
-                with self._lock:
-                    self.attempts += 1
-                    self.max_latency = max(self.max_latency, now - started)
-                    self.max_gap = max(self.max_gap, now - last_ack)
-            if reply == "OK":
-                last_ack = now
-                with self._lock:
-                    self.acked.append(key)
-            else:
-                self._error(f"unexpected reply {reply!r}")
-            if self.pace:
-                time.sleep(self.pace)
-        if conn is not None:
-            conn.close()
-
-    def acknowledged(self) -> list[str]:
-        """A copy of the keys acknowledged so far."""
-        with self._lock:
-            return list(self.acked)
-
-    def summary(self) -> str:
-        return (f"acked={len(self.acked)} attempts={self.attempts} errors={self.errors} "
-                f"max_latency={self.max_latency * 1000:.0f}ms samples={self.error_samples}")
-
-
-def missing_keys(redis: tb.Redis, keys: list[str], value_of=None) -> list[str]:
-    """The keys of `keys` that `redis` does not have (or, with `value_of`, does not hold with
-    the value `value_of(key)`)."""
-    missing = []
-    with redis.client(timeout=30) as c:
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            if value_of is None:
-                if c.command("EXISTS", *chunk) != len(chunk):
-                    missing += [k for k in chunk if c.command("EXISTS", k) != 1]
-                continue
-            values = c.command("MGET", *chunk)
-            missing += [k for k, v in zip(chunk, values) if v != value_of(k)]
-    return missing
+# The redis writer and its check live in the test bed, shared with tools/demo.py.
+Writer = tb.RedisWriter
+missing_keys = tb.missing_keys

@@ -19,6 +19,8 @@
 // 12. A gateway with a changed host key is refused on every retry and stays down while the
 //     other serves every client.
 // 13. A 40 ms round trip (a delaying relay in front of sshd): bulk transfers arrive intact.
+// 14. A caller's open goes to the session on its own loop while that session is as idle as any
+//     (no thread hop), else to the idler session; open_executor says which beforehand.
 
 #include "tunnel/channel.hpp"
 #include "tunnel/tunnel.hpp"
@@ -615,6 +617,38 @@ TEST_P(TunnelCipher, TwoHundredConcurrentChannelsOverTwoSessions)
         asio::post(ch->get_executor(), [ch] { ch->close(); });
     channels.clear();
     EXPECT_TRUE(eventually([&] { return f.pool->status().channels == 0; }, 5s));
+}
+
+TEST_F(Tunnel, OpenRunsOnTheCallersLoopWhileItsSessionIsAsIdleAsAny)
+{
+    // Goal: a client on a loop whose session is as idle as any opens its channel there (no hop
+    // between threads); a busier local session yields to an idler one on another loop; and
+    // open_executor says beforehand where the open will run.
+    backend echo_backend(echo);
+    pool_fixture f(settings_for(*bed_, 2)); // one session on each of f.loops[0] and f.loops[1]
+    ASSERT_TRUE(f.wait_up(2));
+    const asio::any_io_executor first = f.loops[0].get_executor();
+    const asio::any_io_executor second = f.loops[1].get_executor();
+    std::vector<std::shared_ptr<channel>> kept; // open channels count as load
+    auto open_from = [&](const asio::any_io_executor& caller) {
+        auto [ec, ch] = run_on(caller, f.pool->open_channel("127.0.0.1", echo_backend.port()), 30s);
+        EXPECT_FALSE(ec) << ec.message();
+        if (ch) kept.push_back(ch);
+        return ch ? ch->get_executor() : asio::any_io_executor();
+    };
+    // Both sessions idle: each caller's own.
+    EXPECT_TRUE(f.pool->open_executor(first) == first);
+    EXPECT_TRUE(open_from(first) == first);
+    // Loads 1 / 0: the second loop's session is both local and idler.
+    EXPECT_TRUE(f.pool->open_executor(second) == second);
+    EXPECT_TRUE(open_from(second) == second);
+    // Loads 1 / 1: local again.
+    EXPECT_TRUE(open_from(first) == first);
+    // Loads 2 / 1: the first loop's caller is sent to the second loop's session.
+    EXPECT_TRUE(f.pool->open_executor(first) == second);
+    EXPECT_TRUE(open_from(first) == second);
+    for (auto& ch : kept)
+        asio::post(ch->get_executor(), [ch] { ch->close(); });
 }
 
 TEST_F(Tunnel, RefusedChannelOpenLeavesOtherChannelsFlowing)

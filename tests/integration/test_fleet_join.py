@@ -15,18 +15,19 @@ whole fleet, saying why and what to do. Real etcd and tunneld members on loopbac
  127. etcd unreachable at start: a member whose state file says new starts on new, refuses a
       switch, and when etcd comes back with no switch ever committed it stays on new (it never
       silently reverts to the default old).
- 128. A member that cannot follow (its service paused by the operator) stays on old and is
-      listed as behind (and counted in `tunneld_fleet_members_behind`); resumed, it follows
-      within seconds.
+ 128. Members that cannot follow (their service paused: a pause typed on one member pauses the
+      fleet) stay on old and are listed as behind (and counted in
+      `tunneld_fleet_members_behind`); resumed (typed on another member), they follow within
+      seconds.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import unittest
 
-from integration_support import SERVICE, IntegrationTest, daemon_config, exchange, service_config, tb
+from integration_support import (SERVICE, IntegrationTest, daemon_config, exchange, service_config,
+                                 service_metric, tb)
 
 FLEET = "bed"
 EPOCH_KEY = f"/tunneld/{FLEET}/services/{SERVICE}/epoch"
@@ -49,18 +50,6 @@ class FleetJoinTest(IntegrationTest):
         daemon.port, daemon.health_port = port, health_port
         return daemon
 
-    def metric(self, daemon: tb.Tunneld, name: str) -> float | None:
-        connection = http.client.HTTPConnection(tb.HOST, daemon.health_port, timeout=10)
-        try:
-            connection.request("GET", "/metrics")
-            text = connection.getresponse().read().decode()
-        finally:
-            connection.close()
-        prefix = f'{name}{{service="{SERVICE}"}} '
-        for line in text.splitlines():
-            if line.startswith(prefix):
-                return float(line[len(prefix):])
-        return None
 
     def commit(self, etcd: tb.Etcd, epoch: int, side: str) -> None:
         """What a coordinator's commit leaves in etcd."""
@@ -103,9 +92,9 @@ class FleetJoinTest(IntegrationTest):
             return [(m["name"], m["side"], m["epoch"], m["behind"]) for m in service["members"]] == \
                 [("a", "new", 1, False)]
         self.eventually(listed_in_step, 10, "its record says new, epoch 1, not behind")
-        self.assertEqual(self.metric(daemon, "tunneld_fleet_follows_total"), 1)
-        self.eventually(lambda: (self.metric(daemon, "tunneld_fleet_members"),
-                                 self.metric(daemon, "tunneld_fleet_members_behind")) == (1, 0), 10,
+        self.assertEqual(service_metric(daemon, "tunneld_fleet_follows_total"), 1)
+        self.eventually(lambda: (service_metric(daemon, "tunneld_fleet_members"),
+                                 service_metric(daemon, "tunneld_fleet_members_behind")) == (1, 0), 10,
                         "metrics: one member, none behind")
 
         daemon.restart()
@@ -176,29 +165,29 @@ class FleetJoinTest(IntegrationTest):
         a, c = self.start_member("a", etcd.url), self.start_member("c", etcd.url)
         for daemon in (a, c):
             self.eventually(lambda d=daemon: d.service(SERVICE)["fleet"] == "ok", 15, "both reach etcd")
+        # A pause typed on c pauses the whole fleet (a too): neither can follow.
         self.ctl_ok(c, "pause", SERVICE, "--timeout", "60s")
+        self.eventually(lambda: all(d.service(SERVICE)["state"] == "paused" for d in (a, c)), 10, "both paused")
 
         self.commit(etcd, 1, "new")
-        self.eventually(lambda: self.on(a, "new", 1), 15, "a follows")
 
         def behind():
             service = json.loads(self.ctl_ok(a, "fleet", "--json"))["services"][0]
             return {m["name"]: (m["side"], m["epoch"], m["behind"]) for m in service["members"]}
-        self.eventually(lambda: behind() == {"a": ("new", 1, False), "c": ("old", 0, True)}, 10,
-                        "c, paused, is listed behind")
-        self.assertTrue(self.on(c, "old", 0))
-        self.eventually(lambda: (self.metric(a, "tunneld_fleet_members"),
-                                 self.metric(a, "tunneld_fleet_members_behind")) == (2, 1), 10,
-                        "metrics: two members, one behind")
-        self.assertEqual(self.metric(a, "tunneld_fleet_follows_total"), 1)
-        self.assertEqual(self.metric(c, "tunneld_fleet_follows_total"), 0)
+        self.eventually(lambda: behind() == {"a": ("old", 0, True), "c": ("old", 0, True)}, 10,
+                        "a and c, paused, are listed behind")
+        self.eventually(lambda: (service_metric(a, "tunneld_fleet_members"),
+                                 service_metric(a, "tunneld_fleet_members_behind")) == (2, 2), 10,
+                        "metrics: two members, both behind")
+        self.assertEqual(service_metric(a, "tunneld_fleet_follows_total"), 0)
 
-        self.ctl_ok(c, "resume", SERVICE)
-        self.eventually(lambda: self.on(c, "new", 1), 15, "c follows once resumed")
+        self.ctl_ok(a, "resume", SERVICE)
+        for daemon in (a, c):
+            self.eventually(lambda d=daemon: self.on(d, "new", 1), 15, "each follows once resumed")
         self.eventually(lambda: behind() == {"a": ("new", 1, False), "c": ("new", 1, False)}, 10, "nobody behind")
-        self.eventually(lambda: self.metric(a, "tunneld_fleet_members_behind") == 0, 10, "metrics: none behind")
-        self.assertEqual(self.metric(c, "tunneld_fleet_follows_total"), 1)
-
+        self.eventually(lambda: service_metric(a, "tunneld_fleet_members_behind") == 0, 10, "metrics: none behind")
+        for daemon in (a, c):
+            self.assertEqual(service_metric(daemon, "tunneld_fleet_follows_total"), 1)
 
 if __name__ == "__main__":
     unittest.main()

@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 import unittest
 
@@ -24,36 +23,18 @@ from integration_support import IntegrationTest, daemon_config, service_config, 
 SERVICE = "postgres"
 
 
-class InsertWriter:
+class InsertWriter(tb.Workers):
     """`threads` writers, each running psql (one connection per insert) through `port`; an
     insert is committed when psql exits 0."""
 
     def __init__(self, port: int, threads: int = 4, timeout: float = 20.0):
+        super().__init__(threads)
         self.port = port
         self.timeout = timeout
         self.committed: list[str] = []
-        self.errors = 0
-        self.error_samples: dict[str, int] = {}
-        self.max_latency = 0.0
-        self.attempts = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                         for i in range(threads)]
-
-    def start(self) -> "InsertWriter":
-        for t in self._threads:
-            t.start()
-        return self
 
     def stop(self, timeout: float = 40.0) -> None:
-        self._stop.set()
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        alive = [t for t in self._threads if t.is_alive()]
-        if alive:
-            raise AssertionError(f"{len(alive)} insert writers still stuck after {timeout}s")
+        super().stop(timeout)
 
     def _run(self, index: int) -> None:
         n = 0
@@ -70,20 +51,17 @@ class InsertWriter:
                 result = subprocess.run(argv, capture_output=True, text=True,
                                         timeout=self.timeout, env=env)
                 ok = result.returncode == 0
-                why = result.stderr.strip().splitlines()[0][:70] if result.stderr.strip() \
+                why = result.stderr.strip().splitlines()[0] if result.stderr.strip() \
                     else f"exit {result.returncode}"
             except subprocess.TimeoutExpired:
                 ok, why = False, "psql timed out"
-            latency = time.monotonic() - started
             with self._lock:
                 self.attempts += 1
-                self.max_latency = max(self.max_latency, latency)
-                if not ok:
-                    self.errors += 1
-                    self.error_samples[why] = self.error_samples.get(why, 0) + 1
+                self.max_latency = max(self.max_latency, time.monotonic() - started)
             if ok:
                 committed.append(key)
             else:
+                self._error(why)
                 time.sleep(0.05)
         with self._lock:
             self.committed.extend(committed)

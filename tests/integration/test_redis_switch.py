@@ -6,6 +6,7 @@ exits 0; clients then write through tunneld to the new master. `status --json` s
 link and `fenced`. `tunnelctl rollback svc` brings clients back to a writable old master.
 """
 
+import json
 import unittest
 
 from integration_support import SERVICE, IntegrationTest, daemon_config, service_config, tb
@@ -19,10 +20,13 @@ class RedisSwitchTest(IntegrationTest):
         self.old.cli("SET", "counter", "41")
         self.new.wait_caught_up(self.old)
         self.port = tb.free_port()
-        self.daemon = self.bed.tunneld(daemon_config({SERVICE: service_config(
+        self.daemon = self.bed.tunneld(self.config())
+
+    def config(self, probe_interval: str = "250ms") -> dict:
+        return daemon_config({SERVICE: service_config(
             self.port, self.old.port, self.new.port, kind="redis", max_lag="1MiB",
-            pause_timeout="5s", probe_interval="250ms",
-            fence="replicaof", fence_replicaof=f"{tb.HOST}:{self.new.port}")}))
+            pause_timeout="5s", probe_interval=probe_interval,
+            fence="replicaof", fence_replicaof=f"{tb.HOST}:{self.new.port}")})
 
     def test_15a_status_reports_replication_link_up(self):
         self.eventually(lambda: self.daemon.service(SERVICE)["lag"]["link"] == "up", 10,
@@ -59,6 +63,28 @@ class RedisSwitchTest(IntegrationTest):
         with tb.RespClient(self.port) as client:
             self.assertIn(f"tcp_port:{self.old.port}", client.command("INFO", "server"))
             self.assertEqual(client.command("SET", "after-rollback", "1"), "OK")
+
+    def test_15d_rollback_after_a_restart_and_a_reload_gives_old_its_min_replicas_back(self):
+        # An operator's durability setting on old: writes need one replica (new is it).
+        self.old.cli("CONFIG", "SET", "min-replicas-to-write", "1")
+        self.eventually(lambda: self.daemon.service(SERVICE)["lag"]["link"] == "up", 10,
+                        "the lag probe sees the replica link up")
+        self.ctl_ok(self.daemon, "switch", SERVICE, "--mode", "pause")
+        self.assertEqual(self.old.cli("CONFIG", "GET", "min-replicas-to-write"),
+                         ["min-replicas-to-write", "100"], "old fenced")
+        saved = json.loads(self.daemon.state_file.read_text())["services"][SERVICE]
+        self.assertEqual(saved.get("min_replicas_before_fence"), {"old": 1}, saved)
+
+        # Neither a restart nor a reload forgets what old had before the fence.
+        self.daemon.restart()
+        self.daemon.write_config(self.config(probe_interval="200ms"))  # a changed service reloads
+        self.ctl_ok(self.daemon, "reload")
+        self.eventually(lambda: "settings reloaded" in self.daemon.log_text(), 10, "the reload")
+        self.eventually(lambda: self.daemon.service(SERVICE)["lag"]["link"] == "up", 10,
+                        "the lag probe sees old following new")
+        self.ctl_ok(self.daemon, "rollback", SERVICE)
+        self.assertEqual(self.old.cli("CONFIG", "GET", "min-replicas-to-write"),
+                         ["min-replicas-to-write", "1"], "old has the operator's setting back")
 
 
 if __name__ == "__main__":

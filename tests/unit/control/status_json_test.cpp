@@ -99,11 +99,14 @@ TEST(StatusJson, FleetFieldsAreNullOnASingleHostAndSayEtcdsStateInAFleet)
     EXPECT_TRUE(single["services"][0]["epoch"].is_null());
     EXPECT_TRUE(single["services"][0]["fleet"].is_null());
 
-    const auto ok = to_json(status_snapshot{{redis_snapshot()}, {}, {}, fleet_status{true, {{"redis", 4}}, {}, {}, {}}});
+    fleet_status reachable;
+    reachable.reachable = true;
+    reachable.epochs = {{"redis", 4}};
+    const auto ok = to_json(status_snapshot{{redis_snapshot()}, {}, {}, reachable});
     EXPECT_EQ(ok["services"][0]["epoch"], 4);
     EXPECT_EQ(ok["services"][0]["fleet"], "ok");
 
-    const auto cut_off = to_json(status_snapshot{{redis_snapshot()}, {}, {}, fleet_status{false, {}, {}, {}, {}}});
+    const auto cut_off = to_json(status_snapshot{{redis_snapshot()}, {}, {}, fleet_status{}});
     EXPECT_EQ(cut_off["services"][0]["epoch"], 0) << "in a fleet, a service that never switched runs epoch 0";
     EXPECT_EQ(cut_off["services"][0]["fleet"], "unreachable");
 }

@@ -37,6 +37,7 @@ TEST_F(StateFile, SaveThenLoadRoundTrips)
                                          .split = false,
                                          .sticky = false,
                                          .fenced = true,
+                                         .min_replicas_before_fence = {{"old", 1}, {"new", 0}},
                                          .updated = "2026-11-21T23:50:00Z",
                                          .journal = std::nullopt};
     s.services["app"] = service_record{.active = "old",
@@ -44,6 +45,7 @@ TEST_F(StateFile, SaveThenLoadRoundTrips)
                                        .split = true,
                                        .sticky = true,
                                        .fenced = false,
+                                       .min_replicas_before_fence = {},
                                        .updated = "2026-11-21T23:51:00Z",
                                        .journal = std::nullopt};
     ASSERT_EQ(save_state(dir_ / "state.json", s), std::nullopt);
@@ -76,6 +78,15 @@ TEST(StateDecode, RejectsWhatCouldBeMisreadAsOld)
         R"({"version": 1, "services": {"r": {"active": "split", "side": "old", "split_percent": 101}}})")));
     EXPECT_TRUE(std::holds_alternative<std::string>(
         decode(R"({"version": 1, "services": {"r": {"active": "new", "side": "new", "fenced": "yes"}}})")));
+    for (const auto* before : {R"("min_replicas_before_fence": 1)", R"("min_replicas_before_fence": {"sideways": 1})",
+                               R"("min_replicas_before_fence": {"old": -1})",
+                               R"("min_replicas_before_fence": {"old": "1"})"}) {
+        const auto text =
+            std::string(R"({"version": 1, "services": {"r": {"active": "new", "side": "new", )") + before + "}}}";
+        const auto decoded = decode(text);
+        ASSERT_TRUE(std::holds_alternative<std::string>(decoded)) << text;
+        EXPECT_NE(std::get<std::string>(decoded).find("min_replicas_before_fence"), std::string::npos);
+    }
 }
 
 TEST(StateDecode, SplitRecordKeepsItsPercent)

@@ -79,7 +79,8 @@ struct driver {
             }
             if (s.effects.empty() || !answers(s.effects.back())) return;
             const auto which = kind_of_answer(s.effects.back());
-            if (std::holds_alternative<watch_drain>(s.effects.back()) || which == stop_at) {
+            if (std::holds_alternative<watch_drain>(s.effects.back()) ||
+                std::holds_alternative<wait_fleet>(s.effects.back()) || which == stop_at) {
                 outstanding = s.effects.back();
                 return;
             }
@@ -105,6 +106,106 @@ std::vector<std::string> progress_lines(const std::vector<effect>& effects)
     std::vector<std::string> lines;
     for (const auto& p : all_of<progress>(effects)) lines.push_back(p.line);
     return lines;
+}
+
+// ---- a member's part in a fleet switch (docs/fleet.md) ----
+
+switch_command fleet_command(side to)
+{
+    auto c = command(to, switch_mode::pause);
+    c.fleet = true;
+    c.lag.reset(); // the lag gate is the coordinator's: a member holds without a reading
+    return c;
+}
+
+bool touches_servers(const std::vector<effect>& effects)
+{
+    return has<pause_writes>(effects) || has<fence>(effects) || has<promote>(effects) || has<roll_back>(effects) ||
+           has<follow>(effects) || has<wait_caught_up>(effects);
+}
+
+TEST(FleetHold, HoldsAndQuiescesThenWaitsForTheFleetWithoutTouchingAServer)
+{
+    driver d(service_kind::redis);
+    d.run(fleet_command(side::new_side));
+    EXPECT_FALSE(d.done) << d.done->message;
+    ASSERT_TRUE(d.outstanding && std::holds_alternative<wait_fleet>(*d.outstanding));
+    EXPECT_EQ(std::get<wait_fleet>(*d.outstanding).until, t0 + 5s) << "the pause budget bounds the wait";
+    EXPECT_TRUE(has<hold_new_clients>(d.effects));
+    EXPECT_TRUE(has<quiesce_clients>(d.effects));
+    EXPECT_FALSE(touches_servers(d.effects));
+    EXPECT_EQ(d.machine.state(), service_state::switching);
+    EXPECT_TRUE(d.machine.busy());
+}
+
+TEST(FleetHold, RunHereRunsTheServerStepsOfAPauseSwitch)
+{
+    driver d(service_kind::redis);
+    d.run(fleet_command(side::new_side));
+    d.run_step(fleet_decision{fleet_go::run_here, {}});
+    ASSERT_TRUE(d.done);
+    EXPECT_EQ(d.done->result, verdict::done) << d.done->message;
+    EXPECT_FALSE(d.done->adopted);
+    EXPECT_TRUE(has<pause_writes>(d.effects) && has<fence>(d.effects) && has<promote>(d.effects));
+    EXPECT_EQ(d.machine.current_route().active, side::new_side);
+    EXPECT_TRUE(d.machine.fenced());
+}
+
+TEST(FleetHold, AdoptReleasesOntoTheTargetAndChangesNoServer)
+{
+    driver d(service_kind::redis);
+    d.run(fleet_command(side::new_side));
+    d.run_step(fleet_decision{fleet_go::adopt, "fleet bed committed epoch 1 on new"});
+    ASSERT_TRUE(d.done);
+    EXPECT_EQ(d.done->result, verdict::done) << d.done->message;
+    EXPECT_TRUE(d.done->adopted);
+    EXPECT_FALSE(touches_servers(d.effects));
+    const auto moves = all_of<move_clients>(d.effects);
+    ASSERT_EQ(moves.size(), 1u);
+    EXPECT_EQ(moves[0].from, side::old_side);
+    EXPECT_EQ(moves[0].to, side::new_side);
+    EXPECT_EQ(d.machine.current_route().active, side::new_side);
+    EXPECT_TRUE(d.machine.fenced()) << "the probe keeps old fenced, as after any switch to new";
+    EXPECT_FALSE(d.machine.journal());
+}
+
+TEST(FleetHold, AbortOrTheBudgetReleasesOntoOldAndALateDecisionIsIgnored)
+{
+    for (const bool by_budget : {false, true}) {
+        driver d(service_kind::redis);
+        d.run(fleet_command(side::new_side));
+        if (by_budget) {
+            d.now = t0 + 5s;
+            d.run_step(deadline_reached{});
+        } else {
+            d.run_step(fleet_decision{fleet_go::abort, "fleet bed aborted epoch 1"});
+        }
+        ASSERT_TRUE(d.done);
+        EXPECT_EQ(d.done->result, verdict::failed);
+        EXPECT_NE(d.done->message.find(by_budget ? "before the fleet decided" : "fleet bed aborted epoch 1"),
+                  std::string::npos)
+            << d.done->message;
+        EXPECT_FALSE(touches_servers(d.effects));
+        EXPECT_EQ(d.machine.current_route().active, side::old_side);
+        EXPECT_FALSE(d.machine.current_route().hold);
+        EXPECT_EQ(d.machine.state(), service_state::serving);
+        const auto late = d.machine.on(fleet_decision{fleet_go::adopt, "late"}, d.now);
+        EXPECT_TRUE(late.effects.empty());
+        EXPECT_FALSE(late.done);
+        EXPECT_EQ(d.machine.current_route().active, side::old_side);
+    }
+}
+
+TEST(FleetHold, ARollbackAdoptsOntoOldAndLeavesNothingFenced)
+{
+    driver d(service_kind::redis, proxy::route_to(side::new_side));
+    d.run(fleet_command(side::old_side));
+    d.run_step(fleet_decision{fleet_go::adopt, "fleet bed committed epoch 2 on old"});
+    ASSERT_TRUE(d.done);
+    EXPECT_EQ(d.done->result, verdict::done) << d.done->message;
+    EXPECT_FALSE(touches_servers(d.effects));
+    EXPECT_EQ(d.machine.current_route().active, side::old_side);
+    EXPECT_FALSE(d.machine.fenced());
 }
 
 // ---- pause switch to new, redis ----

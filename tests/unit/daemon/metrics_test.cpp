@@ -188,6 +188,10 @@ TEST(RenderMetrics, EveryFamilyIsDeclaredOnceWithItsTypeEvenWithoutSamples)
         {"tunneld_fleet_members", "gauge"},
         {"tunneld_fleet_members_behind", "gauge"},
         {"tunneld_fleet_follows_total", "counter"},
+        {"tunneld_fleet_switches_total", "counter"},
+        {"tunneld_fleet_last_switch_acks", "gauge"},
+        {"tunneld_fleet_last_switch_slowest_ack_seconds", "gauge"},
+        {"tunneld_fleet_last_switch_hold_seconds", "gauge"},
     };
     const std::string text = render_metrics(metric_families({}, {}));
     const auto m = parse(text);
@@ -272,6 +276,18 @@ TEST(RenderMetrics, FleetReachabilityAndEpochOnlyInAFleet)
     EXPECT_EQ(m.at(R"(tunneld_fleet_members{service="redis"})"), 3);
     EXPECT_EQ(m.at(R"(tunneld_fleet_members_behind{service="redis"})"), 1);
     EXPECT_EQ(m.at(R"(tunneld_fleet_follows_total{service="redis"})"), 2);
+    // A fleet switch's figures appear once this member coordinated one.
+    EXPECT_FALSE(scrape_of(status).has(R"(tunneld_fleet_last_switch_hold_seconds{service="redis"})"));
+    status.fleet->switches = {{"redis", {{"committed", 2}, {"aborted", 1}}}};
+    status.fleet->last_acks = {{"redis", 3}};
+    status.fleet->last_ack = {{"redis", std::chrono::milliseconds(12)}};
+    status.fleet->last_hold = {{"redis", std::chrono::milliseconds(45)}};
+    m = scrape_of(status);
+    EXPECT_EQ(m.at(R"(tunneld_fleet_switches_total{service="redis",outcome="committed"})"), 2);
+    EXPECT_EQ(m.at(R"(tunneld_fleet_switches_total{service="redis",outcome="aborted"})"), 1);
+    EXPECT_EQ(m.at(R"(tunneld_fleet_last_switch_acks{service="redis"})"), 3);
+    EXPECT_DOUBLE_EQ(m.at(R"(tunneld_fleet_last_switch_slowest_ack_seconds{service="redis"})"), 0.012);
+    EXPECT_DOUBLE_EQ(m.at(R"(tunneld_fleet_last_switch_hold_seconds{service="redis"})"), 0.045);
 }
 
 TEST(RenderMetrics, TunnelSamples)

@@ -25,10 +25,21 @@ TEST(KeyLayout, ParsesItsOwnKeysAndIgnoresOthers)
     using kind = key_layout::named::kind;
     EXPECT_EQ(keys.parse(keys.epoch_key("redis")), (key_layout::named{kind::epoch, "redis", ""}));
     EXPECT_EQ(keys.parse(keys.member_key("pg", "web-7")), (key_layout::named{kind::member, "pg", "web-7"}));
+    EXPECT_EQ(keys.parse(keys.pause_key("redis")), (key_layout::named{kind::pause, "redis", ""}));
     for (std::string_view other : {"/tunneld/g/services/redis/epoch", "/tunneld/f/services/redis/lock",
                                    "/tunneld/f/services//epoch", "/tunneld/f/services/redis/members/",
                                    "/tunneld/f/services/redis/members/a/b", "/tunneld/f/switches/1", "/tunneld/f/"})
         EXPECT_FALSE(keys.parse(other)) << other;
+}
+
+TEST(PauseRecord, RoundTripsAndRefusesAnythingElse)
+{
+    const pause_record r{1'700'000'000'123, "web-7"};
+    EXPECT_EQ(encode(r), R"({"by":"web-7","until_ms":1700000000123})");
+    EXPECT_EQ(decode_pause_record(encode(r)), r);
+    for (std::string_view bad : {"", "[]", R"({"by":"a"})", R"({"until_ms":-1,"by":"a"})", R"({"until_ms":"1","by":"a"})",
+                                 R"({"until_ms":1})"})
+        EXPECT_FALSE(decode_pause_record(bad)) << bad;
 }
 
 TEST(MemberRecord, RoundTripsAndRefusesAnythingElse)

@@ -73,6 +73,20 @@ TEST(LeastLoaded, AnOpenDoesNotQueueBehindAnotherWhenASessionIsIdle)
     EXPECT_EQ(least_loaded(down), 0U);
 }
 
+TEST(LeastLoaded, ATieGoesToTheSessionOnTheCallersLoop)
+{
+    // Sessions 0 and 2 are as idle as each other; 2 runs on the caller's loop.
+    const session_load loads[] = {{true, 0}, {true, 3}, {true, 0, false, 0, true}};
+    EXPECT_EQ(least_loaded(loads), 2U);
+    EXPECT_EQ(least_loaded(loads, 1), 2U);
+    // Locality only breaks ties: a busier local session does not win.
+    const session_load busier[] = {{true, 1}, {true, 2, false, 0, true}};
+    EXPECT_EQ(least_loaded(busier), 0U);
+    // Nor does a local session of a down gateway.
+    const session_load down[] = {{true, 4}, {true, 0, true, 0, true}};
+    EXPECT_EQ(least_loaded(down), 0U);
+}
+
 TEST(NextWindow, GrowsOnlyWhileTheClientDrains)
 {
     constexpr std::uint32_t initial = 2 << 20, max = 16 << 20;

@@ -1,0 +1,262 @@
+"""Scenarios 130-133: one `tunnelctl switch` acts on the whole fleet (`[fleet]`, docs/fleet.md).
+
+Goal: with three tunneld members in front of one redis pair (old primary, new its replica) and a
+writer on each member, `tunnelctl switch svc` typed on one member holds every member's clients,
+switches the servers once (fence first, then promotion) and releases every member onto new;
+`tunnelctl rollback svc` typed on another member comes back the same way. Real etcd, real
+redis-servers, three real tunneld processes on loopback.
+ 130. Switch then rollback under load: every member ends on new (then old), no acknowledged write
+      is lost, no write is refused by a server on any member (a cut connection is allowed), the
+      side left behind refuses writes, and each member's history has the fleet's switch.
+ 131. A member that stops answering (SIGSTOP) before it acknowledges: the switch fails as
+      aborted, the others are serving on old again within pause_timeout, nothing was promoted
+      (new is still a replica, old takes writes).
+ 132. Two switches typed at once on two members: exactly one claims the epoch; the other is
+      refused naming the member that holds it.
+ 133. The coordinator killed (SIGKILL) in phase switch: another member takes the switch over
+      and finishes it on new; started again, the killed member comes up on new.
+ 134. `pause` typed on one member holds new clients on every member; `resume` typed on another
+      releases them everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+from integration_support import (SERVICE, IntegrationTest, Writer, daemon_config, missing_keys,
+                                 service_config, service_metric, tb)
+
+FLEET = "bed"
+MEMBERS = ("a", "b", "c")
+PAUSE_TIMEOUT = 5.0
+
+
+class FleetSwitchTest(IntegrationTest):
+    def setUp(self):
+        super().setUp()
+        self.etcd = self.bed.etcd()
+        self.old = self.bed.redis("old")
+        # new replicates through a relay that 133 stalls (its catch-up then waits)
+        self.relay = tb.StallableRelay(self.old.port)
+        self.addCleanup(self.relay.stop)
+        self.new = self.bed.redis("new")
+        self.new.cli("REPLICAOF", tb.HOST, str(self.relay.port))
+        self.new.wait_link_up()
+        self.members = {name: self.start_member(name) for name in MEMBERS}
+        self.eventually(lambda: all(len(self.listing(d)["services"][0]["members"]) == 3
+                                    for d in self.members.values()), 30,
+                        "every member lists all three")
+        for daemon in self.members.values():
+            self.wait_in_sync(daemon)
+
+    def start_member(self, name: str) -> tb.Tunneld:
+        port, health_port = tb.free_port(), tb.free_port()
+        settings = {"max_lag": "1MiB", "pause_timeout": f"{PAUSE_TIMEOUT:.0f}s",
+                    "probe_interval": "200ms", "probe_timeout": "1s", "fence": "replicaof",
+                    "fence_replicaof": f"{tb.HOST}:{self.new.port}"}
+        config = daemon_config({SERVICE: service_config(port, self.old.port, self.new.port,
+                                                        kind="redis", **settings)},
+                               health_listen=f"{tb.HOST}:{health_port}")
+        config["fleet"] = {"etcd": [self.etcd.url], "name": FLEET, "member": name,
+                           "ack_timeout": "2s"}
+        daemon = self.bed.tunneld(config)
+        daemon.port, daemon.health_port = port, health_port
+        return daemon
+
+
+    def listing(self, daemon: tb.Tunneld) -> dict:
+        return json.loads(self.ctl_ok(daemon, "fleet", SERVICE, "--json"))
+
+    def wait_in_sync(self, daemon: tb.Tunneld) -> None:
+        def in_sync():
+            lag = daemon.service(SERVICE)["lag"]
+            return lag and lag["link"] == "up" and lag["bytes"] == 0
+        self.eventually(in_sync, 30, "the probe reports link up and lag 0B")
+
+    def on(self, side: str, names=MEMBERS) -> bool:
+        return all(self.members[n].service(SERVICE)["active"] == side and
+                   self.members[n].service(SERVICE)["state"] == "serving" for n in names)
+
+    def refuses_writes(self, redis: tb.Redis) -> bool:
+        try:
+            redis.cli("SET", "fence-check", "x")
+        except tb.RespError as e:
+            return "READONLY" in str(e) or "NOREPLICAS" in str(e)
+        return False
+
+    def refused_by_a_server(self, writer: Writer) -> dict:
+        return {k: v for k, v in writer.error_samples.items() if k.startswith(("reply", "unexpected"))}
+
+    def switch_under_load(self, on: str, *command: str) -> tuple[subprocess.CompletedProcess, list]:
+        writers = [Writer(d.port, f"{name}-{command[0]}", threads=4).start()
+                   for name, d in self.members.items()]
+        for w in writers:
+            self.addCleanup(w._stop.set)
+        time.sleep(1.0)  # load before the switch
+        result = self.members[on].ctl(*command, timeout=60)
+        time.sleep(1.0)  # load after it
+        for w in writers:
+            w.stop()
+        for w in writers:
+            sys.stderr.write(f"\nRESULT 130 {' '.join(command)} on {on}: {w.summary()}\n")
+        return result, writers
+
+    def assert_all_on(self, primary: tb.Redis, left: tb.Redis, writers: list[Writer]) -> None:
+        """Every member on `primary`'s side; every acknowledged write there, none refused by a
+        server; `primary` the primary, `left` refusing writes."""
+        side = "new" if primary is self.new else "old"
+        self.eventually(lambda: self.on(side), 15, f"every member on {side}")
+        for w in writers:
+            self.assertGreater(len(w.acked), 20, w.summary())
+            self.assertEqual(self.refused_by_a_server(w), {}, w.summary())
+            missing = missing_keys(primary, w.acked, w.value_of)
+            self.assertEqual(missing, [], f"{len(missing)} acknowledged writes missing on {side}")
+        self.assertEqual(primary.info_replication().get("role"), "master")
+        self.assertTrue(self.refuses_writes(left), "the side left behind refuses writes")
+
+    # ---- scenarios
+
+    def test_130_one_switch_moves_every_member_and_one_rollback_brings_them_back(self):
+        result, writers = self.switch_under_load("a", "switch", SERVICE)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        output = result.stdout + result.stderr
+        self.assertIn("epoch 1 claimed", output)
+        hold = re.search(r"epoch 1: (\d+) ms from the first hold to the last release", output)
+        self.assertIsNotNone(hold, output)
+        sys.stderr.write(f"\nRESULT 130 fleet hold (first hold to last release): {hold.group(1)} ms\n")
+        a = self.members["a"]
+        self.assertEqual(service_metric(a, "tunneld_fleet_switches_total", ',outcome="committed"'), 1)
+        self.assertEqual(service_metric(a, "tunneld_fleet_last_switch_acks"), 3)
+        self.assertGreater(service_metric(a, "tunneld_fleet_last_switch_hold_seconds"), 0)
+        self.assertLessEqual(service_metric(a, "tunneld_fleet_last_switch_slowest_ack_seconds"), 2.0)
+        for name in MEMBERS:
+            self.assertRegex(output, rf"epoch 1: {name} acknowledged after \d+ ms", output)
+        self.assert_all_on(self.new, self.old, writers)
+        def committed_nobody_behind():
+            s = self.listing(self.members["c"])["services"][0]
+            return (s["epoch"] == 1 and s["side"] == "new" and s["phase"] == "committed"
+                    and not any(m["behind"] for m in s["members"]))
+        self.eventually(committed_nobody_behind, 10, "epoch 1 committed on new, nobody behind")
+        for name in ("b", "c"):
+            fleet_entries = [e for e in json.loads(self.ctl_ok(self.members[name], "history", SERVICE,
+                                                                "--json"))["history"]
+                             if e["user"] == "fleet" and e["result"] == "done"]
+            self.assertEqual([(e["to"], e["adopted"]) for e in fleet_entries], [("new", True)], fleet_entries)
+
+        result, writers = self.switch_under_load("b", "rollback", SERVICE)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assert_all_on(self.old, self.new, writers)
+
+    def test_131_a_member_that_does_not_acknowledge_aborts_the_switch(self):
+        stopped = self.members["c"]
+        self.addCleanup(lambda: tb._signal_quietly(stopped.process.pid, signal.SIGCONT))
+        os.kill(stopped.process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        result = self.members["a"].ctl("switch", SERVICE, timeout=60)
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, output)
+        self.assertIn("aborted", output)
+        self.assertIn("c", output)
+        self.assertEqual(service_metric(self.members["a"], "tunneld_fleet_switches_total", ',outcome="aborted"'), 1)
+        self.assertEqual(service_metric(self.members["a"], "tunneld_fleet_last_switch_acks"), 2)
+        self.eventually(lambda: self.on("old", ("a", "b")), PAUSE_TIMEOUT, "a and b serve on old")
+        self.assertLess(time.monotonic() - started, 2 * PAUSE_TIMEOUT + 5)
+        self.assertEqual(self.new.info_replication().get("role"), "slave", "nothing was promoted")
+        self.assertEqual(self.old.cli("SET", "old-writable", "1"), "OK")
+        for name in ("a", "b"):
+            with tb.RespClient(self.members[name].port, timeout=10) as c:
+                self.assertEqual(c.command("SET", f"after-abort-{name}", "1"), "OK")
+        os.kill(stopped.process.pid, signal.SIGCONT)
+        self.eventually(lambda: self.on("old", ("c",)), 15, "c serves on old once it runs again")
+
+    def test_132_two_switches_at_once_exactly_one_runs(self):
+        # c holds no clients of its own for a while (stopped): the first switch is still holding
+        # when the second claims, whatever the machine's speed.
+        stopped = self.members["c"]
+        self.addCleanup(lambda: tb._signal_quietly(stopped.process.pid, signal.SIGCONT))
+        os.kill(stopped.process.pid, signal.SIGSTOP)
+        results = {}
+
+        def run(name):
+            results[name] = self.members[name].ctl("switch", SERVICE, timeout=60)
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        os.kill(stopped.process.pid, signal.SIGCONT)
+        outputs = {n: r.stdout + r.stderr for n, r in results.items()}
+        claimed = [n for n, text in outputs.items() if "epoch 1 claimed" in text]
+        self.assertEqual(len(claimed), 1, outputs)
+        loser = "b" if claimed == ["a"] else "a"
+        self.assertEqual(results[loser].returncode, 1, outputs[loser])
+        self.assertIn(f"epoch 1 is held by {claimed[0]}", outputs[loser])
+        self.eventually(lambda: self.on("old"), 15, "everyone on old (the switch aborted)")
+        self.assertEqual(self.new.info_replication().get("role"), "slave", "nothing was promoted")
+
+    def test_133_a_coordinator_killed_mid_switch_is_taken_over_and_the_switch_finished(self):
+        epoch_key = f"/tunneld/{FLEET}/services/{SERVICE}/epoch"
+        writer = Writer(self.members["b"].port, "t", threads=2, pace=0.01).start()
+        self.addCleanup(writer._stop.set)
+        time.sleep(0.5)
+        self.relay.stall()  # the coordinator's catch-up waits: phase "switch" lasts seconds
+        coordinator = self.members["a"]
+        switch = subprocess.Popen(coordinator.ctl_argv("switch", SERVICE), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        self.addCleanup(switch.kill)
+
+        def in_phase_switch():
+            record = self.etcd.get_prefix(epoch_key).get(epoch_key)
+            return record and json.loads(record)["phase"] == "switch"
+        self.eventually(in_phase_switch, 15, "the switch reaches phase switch", interval=0.01)
+        coordinator.process.stop(timeout=5, sig=signal.SIGKILL)
+        switch.wait(30)
+        self.relay.flow()
+        # The others resume on old at their pause budget, then one takes the switch over once a's
+        # lease ended (about 10 s) and the takeover wait (15 s) passed, and finishes it on new.
+        def committed_on_new():
+            record = self.etcd.get_prefix(epoch_key).get(epoch_key)
+            return record and json.loads(record)["phase"] == "committed" and json.loads(record)["side"] == "new"
+        self.eventually(committed_on_new, 90, "the switch committed on new by a takeover")
+        self.eventually(lambda: self.on("new", ("b", "c")), 20, "b and c on new")
+        writer.stop()
+        self.assertEqual(self.new.info_replication().get("role"), "master")
+        self.assertTrue(self.refuses_writes(self.old), "old refuses writes")
+        missing = missing_keys(self.new, writer.acked, writer.value_of)
+        self.assertEqual(missing, [], f"{len(missing)} acknowledged writes missing on new; {writer.summary()}")
+        takers = [n for n in ("b", "c") if "taking it over" in self.members[n].log_text()]
+        self.assertGreaterEqual(len(takers), 1, "a member took the switch over")
+        # The killed coordinator comes back onto new.
+        coordinator.start()
+        self.eventually(lambda: self.on("new", ("a",)), 30, "a, started again, is on new")
+
+    def test_134_pause_and_resume_typed_on_one_member_act_on_every_member(self):
+        self.ctl_ok(self.members["a"], "pause", SERVICE, "--timeout", "60s")
+        self.eventually(lambda: all(d.service(SERVICE)["state"] == "paused" for d in self.members.values()), 10,
+                        "every member paused")
+        # A new client of c is held: its PING is answered only after the resume typed on b.
+        held = socket.create_connection((tb.HOST, self.members["c"].port), timeout=20)
+        self.addCleanup(held.close)
+        held.sendall(b"PING\r\n")
+        self.eventually(lambda: self.members["c"].service(SERVICE)["held"] == 1, 10, "c holds the new client")
+        self.ctl_ok(self.members["b"], "resume", SERVICE)
+        self.assertEqual(held.recv(64), b"+PONG\r\n")
+        self.eventually(lambda: all(d.service(SERVICE)["state"] == "serving" for d in self.members.values()), 10,
+                        "every member serving again")
+        fleet_entries = [(e["action"], e["result"]) for e in json.loads(self.ctl_ok(
+            self.members["c"], "history", SERVICE, "--json"))["history"] if e["user"] == "fleet"]
+        self.assertEqual(fleet_entries, [("pause", "done"), ("resume", "done")])
+
+
+if __name__ == "__main__":
+    unittest.main()
