@@ -565,6 +565,7 @@ asio::awaitable<void> controller::move_step(std::shared_ptr<entry> e, move_clien
     const auto& counters = svc.counters();
     const auto moved_before = counters.clients_moved.load();
     const auto failed_before = counters.clients_move_failed.load();
+    const auto ahead_before = counters.moves_ready_ahead.load();
     const auto started = steady::now();
     std::uint64_t cut = svc.move_clients(what.from, what.to);
     asio::steady_timer poll(loop_);
@@ -582,11 +583,15 @@ asio::awaitable<void> controller::move_step(std::shared_ptr<entry> e, move_clien
     }
     const auto moved = counters.clients_moved.load() - moved_before;
     const auto failed = counters.clients_move_failed.load() - failed_before;
+    const auto ahead = counters.moves_ready_ahead.load() - ahead_before;
     e->moved = e->moved.value_or(0) + moved;
     e->cut += cut + failed;
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count();
     std::string line = fmt::format("moved {} clients from {} to {} in {}ms", moved, proxy::to_string(what.from),
                                    proxy::to_string(what.to), ms);
+    if (ahead > 0)
+        line += fmt::format(" ({} connected and replayed on {} during the hold)", ahead,
+                            proxy::to_string(what.to));
     if (cut > 0) line += fmt::format("; cut {} pinned", cut);
     if (failed > 0) line += fmt::format("; {} could not be moved (see the log)", failed);
     progress(line);

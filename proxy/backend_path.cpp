@@ -55,63 +55,96 @@ asio::awaitable<boost::system::error_code> resolve_and_connect(tcp::socket& sock
 
 } // namespace
 
-asio::awaitable<boost::system::error_code> probe_connect(const config::endpoint& target,
-                                                         config::duration timeout)
+asio::awaitable<boost::system::error_code> connect_within(tcp::socket& socket, const config::endpoint& target,
+                                                          config::duration timeout,
+                                                          std::function<void()>* stop)
 {
     using namespace asio::experimental::awaitable_operators;
     const auto executor = co_await asio::this_coro::executor;
-    tcp::socket socket(executor);
     tcp::resolver resolver(executor);
     asio::steady_timer deadline(executor);
     deadline.expires_after(timeout);
+    if (stop)
+        *stop = [&] {
+            resolver.cancel();
+            deadline.cancel();
+        };
     auto result = co_await (resolve_and_connect(socket, resolver, target) ||
                             deadline.async_wait(as_tuple(use_awaitable)));
+    if (stop) *stop = nullptr;
     if (result.index() == 1) co_return asio::error::timed_out;
     co_return std::get<0>(result);
 }
+
+asio::awaitable<boost::system::error_code> probe_connect(const config::endpoint& target,
+                                                         config::duration timeout)
+{
+    tcp::socket socket(co_await asio::this_coro::executor);
+    co_return co_await connect_within(socket, target, timeout);
+}
+
+namespace {
+
+/// Connects a new backend connection for `client` within connect_timeout; nullopt (with the
+/// outcome's reason) when it cannot, or when the client is cut meanwhile.
+asio::awaitable<std::optional<tcp::socket>> connect_backend(tcp::socket& client, client_handle& handle,
+                                                            const config::service_config& settings,
+                                                            const config::endpoint& target,
+                                                            client_outcome& outcome)
+{
+    tcp::socket backend(co_await asio::this_coro::executor);
+    std::function<void()> stop;
+    handle.on_cut([&] {
+        close_all(client);
+        if (stop) stop();
+    });
+    const auto ec = co_await connect_within(backend, target, settings.connect_timeout, &stop);
+    handle.on_cut(nullptr);
+    if (handle.was_cut()) {
+        outcome.reason = handle.cut_reason();
+        co_return std::nullopt;
+    }
+    if (ec == asio::error::timed_out) {
+        outcome.reason = close_reason::connect_timeout;
+        outcome.connect_failed = true;
+        co_return std::nullopt;
+    }
+    if (ec) {
+        outcome.reason = close_reason::connect_failed;
+        outcome.detail = ec.message();
+        outcome.connect_failed = true;
+        co_return std::nullopt;
+    }
+    boost::system::error_code ignored;
+    backend.set_option(tcp::no_delay(true), ignored);
+    co_return std::move(backend);
+}
+
+} // namespace
 
 asio::awaitable<client_outcome> run_client(tcp::socket client, std::shared_ptr<client_handle> handle,
                                            const config::service_config& settings,
                                            const config::backend& target, const tunnel_lookup& tunnels,
                                            service_counters& counters, redis_carry* carry)
 {
-    using namespace asio::experimental::awaitable_operators;
     if (target.via)
-        co_return co_await run_tunnelled(std::move(client), handle, settings, target, tunnels, counters, carry);
+        co_return co_await run_tunnelled(std::move(client), handle, settings, target, tunnels, counters,
+                                         carry);
 
     client_outcome outcome;
-    const auto executor = co_await asio::this_coro::executor;
-    tcp::socket backend(executor);
-    tcp::resolver resolver(executor);
-    asio::steady_timer deadline(executor);
-    deadline.expires_after(settings.connect_timeout);
-    handle->on_cut([&] {
-        close_all(client);
-        resolver.cancel();
-        deadline.cancel();
-    });
-
-    auto result = co_await (resolve_and_connect(backend, resolver, target.address) ||
-                            deadline.async_wait(as_tuple(use_awaitable)));
-    handle->on_cut(nullptr);
-    if (handle->was_cut()) {
-        outcome.reason = handle->cut_reason();
-        co_return outcome;
+    std::optional<tcp::socket> backend;
+    const auto prepared = take_prepared(carry, handle->current_side(), false);
+    if (prepared) {
+        // Opened and replayed during the hold, on the thread the client was on then.
+        boost::system::error_code ec;
+        const auto protocol = prepared->socket->local_endpoint(ec).protocol();
+        backend.emplace(co_await asio::this_coro::executor, protocol, prepared->socket->release(ec));
+        prepared->socket.reset();
+    } else {
+        backend = co_await connect_backend(client, *handle, settings, target.address, outcome);
+        if (!backend) co_return outcome;
     }
-    if (result.index() == 1) {
-        outcome.reason = close_reason::connect_timeout;
-        outcome.connect_failed = true;
-        co_return outcome;
-    }
-    if (const auto ec = std::get<0>(result)) {
-        outcome.reason = close_reason::connect_failed;
-        outcome.detail = ec.message();
-        outcome.connect_failed = true;
-        co_return outcome;
-    }
-    boost::system::error_code ignored;
-    backend.set_option(tcp::no_delay(true), ignored);
-    co_await pump_both(client, backend, *handle, settings, counters, outcome, carry);
+    co_await pump_both(client, *backend, *handle, settings, counters, outcome, carry);
     if (outcome.reason == close_reason::moved) outcome.client.emplace(std::move(client));
     co_return outcome;
 }

@@ -16,6 +16,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -33,6 +34,13 @@ asio::awaitable<client_outcome> run_client(asio::ip::tcp::socket client,
                                            const config::service_config& settings,
                                            const config::backend& target, const tunnel_lookup& tunnels,
                                            service_counters& counters, redis_carry* carry = nullptr);
+
+/// Resolves `target` and connects `socket` to it within `timeout` (asio::error::timed_out when
+/// the deadline comes first). While it runs, `*stop` (when given) ends it early.
+asio::awaitable<boost::system::error_code> connect_within(asio::ip::tcp::socket& socket,
+                                                          const config::endpoint& target,
+                                                          config::duration timeout,
+                                                          std::function<void()>* stop = nullptr);
 
 /// Opens and closes a TCP connection to `target` within `timeout`: is a direct backend reachable?
 asio::awaitable<boost::system::error_code> probe_connect(const config::endpoint& target,

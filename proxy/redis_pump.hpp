@@ -4,12 +4,15 @@
 // next request boundary with no reply outstanding (the bytes of its next request stay here,
 // unsent); told to move, the pumps end with close_reason::moved and the caller connects the
 // client to the other side, where the pumps replay the session state, checking each reply,
-// before they forward the held request. Told to go on (move_order::none), they go on where they
-// are. Nothing here knows which side is which.
+// before they forward the held request. Once held, the pumps open that connection and replay
+// the session ahead (proxy/redis_prepare.hpp), so the move finds it ready. Told to go on
+// (move_order::none), they close it and go on where they are. Nothing here knows which side is
+// which.
 
 #include "config/config.hpp"
 #include "proxy/client_outcome.hpp"
 #include "proxy/pump.hpp"
+#include "proxy/redis_prepare.hpp"
 #include "proxy/redis_session.hpp"
 #include "proxy/registry.hpp"
 #include "proxy/service.hpp"
@@ -19,6 +22,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -32,10 +36,12 @@
 namespace tunneld::proxy {
 
 /// What follows a redis client from one backend to the next: its session, and the client bytes
-/// read but not yet forwarded (the request held at a move). Lives as long as the client.
+/// read but not yet forwarded (the request held at a move), and its next backend connection
+/// while a held client waits for its move. Lives as long as the client.
 struct redis_carry {
-    explicit redis_carry(std::size_t buffer_size)
-        : buffer(std::make_unique_for_overwrite<char[]>(buffer_size)), size(buffer_size)
+    redis_carry(std::size_t buffer_size, tunnel_lookup tunnel_pools)
+        : buffer(std::make_unique_for_overwrite<char[]>(buffer_size)), size(buffer_size),
+          tunnels(std::move(tunnel_pools))
     {
     }
     redis_carry(const redis_carry&) = delete;
@@ -53,24 +59,41 @@ struct redis_carry {
     std::size_t begin = 0; ///< pending bytes: [begin, end) of buffer
     std::size_t end = 0;
     bool replay_due = false; ///< moved: replay the session state before anything else
+    /// Held for a move: the backend connection on the other side, opened and replayed ahead
+    /// (touched on the pumps' thread until done; then the move's path takes it).
+    std::shared_ptr<prepared_backend> prepared;
+    bool replayed_ahead = false; ///< replay_due, and the backend is `prepared`'s: nothing to replay
+    const tunnel_lookup tunnels; ///< for opening the prepared backend through a tunnel
     std::chrono::steady_clock::time_point held_since{};
     bool not_resp_logged = false;
 };
+
+/// The backend a move connects `carry`'s client to on side `to`, if one was opened and replayed
+/// during its hold (through a tunnel: a channel; directly: a socket); the carry then skips the
+/// replay. Whatever else was prepared is closed. nullptr: connect and replay as usual.
+inline std::shared_ptr<prepared_backend> take_prepared(redis_carry* carry, side to, bool via_tunnel)
+{
+    if (!carry || !carry->prepared) return nullptr;
+    auto prepared = std::move(carry->prepared);
+    if (!prepared->ready() || prepared->to != to || (via_tunnel ? !prepared->channel : !prepared->socket))
+        return nullptr; // its destructor closes it
+    carry->replayed_ahead = true;
+    return prepared;
+}
 
 /// Asked of the backend before a client's first blocking command on a connection, so a switch
 /// can unblock the client (CLIENT UNBLOCK id TIMEOUT) before its server turns replica.
 inline constexpr std::string_view client_id_request = "*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n";
 
-/// Sends `carry`'s replay on `backend` and checks each reply within `timeout`, reading into
-/// `buffer`. nullopt when the backend accepted all of it; otherwise why not, one line without
-/// any secret (the server's error is about the command, never its arguments).
+/// Sends `commands` on `backend` and checks each reply within `timeout`, reading into `buffer`.
+/// nullopt when the backend accepted all of it; otherwise why not, one line without any secret
+/// (the server's error is about the command, never its arguments).
 template <class Backend>
-asio::awaitable<std::optional<std::string>> replay_session(Backend& backend, const redis_carry& carry,
+asio::awaitable<std::optional<std::string>> replay_session(Backend& backend, const replay& commands,
                                                            std::span<char> buffer, config::duration timeout)
 {
     using asio::as_tuple;
     using asio::use_awaitable;
-    const replay commands = carry.session.make_replay();
     if (commands.empty()) co_return std::nullopt;
     asio::steady_timer deadline(co_await asio::this_coro::executor);
     deadline.expires_after(timeout);
@@ -151,7 +174,12 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
     const std::span<char> down_buffer(down_storage.get(), settings.buffer_size);
 
     if (carry.replay_due) {
-        auto refused = co_await replay_session(backend, carry, down_buffer, settings.connect_timeout);
+        const replay commands = session.make_replay();
+        std::optional<std::string> refused;
+        if (!carry.replayed_ahead)
+            refused = co_await replay_session(backend, commands, down_buffer, settings.connect_timeout);
+        else
+            counters.moves_ready_ahead.fetch_add(1, std::memory_order_relaxed);
         carry.replay_due = false;
         counters.moves_in_flight.fetch_sub(1, std::memory_order_relaxed);
         if (refused) {
@@ -164,8 +192,10 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
         counters.clients_moved.fetch_add(1, std::memory_order_relaxed);
         const auto held = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                                 carry.held_since);
-        spdlog::info("client={} service={} moved to={} held_ms={} replayed={}", handle.id(), settings.name,
-                     to_string(handle.current_side()), held.count(), session.make_replay().steps().size());
+        spdlog::info("client={} service={} moved to={} held_ms={} replayed={} ahead={}", handle.id(),
+                     settings.name, to_string(handle.current_side()), held.count(), commands.steps().size(),
+                     carry.replayed_ahead ? "yes" : "no");
+        carry.replayed_ahead = false;
     }
 
     auto log_not_resp_once = [&] {
@@ -177,11 +207,26 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
                      to_string(from_client ? session.client_error() : session.backend_error()));
     };
 
+    // Held for a move: open the other side's connection and replay the session there now, while
+    // that side is still a replica, so the move itself only forwards the held request.
+    auto prepare = [&](auto& again) {
+        auto p = std::make_shared<prepared_backend>();
+        p->to = handle.move_target();
+        p->on_done = again;
+        carry.prepared = p;
+        const config::backend& target = p->to == side::old_side ? settings.old_backend : settings.new_backend;
+        asio::co_spawn(executor,
+                       prepare_backend(std::move(p), session.make_replay(), target, settings.connect_timeout,
+                                       carry.tunnels),
+                       asio::detached);
+    };
     // Runs on this thread: after a new order, after each reply is written to the client, and
     // while the up pump holds.
-    auto evaluate = [&] {
+    std::function<void()> evaluate;
+    evaluate = [&] {
         const move_order order = handle.current_order();
         if (order == move_order::none) {
+            abandon(carry.prepared);
             handle.report(false, session.pinned());
             if (holding) {
                 holding = false;
@@ -193,7 +238,11 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
                            session.movable();
         handle.report(quiet, session.pinned());
         if (quiet && !quiet_since) quiet_since = std::chrono::steady_clock::now();
-        if (quiet && order == move_order::move && !moving) {
+        if (quiet && order == move_order::hold && !carry.prepared) prepare(evaluate);
+        // A preparation in flight is waited for (it is bounded by connect_timeout): it calls
+        // evaluate when it ends, ready or not.
+        const bool preparing = carry.prepared && !carry.prepared->done;
+        if (quiet && order == move_order::move && !moving && !preparing) {
             moving = true;
             close_all(backend);
             if (reading_client) {
@@ -352,6 +401,8 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
     handle.on_cut(nullptr); // the sockets die with this frame; a late cut must not touch them
     handle.on_order(nullptr);
     handle.report(false, session.pinned());
+    if (carry.prepared) carry.prepared->on_done = nullptr; // evaluate dies with this frame
+    if (!moving || handle.was_cut()) abandon(carry.prepared);
     if (moving && !handle.was_cut()) {
         outcome.reason = close_reason::moved;
         carry.replay_due = true;

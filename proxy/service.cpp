@@ -114,8 +114,9 @@ void service::cut_everything(close_reason reason)
 std::size_t service::hold_clients(side from)
 {
     const auto clients = clients_.on_side(from);
+    // The target lets each held client connect to the other side ahead of its move.
     for (const auto& client : clients)
-        client->order(move_order::hold);
+        client->order(move_order::hold, other(from));
     return clients.size();
 }
 
@@ -312,8 +313,9 @@ asio::awaitable<void> service::serve(tcp::socket client)
     } registered{clients_, id};
 
     // A redis client's session follows it from backend to backend when a switch moves it.
-    const auto carry = cfg->kind == config::service_kind::redis ? std::make_unique<redis_carry>(cfg->buffer_size)
-                                                                : nullptr;
+    const auto carry = cfg->kind == config::service_kind::redis
+                           ? std::make_unique<redis_carry>(cfg->buffer_size, tunnels_)
+                           : nullptr;
     side on = chosen;
     const config::backend* backend = &target;
     client_outcome outcome =

@@ -48,6 +48,7 @@ struct service_counters {
     std::atomic<std::uint64_t> clients_moved{0};       ///< redis clients moved to the other side
     std::atomic<std::uint64_t> clients_move_failed{0}; ///< moves that ended the client (replay refused, connect failed)
     std::atomic<std::int64_t> moves_in_flight{0}; ///< not monotonic: moved clients not yet replayed on their new backend
+    std::atomic<std::uint64_t> moves_ready_ahead{0}; ///< moves whose backend was ready before the move
 };
 
 class service : public std::enable_shared_from_this<service> {

@@ -1,5 +1,5 @@
 #include "proxy/backend_path.hpp"
-#include "tunnel/channel.hpp"
+#include "proxy/channel_io.hpp"
 #include "tunnel/tunnel.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -7,23 +7,6 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
-namespace tunneld::tunnel {
-
-// Found by argument-dependent lookup from the pump templates, next to the socket overloads.
-
-/// Half-close towards the gateway: channel EOF after the pending writes.
-inline void close_write(channel& c)
-{
-    c.shutdown_send();
-}
-
-inline void close_all(channel& c)
-{
-    c.close();
-}
-
-} // namespace tunneld::tunnel
 
 namespace tunneld::proxy {
 
@@ -40,43 +23,58 @@ tcp::socket rehomed(tcp::socket& client, const asio::any_io_executor& executor)
     return tcp::socket(executor, protocol, client.release());
 }
 
-/// Opens a channel to `target` and pumps until the client ends. Runs on the loop the pool would
-/// open on (run_tunnelled moved it there), so that the open and the pumps stay on one thread;
-/// moves the client again only when the open landed on another session's loop.
-asio::awaitable<client_outcome> open_and_pump(tcp::socket client, std::shared_ptr<client_handle> handle,
-                                              const config::service_config& settings,
-                                              const config::backend& target, std::shared_ptr<tunnel::pool> pool,
-                                              service_counters& counters, redis_carry* carry)
+/// Opens a channel to `target` for `client` within connect_timeout; nullptr (with the outcome's
+/// reason) when it cannot, or when the client is cut meanwhile.
+asio::awaitable<std::shared_ptr<tunnel::channel>>
+open_backend_channel(tcp::socket& client, client_handle& handle, const config::service_config& settings,
+                     const config::backend& target, tunnel::pool& pool, client_outcome& outcome)
 {
     using namespace asio::experimental::awaitable_operators;
-    client_outcome outcome;
-    const auto executor = co_await asio::this_coro::executor;
-    asio::steady_timer deadline(executor);
+    asio::steady_timer deadline(co_await asio::this_coro::executor);
     deadline.expires_after(settings.connect_timeout);
-    handle->on_cut([&] {
+    handle.on_cut([&] {
         close_all(client);
         deadline.cancel();
     });
-    auto result = co_await (pool->open_channel(target.address.host, target.address.port) ||
+    auto result = co_await (pool.open_channel(target.address.host, target.address.port) ||
                             deadline.async_wait(as_tuple(use_awaitable)));
-    handle->on_cut(nullptr);
+    handle.on_cut(nullptr);
     if (result.index() == 1) {
-        outcome.reason = handle->was_cut() ? handle->cut_reason() : close_reason::channel_open_timeout;
-        outcome.connect_failed = !handle->was_cut();
-        co_return outcome;
+        outcome.reason = handle.was_cut() ? handle.cut_reason() : close_reason::channel_open_timeout;
+        outcome.connect_failed = !handle.was_cut();
+        co_return nullptr;
     }
     auto [ec, channel] = std::move(std::get<0>(result));
     if (ec || !channel) {
         outcome.reason = close_reason::channel_open_failed;
         outcome.detail = ec ? ec.message() : "no channel";
         outcome.connect_failed = true;
-        co_return outcome;
+        co_return nullptr;
     }
-    if (handle->was_cut()) {
+    if (handle.was_cut()) {
         channel->close();
-        outcome.reason = handle->cut_reason();
-        co_return outcome;
+        outcome.reason = handle.cut_reason();
+        co_return nullptr;
     }
+    co_return channel;
+}
+
+/// Opens a channel to `target` (unless `ready` is one: opened during a move's hold) and pumps
+/// until the client ends. Runs on the loop the pool would open on (run_tunnelled moved it
+/// there), so that the open and the pumps stay on one thread; moves the client again only when
+/// the channel is on another session's loop.
+asio::awaitable<client_outcome> open_and_pump(tcp::socket client, std::shared_ptr<client_handle> handle,
+                                              const config::service_config& settings,
+                                              const config::backend& target,
+                                              std::shared_ptr<tunnel::pool> pool,
+                                              std::shared_ptr<tunnel::channel> ready,
+                                              service_counters& counters, redis_carry* carry)
+{
+    client_outcome outcome;
+    const auto executor = co_await asio::this_coro::executor;
+    auto channel = std::move(ready);
+    if (!channel) channel = co_await open_backend_channel(client, *handle, settings, target, *pool, outcome);
+    if (!channel) co_return outcome;
 
     auto run = [&, channel](tcp::socket& on_loop) -> asio::awaitable<void> {
         co_await pump_both(on_loop, *channel, *handle, settings, counters, outcome, carry);
@@ -110,6 +108,10 @@ asio::awaitable<client_outcome> run_tunnelled(tcp::socket client, std::shared_pt
                                               const config::backend& target, const tunnel_lookup& tunnels,
                                               service_counters& counters, redis_carry* carry)
 {
+    const auto prepared = take_prepared(carry, handle->current_side(), true);
+    if (prepared)
+        co_return co_await open_and_pump(std::move(client), handle, settings, target, nullptr,
+                                         std::move(prepared->channel), counters, carry);
     client_outcome outcome;
     auto pool = tunnels ? tunnels(*target.via) : nullptr;
     if (!pool || !pool->healthy()) {
@@ -122,14 +124,16 @@ asio::awaitable<client_outcome> run_tunnelled(tcp::socket client, std::shared_pt
     const auto executor = co_await asio::this_coro::executor;
     const auto home = pool->open_executor(executor);
     if (home == executor)
-        co_return co_await open_and_pump(std::move(client), handle, settings, target, pool, counters, carry);
+        co_return co_await open_and_pump(std::move(client), handle, settings, target, pool, nullptr, counters,
+                                         carry);
     // Move to the loop of the session that will open the channel before opening it: the open's
     // reply and the pumps then need no hop between threads (each hop is a wake-up of another
     // thread, the largest part of an open on a busy host).
     auto moved = rehomed(client, home);
     handle->rehome(home);
     co_return co_await asio::co_spawn(
-        home, open_and_pump(std::move(moved), handle, settings, target, std::move(pool), counters, carry),
+        home,
+        open_and_pump(std::move(moved), handle, settings, target, std::move(pool), nullptr, counters, carry),
         use_awaitable);
 }
 

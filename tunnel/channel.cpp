@@ -106,7 +106,6 @@ void channel::run_now(bool read)
     // libssh2 may be called, saves a wake-up of the driver (a trip through the event loop) per
     // operation. The driver still services every channel after any I/O.
     if (raw_ == nullptr || !transport_->may_call_now()) return transport_->notify();
-    const detail::transport::output_batch batch(*transport_);
     const auto unread_before = transport_->unread_input();
     bool unread_input = unread_before > 0;
     const bool done = read ? try_read(unread_input)

@@ -12,6 +12,7 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <cstring>
+#include <tuple>
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -380,7 +381,15 @@ asio::awaitable<void> transport::writer([[maybe_unused]] std::shared_ptr<transpo
         out_.clear();
         // Channels stop writing while out_ is at the high-water mark; out_ then became this flight.
         const bool was_full = flight.size() >= out_high_water;
-        auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(flight), use_tuple);
+        // A non-blocking send first: async_write would complete even an immediate send through
+        // the event loop's queue, a second trip per flight.
+        boost::system::error_code ec;
+        std::size_t sent = 0;
+        if (const auto n = ::send(ssh_fd_, flight.data(), flight.size(), MSG_DONTWAIT | MSG_NOSIGNAL); n > 0)
+            sent = static_cast<std::size_t>(n);
+        if (sent < flight.size())
+            std::tie(ec, std::ignore) = co_await asio::async_write(
+                socket_, asio::buffer(flight.data() + sent, flight.size() - sent), use_tuple);
         flight.clear();
         if (failed_) break;
         if (ec) {
@@ -448,9 +457,14 @@ asio::awaitable<boost::system::error_code> transport::serve()
     established_ = true;
     while (!failed_) {
         bool more = false;
-        for (int pass = 0; pass < 32 && !failed_; ++pass) {
-            more = service_once();
-            if (!more) break;
+        {
+            // What the passes send leaves in one send at their end (or with the writer if a
+            // write is in flight), not after a trip of the writer through the event loop.
+            const output_batch batch(*this);
+            for (int pass = 0; pass < 32 && !failed_; ++pass) {
+                more = service_once();
+                if (!more) break;
+            }
         }
         if (failed_) break;
         if (more) {
@@ -469,7 +483,6 @@ bool transport::service_once()
         bool& flag;
         ~done_on_exit() { flag = false; }
     } done{servicing_};
-    const output_batch batch(*this);
     const auto unread_before = unread_input();
     bool unread = unread_before > 0;
     bool progress = false;

@@ -99,7 +99,9 @@ public:
 
     /// While one lives, what libssh2 sends is held and, at its end, sent at once with one
     /// non-blocking send when no write is in flight; the writer takes what the socket does not.
-    /// Saves the writer's trips through the event loop (two per packet) on a quiet session.
+    /// Saves the writer's trip through the event loop. Only around work that ends a burst (the
+    /// driver's passes, an open): a channel operation leaves its packets to the writer, which
+    /// sends those of every operation run in the meantime in one go.
     class output_batch {
     public:
         explicit output_batch(transport& t) : transport_(t) { ++transport_.batching_; }

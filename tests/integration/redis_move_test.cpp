@@ -12,6 +12,9 @@
 //  5. a subscriber is cut (pinned for good), with the pin in the log reason
 //  6. new refusing the password cuts the client: replay_refused
 //  7. resume after a hold: the client goes on with old
+//  8. a held client's connection to new is opened and its session replayed while new is still a
+//     replica; after the promotion the move forwards its request on that same connection
+//  9. a hold lifted instead of a move closes the connection opened ahead on new
 
 #include "proxy/service.hpp"
 #include "redis_test_bed.hpp"
@@ -247,6 +250,71 @@ TEST_F(RedisMove, ResumedClientGoesOnWithOld)
     EXPECT_EQ(answer, "OK");
     EXPECT_EQ(on_server(*old_)->command({"GET", "held"}), "1");
     EXPECT_EQ(service_->clients().count(side::old_side), 1u);
+}
+
+/// The line of CLIENT LIST on `server` for the client named `name` ("" when there is none).
+std::string client_line(const redis_server& server, const std::string& name)
+{
+    const std::string list = server.connect().command({"CLIENT", "LIST"});
+    const auto at = list.find(" name=" + name + " ");
+    if (at == std::string::npos) return {};
+    const auto begin = list.rfind('\n', at);
+    const auto end = list.find('\n', at);
+    return list.substr(begin == std::string::npos ? 0 : begin + 1,
+                       end == std::string::npos ? std::string::npos : end - begin - 1);
+}
+
+/// new follows old (as at a switch's start) and has caught up.
+void make_replica(redis_server& replica, const redis_server& primary)
+{
+    auto c = replica.connect();
+    ASSERT_EQ(c.command({"CONFIG", "SET", "masterauth", password}), "OK");
+    ASSERT_EQ(c.command({"REPLICAOF", "127.0.0.1", std::to_string(primary.port())}), "OK");
+    ASSERT_TRUE(eventually([&] {
+        return replica.connect().command({"INFO", "replication"}).find("master_link_status:up") !=
+               std::string::npos;
+    }));
+}
+
+TEST_F(RedisMove, HeldClientIsConnectedAndReplayedOnTheReplicaBeforeItsMove)
+{
+    make_replica(*new_, *old_);
+    auto app = application("ahead");
+    service_->hold_clients(side::old_side);
+    ASSERT_TRUE(all_held(side::old_side));
+    // While new is still a replica, its CLIENT LIST shows the held client's connection, in db 3.
+    std::string ahead;
+    ASSERT_TRUE(eventually([&] { return !(ahead = client_line(*new_, "ahead")).empty(); }))
+        << "no connection named ahead on new during the hold";
+    EXPECT_NE(ahead.find(" db=3 "), std::string::npos) << ahead;
+    EXPECT_NE(new_->connect().command({"INFO", "replication"}).find("role:slave"), std::string::npos);
+    const std::string id = ahead.substr(0, ahead.find(' ')); // "id=N"
+
+    ASSERT_EQ(new_->connect().command({"REPLICAOF", "NO", "ONE"}), "OK"); // the promotion
+    service_->move_clients(side::old_side, side::new_side);
+    ASSERT_TRUE(moved_off(side::old_side));
+    EXPECT_EQ(app->command({"SET", "after", "1"}), "OK");
+    EXPECT_EQ(on_server(*new_)->command({"GET", "after"}), "1") << "the write is in db 3 of new";
+    const std::string after = client_line(*new_, "ahead");
+    EXPECT_EQ(after.substr(0, after.find(' ')), id) << "the move used the connection opened ahead: " << after;
+    EXPECT_EQ(service_->counters().clients_moved.load(), 1u);
+    EXPECT_EQ(service_->counters().moves_ready_ahead.load(), 1u);
+}
+
+TEST_F(RedisMove, LiftedHoldClosesTheConnectionOpenedAhead)
+{
+    auto app = application("lifted");
+    service_->hold_clients(side::old_side);
+    ASSERT_TRUE(all_held(side::old_side));
+    ASSERT_TRUE(eventually([&] { return !client_line(*new_, "lifted").empty(); }))
+        << "no connection named lifted on new during the hold";
+    service_->resume_clients(side::old_side);
+    EXPECT_TRUE(eventually([&] { return client_line(*new_, "lifted").empty(); }))
+        << "the connection opened ahead on new is still there: " << client_line(*new_, "lifted");
+    EXPECT_EQ(app->command({"SET", "stayed", "1"}), "OK");
+    EXPECT_EQ(on_server(*old_)->command({"GET", "stayed"}), "1");
+    EXPECT_NE(client_line(*old_, "lifted"), "");
+    EXPECT_EQ(service_->counters().clients_moved.load(), 0u);
 }
 
 } // namespace

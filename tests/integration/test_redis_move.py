@@ -10,7 +10,8 @@ svc` (pause) and then `tunnelctl rollback svc` run:
     had acknowledged is on the primary in db 3; CLIENT LIST on new shows the writer's name;
   - a MULTI/EXEC writer loses no acknowledged transaction;
   - a subscriber is cut once, and tunneld's log says why (pinned: subscribed);
-  - `tunnelctl switch` and `rollback` report the clients moved, and `history` records them.
+  - `tunnelctl switch` and `rollback` report the clients moved (connected and replayed on the
+    other side during the hold, while it is still a replica), and `history` records them.
 90: new reached directly. 91: new reached through an SSH tunnel (the test bed's sshd).
 """
 
@@ -255,6 +256,7 @@ class RedisMoveBase(IntegrationTest):
         producer_new = self.server(self.new)
         producer_new.lpush("slow-jobs", "slow-new")
         self.assertGreaterEqual(self.moved_count(switched), 4, switched)
+        self.assertRegex(switched, r"connected and replayed on new during the hold", switched)
         status = self.daemon.service(SERVICE)
         self.assertGreaterEqual(status["last_switch"]["moved"], 4, status["last_switch"])
         self.assertEqual(status["last_switch"]["cut"], 1, "the subscriber")
@@ -275,6 +277,7 @@ class RedisMoveBase(IntegrationTest):
         rolled_back = self.ctl_progress("rollback", SERVICE)
         self.assertEqual(self.daemon.service(SERVICE)["active"], "old")
         self.assertGreaterEqual(self.moved_count(rolled_back), 4, rolled_back)
+        self.assertRegex(rolled_back, r"connected and replayed on old during the hold", rolled_back)
         self.assertRegex(rolled_back, r"unblocked from a blocking command", rolled_back)
         self.eventually(lambda: "app-long-worker" in self.blocked_names(self.old), 10,
                         "the long consumer blocks on old again after the rollback")
