@@ -199,7 +199,10 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
     }
 
     auto log_not_resp_once = [&] {
-        if (carry.not_resp_logged || session.pinned() != pin_reason::not_resp) return;
+        // Why not pinned(): this runs on every read, and the two errors are what it would check first.
+        if (carry.not_resp_logged ||
+            (session.client_error() == resp_error::none && session.backend_error() == resp_error::none))
+            return;
         carry.not_resp_logged = true;
         const bool from_client = session.client_error() != resp_error::none;
         spdlog::info("client={} service={} not_movable=not_resp from={} error={}", handle.id(), settings.name,

@@ -150,9 +150,6 @@ private:
     void lose_track(unknown_state_cause cause) noexcept;
     bool counting_suspended() const noexcept;
 
-    request_framer requests_;
-    reply_framer replies_;
-    session_state state_;
     unknown_state_cause unknown_ = unknown_state_cause::none;
 
     std::uint64_t sent_ = 0;     ///< requests sent that Redis answers; each one's sequence number
@@ -196,6 +193,11 @@ private:
     std::uint64_t lib_name_owner_ = 0;
     session_state::value pending_lib_ver_;
     std::uint64_t lib_ver_owner_ = 0;
+
+    // Large members last, so the counters and pins every request and reply touches sit together.
+    request_framer requests_;
+    reply_framer replies_;
+    session_state state_;
 };
 
 } // namespace tunneld::proxy

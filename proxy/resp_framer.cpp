@@ -137,6 +137,117 @@ void resp_scanner::begin_frame() noexcept
     line_length_ = 0;
 }
 
+namespace {
+
+/// Plain decimal digits (at most 18, as the byte machine takes) ended by CR LF at `p`: the
+/// position after the LF, with `value`; nullptr for anything else, or when not all there.
+const char* plain_number(const char* p, const char* end, std::int64_t& value) noexcept
+{
+    const char* const start = p;
+    std::int64_t v = 0;
+    while (p < end && is_digit(*p)) {
+        if (p - start == 18) return nullptr;
+        v = v * 10 + (*p++ - '0');
+    }
+    if (p == start || end - p < 2 || p[0] != '\r' || p[1] != '\n') return nullptr;
+    value = v;
+    return p + 2;
+}
+
+} // namespace
+
+std::size_t resp_scanner::whole_frame(const char* p, const char* end) noexcept
+{
+    // Why: pipelined clients send many small frames per read; the byte machine pays a state
+    // dispatch per element and a call per byte run, this pays one pass over the frame.
+    return direction_ == direction::request ? whole_request(p, end) : whole_reply(p, end);
+}
+
+std::size_t resp_scanner::whole_request(const char* p, const char* end) noexcept
+{
+    if (*p != '*') return 0;
+    std::int64_t count = 0;
+    const char* q = plain_number(p + 1, end, count);
+    if (!q || count == 0 || count > limits_.max_count) return 0;
+    // Everything must be there before anything is kept: a frame taken in pieces is the byte
+    // machine's, from its first byte.
+    const char* element = q;
+    for (std::int64_t i = 0; i < count; ++i) {
+        std::int64_t length = 0;
+        if (element == end || *element != '$') return 0;
+        element = plain_number(element + 1, end, length);
+        if (!element || length > limits_.max_bulk_length || end - element < length + 2) return 0;
+        if (element[length] != '\r' || element[length + 1] != '\n') return 0;
+        element += length + 2;
+    }
+    begin_frame();
+    argument_count_ = static_cast<std::size_t>(count);
+    for (std::size_t i = 0; q < element; ++i) {
+        std::int64_t length = 0;
+        q = plain_number(q + 1, end, length);
+        keep_argument_start(i, length);
+        keep_bytes(q, static_cast<std::size_t>(length));
+        q += length + 2;
+    }
+    depth_ = 0;
+    frame_ended_ = true;
+    return static_cast<std::size_t>(element - p);
+}
+
+std::size_t resp_scanner::whole_reply(const char* p, const char* end) noexcept
+{
+    const char type = *p;
+    const char* q = p + 1;
+    std::int64_t length = 0;
+    switch (type) {
+    case '$': {
+        if (q < end && *q == '-') {
+            // RESP2's null bulk string.
+            if (end - q < 4 || q[1] != '1' || q[2] != '\r' || q[3] != '\n') return 0;
+            q += 4;
+            length = -1;
+            break;
+        }
+        q = plain_number(q, end, length);
+        if (!q || length > limits_.max_bulk_length || end - q < length + 2) return 0;
+        if (q[length] != '\r' || q[length + 1] != '\n') return 0;
+        q += length + 2;
+        break;
+    }
+    case ':': {
+        const bool negative = q < end && *q == '-';
+        q = plain_number(q + (negative ? 1 : 0), end, length);
+        if (!q) return 0;
+        if (negative) length = -length;
+        break;
+    }
+    case '-':
+    case '+': {
+        const std::size_t look = std::min(static_cast<std::size_t>(end - q), limits_.max_line + 1);
+        const auto* cr = static_cast<const char*>(std::memchr(q, '\r', look));
+        if (!cr || end - cr < 2 || cr[1] != '\n' || std::memchr(q, '\n', static_cast<std::size_t>(cr - q)))
+            return 0;
+        length = cr - q;
+        if (static_cast<std::size_t>(length) > limits_.max_line) return 0;
+        head_length_ = std::min(static_cast<std::size_t>(length), head_size);
+        std::memcpy(head_.data(), q, head_length_);
+        q = cr + 2;
+        break;
+    }
+    default:
+        return 0;
+    }
+    begin_frame();
+    if (type != '+' && type != '-') head_length_ = 0;
+    top_type_ = type == '$' && length < 0 ? resp_type::null : type_of(type);
+    top_length_ = length;
+    error_elements_ = 0;
+    error_beyond_ = false;
+    attribute_seen_ = false;
+    frame_ended_ = true;
+    return static_cast<std::size_t>(q - p);
+}
+
 framer_step resp_scanner::feed(std::string_view bytes) noexcept
 {
     const char* const begin = bytes.data();
@@ -146,6 +257,10 @@ framer_step resp_scanner::feed(std::string_view bytes) noexcept
     while (p < end && state_ != state::failed) {
         switch (state_) {
         case state::frame_start:
+            if (const std::size_t taken = whole_frame(p, end)) {
+                p += taken;
+                break;
+            }
             begin_frame();
             if (direction_ == direction::request && *p != '*') {
                 // Redis reads anything that does not start with '*' as an inline command.
@@ -301,7 +416,8 @@ void resp_scanner::end_number() noexcept
         if (value_ > limits_.max_bulk_length) return fail(resp_error::length_too_large);
         if (depth_ == 0) top_length_ = value_;
         remaining_ = value_;
-        if (direction_ == direction::request) keep_argument_start(value_);
+        if (direction_ == direction::request)
+            keep_argument_start(static_cast<std::size_t>(stack_[0].seen), value_);
         state_ = state::payload;
         return;
     }
@@ -453,9 +569,8 @@ void resp_scanner::element_done(bool is_error) noexcept
     }
 }
 
-void resp_scanner::keep_argument_start(std::int64_t length) noexcept
+void resp_scanner::keep_argument_start(std::size_t index, std::int64_t length) noexcept
 {
-    const auto index = static_cast<std::size_t>(stack_[0].seen);
     keep_limit_ = 0;
     keeping_ = max_arguments;
     if (index >= max_arguments) return;

@@ -110,6 +110,13 @@ protected:
         bool attribute;
     };
 
+    /// A whole frame of the usual shapes at `p` (a request array of bulk strings; a bulk string,
+    /// simple string, error or integer reply), framed in one pass exactly as the byte machine
+    /// would frame it; 0 when the frame is not all in [p, end) or has another shape (the byte
+    /// machine then takes it from its first byte).
+    std::size_t whole_frame(const char* p, const char* end) noexcept;
+    std::size_t whole_request(const char* p, const char* end) noexcept;
+    std::size_t whole_reply(const char* p, const char* end) noexcept;
     std::size_t step_number(const char* p, const char* end) noexcept;
     std::size_t step_line(const char* p, const char* end) noexcept;
     std::size_t step_payload(const char* p, const char* end) noexcept;
@@ -123,7 +130,7 @@ protected:
     void begin_frame() noexcept;
 
     // Request argument keeping (request direction only).
-    void keep_argument_start(std::int64_t length) noexcept;
+    void keep_argument_start(std::size_t index, std::int64_t length) noexcept;
     void keep_bytes(const char* p, std::size_t n) noexcept;
     void inline_byte(char c) noexcept;
     bool names_long_arguments() const noexcept;
@@ -144,7 +151,6 @@ protected:
     char line_first_ = 0; ///< first byte of the current line (booleans, nulls)
     bool line_valid_ = true;
 
-    std::array<level, max_depth> stack_{};
     std::size_t depth_ = 0;
 
     // The top-level frame (replies).
@@ -156,7 +162,6 @@ protected:
     std::uint64_t error_elements_ = 0; ///< bit i: element i of the top-level aggregate is an error
     bool error_beyond_ = false;        ///< an error at index >= 64
     static constexpr std::size_t head_size = 64;
-    std::array<char, head_size> head_{};
     std::size_t head_length_ = 0;
     bool capture_head_ = false;
 
@@ -166,9 +171,7 @@ protected:
     static constexpr std::size_t short_keep = 64;
     static constexpr std::size_t long_keep = 512;
     static constexpr std::size_t keep_buffer_size = 2048;
-    std::array<char, keep_buffer_size> keep_buffer_{};
     std::size_t keep_used_ = 0;
-    std::array<kept_argument, max_arguments> arguments_{};
     std::size_t argument_count_ = 0;      ///< all arguments of the request, kept or not
     std::size_t keep_limit_ = 0;          ///< bytes of the current argument still to keep
     std::size_t keeping_ = max_arguments; ///< index of the argument being kept, or max_arguments
@@ -176,6 +179,13 @@ protected:
     bool inline_ = false;
     bool inline_quoted_ = false;
     bool in_token_ = false;
+
+    // The arrays last, the arguments' bounds first: the few fields every frame touches then
+    // share two cache lines, not six (a pump follows many clients; their framers are cold).
+    std::array<kept_argument, max_arguments> arguments_{};
+    std::array<char, head_size> head_{};
+    std::array<char, keep_buffer_size> keep_buffer_{};
+    std::array<level, max_depth> stack_{};
 };
 
 } // namespace detail

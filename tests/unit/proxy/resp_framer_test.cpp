@@ -119,6 +119,8 @@ const std::vector<request_case>& request_table()
         {"   \n", {"4:n=0 inline"}},
         {"set \"a b\" c\r\n", {"13:n=4|set|\"a|b\"|c inline quoted"}},
         {"*3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$6\r\nsecret\r\n", {"39:n=3|AUTH|default|secret"}},
+        // Lengths with leading zeros, as Redis reads them (a whole frame takes a shorter path).
+        {"*02\r\n$003\r\nGET\r\n$01\r\nk\r\n", {"24:n=2|GET|k"}},
     };
     return table;
 }
@@ -210,6 +212,10 @@ TEST(RespReplyFramer, EveryReplyOfTheTableWhateverTheSplit)
     // boolean 6, double 7, big_number 8, bulk_error 9, verbatim 10, map 11, set 12, push 14.
     const std::vector<reply_case> table = {
         {"+OK\r\n", {"5:t=0 len=2 head=OK"}},
+        {"+\r\n", {"3:t=0 len=0 head="}},
+        {":-0\r\n", {"5:t=2 len=0 head="}},
+        {"$03\r\nabc\r\n", {"10:t=3 len=3 head="}},
+        {"$-01\r\n", {"6:t=5 len=-1 head="}},
         {"-ERR unknown command 'FOO'\r\n", {"28:t=1 len=25 head=ERR unknown command 'FOO'"}},
         {":1000\r\n", {"7:t=2 len=1000 head="}},
         {":-9223372036854775808\r\n", {"23:t=2 len=-922337203685477580 head="}}, // the value is kept to 18 digits
