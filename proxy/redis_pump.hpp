@@ -81,8 +81,8 @@ inline std::shared_ptr<prepared_backend> take_prepared(redis_carry* carry, side 
     return prepared;
 }
 
-/// Asked of the backend before a client's first blocking command on a connection, so a switch
-/// can unblock the client (CLIENT UNBLOCK id TIMEOUT) before its server turns replica.
+/// Asked of the backend ahead of a client's first requests on a connection, so a switch can
+/// unblock the client (CLIENT UNBLOCK id TIMEOUT) before its server turns replica.
 inline constexpr std::string_view client_id_request = "*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n";
 
 /// Sends `commands` on `backend` and checks each reply within `timeout`, reading into `buffer`.
@@ -155,11 +155,17 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
     bool down_writing = false;
     bool down_done = false;
     std::optional<std::chrono::steady_clock::time_point> quiet_since; // first reported held
-    // The backend's CLIENT ID: asked (pipelined before the request) the first time the client
-    // blocks on this connection, at a moment nothing else is outstanding, so the next reply is
-    // its answer; the down pump takes that reply out of the stream.
+    // The backend's CLIENT ID: asked (pipelined before the client's requests) the first time
+    // nothing is outstanding on this connection, so the next reply is its answer; the down pump
+    // takes that reply out of the stream. Why not only before a blocking command: a client
+    // that sends BRPOP while earlier replies are still outstanding (a pipeline spread over
+    // several writes) never has such a moment then, and could not be unblocked at a switch.
+    // Refused with NOAUTH (asked before the client's AUTH): asked again, a few times; refused
+    // otherwise (an ACL without CLIENT ID): not again.
     enum class id_query : std::uint8_t { unknown, asked, known, given_up };
     id_query backend_id = id_query::unknown;
+    int id_refusals = 0;
+    constexpr int id_refusals_allowed = 3;
     reply_framer id_reply;
     handle.set_backend_id(-1);
     handle.on_cut([&] {
@@ -284,7 +290,8 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
             const std::string_view pending = carry.pending();
             std::size_t forward = 0;
             // Cheapest test first: a pipelining client rarely has nothing outstanding.
-            const bool may_ask_id =
+            // Whatever the batch opens (a transaction, a subscription) comes after the answer.
+            const bool ask_id =
                 backend_id == id_query::unknown && session.outstanding() == 0 && session.movable();
             while (!moving && forward < pending.size()) {
                 if (handle.current_order() != move_order::none && session.can_hold()) {
@@ -295,7 +302,6 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
             }
             log_not_resp_once();
             if (forward > 0) {
-                const bool ask_id = may_ask_id && session.pinned() == pin_reason::blocking_command;
                 boost::system::error_code write_ec;
                 std::size_t written = 0;
                 if (ask_id) {
@@ -347,8 +353,12 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
                     reply.remove_prefix(step.consumed);
                     if (step.frame_ended) {
                         const reply_view answer = id_reply.last();
-                        // An error (NOAUTH before AUTH): asked again at the next blocking command.
-                        backend_id = answer.type == resp_type::integer ? id_query::known : id_query::unknown;
+                        if (answer.type == resp_type::integer)
+                            backend_id = id_query::known;
+                        else if (answer.head.starts_with("NOAUTH") && ++id_refusals < id_refusals_allowed)
+                            backend_id = id_query::unknown; // asked again once the client authenticated
+                        else
+                            backend_id = id_query::given_up;
                         if (backend_id == id_query::known) handle.set_backend_id(answer.length);
                         spdlog::debug("client={} service={} backend_client_id={}", handle.id(), settings.name,
                                       backend_id == id_query::known ? std::to_string(answer.length) : "refused");

@@ -8,7 +8,8 @@
 //     CLIENT LIST on new shows its name
 //  2. a pipelining writer moves mid-stream: every reply is +OK, every write is on old or new
 //  3. a MULTI client is held only after EXEC's answer; the transaction is whole on old
-//  4. a BRPOP client is held once its BRPOP answers, and its next BRPOP runs on new
+//  4. a BRPOP client is held once its BRPOP answers, and its next BRPOP runs on new; one whose
+//     BRPOP was sent while an earlier reply was outstanding can be unblocked by its backend id
 //  5. a subscriber is cut (pinned for good), with the pin in the log reason
 //  6. new refusing the password cuts the client: replay_refused
 //  7. resume after a hold: the client goes on with old
@@ -206,6 +207,38 @@ TEST_F(RedisMove, BlockedClientMovesOnceItsBrpopAnswers)
         ASSERT_EQ(producer->command({"LPUSH", "jobs", "job-1"}), "1");
     }
     EXPECT_EQ(app->command({"BRPOP", "jobs", "1"}), "jobs") << "the next BRPOP runs on new";
+}
+
+TEST_F(RedisMove, BrpopSentBehindAnOutstandingRequestCanBeUnblocked)
+{
+    auto app = application("late-worker");
+    // A script that runs 2 s: its reply is still outstanding when the BRPOP reaches tunneld, so
+    // there is no moment with nothing outstanding just before the blocking command.
+    app->append({"EVAL",
+                 "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] "
+                 "while true do local n = redis.call('TIME') "
+                 "if n[1] * 1000000 + n[2] - s > 2000000 then return 7 end end",
+                 "0"});
+    app->flush();
+    std::this_thread::sleep_for(200ms); // a write of its own, while the script runs
+    app->append({"BRPOP", "jobs", "30"});
+    app->flush();
+    EXPECT_EQ(app->reply(), "7");
+    // As a switch does: hold, then unblock the blocked clients by the backend id tunneld learnt.
+    service_->hold_clients(side::old_side);
+    std::vector<std::int64_t> ids;
+    EXPECT_TRUE(eventually([&] {
+        ids = service_->blocked_backend_ids(side::old_side);
+        return ids.size() == 1;
+    })) << "the blocked client's backend id is known";
+    ASSERT_EQ(ids.size(), 1u);
+    EXPECT_EQ(on_server(*old_)->command({"CLIENT", "UNBLOCK", std::to_string(ids[0]), "TIMEOUT"}), "1");
+    EXPECT_EQ(app->reply(), "") << "BRPOP answered nil, as at its timeout";
+    ASSERT_TRUE(all_held(side::old_side));
+    service_->move_clients(side::old_side, side::new_side);
+    ASSERT_TRUE(moved_off(side::old_side));
+    EXPECT_EQ(app->command({"SET", "after", "1"}), "OK");
+    EXPECT_EQ(on_server(*new_)->command({"GET", "after"}), "1");
 }
 
 TEST_F(RedisMove, SubscriberIsCutWithItsPin)
