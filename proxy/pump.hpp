@@ -45,38 +45,27 @@ struct no_observer {
 /// A direct TCP socket: the pump can write to it without blocking.
 template <class Stream> inline constexpr bool is_tcp_socket = std::is_same_v<Stream, asio::ip::tcp::socket>;
 
-/// Writes all of `bytes` to a TCP socket (set to non-blocking): at once when the socket takes
-/// them, which is nearly always, else the rest asynchronously. async_write alone completes even
-/// an immediate send through the event loop's queue, a second dispatch per chunk.
-inline asio::awaitable<std::pair<boost::system::error_code, std::size_t>> write_chunk(asio::ip::tcp::socket& to,
-                                                                                     std::string_view bytes)
+/// Sends what `to` takes of `bytes` at once, without a coroutine frame: a TCP socket (set to
+/// non-blocking) nearly always takes all of it in one send(); would_block is no error (0 sent).
+/// A tunnel channel takes nothing this way. The caller sends the rest with write_all. Why:
+/// async_write alone completes even an immediate send through the event loop's queue, and a
+/// coroutine per write costs a frame and two resumptions, on every request of every client.
+template <class To> std::size_t write_at_once(To& to, std::string_view bytes, boost::system::error_code& ec)
 {
-    boost::system::error_code ec;
-    std::size_t written = to.write_some(asio::buffer(bytes), ec);
-    if (ec == asio::error::would_block) {
+    if constexpr (is_tcp_socket<To>) {
+        const std::size_t written = to.write_some(asio::buffer(bytes), ec);
+        if (ec != asio::error::would_block) return written;
         ec = {};
-        written = 0;
     }
-    if (!ec && written < bytes.size()) {
-        auto [rest_ec, rest] = co_await asio::async_write(to, asio::buffer(bytes.substr(written)),
-                                                          asio::as_tuple(asio::use_awaitable));
-        ec = rest_ec;
-        written += rest;
-    }
-    co_return std::pair{ec, written};
+    return 0;
 }
 
-/// Writes all of `bytes` to `to`: a TCP socket through write_chunk (the caller switched it to
-/// non-blocking mode), a tunnel channel with async_write.
+/// Writes all of `bytes` to `to` (what write_at_once left).
 template <class To>
 asio::awaitable<std::pair<boost::system::error_code, std::size_t>> write_all(To& to, std::string_view bytes)
 {
-    if constexpr (is_tcp_socket<To>) {
-        co_return co_await write_chunk(to, bytes);
-    } else {
-        auto [ec, n] = co_await asio::async_write(to, asio::buffer(bytes), asio::as_tuple(asio::use_awaitable));
-        co_return std::pair{ec, n};
-    }
+    auto [ec, n] = co_await asio::async_write(to, asio::buffer(bytes), asio::as_tuple(asio::use_awaitable));
+    co_return std::pair{ec, n};
 }
 
 /// Switches a TCP socket to non-blocking mode (its synchronous calls then fail with
@@ -109,7 +98,14 @@ asio::awaitable<pump_end> pump(From& from, To& to, std::span<char> buffer, std::
         }
         if (read_ec) co_return pump_end::read_error;
         observe(std::string_view(buffer.data(), n));
-        auto [write_ec, written] = co_await write_all(to, std::string_view(buffer.data(), n));
+        const std::string_view chunk(buffer.data(), n);
+        boost::system::error_code write_ec;
+        std::size_t written = write_at_once(to, chunk, write_ec);
+        if (!write_ec && written < n) {
+            auto [rest_ec, rest] = co_await write_all(to, chunk.substr(written));
+            write_ec = rest_ec;
+            written += rest;
+        }
         count += written;
         total.fetch_add(written, std::memory_order_relaxed);
         if (write_ec) co_return pump_end::write_error;

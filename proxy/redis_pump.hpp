@@ -313,9 +313,12 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
                     written = all_written > client_id_request.size() ? all_written - client_id_request.size() : 0;
                 } else {
                     // One buffer: send(), not the sendmsg() a buffer sequence costs on every request.
-                    auto [ec, n] = co_await write_all(backend, pending.substr(0, forward));
-                    write_ec = ec;
-                    written = n;
+                    written = write_at_once(backend, pending.substr(0, forward), write_ec);
+                    if (!write_ec && written < forward) {
+                        auto [ec, n] = co_await write_all(backend, pending.substr(written, forward - written));
+                        write_ec = ec;
+                        written += n;
+                    }
                 }
                 outcome.bytes_up += written;
                 counters.bytes_up.fetch_add(written, std::memory_order_relaxed);
@@ -369,7 +372,13 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
             session.observe_backend(reply);
             log_not_resp_once();
             down_writing = true;
-            auto [write_ec, written] = co_await write_all(client, reply);
+            boost::system::error_code write_ec;
+            std::size_t written = write_at_once(client, reply, write_ec);
+            if (!write_ec && written < reply.size()) {
+                auto [rest_ec, rest] = co_await write_all(client, reply.substr(written));
+                write_ec = rest_ec;
+                written += rest;
+            }
             down_writing = false;
             outcome.bytes_down += written;
             counters.bytes_down.fetch_add(written, std::memory_order_relaxed);
