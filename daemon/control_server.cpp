@@ -254,6 +254,9 @@ asio::awaitable<cutover::command_result> control_server::switch_here_or_fleet(st
 {
     auto& controller = daemon_.controller();
     if (!daemon_.fleet()) co_return co_await controller.switch_side(service, to, mode, force, std::move(progress));
+    if (const auto settings = controller.settings(service))
+        if (auto refused = fleet_switch_refusal(*settings, to))
+            co_return cutover::command_result::failure(cutover::verdict::refused, std::move(*refused));
     // The whole fleet: the lag gate here first (nothing is claimed when it refuses), then this
     // member coordinates. Every member holds in mode pause.
     if (auto refused = controller.gate_refusal(service, to, mode, force))
