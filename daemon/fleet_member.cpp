@@ -91,6 +91,60 @@ std::optional<std::string> paused_refusal(const std::string& service, std::strin
                        command);
 }
 
+std::vector<cutover::preflight_check> fleet_readiness(const fleet::fleet_view& view,
+                                                      const config::service_config& settings, proxy::side to,
+                                                      std::int64_t now_ms)
+{
+    using cutover::check_verdict;
+    std::vector<cutover::preflight_check> checks;
+    const auto add = [&](std::string name, bool ok, std::string detail) {
+        checks.push_back({std::move(name), ok ? check_verdict::pass : check_verdict::fail, std::move(detail), {}});
+    };
+    add("fleet etcd reachable", view.reachable,
+        view.reachable ? "etcd answers"
+                       : "etcd unreachable (" + (view.last_error.empty() ? "not reached yet" : view.last_error) +
+                             "): a fleet switch is refused; the members below are as last seen");
+    const auto command = to == proxy::side::old_side ? "rollback" : "switch";
+    if (auto refused = fleet_switch_refusal(settings, to)) add("fleet postgres rules", false, std::move(*refused));
+    const auto entry = view.services.find(settings.name);
+    if (entry == view.services.end()) {
+        add("fleet members", false, "no member of the fleet lists " + settings.name);
+        return checks;
+    }
+    const auto& service = entry->second;
+    if (service.epoch_malformed)
+        add("fleet epoch", false, "the epoch record does not decode: fix it in etcd first");
+    else if (!service.epoch)
+        add("fleet epoch", true, "epoch 0 (no fleet switch yet), on old");
+    else if (const auto& r = service.epoch->record; r.held())
+        add("fleet epoch", false,
+            fmt::format("epoch {} is held by {} (switching to {}, phase {}): a second switch is refused", r.epoch,
+                        r.coordinator, r.target ? fleet::to_string(*r.target) : "?", r.phase));
+    else
+        add("fleet epoch", true, fmt::format("epoch {} committed on {}", r.epoch, fleet::to_string(r.committed)));
+    if (auto refused = paused_refusal(settings.name, command, service.pause, now_ms))
+        add("fleet-wide pause", false, std::move(*refused));
+    if (service.members.empty()) add("fleet members", false, "no member record: no member would acknowledge");
+    for (const auto& m : service.members) {
+        const auto name = "fleet member " + m.member;
+        if (!m.record) {
+            add(name, false, "its record does not decode: it would not acknowledge");
+            continue;
+        }
+        const auto& r = *m.record;
+        const bool there = r.active == fleet_side(to) && r.state == "serving";
+        const bool ready = r.state == "serving";
+        const auto seen = r.last_seen_ms > 0 ? fmt::format(", seen {} s ago", std::max<std::int64_t>(0, now_ms - r.last_seen_ms) / 1000)
+                                             : std::string();
+        add(name, ready,
+            fmt::format("on {}, epoch {}, {}{}, held {}{}{}", fleet::to_string(r.active), r.epoch, r.state,
+                        fleet::lags_behind(service.epoch, r) ? " (behind the fleet)" : "", r.held, seen,
+                        ready ? (there ? "; already on the target: acknowledges at once" : "")
+                              : "; it cannot hold for the switch, which would abort"));
+    }
+    return checks;
+}
+
 fleet_member::fleet_member(boost::asio::io_context& loop, const config::fleet_config& settings,
                            services_source services, flip_fn flip, hold_fn hold, pause_fn pause,
                            budget_fn budget)
@@ -612,6 +666,12 @@ control::fleet_status fleet_member::status() const
 nlohmann::json fleet_member::listing(const std::string& service) const
 {
     return control::fleet_json(membership_.view(), settings_.name, settings_.member, service);
+}
+
+std::vector<cutover::preflight_check> fleet_member::readiness(const config::service_config& settings,
+                                                              proxy::side to) const
+{
+    return fleet_readiness(membership_.view(), settings, to, wall_ms());
 }
 
 std::optional<std::string> fleet_member::refusal(const std::string& service, std::string_view command) const

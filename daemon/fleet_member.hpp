@@ -40,6 +40,15 @@ std::optional<std::string> fleet_switch_refusal(const config::service_config& se
 std::optional<std::string> paused_refusal(const std::string& service, std::string_view command,
                                           const std::optional<fleet::pause_record>& pause, std::int64_t now_ms);
 
+/// The fleet's part of `tunnelctl check SERVICE` (and `switch --dry-run`) on a member, towards
+/// `to`, from `view` (`settings`: the service's; `now_ms`: wall clock): whether etcd answers,
+/// whether a switch holds the service, the postgres rules, a fleet-wide pause, and one check per
+/// member (side, epoch, state, held clients, last heartbeat): a member that cannot hold for the
+/// switch (not serving, a record that does not decode) fails it. Pure.
+std::vector<cutover::preflight_check> fleet_readiness(const fleet::fleet_view& view,
+                                                      const config::service_config& settings, proxy::side to,
+                                                      std::int64_t now_ms);
+
 class fleet_member {
 public:
     using services_source = std::function<std::vector<cutover::service_snapshot>()>;
@@ -88,6 +97,8 @@ public:
     /// Why `command` (switch, rollback, pause, resume) on `service` must be refused now: etcd does
     /// not answer, so the fleet cannot act as one. nullopt: it may go ahead. On the loop.
     std::optional<std::string> refusal(const std::string& service, std::string_view command) const;
+    /// fleet_readiness for `settings`' service now. On the loop.
+    std::vector<cutover::preflight_check> readiness(const config::service_config& settings, proxy::side to) const;
 
     /// `tunnelctl pause SERVICE [--timeout T]` on a member: every member holds new clients of
     /// `service` until T (wall clock) or `resume_fleet`. Answers once etcd has the pause. On the loop.

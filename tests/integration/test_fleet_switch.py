@@ -25,7 +25,8 @@ redis-servers, three real tunneld processes on loopback.
       again, the coordinator resolves its own switch and every member ends on new, no acknowledged
       write lost.
  138. A switch typed during a fleet-wide pause is refused up front (nothing claimed, the pause
-      kept), naming `tunnelctl resume`; after the resume it runs.
+      kept), naming `tunnelctl resume`; `tunnelctl check` lists every member's readiness and
+      fails meanwhile; after the resume `switch --dry-run` passes and the switch runs.
 """
 
 from __future__ import annotations
@@ -291,6 +292,9 @@ class FleetSwitchTest(IntegrationTest):
         self.assertEqual(result.returncode, 1, output)
         self.assertIn("switch refused: the fleet is unreachable (etcd: ", output)
         self.assertIn(f"this member keeps serving {SERVICE} on old", output)
+        check = self.members["b"].ctl("check", SERVICE)
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn("FAIL       fleet etcd reachable: etcd unreachable (", check.stdout)
         for daemon in self.members.values():
             health = daemon.ctl("health")
             self.assertEqual(health.returncode, 1, health.stdout)
@@ -330,7 +334,8 @@ class FleetSwitchTest(IntegrationTest):
             record = self.etcd.get_prefix(epoch_key).get(epoch_key)
             return record and json.loads(record)["phase"] == "switch"
         self.eventually(in_phase_switch, 15, "every member acknowledged: phase switch", interval=0.01)
-        self.etcd.stop()
+        # Killed, not stopped: at once, well within the coordinator's pause budget (5 s).
+        self.etcd.process.stop(timeout=5, sig=signal.SIGKILL)
         self.relay.flow()  # the servers' part goes on without etcd; the commit cannot be written
         out, err = switch.communicate(timeout=90)
         self.assertEqual(switch.returncode, 1, out + err)
@@ -372,8 +377,21 @@ class FleetSwitchTest(IntegrationTest):
         self.assertEqual(self.etcd.get_prefix(epoch_key), {}, "nothing was claimed")
         self.assertTrue(all(d.service(SERVICE)["state"] == "paused" for d in self.members.values()),
                         "the pause is kept")
+        # `check` on a member shows every member's readiness and fails while the pause lasts.
+        check = self.members["b"].ctl("check", SERVICE)
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn(f"FAIL       fleet-wide pause: switch refused: {SERVICE} is paused fleet-wide", check.stdout)
+        for name in MEMBERS:
+            self.assertIn(f"FAIL       fleet member {name}: on old, epoch 0, paused", check.stdout)
         self.ctl_ok(self.members["c"], "resume", SERVICE)
         self.eventually(lambda: self.on("old"), 10, "every member serving again")
+
+        def dry_run_passes():
+            dry = self.members["b"].ctl("switch", SERVICE, "--dry-run")
+            return dry.returncode == 0 and all(f"PASS       fleet member {n}: on old, epoch 0, serving" in dry.stdout
+                                               for n in MEMBERS) and dry
+        dry = self.eventually(dry_run_passes, 10, "switch --dry-run passes every member")
+        self.assertIn("PASS       fleet epoch: epoch 0 (no fleet switch yet), on old", dry.stdout)
         self.ctl_ok(self.members["b"], "switch", SERVICE, timeout=60)
         self.eventually(lambda: self.on("new"), 15, "every member on new")
 
