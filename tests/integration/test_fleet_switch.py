@@ -377,12 +377,14 @@ class FleetSwitchTest(IntegrationTest):
         self.assertEqual(self.etcd.get_prefix(epoch_key), {}, "nothing was claimed")
         self.assertTrue(all(d.service(SERVICE)["state"] == "paused" for d in self.members.values()),
                         "the pause is kept")
-        # `check` on a member shows every member's readiness and fails while the pause lasts.
-        check = self.members["b"].ctl("check", SERVICE)
-        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        # `check` on a member shows every member's readiness (as their records in etcd say, each
+        # written within a moment of its change) and fails while the pause lasts.
+        def check_shows_every_member_paused():
+            check = self.members["b"].ctl("check", SERVICE)
+            return check.returncode == 1 and all(f"FAIL       fleet member {n}: on old, epoch 0, paused" in check.stdout
+                                                 for n in MEMBERS) and check
+        check = self.eventually(check_shows_every_member_paused, 10, "check lists every member paused")
         self.assertIn(f"FAIL       fleet-wide pause: switch refused: {SERVICE} is paused fleet-wide", check.stdout)
-        for name in MEMBERS:
-            self.assertIn(f"FAIL       fleet member {name}: on old, epoch 0, paused", check.stdout)
         self.ctl_ok(self.members["c"], "resume", SERVICE)
         self.eventually(lambda: self.on("old"), 10, "every member serving again")
 
