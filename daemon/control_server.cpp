@@ -254,6 +254,9 @@ asio::awaitable<cutover::command_result> control_server::switch_here_or_fleet(st
 {
     auto& controller = daemon_.controller();
     if (!daemon_.fleet()) co_return co_await controller.switch_side(service, to, mode, force, std::move(progress));
+    if (const auto settings = controller.settings(service))
+        if (auto refused = fleet_switch_refusal(*settings, to))
+            co_return cutover::command_result::failure(cutover::verdict::refused, std::move(*refused));
     // The whole fleet: the lag gate here first (nothing is claimed when it refuses), then this
     // member coordinates. Every member holds in mode pause.
     if (auto refused = controller.gate_refusal(service, to, mode, force))
@@ -351,7 +354,14 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
         std::string error;
         const auto report = co_await controller.check(service, to_side, r.mode, r.force, error);
         if (!report || !before) co_return error_line({error_code::unknown_service, error});
-        co_return ok_line(check_json(service, before->route.active, to_side, r.mode.value_or(before->mode), *report));
+        auto checked = *report;
+        // With [fleet] the switch acts on every member: each one's readiness, as etcd shows it.
+        if (const auto settings = controller.settings(service); settings && daemon_.fleet())
+            for (auto& c : daemon_.fleet()->readiness(*settings, to_side)) {
+                if (c.verdict == cutover::check_verdict::fail) checked.would_proceed = false;
+                checked.checks.push_back(std::move(c));
+            }
+        co_return ok_line(check_json(service, before->route.active, to_side, r.mode.value_or(before->mode), checked));
     }
     case command::tunnels:
         co_return ok_line({{"tunnels", to_json(daemon_.tunnels_status())}});

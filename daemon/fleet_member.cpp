@@ -18,10 +18,6 @@ namespace {
 /// How often the services are looked at for a changed record (a switch, held clients): cheap,
 /// and a change reaches etcd this soon instead of at the next heartbeat.
 constexpr auto poll_interval = std::chrono::milliseconds(250);
-/// How long a held switch's coordinator must have been gone (its member record absent, after its
-/// lease ended) before another member takes the switch over: longer than the longest step a
-/// coordinator cut off from etcd may still be taking (a pause switch's budget and its fence).
-constexpr auto takeover_wait = std::chrono::seconds(15);
 /// After a flip that failed (the service was busy with a switch of its own, a server step
 /// failed), the next attempt waits this long.
 constexpr auto flip_retry = std::chrono::seconds(5);
@@ -43,6 +39,13 @@ template <class Task> boost::asio::awaitable<void> released(Task& task)
         co_await task.done.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
 }
 
+/// The wall clock in Unix ms (pause records' until_ms).
+std::int64_t wall_ms()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
 } // namespace
 
 fleet::member_record member_record_of(const cutover::service_snapshot& s, std::int64_t epoch)
@@ -62,10 +65,91 @@ std::string unreachable_refusal(const std::string& service, std::string_view com
                        proxy::to_string(active));
 }
 
+std::optional<std::string> fleet_switch_refusal(const config::service_config& service, proxy::side to)
+{
+    if (service.kind != config::service_kind::postgres) return std::nullopt;
+    if (to == proxy::side::old_side)
+        return fmt::format("rollback refused: a fleet-wide postgres rollback is not supported: old cannot take back "
+                           "the writes made on new since the switch (rebuild old from new with pg_rewind or a new "
+                           "base backup, then switch to it as the next new). Every member keeps serving {}",
+                           service.name);
+    if (!service.fence_command)
+        return fmt::format("switch refused: {} is postgres without fence_command. With [fleet] a member whose hold "
+                           "ends by its pause_timeout serves old again, and postgres has no built-in fence: set "
+                           "fence_command (it makes old refuse writes before new is promoted), then switch again",
+                           service.name);
+    return std::nullopt;
+}
+
+std::optional<std::string> paused_refusal(const std::string& service, std::string_view command,
+                                          const std::optional<fleet::pause_record>& pause, std::int64_t now_ms)
+{
+    if (!pause || pause->until_ms <= now_ms) return std::nullopt;
+    return fmt::format("{} refused: {} is paused fleet-wide (by {}, {} s left); a {} holds every member's clients "
+                       "itself and cannot start inside a pause. Run `tunnelctl resume {}` first, then {} again",
+                       command, service, pause->by, (pause->until_ms - now_ms + 999) / 1000, command, service,
+                       command);
+}
+
+std::vector<cutover::preflight_check> fleet_readiness(const fleet::fleet_view& view,
+                                                      const config::service_config& settings, proxy::side to,
+                                                      std::int64_t now_ms)
+{
+    using cutover::check_verdict;
+    std::vector<cutover::preflight_check> checks;
+    const auto add = [&](std::string name, bool ok, std::string detail) {
+        checks.push_back({std::move(name), ok ? check_verdict::pass : check_verdict::fail, std::move(detail), {}});
+    };
+    add("fleet etcd reachable", view.reachable,
+        view.reachable ? "etcd answers"
+                       : "etcd unreachable (" + (view.last_error.empty() ? "not reached yet" : view.last_error) +
+                             "): a fleet switch is refused; the members below are as last seen");
+    const auto command = to == proxy::side::old_side ? "rollback" : "switch";
+    if (auto refused = fleet_switch_refusal(settings, to)) add("fleet postgres rules", false, std::move(*refused));
+    const auto entry = view.services.find(settings.name);
+    if (entry == view.services.end()) {
+        add("fleet members", false, "no member of the fleet lists " + settings.name);
+        return checks;
+    }
+    const auto& service = entry->second;
+    if (service.epoch_malformed)
+        add("fleet epoch", false, "the epoch record does not decode: fix it in etcd first");
+    else if (!service.epoch)
+        add("fleet epoch", true, "epoch 0 (no fleet switch yet), on old");
+    else if (const auto& r = service.epoch->record; r.held())
+        add("fleet epoch", false,
+            fmt::format("epoch {} is held by {} (switching to {}, phase {}): a second switch is refused", r.epoch,
+                        r.coordinator, r.target ? fleet::to_string(*r.target) : "?", r.phase));
+    else
+        add("fleet epoch", true, fmt::format("epoch {} committed on {}", r.epoch, fleet::to_string(r.committed)));
+    if (auto refused = paused_refusal(settings.name, command, service.pause, now_ms))
+        add("fleet-wide pause", false, std::move(*refused));
+    if (service.members.empty()) add("fleet members", false, "no member record: no member would acknowledge");
+    for (const auto& m : service.members) {
+        const auto name = "fleet member " + m.member;
+        if (!m.record) {
+            add(name, false, "its record does not decode: it would not acknowledge");
+            continue;
+        }
+        const auto& r = *m.record;
+        const bool there = r.active == fleet_side(to) && r.state == "serving";
+        const bool ready = r.state == "serving";
+        const auto seen = r.last_seen_ms > 0 ? fmt::format(", seen {} s ago", std::max<std::int64_t>(0, now_ms - r.last_seen_ms) / 1000)
+                                             : std::string();
+        add(name, ready,
+            fmt::format("on {}, epoch {}, {}{}, held {}{}{}", fleet::to_string(r.active), r.epoch, r.state,
+                        fleet::lags_behind(service.epoch, r) ? " (behind the fleet)" : "", r.held, seen,
+                        ready ? (there ? "; already on the target: acknowledges at once" : "")
+                              : "; it cannot hold for the switch, which would abort"));
+    }
+    return checks;
+}
+
 fleet_member::fleet_member(boost::asio::io_context& loop, const config::fleet_config& settings,
-                           services_source services, flip_fn flip, hold_fn hold, pause_fn pause)
+                           services_source services, flip_fn flip, hold_fn hold, pause_fn pause,
+                           budget_fn budget)
     : settings_(settings), services_(std::move(services)), flip_(std::move(flip)), hold_(std::move(hold)),
-      pause_(std::move(pause)), loop_(loop),
+      pause_(std::move(pause)), budget_(std::move(budget)), loop_(loop),
       client_(loop.get_executor(), fleet::etcd::options_for(settings)),
       membership_(client_, fleet::key_layout(settings.name), settings.member, [this] { return records(); }),
       poll_(loop)
@@ -185,9 +269,16 @@ void fleet_member::follow_committed()
             }
             continue;
         }
-        // A held switch whose coordinator is gone is resolved by one of the others.
-        auto& watch = takeovers_.try_emplace(name, takeover_wait).first->second;
-        if (watch.due(epoch, entry->second.members, now) && !coordinating_.contains(name)) {
+        // A held switch whose coordinator is gone is resolved by one of the others. One that names
+        // this member, which does not run it (its run ended unresolved while etcd did not answer,
+        // or this member was restarted), is resolved here at once: no step of it is under way.
+        const auto wait = fleet::takeover_wait(membership_.lease_ttl(),
+                                               std::chrono::duration_cast<std::chrono::milliseconds>(budget_(name)));
+        auto& watch = takeovers_.try_emplace(name, wait).first->second;
+        watch.set_wait(wait);
+        const bool due = watch.due(epoch, entry->second.members, now);
+        const bool ours = epoch && epoch->record.held() && epoch->record.coordinator == settings_.member;
+        if ((due || ours) && !coordinating_.contains(name)) {
             coordinating_[name] = nullptr;
             boost::asio::co_spawn(loop_, take_over(name, *epoch), boost::asio::detached);
         }
@@ -220,9 +311,7 @@ void fleet_member::follow_pause()
 {
     const auto& view = membership_.view();
     if (stopped_ || !view.reachable) return; // a pause ends by its own timeout here
-    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::system_clock::now().time_since_epoch())
-                            .count();
+    const auto now_ms = wall_ms();
     for (const auto& [name, active] : sides_) {
         if (pausing_.contains(name) || holds_.contains(name)) continue;
         const auto entry = view.services.find(name);
@@ -260,9 +349,7 @@ void fleet_member::follow_pause()
 boost::asio::awaitable<cutover::command_result> fleet_member::pause_fleet(std::string service,
                                                                           config::duration timeout)
 {
-    const auto until = std::chrono::duration_cast<std::chrono::milliseconds>(
-                           std::chrono::system_clock::now().time_since_epoch() + timeout)
-                           .count();
+    const auto until = wall_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
     fleet::key_layout keys(settings_.name);
     fleet::etcd::put_request request{keys.pause_key(service), fleet::encode(fleet::pause_record{until, settings_.member}),
                                      0};
@@ -367,8 +454,10 @@ boost::asio::awaitable<fleet::servers_switched> fleet_member::switch_servers_her
 
 boost::asio::awaitable<void> fleet_member::take_over(std::string service, fleet::epoch_state found)
 {
-    spdlog::warn("service={} fleet {}: epoch {} is held by {}, which is gone; taking it over (phase {})", service,
-                 settings_.name, found.record.epoch, found.record.coordinator, found.record.phase);
+    spdlog::warn("service={} fleet {}: epoch {} is held by {}, {}; taking it over (phase {})", service, settings_.name,
+                 found.record.epoch, found.record.coordinator,
+                 found.record.coordinator == settings_.member ? "this member, which no longer runs it" : "which is gone",
+                 found.record.phase);
     coordinating_[service] = [service](const std::string& line) {
         spdlog::info("service={} fleet takeover: {}", service, line);
     };
@@ -413,6 +502,10 @@ boost::asio::awaitable<cutover::command_result> fleet_member::switch_fleet(std::
             for (auto& s : services_())
                 if (s.name == service) co_return cutover::command_result::success(std::move(s));
         }
+        // Inside a fleet-wide pause the members' holds could not start: refused before any claim.
+        if (auto refused = paused_refusal(service, to == proxy::side::old_side ? "rollback" : "switch",
+                                          entry != view.services.end() ? entry->second.pause : std::nullopt, wall_ms()))
+            co_return cutover::command_result::failure(cutover::verdict::refused, std::move(*refused));
     }
     coordinating_[service] = progress;
     struct forget {
@@ -573,6 +666,12 @@ control::fleet_status fleet_member::status() const
 nlohmann::json fleet_member::listing(const std::string& service) const
 {
     return control::fleet_json(membership_.view(), settings_.name, settings_.member, service);
+}
+
+std::vector<cutover::preflight_check> fleet_member::readiness(const config::service_config& settings,
+                                                              proxy::side to) const
+{
+    return fleet_readiness(membership_.view(), settings, to, wall_ms());
 }
 
 std::optional<std::string> fleet_member::refusal(const std::string& service, std::string_view command) const

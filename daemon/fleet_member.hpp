@@ -29,6 +29,26 @@ fleet::member_record member_record_of(const cutover::service_snapshot& s, std::i
 std::string unreachable_refusal(const std::string& service, std::string_view command, proxy::side active,
                                 const std::string& last_error);
 
+/// Why a fleet switch of `service` towards `to` is refused before anything is claimed, from the
+/// service's settings: a postgres rollback (old cannot take back new's writes: not supported
+/// fleet-wide), or a postgres switch without fence_command (a member whose hold ran out would
+/// serve an old primary that still takes writes). nullopt: it may go on. Pure.
+std::optional<std::string> fleet_switch_refusal(const config::service_config& service, proxy::side to);
+
+/// Why `command` (switch, rollback) of `service` is refused while the fleet-wide pause `pause` (as
+/// the view has it) holds it at `now_ms` (wall clock, Unix ms). nullopt: not paused. Pure.
+std::optional<std::string> paused_refusal(const std::string& service, std::string_view command,
+                                          const std::optional<fleet::pause_record>& pause, std::int64_t now_ms);
+
+/// The fleet's part of `tunnelctl check SERVICE` (and `switch --dry-run`) on a member, towards
+/// `to`, from `view` (`settings`: the service's; `now_ms`: wall clock): whether etcd answers,
+/// whether a switch holds the service, the postgres rules, a fleet-wide pause, and one check per
+/// member (side, epoch, state, held clients, last heartbeat): a member that cannot hold for the
+/// switch (not serving, a record that does not decode) fails it. Pure.
+std::vector<cutover::preflight_check> fleet_readiness(const fleet::fleet_view& view,
+                                                      const config::service_config& settings, proxy::side to,
+                                                      std::int64_t now_ms);
+
 class fleet_member {
 public:
     using services_source = std::function<std::vector<cutover::service_snapshot>()>;
@@ -49,12 +69,16 @@ public:
     using pause_fn = std::function<boost::asio::awaitable<cutover::command_result>(
         std::string service, std::optional<config::duration> timeout)>;
 
+    /// The longest step of a switch of `service` as now configured: its pause_timeout, the budget
+    /// that is the deadline of catch-up, fence and promotion (fleet::takeover_wait). On the loop.
+    using budget_fn = std::function<config::duration(const std::string& service)>;
+
     /// `services` is called on `loop` for the records; `flip` carries out a flip to the
     /// committed side (at start, or when etcd is reached again); `hold` a member's part in a
-    /// fleet switch; `pause` the fleet's pause and resume here. Throws std::runtime_error when a
-    /// TLS file of `settings` cannot be loaded.
+    /// fleet switch; `pause` the fleet's pause and resume here; `budget` a service's longest
+    /// step. Throws std::runtime_error when a TLS file of `settings` cannot be loaded.
     fleet_member(boost::asio::io_context& loop, const config::fleet_config& settings, services_source services,
-                 flip_fn flip, hold_fn hold, pause_fn pause);
+                 flip_fn flip, hold_fn hold, pause_fn pause, budget_fn budget);
     ~fleet_member();
     fleet_member(const fleet_member&) = delete;
     fleet_member& operator=(const fleet_member&) = delete;
@@ -73,6 +97,8 @@ public:
     /// Why `command` (switch, rollback, pause, resume) on `service` must be refused now: etcd does
     /// not answer, so the fleet cannot act as one. nullopt: it may go ahead. On the loop.
     std::optional<std::string> refusal(const std::string& service, std::string_view command) const;
+    /// fleet_readiness for `settings`' service now. On the loop.
+    std::vector<cutover::preflight_check> readiness(const config::service_config& settings, proxy::side to) const;
 
     /// `tunnelctl pause SERVICE [--timeout T]` on a member: every member holds new clients of
     /// `service` until T (wall clock) or `resume_fleet`. Answers once etcd has the pause. On the loop.
@@ -129,6 +155,7 @@ private:
     flip_fn flip_;
     hold_fn hold_;
     pause_fn pause_;
+    budget_fn budget_;
     boost::asio::io_context& loop_;
     fleet::etcd::client client_;
     fleet::membership membership_;

@@ -252,6 +252,10 @@ void runtime::start_fleet()
         },
         [this](std::string service, std::optional<config::duration> timeout) {
             return pause_for_fleet(std::move(service), timeout);
+        },
+        [this](const std::string& service) {
+            const auto settings = controller_->settings(service);
+            return settings ? settings->pause_timeout : config::service_config{}.pause_timeout;
         });
     fleet_->start();
 }

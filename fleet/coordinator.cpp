@@ -327,6 +327,11 @@ member_action react(const std::optional<epoch_state>& epoch, const member_local&
     return {};
 }
 
+std::chrono::milliseconds takeover_wait(std::chrono::seconds lease_ttl, std::chrono::milliseconds longest_step) noexcept
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(lease_ttl) + longest_step;
+}
+
 bool takeover_watch::due(const std::optional<epoch_state>& epoch, const std::vector<member_entry>& members,
                          clock::time_point now)
 {

@@ -194,11 +194,21 @@ struct member_action {
 /// What a member does about its service's epoch record (nullopt: no key, epoch 0 on old). Pure.
 member_action react(const std::optional<epoch_state>& epoch, const member_local& local) noexcept;
 
+/// How long a held switch's coordinator must have been gone before another member takes it over
+/// (docs/fleet.md, "Takeover"): the lease TTL (`lease_ttl`, as etcd granted it) plus the longest
+/// step the coordinator may still be taking while cut off from etcd, `longest_step`: the budget of
+/// its pause switch (the service's pause_timeout), which is the deadline of its catch-up, fence
+/// and promotion and of the hooks they run. Pure.
+std::chrono::milliseconds takeover_wait(std::chrono::seconds lease_ttl, std::chrono::milliseconds longest_step) noexcept;
+
 /// Tells when a held epoch's coordinator has been gone long enough to take its switch over:
-/// its member record absent (its lease ended) for `wait` (the lease TTL plus the longest step).
+/// its member record absent (its lease ended) for `wait` (takeover_wait).
 class takeover_watch {
 public:
     explicit takeover_watch(std::chrono::milliseconds wait) : wait_(wait) {}
+    /// A new wait (the service's budget changed in a reload, a lease with another TTL); applies
+    /// to the wait under way too.
+    void set_wait(std::chrono::milliseconds wait) noexcept { wait_ = wait; }
     /// True once the record is held by a coordinator whose member record has been missing for
     /// `wait` without a change of the record in between.
     bool due(const std::optional<epoch_state>& epoch, const std::vector<member_entry>& members, clock::time_point now);

@@ -72,6 +72,7 @@ struct membership::state : std::enable_shared_from_this<state> {
 
     std::int64_t lease_id = 0;
     unsigned leases_granted = 0;
+    std::chrono::seconds granted_ttl{0}; ///< of the last lease granted (0: none yet)
     std::map<std::string, member_record> published; ///< as last written under lease_id
     etcd::clock::time_point last_heartbeat{};
 
@@ -161,6 +162,7 @@ struct membership::state : std::enable_shared_from_this<state> {
                     continue;
                 }
                 lease_id = granted->id;
+                granted_ttl = std::chrono::seconds(granted->ttl);
                 ++leases_granted;
                 published.clear();
                 // Keep-alive at a third of the TTL etcd granted, which may exceed the one asked for.
@@ -288,6 +290,10 @@ void membership::remove_view_listener(std::uint64_t id) const { state_->listener
 
 const fleet_view& membership::view() const { return state_->view; }
 std::int64_t membership::lease() const { return state_->lease_id; }
+std::chrono::seconds membership::lease_ttl() const
+{
+    return state_->granted_ttl.count() > 0 ? state_->granted_ttl : state_->options.lease_ttl;
+}
 unsigned membership::leases_granted() const { return state_->leases_granted; }
 
 } // namespace tunneld::fleet

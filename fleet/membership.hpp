@@ -83,6 +83,8 @@ public:
     const fleet_view& view() const;
     /// The lease this member's records are bound to (0 while it has none).
     std::int64_t lease() const;
+    /// The TTL of this member's lease as etcd granted it (the one asked for before any grant).
+    std::chrono::seconds lease_ttl() const;
     /// How many leases were granted so far: more than one means one was lost and replaced.
     unsigned leases_granted() const;
 

@@ -8,6 +8,7 @@ from TUNNELD_BIN / TUNNELCTL_BIN (set by ctest) or build/default.
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import sys
 import time
@@ -70,6 +71,18 @@ class IntegrationTest(unittest.TestCase):
         old.cli("SET", "whoami", "old")
         new.cli("SET", "whoami", "new")
         return old, new
+
+    def postgres_standby_pair(self) -> tuple[tb.Postgres, tb.Postgres, Path]:
+        """A postgres primary (synchronous_commit on: an acknowledged commit is in its WAL) with
+        table `cutover (id text primary key)`, its streaming standby, and a 0600 credentials file
+        for tunneld's probes."""
+        old = self.bed.postgres("primary", extra_conf=["synchronous_commit = on"])
+        old.query("create table cutover (id text primary key)")
+        new = self.bed.standby_of(old, "standby")
+        credentials = self.bed.dir / "postgres.conninfo"
+        credentials.write_text("user=postgres dbname=postgres\n")
+        os.chmod(credentials, 0o600)
+        return old, new, credentials
 
     def start_tcp_service(self, old_port: int, new_port: int, daemon_settings: dict | None = None,
                           **service) -> tuple[tb.Tunneld, int]:

@@ -1,4 +1,4 @@
-"""Scenarios 130-133: one `tunnelctl switch` acts on the whole fleet (`[fleet]`, docs/fleet.md).
+"""Scenarios 130-138: one `tunnelctl switch` acts on the whole fleet (`[fleet]`, docs/fleet.md).
 
 Goal: with three tunneld members in front of one redis pair (old primary, new its replica) and a
 writer on each member, `tunnelctl switch svc` typed on one member holds every member's clients,
@@ -17,6 +17,16 @@ redis-servers, three real tunneld processes on loopback.
       and finishes it on new; started again, the killed member comes up on new.
  134. `pause` typed on one member holds new clients on every member; `resume` typed on another
       releases them everywhere.
+ 136. etcd stopped under load: `tunnelctl switch` is refused with the reason, every member's
+      writers go on without an error, health says WARNING and the reachable metric is 0; etcd
+      started again, every member registers again and a switch runs.
+ 137. etcd stopped in phase switch, after every member acknowledged and before the commit: the
+      coordinator's switch ends unresolved, never two writable primaries meanwhile; etcd started
+      again, the coordinator resolves its own switch and every member ends on new, no acknowledged
+      write lost.
+ 138. A switch typed during a fleet-wide pause is refused up front (nothing claimed, the pause
+      kept), naming `tunnelctl resume`; `tunnelctl check` lists every member's readiness and
+      fails meanwhile; after the resume `switch --dry-run` passes and the switch runs.
 """
 
 from __future__ import annotations
@@ -256,6 +266,136 @@ class FleetSwitchTest(IntegrationTest):
         fleet_entries = [(e["action"], e["result"]) for e in json.loads(self.ctl_ok(
             self.members["c"], "history", SERVICE, "--json"))["history"] if e["user"] == "fleet"]
         self.assertEqual(fleet_entries, [("pause", "done"), ("resume", "done")])
+
+
+    def writers_on_every_member(self, prefix: str) -> list[Writer]:
+        writers = [Writer(d.port, f"{name}-{prefix}", threads=2, pace=0.01).start()
+                   for name, d in self.members.items()]
+        for w in writers:
+            self.addCleanup(w._stop.set)
+        return writers
+
+    def writing(self, writers: list[Writer], more: int, what: str) -> None:
+        """Waits until every writer has `more` acknowledged writes than now."""
+        counts = [len(w.acked) for w in writers]
+        self.eventually(lambda: all(len(w.acked) >= c + more for w, c in zip(writers, counts)), 30, what)
+
+    def test_136_etcd_stopped_refuses_the_switch_and_traffic_keeps_flowing(self):
+        writers = self.writers_on_every_member("etcd-down")
+        self.writing(writers, 20, "writes on every member")
+        self.etcd.stop()
+        for daemon in self.members.values():
+            self.eventually(lambda d=daemon: d.service(SERVICE)["fleet"] == "unreachable", 15,
+                            "every member reports the fleet unreachable")
+        result = self.members["a"].ctl("switch", SERVICE, timeout=30)
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, output)
+        self.assertIn("switch refused: the fleet is unreachable (etcd: ", output)
+        self.assertIn(f"this member keeps serving {SERVICE} on old", output)
+        check = self.members["b"].ctl("check", SERVICE)
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn("FAIL       fleet etcd reachable: etcd unreachable (", check.stdout)
+        for daemon in self.members.values():
+            health = daemon.ctl("health")
+            self.assertEqual(health.returncode, 1, health.stdout)
+            self.assertRegex(health.stdout, rf"^TUNNELD WARNING - fleet etcd unreachable \({SERVICE}\)")
+            self.assertEqual(service_metric(daemon, "tunneld_fleet_etcd_reachable"), 0)
+        self.writing(writers, 50, "writes on every member with etcd stopped")
+
+        self.etcd.start()
+        for daemon in self.members.values():
+            self.eventually(lambda d=daemon: d.service(SERVICE)["fleet"] == "ok", 30, "etcd reachable again")
+        self.eventually(lambda: all(len(self.listing(d)["services"][0]["members"]) == 3
+                                    for d in self.members.values()), 30, "every member registered again")
+        for daemon in self.members.values():
+            self.assertEqual(service_metric(daemon, "tunneld_fleet_etcd_reachable"), 1)
+            self.assertEqual(daemon.ctl("health").returncode, 0)
+        self.writing(writers, 20, "writes after etcd came back")
+        for w in writers:
+            w.stop()
+            self.assertEqual(w.errors, 0, w.summary())
+            self.assertEqual(missing_keys(self.old, w.acked, w.value_of), [])
+        self.assertTrue(self.on("old"))
+        self.assertEqual(self.new.info_replication().get("role"), "slave", "nothing was promoted")
+        # The fleet acts as one again.
+        self.ctl_ok(self.members["b"], "switch", SERVICE, timeout=60)
+        self.eventually(lambda: self.on("new"), 15, "every member on new")
+
+    def test_137_etcd_stopped_between_the_acknowledgements_and_the_commit(self):
+        epoch_key = f"/tunneld/{FLEET}/services/{SERVICE}/epoch"
+        writer = Writer(self.members["b"].port, "mid", threads=2, pace=0.01).start()
+        self.addCleanup(writer._stop.set)
+        self.writing([writer], 20, "writes on b")
+        self.relay.stall()  # the coordinator's catch-up waits: phase switch lasts until the relay flows
+        switch = self.members["a"].ctl_async("switch", SERVICE)
+        self.addCleanup(switch.kill)
+
+        def in_phase_switch():
+            record = self.etcd.get_prefix(epoch_key).get(epoch_key)
+            return record and json.loads(record)["phase"] == "switch"
+        self.eventually(in_phase_switch, 15, "every member acknowledged: phase switch", interval=0.01)
+        # Killed, not stopped: at once, well within the coordinator's pause budget (5 s).
+        self.etcd.process.stop(timeout=5, sig=signal.SIGKILL)
+        self.relay.flow()  # the servers' part goes on without etcd; the commit cannot be written
+        out, err = switch.communicate(timeout=90)
+        self.assertEqual(switch.returncode, 1, out + err)
+        self.assertIn("fleet switch epoch 1 unresolved", out + err)
+
+        def one_primary():
+            old_writable = not self.refuses_writes(self.old)
+            new_primary = self.new.info_replication().get("role") == "master"
+            return old_writable != new_primary
+        # While etcd is away every member is on one side or the other, never two writable primaries.
+        for _ in range(5):
+            self.assertTrue(one_primary(), "exactly one writable primary")
+            time.sleep(0.2)
+
+        self.etcd.start()
+        def committed_on_new():
+            record = self.etcd.get_prefix(epoch_key).get(epoch_key)
+            return record and (json.loads(record)["phase"], json.loads(record)["side"]) == ("committed", "new")
+        self.eventually(committed_on_new, 60, "the coordinator resolved its switch: committed on new")
+        self.eventually(lambda: self.on("new"), 30, "every member on new")
+        self.assertIn("this member, which no longer runs it", self.members["a"].log_text())
+        self.writing([writer], 20, "writes on new")
+        writer.stop()
+        self.assertEqual(self.new.info_replication().get("role"), "master")
+        self.assertTrue(self.refuses_writes(self.old), "old refuses writes")
+        missing = missing_keys(self.new, writer.acked, writer.value_of)
+        self.assertEqual(missing, [], f"{len(missing)} acknowledged writes missing on new; {writer.summary()}")
+
+    def test_138_a_switch_during_a_fleet_pause_is_refused_up_front(self):
+        epoch_key = f"/tunneld/{FLEET}/services/{SERVICE}/epoch"
+        self.ctl_ok(self.members["a"], "pause", SERVICE, "--timeout", "60s")
+        self.eventually(lambda: all(d.service(SERVICE)["state"] == "paused" for d in self.members.values()), 10,
+                        "every member paused")
+        result = self.members["b"].ctl("switch", SERVICE, timeout=30)
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, output)
+        self.assertIn(f"switch refused: {SERVICE} is paused fleet-wide (by a, ", output)
+        self.assertIn(f"Run `tunnelctl resume {SERVICE}` first", output)
+        self.assertEqual(self.etcd.get_prefix(epoch_key), {}, "nothing was claimed")
+        self.assertTrue(all(d.service(SERVICE)["state"] == "paused" for d in self.members.values()),
+                        "the pause is kept")
+        # `check` on a member shows every member's readiness (as their records in etcd say, each
+        # written within a moment of its change) and fails while the pause lasts.
+        def check_shows_every_member_paused():
+            check = self.members["b"].ctl("check", SERVICE)
+            return check.returncode == 1 and all(f"FAIL       fleet member {n}: on old, epoch 0, paused" in check.stdout
+                                                 for n in MEMBERS) and check
+        check = self.eventually(check_shows_every_member_paused, 10, "check lists every member paused")
+        self.assertIn(f"FAIL       fleet-wide pause: switch refused: {SERVICE} is paused fleet-wide", check.stdout)
+        self.ctl_ok(self.members["c"], "resume", SERVICE)
+        self.eventually(lambda: self.on("old"), 10, "every member serving again")
+
+        def dry_run_passes():
+            dry = self.members["b"].ctl("switch", SERVICE, "--dry-run")
+            return dry.returncode == 0 and all(f"PASS       fleet member {n}: on old, epoch 0, serving" in dry.stdout
+                                               for n in MEMBERS) and dry
+        dry = self.eventually(dry_run_passes, 10, "switch --dry-run passes every member")
+        self.assertIn("PASS       fleet epoch: epoch 0 (no fleet switch yet), on old", dry.stdout)
+        self.ctl_ok(self.members["b"], "switch", SERVICE, timeout=60)
+        self.eventually(lambda: self.on("new"), 15, "every member on new")
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ class InsertWriter(tb.Workers):
     """`threads` writers, each running psql (one connection per insert) through `port`; an
     insert is committed when psql exits 0."""
 
-    def __init__(self, port: int, threads: int = 4, timeout: float = 20.0):
+    def __init__(self, port: int, threads: int = 4, timeout: float = 20.0, prefix: str = "w"):
         super().__init__(threads)
         self.port = port
+        self.prefix = prefix  # keys are PREFIX{thread}-{n}: writers of one table need their own
         self.timeout = timeout
         self.committed: list[str] = []
 
@@ -41,7 +42,7 @@ class InsertWriter(tb.Workers):
         committed = []
         env = dict(os.environ, PGCONNECT_TIMEOUT="15")
         while not self._stop.is_set():
-            key = f"w{index}-{n}"
+            key = f"{self.prefix}{index}-{n}"
             n += 1
             argv = ["psql", "-X", "-h", tb.HOST, "-p", str(self.port), "-U", "postgres",
                     "-d", "postgres", "-At", "-v", "ON_ERROR_STOP=1", "-c",

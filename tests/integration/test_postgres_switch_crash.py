@@ -14,7 +14,6 @@ committed through tunneld before and during the switch is on new.
 """
 
 import json
-import os
 import signal
 import unittest
 
@@ -25,12 +24,7 @@ from test_postgres_cutover import InsertWriter
 class PostgresSwitchCrashTest(IntegrationTest):
     def setUp(self):
         super().setUp()
-        self.old = self.bed.postgres("primary", extra_conf=["synchronous_commit = on"])
-        self.old.query("create table cutover (id text primary key)")
-        self.new = self.bed.standby_of(self.old, "standby")
-        self.credentials = self.bed.dir / "postgres.conninfo"
-        self.credentials.write_text("user=postgres dbname=postgres\n")
-        os.chmod(self.credentials, 0o600)
+        self.old, self.new, self.credentials = self.postgres_standby_pair()
         self.port = tb.free_port()
 
     def start(self, **hooks):

@@ -368,6 +368,30 @@ TEST(MemberReaction, HoldsReleasesAndFlips)
     EXPECT_EQ(react(std::nullopt, serving_old), member_action{});
 }
 
+TEST(TakeoverWait, IsTheLeaseTtlPlusTheLongestStepsDeadline)
+{
+    // The defaults: a 10 s lease and a 5 s pause budget (the deadline of catch-up, fence, promote).
+    EXPECT_EQ(takeover_wait(10s, 5s), 15s);
+    // etcd granted a longer lease than asked for; a service with a longer budget waits longer.
+    EXPECT_EQ(takeover_wait(60s, 5s), 65s);
+    EXPECT_EQ(takeover_wait(10s, 30s), 40s);
+    EXPECT_EQ(takeover_wait(10s, 1500ms), 11500ms);
+}
+
+TEST(TakeoverWatch, ANewWaitAppliesToTheWaitUnderWay)
+{
+    takeover_watch watch(takeover_wait(10s, 5s));
+    const std::optional<epoch_state> held = epoch_state{{3, side::old_side, "hold", "web-1", side::new_side}, 30};
+    const std::vector<member_entry> without{member("web-2", 3, "held")};
+    EXPECT_FALSE(watch.due(held, without, t0));
+    EXPECT_FALSE(watch.due(held, without, t0 + 15s - 1ms));
+    // A reload raised the service's pause_timeout to 30 s: the coordinator may still be in a step.
+    watch.set_wait(takeover_wait(10s, 30s));
+    EXPECT_FALSE(watch.due(held, without, t0 + 15s));
+    EXPECT_FALSE(watch.due(held, without, t0 + 40s - 1ms));
+    EXPECT_TRUE(watch.due(held, without, t0 + 40s));
+}
+
 TEST(TakeoverWatch, WaitsTheLeaseAndTheLongestStepAfterTheCoordinatorWent)
 {
     takeover_watch watch(12s);
