@@ -277,6 +277,7 @@ public:
                 sessions_.push_back(std::make_shared<session>(*loops[index % loops.size()], own, index, pool_up_,
                                                               gateways_.back()));
                 gateway_of_.push_back(gateways_.size() - 1);
+                loop_of_.push_back(index % static_cast<unsigned>(loops.size()));
             }
         }
         for (auto& s : sessions_)
@@ -384,8 +385,10 @@ public:
             const unsigned up = st.up ? 1 : 0;
             out.sessions_up += up;
             gateway.sessions_up += up;
-            out.channels += st.channels;
-            gateway.channels += st.channels;
+            const unsigned channels = st.channels;
+            out.channels += channels;
+            gateway.channels += channels;
+            out.by_session.push_back({gateway.address, st.up.load(), channels, loop_of_[i]});
             out.bytes_up += st.bytes_up;
             out.bytes_down += st.bytes_down;
             out.reconnects += st.reconnects;
@@ -453,6 +456,7 @@ private:
     std::vector<std::shared_ptr<gateway_health>> gateways_; ///< in configuration order
     std::vector<std::shared_ptr<session>> sessions_;         ///< grouped by gateway
     std::vector<std::size_t> gateway_of_;                    ///< sessions_[i]'s index in gateways_
+    std::vector<unsigned> loop_of_;                          ///< sessions_[i]'s index in the pool's loops
     std::atomic<std::size_t> next_{0};
     std::atomic<bool> stopped_{false};
     std::array<std::atomic<std::uint64_t>, channel_open_bounds.size() + 1> open_counts_{}; ///< see channel_open_latency
