@@ -107,7 +107,12 @@ struct service_config {
     /// (a warm copy for the next switch). Unset: new is fenced with min-replicas-to-write instead.
     std::optional<endpoint> rollback_replicaof;
     std::optional<std::string> promote_command; ///< run with /bin/sh -c instead of the built-in promotion
-    std::optional<std::string> fence_command;   ///< run with /bin/sh -c after promotion
+    /// Run with /bin/sh -c on old before the promotion (after redis's own fence): what it does is
+    /// up to the operator (postgres has no built-in fence).
+    std::optional<std::string> fence_command;
+    /// Run with /bin/sh -c when a switch is undone after fence_command ran (a failed promotion, a
+    /// budget spent, a crash recovered backwards): lifts what fence_command did.
+    std::optional<std::string> unfence_command;
 
     friend bool operator==(const service_config&, const service_config&) = default;
 };

@@ -382,6 +382,15 @@ private:
         if (auto v = r.endpoint_value("rollback_replicaof")) service.rollback_replicaof = *v;
         if (auto v = r.string("promote_command")) service.promote_command = *v;
         if (auto v = r.string("fence_command")) service.fence_command = *v;
+        if (auto v = r.string("unfence_command")) {
+            if (!service.fence_command)
+                error(table.get("unfence_command")->source(),
+                      fmt::format("unfence_command lifts what fence_command did, and service \"{}\" has no "
+                                  "fence_command; set both or neither",
+                                  name));
+            else
+                service.unfence_command = *v;
+        }
         r.report_unknown_keys();
         out.services.push_back(std::move(service));
     }

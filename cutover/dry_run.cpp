@@ -53,36 +53,44 @@ std::vector<std::string> plan_of(const dry_run_input& in)
     plan.push_back(fmt::format("hold new clients of {} (budget {}; back on {} if it runs out)", s.name,
                                duration_text(s.pause_timeout), from));
     if (s.kind == config::service_kind::redis && in.to == proxy::side::new_side) {
+        plan.push_back(fmt::format("hold the {} clients on old at their next request boundary; connect and replay "
+                                   "their sessions on new meanwhile",
+                                   in.clients_old));
         plan.push_back("old: CLIENT PAUSE WRITE (expires by itself if tunneld dies)");
         plan.push_back("wait until new's replication offset equals old's, link up");
+        if (s.fence != config::redis_fence::none)
+            plan.push_back("fence old: CONFIG SET min-replicas-to-write 100 (refuses writes)");
+        else
+            plan.push_back("old is not fenced by tunneld (fence = none)");
+        if (s.fence_command) plan.push_back("fence old: run fence_command");
         plan.push_back(s.promote_command ? "promote new: run promote_command" : "promote new: REPLICAOF NO ONE");
         plan.push_back(fmt::format("persist the choice in {}", in.state_file));
         if (s.fence == config::redis_fence::replicaof && s.fence_replicaof)
-            plan.push_back(fmt::format("fence old: REPLICAOF {} (a read-only replica of new)",
+            plan.push_back(fmt::format("old follows new: REPLICAOF {} (a read-only replica, warm for a rollback)",
                                        s.fence_replicaof->to_string()));
-        else if (s.fence != config::redis_fence::none)
-            plan.push_back("fence old: CONFIG SET min-replicas-to-write 100 (refuses writes)");
-        else
-            plan.push_back("old is not fenced (fence = none)");
-        if (s.fence_command) plan.push_back("run fence_command");
-        plan.push_back(fmt::format("cut the {} clients on old", in.clients_old));
-        plan.push_back("release held clients to new; CLIENT UNPAUSE old");
+        plan.push_back(fmt::format("release held clients to new; CLIENT UNPAUSE old; move the {} clients from old "
+                                   "to new with their sessions",
+                                   in.clients_old));
     } else if (s.kind == config::service_kind::redis) {
-        plan.push_back(fmt::format("cut the {} clients on new", in.clients_new));
+        plan.push_back(fmt::format("hold the {} clients on new at their next request boundary; connect and replay "
+                                   "their sessions on old meanwhile",
+                                   in.clients_new));
         plan.push_back("new: CLIENT PAUSE WRITE; wait until old (a replica of new) caught up");
         plan.push_back("promote old: REPLICAOF NO ONE; restore min-replicas-to-write");
         plan.push_back(s.rollback_replicaof
                            ? fmt::format("new becomes a replica of {}", s.rollback_replicaof->to_string())
                            : std::string("fence new: min-replicas-to-write 100"));
         plan.push_back(fmt::format("persist the choice in {}", in.state_file));
-        plan.push_back("release held clients to old; CLIENT UNPAUSE new");
+        plan.push_back(fmt::format("release held clients to old; CLIENT UNPAUSE new; move the {} clients from new "
+                                   "to old with their sessions",
+                                   in.clients_new));
     } else if (s.kind == config::service_kind::postgres) {
         plan.push_back(fmt::format("let the {} clients on old finish, up to {}; cut the rest", in.clients_old,
                                    duration_text(s.drain_timeout)));
         plan.push_back("wait until new replayed old's WAL insert position");
+        plan.push_back(s.fence_command ? "fence old: run fence_command" : "old is not fenced (no fence_command)");
         plan.push_back(s.promote_command ? "promote new: run promote_command" : "promote new: pg_promote()");
         plan.push_back(fmt::format("persist the choice in {}", in.state_file));
-        plan.push_back(s.fence_command ? "fence old: run fence_command" : "old is not fenced (no fence_command)");
         plan.push_back("release held clients to new");
     } else {
         plan.push_back(fmt::format("send clients to {}", to));

@@ -275,7 +275,7 @@ public:
     step_result unfence(proxy::side which) override
     {
         if (!service_.fence_command || which != proxy::side::old_side) return step_result::nothing_done("postgres: nothing fenced");
-        return step_result::failure("old was fenced by fence_command and nothing here lifts it: lift it by hand");
+        return lift_fence_command(service_, old_endpoint_, new_endpoint_, "");
     }
 
     step_result follow(clock::time_point) override

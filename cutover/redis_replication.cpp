@@ -268,15 +268,17 @@ public:
     step_result unfence(proxy::side which) override
     {
         auto& server = session(which);
-        if (service_.fence == config::redis_fence::none)
+        if (service_.fence == config::redis_fence::none) {
+            if (which == proxy::side::old_side && service_.fence_command)
+                return lift_fence_command(service_, old_endpoint_, new_endpoint_, "");
             return step_result::nothing_done(server.side() + ": nothing fenced");
+        }
         const auto restore = std::to_string(saved_min_replicas(which).value_or(0));
         const auto answer = server.run({"CONFIG", "SET", "min-replicas-to-write", restore}, service_.probe_timeout);
         if (!answer.ok) return step_result::failure("unfence: " + answer.text);
         std::string message = server.side() + ": fence lifted (min-replicas-to-write " + restore + ")";
-        if (service_.fence_command && which == proxy::side::old_side)
-            message += "; what fence_command did is not undone";
-        return step_result::success(std::move(message));
+        if (which != proxy::side::old_side) return step_result::success(std::move(message));
+        return lift_fence_command(service_, old_endpoint_, new_endpoint_, std::move(message));
     }
 
     observations observe(clock::time_point deadline) override

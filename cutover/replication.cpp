@@ -50,6 +50,22 @@ hook_result run_service_hook(const std::string& command, std::string_view step,
     return result;
 }
 
+step_result lift_fence_command(const config::service_config& service, const config::endpoint& old_endpoint,
+                               const config::endpoint& new_endpoint, std::string lifted)
+{
+    const auto joined = [&](std::string what) { return lifted.empty() ? what : lifted + "; " + what; };
+    if (!service.fence_command) return step_result::success(std::move(lifted));
+    if (!service.unfence_command)
+        return step_result::failure(
+            joined("old was fenced by fence_command and no unfence_command is set: lift it by hand"));
+    // No hook observer: the journal this unfence undoes may already be gone; a crash during the
+    // hook leaves it running to its end in its own process group.
+    const auto hook = run_service_hook(*service.unfence_command, "unfence", service, old_endpoint, new_endpoint,
+                                       clock::now() + unfence_command_limit);
+    if (!hook.ok) return step_result::failure(joined("unfence_command " + describe(hook)));
+    return step_result::success(joined("old unfenced: unfence_command " + describe(hook)));
+}
+
 } // namespace detail
 
 std::string_view to_string(check_verdict v) noexcept

@@ -104,8 +104,9 @@ public:
     /// is promoted. nothing_done when no fence is configured (postgres without fence_command).
     /// `which`: the side to fence (new during a rollback or a resolve; fence_command fences old only).
     virtual step_result fence(proxy::side which, clock::time_point deadline) = 0;
-    /// Lifts fence() on `which` (redis: min-replicas-to-write back to what it was, 0 if unknown).
-    /// A fence_command cannot be undone from here: says so.
+    /// Lifts fence() on `which` (redis: min-replicas-to-write back to what it was, 0 if unknown),
+    /// then runs unfence_command on old if configured (within unfence_command_limit); without
+    /// one, what a fence_command did stays and the answer says so.
     virtual step_result unfence(proxy::side which) = 0;
     /// What both servers say about their replication now (recovery and resolve).
     virtual observations observe(clock::time_point deadline) = 0;

@@ -36,6 +36,15 @@ hook_result run_service_hook(const std::string& command, std::string_view step,
                              const config::endpoint& new_endpoint, clock::time_point deadline,
                              const std::function<void(int)>& observer = nullptr);
 
+/// How long unfence_command may run: an unfence follows a failure, when no switch budget is left.
+inline constexpr std::chrono::seconds unfence_command_limit{10};
+
+/// The fence_command half of unfence(old): runs unfence_command if configured and appends its
+/// outcome to `lifted` (what the built-in unfence did, "" when nothing); failure if the hook
+/// failed. Without unfence_command, says that what fence_command did stays.
+step_result lift_fence_command(const config::service_config& service, const config::endpoint& old_endpoint,
+                               const config::endpoint& new_endpoint, std::string lifted);
+
 /// The pause between two polls of a catch-up or promotion wait.
 inline constexpr milliseconds poll_interval{5};
 

@@ -22,7 +22,14 @@
 #include <span>
 #include <spdlog/spdlog.h>
 #include <string>
+#include <system_error>
+#include <utility>
 #include <vector>
+
+namespace tunneld::tunnel {
+class channel;
+class pool;
+} // namespace tunneld::tunnel
 
 namespace tunneld::proxy {
 
@@ -41,6 +48,15 @@ asio::awaitable<boost::system::error_code> connect_within(asio::ip::tcp::socket&
                                                           const config::endpoint& target,
                                                           config::duration timeout,
                                                           std::function<void()>* stop = nullptr);
+
+/// Opens a direct-tcpip channel through `pool` to `target` within `timeout` (std::errc::timed_out
+/// when the deadline comes first); the twin of connect_within for the tunnelled side. While it
+/// runs, `*stop` (when given) ends it early, also as timed_out. A channel whose open completes
+/// after the deadline is closed by the pool. Completes on the caller's executor
+/// (proxy/tunnel_path.cpp).
+asio::awaitable<std::pair<std::error_code, std::shared_ptr<tunnel::channel>>>
+open_channel_within(tunnel::pool& pool, const config::endpoint& target, config::duration timeout,
+                    std::function<void()>* stop = nullptr);
 
 /// Opens and closes a TCP connection to `target` within `timeout`: is a direct backend reachable?
 asio::awaitable<boost::system::error_code> probe_connect(const config::endpoint& target,

@@ -6,16 +6,12 @@
 #include "tunnel/tunnel.hpp"
 
 #include <array>
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 namespace tunneld::proxy {
 
-using asio::as_tuple;
 using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 
@@ -72,22 +68,15 @@ asio::awaitable<std::string> connect_tunnelled(prepared_backend& p, const config
                                                config::duration timeout, std::span<char> buffer,
                                                const replay& commands, const tunnel_lookup& tunnels)
 {
-    using namespace asio::experimental::awaitable_operators;
     auto pool = tunnels ? tunnels(*target.via) : nullptr;
     if (!pool || !pool->healthy()) co_return "tunnel " + *target.via + " is down";
-    asio::steady_timer deadline(co_await asio::this_coro::executor);
-    deadline.expires_after(timeout);
-    p.cancel = [&] { deadline.cancel(); }; // a channel opened late is closed by the pool
-    auto result = co_await (pool->open_channel(target.address.host, target.address.port) ||
-                            deadline.async_wait(as_tuple(use_awaitable)));
-    p.cancel = nullptr;
-    if (result.index() == 1) co_return p.abandoned ? "abandoned" : "channel open timed out";
-    auto [ec, channel] = std::move(std::get<0>(result));
-    if (ec || !channel) co_return "channel open: " + (ec ? ec.message() : std::string("no channel"));
+    auto [ec, channel] = co_await open_channel_within(*pool, target.address, timeout, &p.cancel);
     if (p.abandoned) {
-        asio::post(channel->get_executor(), [channel] { channel->close(); });
+        if (channel) asio::post(channel->get_executor(), [channel] { channel->close(); });
         co_return "abandoned";
     }
+    if (ec == std::errc::timed_out) co_return "channel open timed out";
+    if (ec || !channel) co_return "channel open: " + (ec ? ec.message() : std::string("no channel"));
     // A channel lives on its session's thread: replay there, and come back here.
     auto refused = co_await asio::co_spawn(
         channel->get_executor(),

@@ -20,6 +20,11 @@ using asio::as_tuple;
 using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 
+namespace {
+/// Connections accepted before the accept loop lets its own loop run (see accept_loop).
+constexpr std::size_t max_accepts_per_wakeup = 16;
+} // namespace
+
 std::string human_size(std::uint64_t bytes)
 {
     if (bytes < 1024) return fmt::format("{}B", bytes);
@@ -189,17 +194,24 @@ asio::io_context& service::loop_for_next_client()
 
 asio::awaitable<void> service::accept_loop()
 {
-    asio::steady_timer backoff(co_await asio::this_coro::executor);
+    const auto executor = co_await asio::this_coro::executor;
+    asio::steady_timer backoff(executor);
     auto next_accept_warning = std::chrono::steady_clock::time_point{};
     std::uint64_t failed_accepts = 0;
     // Wait for a connection, then choose its loop: the tunnel sessions' loads are those of the
     // moment it arrived, not of the previous accept.
     acceptor_->non_blocking(true);
+    // Asio's reactor is edge-triggered: a wait completes only when a new connection arrives, so
+    // wait only once accept said the backlog is empty. Connections left behind (the cap, a
+    // failure) are accepted again directly.
+    bool backlog_empty = true;
     for (;;) {
-        auto [wait_ec] = co_await acceptor_->async_wait(tcp::acceptor::wait_read, as_tuple(use_awaitable));
-        if (wait_ec == asio::error::operation_aborted || !acceptor_->is_open()) co_return;
+        if (backlog_empty) {
+            auto [wait_ec] = co_await acceptor_->async_wait(tcp::acceptor::wait_read, as_tuple(use_awaitable));
+            if (wait_ec == asio::error::operation_aborted || !acceptor_->is_open()) co_return;
+        }
         boost::system::error_code ec;
-        for (;;) {
+        for (std::size_t accepted = 0; accepted < max_accepts_per_wakeup; ++accepted) {
             auto& target = loop_for_next_client();
             auto client = acceptor_->accept(target, ec);
             if (ec) break;
@@ -211,7 +223,17 @@ asio::awaitable<void> service::accept_loop()
                 },
                 asio::detached);
         }
-        if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+        backlog_empty = ec == asio::error::would_block || ec == asio::error::try_again;
+        if (!ec) {
+            // The cap (HAProxy's tune.maxaccept): the clients just accepted on this loop start,
+            // taking their backend descriptors, before more are accepted. A burst at the fd
+            // limit then leaves clients in the backlog rather than accepting ones it cannot
+            // connect.
+            co_await asio::post(executor, use_awaitable);
+            if (!acceptor_->is_open()) co_return;
+            continue;
+        }
+        if (backlog_empty) continue;
         if (ec == asio::error::operation_aborted || !acceptor_->is_open()) co_return;
         // Out of file descriptors (or another transient failure): the pending connection stays in
         // the backlog, so retrying at once would spin. Pause briefly, then accept again.
@@ -226,6 +248,7 @@ asio::awaitable<void> service::accept_loop()
         }
         backoff.expires_after(std::chrono::milliseconds(100));
         co_await backoff.async_wait(as_tuple(use_awaitable));
+        if (!acceptor_->is_open()) co_return;
     }
 }
 

@@ -29,22 +29,18 @@ asio::awaitable<std::shared_ptr<tunnel::channel>>
 open_backend_channel(tcp::socket& client, client_handle& handle, const config::service_config& settings,
                      const config::backend& target, tunnel::pool& pool, client_outcome& outcome)
 {
-    using namespace asio::experimental::awaitable_operators;
-    asio::steady_timer deadline(co_await asio::this_coro::executor);
-    deadline.expires_after(settings.connect_timeout);
+    std::function<void()> stop;
     handle.on_cut([&] {
         close_all(client);
-        deadline.cancel();
+        if (stop) stop();
     });
-    auto result = co_await (pool.open_channel(target.address.host, target.address.port) ||
-                            deadline.async_wait(as_tuple(use_awaitable)));
+    auto [ec, channel] = co_await open_channel_within(pool, target.address, settings.connect_timeout, &stop);
     handle.on_cut(nullptr);
-    if (result.index() == 1) {
+    if (ec == std::errc::timed_out) {
         outcome.reason = handle.was_cut() ? handle.cut_reason() : close_reason::channel_open_timeout;
         outcome.connect_failed = !handle.was_cut();
         co_return nullptr;
     }
-    auto [ec, channel] = std::move(std::get<0>(result));
     if (ec || !channel) {
         outcome.reason = close_reason::channel_open_failed;
         outcome.detail = ec ? ec.message() : "no channel";
@@ -102,6 +98,21 @@ asio::awaitable<client_outcome> open_and_pump(tcp::socket client, std::shared_pt
 }
 
 } // namespace
+
+asio::awaitable<std::pair<std::error_code, std::shared_ptr<tunnel::channel>>>
+open_channel_within(tunnel::pool& pool, const config::endpoint& target, config::duration timeout,
+                    std::function<void()>* stop)
+{
+    using namespace asio::experimental::awaitable_operators;
+    asio::steady_timer deadline(co_await asio::this_coro::executor);
+    deadline.expires_after(timeout);
+    if (stop) *stop = [&] { deadline.cancel(); };
+    auto result = co_await (pool.open_channel(target.host, target.port) ||
+                            deadline.async_wait(as_tuple(use_awaitable)));
+    if (stop) *stop = nullptr;
+    if (result.index() == 1) co_return std::pair{std::make_error_code(std::errc::timed_out), nullptr};
+    co_return std::move(std::get<0>(result));
+}
 
 asio::awaitable<client_outcome> run_tunnelled(tcp::socket client, std::shared_ptr<client_handle> handle,
                                               const config::service_config& settings,

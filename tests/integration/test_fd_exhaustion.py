@@ -4,7 +4,8 @@ spin the CPU or stop accepting for good").
 Goal: tunneld started with a low fd limit (`prlimit --nofile=64:64`) gets more clients than its
 descriptors allow. While it is exhausted it must not spin (its utime+stime over 2 s stays well
 under half a core), and once the clients close, new clients are served again: the accept loop
-did not stop for good. The control socket answers again too.
+did not stop for good, and clients left in the backlog meanwhile are taken without another
+connection having to arrive. The control socket answers again too.
 """
 
 from __future__ import annotations
@@ -130,6 +131,28 @@ class FdExhaustionTest(IntegrationTest):
         # The client served before exhaustion still works meanwhile.
         first.sendall(b"still")
         self.assertEqual(first.recv(5), b"still")
+
+        # Clients that come while tunneld is exhausted wait in the backlog. Once the others close,
+        # each is taken from the backlog without a further connection arriving to wake the accept
+        # loop (its wait completes only on a new arrival): served, or closed if the descriptor
+        # that freed first went to its accept and none was left for its backend. None waits on.
+        waiting = []
+        for _ in range(3):
+            w = socket.create_connection((tb.HOST, self.port), timeout=5)
+            w.settimeout(15)
+            waiting.append(w)
+        holding, self.clients = self.clients, waiting
+        for c in holding:
+            c.close()
+        for w in waiting:
+            try:
+                greeting = w.recv(1)
+            except TimeoutError:
+                self.fail("a client that waited in the backlog was never accepted after "
+                          "descriptors freed up (no new connection came to wake the accept loop)")
+            except ConnectionResetError:
+                greeting = b""
+            self.assertIn(greeting, (b"E", b""))
 
         # Clients close: accepting resumes, new clients are served, control socket answers.
         self.close_clients()

@@ -7,6 +7,10 @@ after tunneld died) is finished forward by the restarted tunneld: clients reach 
 primary; old refuses writes (fenced by fence_command before the promotion); every insert
 committed through tunneld before and during the switch is on new.
   88a: killed while promote_command runs: finished forward.
+  88b: killed while a slow fence_command runs (new not promoted yet): undone by the restarted
+       tunneld, and `unfence_command` lifts the fence: clients write to old again.
+  88c: no crash, a promote_command that fails after the fence: the switch fails, unfence_command
+       runs, old takes writes again; without it the answer says the fence stays.
 """
 
 import json
@@ -45,9 +49,12 @@ class PostgresSwitchCrashTest(IntegrationTest):
         return " ".join(f"'{arg}'" if " " in arg else arg
                         for arg in server.psql_argv(statement))
 
-    def read_only(self) -> str:
-        return (self.sql(self.old, "alter system set default_transaction_read_only = on")
+    def read_only(self, on: bool = True) -> str:
+        return (self.sql(self.old, f"alter system set default_transaction_read_only = {'on' if on else 'off'}")
                 + " && " + self.sql(self.old, "select pg_reload_conf()"))
+
+    def assert_takes_writes(self, server: tb.Postgres) -> None:
+        server.query("insert into cutover (id) values ('after-unfence')")
 
     def kill_during(self, step: str):
         switch = self.daemon.ctl_async("switch", SERVICE, "--mode", "pause")
@@ -93,6 +100,31 @@ class PostgresSwitchCrashTest(IntegrationTest):
         self.assertFalse(self.new.in_recovery(), "new promoted")
         self.finish_writes(self.new)
         self.assert_refuses_writes(self.old)
+
+    def test_88b_killed_during_a_slow_fence_is_undone_and_unfenced(self):
+        self.start(fence_command="sleep 1.5; " + self.read_only(), unfence_command=self.read_only(on=False))
+        self.kill_during("fence")
+        svc = self.daemon.service(SERVICE)
+        self.assertEqual(svc["active"], "old", svc)
+        self.eventually(lambda: "undone" in self.daemon.log_text(), 10, "the log says the switch was undone")
+        self.eventually(lambda: "old unfenced: unfence_command exited 0" in self.daemon.log_text(), 20,
+                        "unfence_command ran")
+        self.assertTrue(self.new.in_recovery(), "new was never promoted")
+        self.finish_writes(self.old)
+        self.assert_takes_writes(self.old)
+
+    def test_88c_failed_promotion_after_the_fence_runs_unfence_command(self):
+        self.start(fence_command=self.read_only(), unfence_command=self.read_only(on=False),
+                   promote_command="echo no promotion today >&2; exit 3")
+        result = self.daemon.ctl("switch", SERVICE, "--mode", "pause", check=False)
+        self.assertNotEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("promote_command", result.stdout + result.stderr)
+        self.eventually(lambda: "old unfenced: unfence_command exited 0" in self.daemon.log_text(), 20,
+                        "unfence_command ran after the failed promotion")
+        self.assertEqual(self.daemon.service(SERVICE)["active"], "old")
+        self.assertTrue(self.new.in_recovery(), "new was never promoted")
+        self.finish_writes(self.old)
+        self.assert_takes_writes(self.old)
 
 
 if __name__ == "__main__":

@@ -209,6 +209,7 @@ TEST(Parse, FillsEveryDefault)
     EXPECT_EQ(s.rollback_replicaof, std::nullopt);
     EXPECT_EQ(s.promote_command, std::nullopt);
     EXPECT_EQ(s.fence_command, std::nullopt);
+    EXPECT_EQ(s.unfence_command, std::nullopt);
 }
 
 TEST(Parse, AcceptsAnEmptyFile)
@@ -287,6 +288,7 @@ fence_replicaof = "10.8.0.2:6379"
 rollback_replicaof = "10.0.0.1:6379"
 promote_command = "promote.sh"
 fence_command = "fence.sh"
+unfence_command = "unfence.sh"
 
 [services.t]
 listen = "127.0.0.1:80"
@@ -333,6 +335,7 @@ split_sticky = true
     EXPECT_EQ(r.rollback_replicaof, (endpoint{"10.0.0.1", 6379}));
     EXPECT_EQ(r.promote_command, "promote.sh");
     EXPECT_EQ(r.fence_command, "fence.sh");
+    EXPECT_EQ(r.unfence_command, "unfence.sh");
 
     const service_config& s = *c->find_service("t");
     EXPECT_EQ(s.split_percent, 100u);
@@ -512,6 +515,19 @@ split_percent = 101
                     "t.toml:14:8: mode = \"pause-all\" is not one of \"kill\", \"drain\", \"pause\"",
                     "t.toml:15:9: fence = \"off\" is not one of \"replicaof\", \"min-replicas\", \"none\"",
                     "t.toml:19:17: split_percent = 101 is out of range; expected 0..100"));
+}
+
+TEST(ParseErrors, UnfenceCommandNeedsAFenceCommand)
+{
+    EXPECT_THAT(errors_of(R"([services.pg]
+kind = "postgres"
+listen = "127.0.0.1:5432"
+old = "10.0.0.1:5432"
+new = "10.0.0.2:5432"
+unfence_command = "unfence.sh"
+)"),
+                ElementsAre("t.toml:6:19: unfence_command lifts what fence_command did, and service \"pg\" has no "
+                            "fence_command; set both or neither"));
 }
 
 TEST(ParseErrors, SplitPercentOnlyForTcp)

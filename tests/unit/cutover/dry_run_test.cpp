@@ -10,6 +10,7 @@ namespace tunneld::cutover {
 namespace {
 
 using namespace std::chrono_literals;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 config::service_config redis_settings()
@@ -65,12 +66,29 @@ TEST(DryRun, HealthyRedisPairWouldProceedWithAPlanAndAnEstimate)
     EXPECT_TRUE(report.would_proceed);
     ASSERT_TRUE(report.estimated_hold);
     EXPECT_EQ(*report.estimated_hold, 2ms * redis_round_trips_in_hold);
-    ASSERT_GE(report.plan.size(), 6u);
-    EXPECT_THAT(report.plan.front(), HasSubstr("hold new clients of redis"));
-    EXPECT_THAT(report.plan[1], HasSubstr("CLIENT PAUSE WRITE"));
-    EXPECT_THAT(report.plan[3], HasSubstr("REPLICAOF NO ONE"));
-    EXPECT_THAT(report.plan[5], HasSubstr("REPLICAOF 10.8.1.20:6379"));
-    EXPECT_THAT(report.plan[6], HasSubstr("cut the 4 clients on old"));
+    // In the order the switch takes them: old is fenced before new is promoted.
+    EXPECT_THAT(report.plan, ElementsAre(HasSubstr("hold new clients of redis"),
+                                         HasSubstr("hold the 4 clients on old at their next request boundary"),
+                                         HasSubstr("CLIENT PAUSE WRITE"), HasSubstr("replication offset"),
+                                         HasSubstr("fence old: CONFIG SET min-replicas-to-write"),
+                                         HasSubstr("promote new: REPLICAOF NO ONE"), HasSubstr("persist the choice"),
+                                         HasSubstr("old follows new: REPLICAOF 10.8.1.20:6379"),
+                                         HasSubstr("move the 4 clients from old to new")));
+}
+
+TEST(DryRun, PostgresPlanFencesOldWithItsCommandBeforeThePromotion)
+{
+    config::service_config s;
+    s.name = "pg";
+    s.kind = config::service_kind::postgres;
+    s.mode = config::switch_mode::pause;
+    s.fence_command = "/usr/local/bin/fence-old";
+    auto in = healthy(s);
+    const auto report = make_dry_run_report(in);
+    EXPECT_THAT(report.plan, ElementsAre(HasSubstr("hold new clients of pg"), HasSubstr("let the 4 clients on old finish"),
+                                         HasSubstr("WAL insert position"), HasSubstr("fence old: run fence_command"),
+                                         HasSubstr("promote new: pg_promote()"), HasSubstr("persist the choice"),
+                                         HasSubstr("release held clients to new")));
 }
 
 TEST(DryRun, AFailedGateOrServerCheckStopsIt)
@@ -97,7 +115,7 @@ TEST(DryRun, UncheckedStepsDoNotStopIt)
     in.server_checks.push_back({"promote_command", check_verdict::unchecked, "a dry run does not run hooks", {}});
     const auto report = make_dry_run_report(in);
     EXPECT_TRUE(report.would_proceed);
-    EXPECT_THAT(report.plan[3], HasSubstr("promote_command"));
+    EXPECT_THAT(report.plan[5], HasSubstr("promote_command"));
 }
 
 TEST(DryRun, StateFileThatCannotBeWrittenStopsIt)
