@@ -165,6 +165,9 @@ json to_json(const tunnel::tunnel_status& t)
                             {"channels", g.channels},
                             {"failures", g.failures},
                             {"last_error", g.last_error}});
+    json by_session = json::array();
+    for (const auto& s : t.by_session)
+        by_session.push_back({{"gateway", s.gateway}, {"up", s.up}, {"channels", s.channels}, {"loop", s.loop}});
     return {
         {"name", t.name},
         {"address", t.address},
@@ -178,6 +181,7 @@ json to_json(const tunnel::tunnel_status& t)
         {"last_error", t.last_error},
         {"since_last_receive_ms", t.since_last_receive ? json(t.since_last_receive->count()) : json(nullptr)},
         {"gateways", gateways},
+        {"by_session", by_session},
     };
 }
 

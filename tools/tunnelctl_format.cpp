@@ -145,6 +145,23 @@ std::string format_services(const json& services)
     return format_table(rows);
 }
 
+namespace {
+
+/// "9 (5+4)": a tunnel's open channels, then how they fall on its sessions (in `by_session`
+/// order) when it has more than one.
+std::string channels_text(const json& tunnel)
+{
+    auto text = count_text(tunnel, "channels");
+    const auto* sessions = member(tunnel, "by_session");
+    if (!sessions || !sessions->is_array() || sessions->size() < 2) return text;
+    std::string split;
+    for (const auto& s : *sessions)
+        split += (split.empty() ? "" : "+") + count_text(s, "channels");
+    return text + " (" + split + ")";
+}
+
+} // namespace
+
 std::string format_tunnels(const json& tunnels)
 {
     std::vector<std::vector<std::string>> rows{{"TUNNEL", "ADDRESS", "SESSIONS", "CHANNELS", "BYTES_UP",
@@ -156,7 +173,7 @@ std::string format_tunnels(const json& tunnels)
             if (error.empty()) error = "-";
             rows.push_back({text_of(tunnel, "name"), text_of(tunnel, "address"),
                             count_text(tunnel, "sessions_up") + "/" + count_text(tunnel, "sessions"),
-                            count_text(tunnel, "channels"), size_text(tunnel, "bytes_up"),
+                            channels_text(tunnel), size_text(tunnel, "bytes_up"),
                             size_text(tunnel, "bytes_down"), count_text(tunnel, "reconnects"),
                             since ? human_age(*since) : "-", error});
         }

@@ -102,6 +102,18 @@ TEST(FormatTunnels, OneRowPerTunnel)
         "Connection refused\n");
 }
 
+TEST(FormatTunnels, ChannelsShowHowTheyFallOnSessions)
+{
+    auto vpc = tunnel("vpc", 2, 2);
+    vpc["channels"] = 9;
+    vpc["by_session"] = json::array({{{"gateway", "203.0.113.10:22"}, {"up", true}, {"channels", 5}, {"loop", 0}},
+                                     {{"gateway", "203.0.113.10:22"}, {"up", true}, {"channels", 4}, {"loop", 1}}});
+    EXPECT_THAT(format_tunnels(json::array({vpc})), HasSubstr("  2/2       9 (5+4)   "));
+    vpc["by_session"].erase(1);
+    vpc["channels"] = 5;
+    EXPECT_THAT(format_tunnels(json::array({vpc})), HasSubstr("  2/2       5         "));
+}
+
 health_report judge(json services, json tunnels, health_thresholds limits = {})
 {
     // `{}` in a test means "none".

@@ -456,16 +456,7 @@ asio::awaitable<boost::system::error_code> transport::serve()
 {
     established_ = true;
     while (!failed_) {
-        bool more = false;
-        {
-            // What the passes send leaves in one send at their end (or with the writer if a
-            // write is in flight), not after a trip of the writer through the event loop.
-            const output_batch batch(*this);
-            for (int pass = 0; pass < 32 && !failed_; ++pass) {
-                more = service_once();
-                if (!more) break;
-            }
-        }
+        const bool more = run_passes();
         if (failed_) break;
         if (more) {
             co_await asio::post(executor_, asio::use_awaitable); // let the writer and handlers run
@@ -474,6 +465,34 @@ asio::awaitable<boost::system::error_code> transport::serve()
         co_await wake_.wait();
     }
     co_return failure_;
+}
+
+bool transport::run_passes()
+{
+    bool more = false;
+    {
+        // What the passes send leaves in one send at their end (or with the writer if a write
+        // is in flight), not after a trip of the writer through the event loop.
+        const output_batch batch(*this);
+        for (int pass = 0; pass < 32 && !failed_; ++pass) {
+            more = service_once();
+            if (!more) break;
+        }
+    }
+    deliver_opens();
+    return more && !failed_;
+}
+
+void transport::deliver_opens()
+{
+    // Each handler resumes its opener, which may call back into the transport (a channel
+    // operation may run now: no libssh2 call is on the stack): take them out first.
+    while (!answered_.empty()) {
+        auto answered = std::move(answered_);
+        answered_.clear();
+        for (auto& [handler, ec, ch] : answered)
+            std::move(handler)(ec, std::move(ch));
+    }
 }
 
 bool transport::service_once()
@@ -543,7 +562,8 @@ bool transport::service_opens()
             ++stats_->open_failures;
             spdlog::warn("{} channel to {}:{} refused by the gateway: {}", label(), request.host,
                          request.port, libssh2_error_text(ssh_, rc));
-            complete_open(request, make_error_code(tunnel_errc::channel_open_refused), nullptr);
+            answered_.emplace_back(std::move(request.handler), make_error_code(tunnel_errc::channel_open_refused),
+                                   nullptr);
             opens_.pop_front();
             return true;
         }
@@ -554,7 +574,7 @@ bool transport::service_opens()
     }
     auto ch = std::make_shared<channel>(channel::private_tag{}, shared_from_this(), raw, stats_);
     channels_.push_back(ch);
-    complete_open(request, {}, std::move(ch));
+    answered_.emplace_back(std::move(request.handler), boost::system::error_code{}, std::move(ch));
     opens_.pop_front();
     return true;
 }
@@ -597,6 +617,7 @@ void transport::async_open(std::string host, std::uint16_t port, open_handler ha
         service_opens();
     }
     servicing_ = false;
+    deliver_opens();
     // The driver takes the reply when it arrives (the reader wakes it); it must start the next
     // open itself only when this call finished the one in front.
     if (!failed_ && !opens_.empty() && !opens_.front().started_) notify();
@@ -631,6 +652,12 @@ void transport::fail(boost::system::error_code ec, std::string reason)
     for (auto& request : opens_)
         complete_open(request, make_error_code(tunnel_errc::session_lost), nullptr);
     opens_.clear();
+    // Answered but not handed over yet (fail() may run inside a pass): their channels are lost.
+    for (auto& [handler, ec, ch] : answered_)
+        asio::post(executor_, [h = std::move(handler)]() mutable {
+            std::move(h)(make_error_code(tunnel_errc::session_lost), nullptr);
+        });
+    answered_.clear();
     free_agent();
     // Free the session before closing the socket: libssh2 may touch the descriptor.
     if (ssh_ != nullptr) {

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace tunneld::tunnel {
@@ -169,7 +170,12 @@ private:
     boost::system::error_code check_host_key();
     asio::awaitable<boost::system::error_code> authenticate();
     bool service_once();
+    /// The driver's work: up to 32 passes in one output batch, then the opens they completed
+    /// are handed over. True when a pass still made progress (more to do).
+    bool run_passes();
     bool service_opens();
+    /// Hands over the opens service_opens completed, outside any libssh2 call.
+    void deliver_opens();
     /// Sends out_ now if the writer is idle (output_batch); wakes the writer for the rest.
     void flush();
     bool service_retired();
@@ -208,6 +214,9 @@ private:
     std::vector<std::weak_ptr<channel>> channels_;
     std::vector<LIBSSH2_CHANNEL*> retired_;
     std::deque<open_request> opens_;
+    /// Opens answered during a pass, handed over when it ends (directly: no trip through the
+    /// event loop).
+    std::vector<std::tuple<open_handler, boost::system::error_code, std::shared_ptr<channel>>> answered_;
 
     unsigned batching_ = 0;  ///< output_batch objects alive: on_send leaves the writer asleep
     bool reader_blocked_ = false;

@@ -4,7 +4,9 @@
 #include "tunnel/decisions.hpp"
 #include "tunnel/transport.hpp"
 
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -230,7 +232,9 @@ struct open_race {
         result outcome;
     };
 
-    explicit open_race(asio::any_io_executor caller) : wake(std::move(caller)) {}
+    using wait_handler = asio::any_completion_handler<void(boost::system::error_code)>;
+
+    explicit open_race(asio::any_io_executor caller) : race_timer(std::move(caller)) {}
 
     /// Runs on the caller's executor.
     void arrive(std::size_t gateway, result outcome)
@@ -241,7 +245,47 @@ struct open_race {
             return;
         }
         arrivals.push_back({gateway, std::move(outcome)});
-        wake.cancel();
+        wake({});
+    }
+
+    /// Completes with success at the next arrival, asio::error::timed_out when the race timer
+    /// (armed by the caller) expires first, operation_aborted when the caller is cancelled. An
+    /// arrival resumes the caller directly: a timer cancelled to wake it would cost a trip
+    /// through the event loop per open.
+    template <class Token> auto async_wait_arrival(Token&& token)
+    {
+        return asio::async_initiate<Token, void(boost::system::error_code)>(
+            [this](auto handler) {
+                auto slot = asio::get_associated_cancellation_slot(handler);
+                if (slot.is_connected())
+                    slot.assign([this](asio::cancellation_type) {
+                        if (!waiter) return;
+                        // Not take_waiter(): clearing the slot here would destroy this lambda.
+                        wait_handler h;
+                        h.swap(waiter);
+                        asio::post(race_timer.get_executor(), [h = std::move(h)]() mutable {
+                            std::move(h)(asio::error::operation_aborted);
+                        });
+                    });
+                // Boost 1.81's any_completion_handler move assignment recurses forever: swap.
+                wait_handler taken(std::move(handler));
+                waiter.swap(taken);
+            },
+            token);
+    }
+
+    /// Wakes the caller with `ec` if it waits. Runs on the caller's executor.
+    void wake(boost::system::error_code ec)
+    {
+        if (waiter) take_waiter()(ec);
+    }
+
+    wait_handler take_waiter()
+    {
+        wait_handler h;
+        h.swap(waiter);
+        asio::get_associated_cancellation_slot(h).clear();
+        return h;
     }
 
     /// The caller is done: close the channels it did not take.
@@ -253,7 +297,9 @@ struct open_race {
         arrivals.clear();
     }
 
-    asio::steady_timer wake;
+    asio::steady_timer race_timer; ///< armed only when another gateway could take the open
+    std::uint64_t timer_armed = 0; ///< counts the race timer's waits
+    wait_handler waiter;
     std::deque<arrival> arrivals;
     bool finished = false;
 };
@@ -277,6 +323,7 @@ public:
                 sessions_.push_back(std::make_shared<session>(*loops[index % loops.size()], own, index, pool_up_,
                                                               gateways_.back()));
                 gateway_of_.push_back(gateways_.size() - 1);
+                loop_of_.push_back(index % static_cast<unsigned>(loops.size()));
             }
         }
         for (auto& s : sessions_)
@@ -345,11 +392,23 @@ public:
                 if (retry && !stopped_ && launch(false)) race_at = clock::now() + delay;
             }
             if (pending == 0) co_return last;
-            race->wake.expires_at(race_at);
-            auto [ec] = co_await race->wake.async_wait(use_tuple);
+            // With one gateway nothing is raced: no timer to arm and cancel per open.
+            const bool timed = gateways_.size() > 1 && race_at != clock::time_point::max();
+            if (timed) {
+                race->race_timer.expires_at(race_at);
+                // An expiry already queued when an arrival cancelled it must not wake a later wait.
+                race->race_timer.async_wait([race, armed = ++race->timer_armed](boost::system::error_code ec) {
+                    if (!ec && armed == race->timer_armed) race->wake(asio::error::timed_out);
+                });
+            }
+            auto [ec] = co_await race->async_wait_arrival(use_tuple);
+            if (timed) {
+                ++race->timer_armed;
+                race->race_timer.cancel();
+            }
             if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none)
                 co_return result{make_error_code(std::errc::operation_canceled), nullptr};
-            if (!ec && race->arrivals.empty()) {
+            if (ec == asio::error::timed_out && race->arrivals.empty()) {
                 // Unanswered for race_delay: the gateway may be silent, try another one too.
                 race_at = launch(true) ? clock::now() + delay : clock::time_point::max();
             }
@@ -384,8 +443,10 @@ public:
             const unsigned up = st.up ? 1 : 0;
             out.sessions_up += up;
             gateway.sessions_up += up;
-            out.channels += st.channels;
-            gateway.channels += st.channels;
+            const unsigned channels = st.channels;
+            out.channels += channels;
+            gateway.channels += channels;
+            out.by_session.push_back({gateway.address, st.up.load(), channels, loop_of_[i]});
             out.bytes_up += st.bytes_up;
             out.bytes_down += st.bytes_down;
             out.reconnects += st.reconnects;
@@ -453,6 +514,7 @@ private:
     std::vector<std::shared_ptr<gateway_health>> gateways_; ///< in configuration order
     std::vector<std::shared_ptr<session>> sessions_;         ///< grouped by gateway
     std::vector<std::size_t> gateway_of_;                    ///< sessions_[i]'s index in gateways_
+    std::vector<unsigned> loop_of_;                          ///< sessions_[i]'s index in the pool's loops
     std::atomic<std::size_t> next_{0};
     std::atomic<bool> stopped_{false};
     std::array<std::atomic<std::uint64_t>, channel_open_bounds.size() + 1> open_counts_{}; ///< see channel_open_latency

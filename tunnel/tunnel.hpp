@@ -33,6 +33,14 @@ struct gateway_status {
     std::string last_error;       ///< empty when none; never contains secrets
 };
 
+/// One session of a tunnel, as `tunnelctl tunnels --json` shows it (`by_session`).
+struct session_status {
+    std::string gateway;   ///< "host:port" of the gateway it connects to
+    bool up = false;
+    unsigned channels = 0; ///< open now on this session
+    unsigned loop = 0;     ///< the event loop (thread) it runs on, 0-based: its channels' pumps run there too
+};
+
 /// Upper bounds, in seconds, of the channel-open latency buckets (tunnel_status::channel_open).
 inline constexpr std::array<double, 12> channel_open_bounds{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                              0.1,   0.25,   0.5,   1.0,  2.5,   5.0};
@@ -59,6 +67,7 @@ struct tunnel_status {
     std::string last_error;                                      ///< empty when none; never contains secrets
     std::optional<std::chrono::milliseconds> since_last_receive; ///< nullopt: nothing received yet
     std::vector<gateway_status> gateways;                        ///< in configuration order
+    std::vector<session_status> by_session;                      ///< grouped by gateway
     channel_open_latency channel_open;                           ///< successful opens since the pool started
 };
 

@@ -4,7 +4,8 @@ Goal: with `new = { address, via = "gateway" }` and a real sshd as the gateway (
 strict known_hosts), a switched client reaches new through a direct-tcpip channel: replies come
 back, half-close travels through the channel, `tunnels --json` reports the pool, and sshd logs
 the public-key login. A gateway whose host key is not in known_hosts is refused (no trust on
-first use) and clients on that side are not served.
+first use) and clients on that side are not served. A burst of clients spreads over the
+tunnel's sessions, and those run on different event loops (threads), as `tunnels --json` shows.
 """
 
 import json
@@ -82,6 +83,39 @@ class TunnelTest(IntegrationTest):
             reply = None
         self.assertIsNone(reply, "a client must not be served through an untrusted gateway")
         self.assertEqual(self.sshd.accepted_count(), 0, "no login to an untrusted gateway")
+
+    def test_14d_a_burst_of_clients_spreads_over_sessions_on_different_loops(self):
+        # Eight streams opened at once (iperf3 -P 8) on a service whose clients all go through
+        # the tunnel: each client is accepted onto the loop of the session its channel opens
+        # on, and the channels must not all land on one session (one thread, one core).
+        self.sshd = self.bed.sshd()
+        echo = self.bed.echo_server()
+        self.port = tb.free_port()
+        through = {"address": f"{tb.HOST}:{echo.port}", "via": "gateway"}
+        config = daemon_config({SERVICE: service_config(self.port, through, through)},
+                               tunnels={"gateway": tunnel_table(self.sshd)}, threads=2)
+        self.daemon = self.bed.tunneld(config)
+        self.eventually(lambda: self.tunnel()["sessions_up"] == 2, 20, "both sessions up")
+        clients = [socket.create_connection((tb.HOST, self.port), timeout=20) for _ in range(8)]
+        for c in clients:
+            self.addCleanup(c.close)
+        for i, c in enumerate(clients):
+            c.sendall(b"%d" % i)
+        for i, c in enumerate(clients):
+            self.assertEqual(c.recv(16), b"%d" % i, "each stream is echoed through its channel")
+        self.eventually(lambda: self.tunnel()["channels"] == 8, 10, "8 channels open")
+        sessions = self.tunnel()["by_session"]
+        self.assertEqual(len(sessions), 2, sessions)
+        self.assertTrue(all(s["up"] and s["gateway"] == f"{tb.HOST}:{self.sshd.port}" for s in sessions),
+                        sessions)
+        self.assertEqual(sorted(s["loop"] for s in sessions), [0, 1], "one session per loop")
+        # Least-loaded first: 4 + 4, or 5 + 3 when two loops chose at the same instant.
+        self.assertGreaterEqual(min(s["channels"] for s in sessions), 3, sessions)
+        table = self.ctl_ok(self.daemon, "tunnels")
+        self.assertRegex(table, r"gateway .* 2/2 +8 \([345]\+[345]\)")
+        for c in clients:
+            c.close()
+        self.eventually(lambda: self.tunnel()["channels"] == 0, 10, "channels closed")
 
 
 if __name__ == "__main__":
