@@ -71,9 +71,10 @@ std::map<side, unsigned> sides_from_record(const std::map<std::string, unsigned>
 
 struct controller::entry {
     entry(std::shared_ptr<proxy::service> s, asio::io_context& loop, route initial, bool fenced_at_start,
-          std::optional<switch_journal> journal)
+          std::optional<switch_journal> journal, bool new_fenced_at_start)
         : svc(std::move(s)), settings(svc->settings()),
-          machine(settings->kind, initial, settings->name, fenced_at_start, std::move(journal)), deadline_timer(loop)
+          machine(settings->kind, initial, settings->name, fenced_at_start, std::move(journal), new_fenced_at_start),
+          deadline_timer(loop)
     {
     }
 
@@ -187,6 +188,7 @@ void controller::add_service(std::shared_ptr<proxy::service> svc, std::optional<
     const auto settings = svc->settings();
     const auto persisted = persisted_.services.find(settings->name);
     const bool fenced = persisted != persisted_.services.end() && persisted->second.fenced;
+    const bool new_fenced = persisted != persisted_.services.end() && persisted->second.new_fenced;
     std::optional<switch_journal> journal;
     if (persisted != persisted_.services.end() && persisted->second.journal) {
         const auto& r = *persisted->second.journal;
@@ -197,7 +199,7 @@ void controller::add_service(std::shared_ptr<proxy::service> svc, std::optional<
                                  parse_journal_step(r.step).value_or(journal_step::pause_writes),
                                  std::nullopt};
     }
-    auto e = std::make_shared<entry>(svc, loop_, svc->current_route(), fenced, journal);
+    auto e = std::make_shared<entry>(svc, loop_, svc->current_route(), fenced, journal, new_fenced);
     if (journal) svc->set_route(e->machine.current_route()); // held until recovered
     {
         std::lock_guard lock(mutex_);
@@ -311,15 +313,23 @@ asio::awaitable<void> controller::probe_loop(std::shared_ptr<entry> e, std::uint
 asio::awaitable<void> controller::keep_fence(std::shared_ptr<entry> e, std::shared_ptr<replication> probe)
 {
     config::duration timeout{};
+    side left = side::old_side;
+    bool left_follows = false; // configured to be a replica of the active side once fenced
     {
         std::lock_guard lock(mutex_);
         if (!e->machine.keeps_fence() || e->settings->fence == config::redis_fence::none) co_return;
         timeout = e->settings->probe_timeout;
+        left = proxy::other(e->machine.current_route().active);
+        left_follows = left == side::old_side
+                           ? e->settings->fence == config::redis_fence::replicaof && e->settings->fence_replicaof
+                           : e->settings->rollback_replicaof.has_value();
     }
-    // A fence set with CONFIG SET or REPLICAOF does not survive a restart of old: look for it.
+    // A fence set with CONFIG SET or REPLICAOF does not survive a restart: look for it on the
+    // side clients are not on; a fenced primary that should follow and does not is retried too.
     const auto look = [probe, timeout] { return probe->observe(steady::now() + 2 * timeout); };
     observations seen = co_await off_loop(look);
-    if (!(seen.old_server.role == server_role::primary && !seen.old_server.fenced)) co_return;
+    const auto& watched = seen.of(left);
+    if (watched.role != server_role::primary || (watched.fenced && !left_follows)) co_return;
     event ev = fence_lost{std::move(seen)};
     progress_fn nobody = [](const std::string&) {};
     co_await execute(e, std::move(ev), std::move(nobody));
@@ -489,7 +499,7 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
         const auto run = [repl, which = f->which, deadline = f->deadline] { return repl->fence(which, deadline); };
         co_return asked(step_kind::fence, co_await off_loop(run));
     } else if (const auto* f = std::get_if<follow>(&what)) {
-        const auto run = [repl, deadline = f->deadline] { return repl->follow(deadline); };
+        const auto run = [repl, which = f->which, deadline = f->deadline] { return repl->follow(which, deadline); };
         co_return asked(step_kind::follow, co_await off_loop(run));
     } else if (const auto* u = std::get_if<unfence>(&what)) {
         const auto run = [repl, which = u->which] { return repl->unfence(which); };
@@ -652,6 +662,7 @@ std::optional<std::string> controller::save_now()
             record.split_percent = r.split_percent.value_or(0);
             record.sticky = r.sticky;
             record.fenced = e->machine.fenced();
+            record.new_fenced = e->machine.new_fenced();
             if (e->switch_replication)
                 record.min_replicas_before_fence = sides_to_record(e->switch_replication->values_before_fence());
             record.journal = journal_to_record(e->machine.journal(), previous.journal, e->hook_pgid);

@@ -278,9 +278,10 @@ public:
         return lift_fence_command(service_, old_endpoint_, new_endpoint_, "");
     }
 
-    step_result follow(clock::time_point) override
+    step_result follow(proxy::side which, clock::time_point) override
     {
-        return step_result::nothing_done("postgres: old cannot follow new (rebuild it with pg_rewind)");
+        return step_result::nothing_done(std::string("postgres: ") + std::string(proxy::to_string(which)) +
+                                         " cannot follow the other side (rebuild it with pg_rewind)");
     }
 
     observations observe(clock::time_point deadline) override

@@ -311,8 +311,13 @@ public:
         return seen;
     }
 
-    step_result follow(clock::time_point deadline) override
+    step_result follow(proxy::side which, clock::time_point deadline) override
     {
+        if (which == proxy::side::new_side) {
+            if (!service_.rollback_replicaof)
+                return step_result::nothing_done("new stays fenced by min-replicas-to-write (rollback_replicaof unset)");
+            return fence_as_replica(new_, *service_.rollback_replicaof, deadline);
+        }
         if (service_.fence != config::redis_fence::replicaof)
             return step_result::nothing_done("old stays fenced by min-replicas-to-write");
         if (!service_.fence_replicaof)
@@ -408,10 +413,14 @@ public:
             auto host = options.new_replicaof->host;
             answer = new_.run({"REPLICAOF", host, std::to_string(options.new_replicaof->port)},
                               time_left(deadline, service_.probe_timeout));
+            // Old is the primary and new refuses writes: the rollback is done whatever this
+            // answer says (failing it here would send clients back to a fenced new). The probe
+            // makes new follow old later (keeps_fence).
             if (!answer.ok)
-                return step_result::failure("rollback: old is the primary again and new is fenced, but making new "
-                                            "a replica of old failed: " + answer.text);
-            demoted = "new is a replica of " + endpoint_text(*options.new_replicaof);
+                demoted += "; making it a replica of " + endpoint_text(*options.new_replicaof) +
+                           " failed (" + answer.text + "), it is retried by the probe";
+            else
+                demoted = "new is a replica of " + endpoint_text(*options.new_replicaof);
         }
         answer = new_.run({"CLIENT", "UNPAUSE"}, service_.probe_timeout);
         if (!answer.ok) demoted += " (unpause failed: " + answer.text + ")";

@@ -110,9 +110,10 @@ public:
     virtual step_result unfence(proxy::side which) = 0;
     /// What both servers say about their replication now (recovery and resolve).
     virtual observations observe(clock::time_point deadline) = 0;
-    /// Makes the fenced old a read-only replica of new (redis fence = "replicaof" with
-    /// fence_replicaof), keeping it warm for a rollback; nothing_done where not configured.
-    virtual step_result follow(clock::time_point deadline) = 0;
+    /// Makes the fenced `which` a read-only replica of the other side: old of new after a switch
+    /// (redis fence = "replicaof" with fence_replicaof, warm for a rollback), new of old after a
+    /// rollback (rollback_replicaof, warm for the next switch); nothing_done where not configured.
+    virtual step_result follow(proxy::side which, clock::time_point deadline) = 0;
     /// Lifts a write pause on `which` (a no-op where nothing was paused).
     virtual step_result unpause(proxy::side which) = 0;
     /// Ends the blocking commands (BRPOP, XREAD BLOCK, ...) of the connections `ids` (their

@@ -52,6 +52,7 @@ std::string encode(const state& s)
             {"fenced", record.fenced},
             {"updated", record.updated},
         };
+        if (record.new_fenced) services[name]["new_fenced"] = true;
         if (!record.min_replicas_before_fence.empty())
             services[name]["min_replicas_before_fence"] = record.min_replicas_before_fence;
         if (const auto& j = record.journal) {
@@ -111,6 +112,8 @@ std::variant<state, std::string> decode(std::string_view text)
             return fmt::format("service \"{}\": sticky must be a boolean", name);
         if (!flag("fenced", record.fenced))
             return fmt::format("service \"{}\": fenced must be a boolean", name);
+        if (!flag("new_fenced", record.new_fenced))
+            return fmt::format("service \"{}\": new_fenced must be a boolean", name);
         record.updated = entry.value("updated", std::string());
         if (const auto before = entry.find("min_replicas_before_fence"); before != entry.end()) {
             const auto bad = fmt::format("service \"{}\": min_replicas_before_fence must map \"old\"/\"new\" to a count",

@@ -33,6 +33,9 @@ struct service_record {
     bool split = false;         ///< true: split_percent applies, `active` is ignored
     bool sticky = false;
     bool fenced = false;
+    /// New refuses writes because this host rolled back (kept by the probe while on old);
+    /// written only when true, so files without it read as before.
+    bool new_fenced = false;
     /// redis: min-replicas-to-write each side ("old", "new") had before this host's fence set it,
     /// given back when the fence lifts (a rollback), also after a restart or a reload.
     std::map<std::string, unsigned> min_replicas_before_fence;

@@ -25,8 +25,9 @@ std::string_view to_string(service_state s) noexcept
 }
 
 switch_machine::switch_machine(config::service_kind kind, route initial, std::string name, bool fenced,
-                               std::optional<switch_journal> journal)
-    : kind_(kind), name_(std::move(name)), route_(initial), fenced_(fenced), journal_(std::move(journal))
+                               std::optional<switch_journal> journal, bool new_fenced)
+    : kind_(kind), name_(std::move(name)), route_(initial), fenced_(fenced), new_fenced_(new_fenced),
+      journal_(std::move(journal))
 {
     route_.hold = false;
     route_.refuse = false;
@@ -438,6 +439,7 @@ step switch_machine::adopt(const switch_command& c, const std::string& saw, time
     take(c); // no journal: nothing changes on a server, nothing is left to recover
     adopted_ = true;
     fenced_ = request.to == side::new_side;
+    new_fenced_ = false; // another host's fence: that host keeps it
     step out{{log_line{false, fmt::format("switch to {} mode={} adopted: the servers are already switched ({})",
                                           side_name(request.to), config::to_string(request.mode), saw)},
               progress{fmt::format("the servers are already switched ({}): adopting, nothing is changed on them",
@@ -463,6 +465,7 @@ step switch_machine::on_fleet(const fleet_decision& d, time_point now)
         journal_.reset();
         adopted_ = true;
         fenced_ = request_.to == side::new_side;
+        new_fenced_ = false; // another host's fence: that host keeps it
         step out{{log_line{false, fmt::format("fleet switch to {} adopted: {}", side_name(request_.to), d.reason)},
                   progress{fmt::format("the fleet switched the servers ({}): releasing onto {}", d.reason,
                                        side_name(request_.to))}},
@@ -710,6 +713,7 @@ step switch_machine::on_done(const step_done& d, time_point now)
         }
     case phase::rolling_back:
         if (!d.ok) return undo(d.message, now, false);
+        new_fenced_ = true; // the rollback fenced new before it promoted old
         {
             auto out = commit(now);
             out.effects.insert(out.effects.begin(), progress{d.message});
@@ -752,30 +756,41 @@ step switch_machine::on_done(const step_done& d, time_point now)
                     command_outcome{verdict::failed, "resolve failed: " + d.message, false}};
         }
         fenced_ = recovering_to_ == side::new_side && !d.no_op;
+        new_fenced_ = recovering_to_ == side::old_side && !d.no_op;
         {
-            step out = recovering_to_ == side::new_side && !resolved_
-                           ? step{{log_line{false, d.message}, follow{side::old_side, now + std::chrono::seconds(5)}},
-                                  std::nullopt}
-                           : finish_recovery(recovering_to_, d.message);
-            if (recovering_to_ == side::new_side && !resolved_) phase_ = phase::recovering_follow;
+            // Finishing a switch (or a rollback) forward: the fenced side follows the other one,
+            // as the step that died would have made it (fence_replicaof, rollback_replicaof).
+            step out = !resolved_ ? step{{log_line{false, d.message},
+                                          follow{proxy::other(recovering_to_), now + std::chrono::seconds(5)}},
+                                         std::nullopt}
+                                  : finish_recovery(recovering_to_, d.message);
+            if (!resolved_) phase_ = phase::recovering_follow;
             if (std::exchange(unfence_target_, false)) out.effects.insert(out.effects.begin(), unfence{recovering_to_});
             return out;
         }
     case phase::recovering_follow:
         return finish_recovery(recovering_to_, d.message);
-    case phase::refencing:
+    case phase::refencing: {
+        const auto left = proxy::other(route_.active);
         if (!d.ok) {
             phase_ = phase::idle;
-            return {{log_line{true, "fencing old again failed: " + d.message + "; the probe tries again"}},
+            return {{log_line{true, fmt::format("fencing {} again failed: {}; the probe tries again", side_name(left),
+                                                d.message)}},
                     std::nullopt};
         }
         ++fence_reasserted_;
         phase_ = phase::refollowing;
-        return {{log_line{true, "old fenced again: " + d.message}, follow{side::old_side, now + std::chrono::seconds(5)}},
+        return {{log_line{true, fmt::format("{} fenced again: {}", side_name(left), d.message)},
+                 follow{left, now + std::chrono::seconds(5)}},
                 std::nullopt};
+    }
     case phase::refollowing:
         phase_ = phase::idle;
-        if (!d.ok) return {{log_line{true, "old is fenced but does not follow new again: " + d.message}}, std::nullopt};
+        if (!d.ok)
+            return {{log_line{true, fmt::format("{} is fenced but does not follow {} again: {}",
+                                                side_name(proxy::other(route_.active)), side_name(route_.active),
+                                                d.message)}},
+                    std::nullopt};
         return {{log_line{false, d.message}}, std::nullopt};
     case phase::recovering_persist: {
         phase_ = phase::idle;
@@ -868,23 +883,33 @@ step switch_machine::on_resolve(const resolve_command& r, time_point now)
 bool switch_machine::keeps_fence() const
 {
     return kind_ == config::service_kind::redis && phase_ == phase::idle && state_ == service_state::serving &&
-           !route_.split_percent && route_.active == side::new_side && fenced_;
+           !route_.split_percent && (route_.active == side::new_side ? fenced_ : new_fenced_);
 }
 
 step switch_machine::on_fence_lost(const fence_lost& f, time_point now)
 {
-    const auto& old_server = f.seen.old_server;
-    const auto& new_server = f.seen.new_server;
-    // New fenced (or not a primary) is another host's rollback under way or done: not ours to undo.
-    const auto writable = [](const server_observation& o) {
-        return o.reachable && o.role == server_role::primary && !o.fenced;
-    };
-    if (!keeps_fence() || !writable(old_server) || !writable(new_server)) return {};
+    const auto active = route_.active;
+    const auto left = proxy::other(active);
+    const auto& active_server = f.seen.of(active);
+    const auto& left_server = f.seen.of(left);
+    // The active side fenced (or not a primary) is another host's switch or rollback under way
+    // or done: not ours to undo.
+    const auto primary = [](const server_observation& o) { return o.reachable && o.role == server_role::primary; };
+    if (!keeps_fence() || !primary(active_server) || active_server.fenced || !primary(left_server)) return {};
+    if (left_server.fenced) {
+        // Still fenced, but no replica (its REPLICAOF failed or was never sent): follow only.
+        phase_ = phase::refollowing;
+        return {{log_line{true, fmt::format("{} is fenced but does not follow {}: {}; making it follow again",
+                                            side_name(left), side_name(active), describe(left_server))},
+                 follow{left, now + std::chrono::seconds(5)}},
+                std::nullopt};
+    }
     phase_ = phase::refencing;
-    return {{log_line{true, fmt::format("old answers as a writable primary again while clients go to new (restarted "
-                                        "without its fence?): {}; new is {}; fencing old again",
-                                        describe(old_server), describe(new_server))},
-             fence{side::old_side, now + std::chrono::seconds(5)}},
+    return {{log_line{true, fmt::format("{} answers as a writable primary again while clients go to {} (restarted "
+                                        "without its fence?): {}; {} is {}; fencing {} again",
+                                        side_name(left), side_name(active), describe(left_server), side_name(active),
+                                        describe(active_server), side_name(left))},
+             fence{left, now + std::chrono::seconds(5)}},
             std::nullopt};
 }
 
@@ -895,6 +920,7 @@ step switch_machine::finish_recovery(side to, std::string message)
     problem_.clear();
     state_ = service_state::serving;
     route_ = proxy::route_to(to);
+    if (to == side::new_side) new_fenced_ = false;
     phase_ = phase::recovering_persist;
     step out;
     if (!message.empty()) out.effects.push_back(log_line{false, std::move(message)});
@@ -911,6 +937,7 @@ step switch_machine::commit(time_point)
     budget_spent_ = false;
     fence_sent_ = false;
     if (request_.to == side::old_side) fenced_ = false;
+    if (request_.to == side::new_side) new_fenced_ = false;
     // The route and the next step go to disk together: a crash after this finishes forward.
     if (journal_ && replicated_ && request_.to == side::new_side)
         journal_->step = journal_step::follow;

@@ -285,8 +285,9 @@ struct resolve_command {
     observations seen;
 };
 
-/// The probe, while clients go to new: what the servers say when old answers as a writable
-/// primary again (restarted, its CONFIG SET or REPLICAOF lost) and new is an unfenced primary.
+/// The probe, while keeps_fence(): what the servers say when the side clients are not on answers
+/// as a primary that does not follow the active one (restarted, its CONFIG SET or REPLICAOF lost;
+/// or fenced, but its REPLICAOF failed) while the active side is a writable primary.
 struct fence_lost {
     observations seen;
 };
@@ -317,7 +318,7 @@ public:
     /// `journal`: a switch the daemon died in (from the state file); the machine starts in state
     /// recovering, holding clients, and waits for `recovered`.
     switch_machine(config::service_kind kind, route initial, std::string name = {}, bool fenced = false,
-                   std::optional<switch_journal> journal = std::nullopt);
+                   std::optional<switch_journal> journal = std::nullopt, bool new_fenced = false);
 
     /// The whole life of a switch, a rollback, a pause and a split: takes an event at `now`,
     /// returns the effects to carry out. At most one answering effect is outstanding at a time;
@@ -326,9 +327,13 @@ public:
 
     /// Whether old refuses writes because a switch fenced it (persisted).
     bool fenced() const { return fenced_; }
-    /// How many times old was found writable again while clients go to new, and fenced again.
+    /// Whether new refuses writes because this host rolled back to old (a rollback, or a
+    /// recovery or resolve that fenced new); persisted, so the fence is kept after a restart.
+    bool new_fenced() const { return new_fenced_; }
+    /// How many times the side clients are not on was found writable again, and fenced again.
     std::uint64_t fence_reasserted() const { return fence_reasserted_; }
-    /// The probe should look for a lost fence: idle on new, old fenced by a switch (redis).
+    /// The probe should look for a lost fence (redis, idle, not split): on new with old fenced by
+    /// a switch, or on old with new fenced by a rollback.
     bool keeps_fence() const;
     /// The switch under way that changes servers, as persisted (nullopt: none).
     const std::optional<switch_journal>& journal() const { return journal_; }
@@ -438,6 +443,7 @@ private:
     std::string name_;
     route route_;
     bool fenced_ = false;
+    bool new_fenced_ = false;
     /// Recovery or resolve: the side taking the clients carries our fence; lifted once the other is fenced.
     bool unfence_target_ = false;
     phase phase_ = phase::idle;

@@ -132,7 +132,7 @@ TEST_F(RedisReplication, SwitchUnderLoadLosesNoAcknowledgedWriteAndFencesOld)
     const auto promoted = replication->promote(clock::now() + 2s);
     ASSERT_TRUE(promoted.ok) << promoted.message;
     EXPECT_TRUE(replication->verify_promoted().ok);
-    const auto followed = replication->follow(clock::now() + 2s);
+    const auto followed = replication->follow(proxy::side::old_side, clock::now() + 2s);
     ASSERT_TRUE(followed.ok) << followed.message;
     const auto unpaused = replication->unpause(proxy::side::old_side);
     ASSERT_TRUE(unpaused.ok) << unpaused.message;
@@ -167,7 +167,7 @@ TEST_F(RedisReplication, MinReplicasFenceRefusesWrites)
     const auto fenced = replication->fence(proxy::side::old_side, clock::now() + 2s);
     ASSERT_TRUE(fenced.ok) << fenced.message;
     ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
-    const auto followed = replication->follow(clock::now() + 2s);
+    const auto followed = replication->follow(proxy::side::old_side, clock::now() + 2s);
     EXPECT_TRUE(followed.ok && followed.no_op) << "fence = min_replicas: old stays fenced as it is";
     ASSERT_TRUE(replication->unpause(proxy::side::old_side).ok);
     auto old_client = old_->connect();
@@ -214,7 +214,7 @@ TEST_F(RedisReplication, RollbackAfterSwitchLosesNothing)
     ASSERT_TRUE(replication->wait_caught_up(clock::now() + 2s).ok);
     ASSERT_TRUE(replication->fence(proxy::side::old_side, clock::now() + 2s).ok);
     ASSERT_TRUE(replication->promote(clock::now() + 2s).ok);
-    ASSERT_TRUE(replication->follow(clock::now() + 2s).ok);
+    ASSERT_TRUE(replication->follow(proxy::side::old_side, clock::now() + 2s).ok);
     ASSERT_TRUE(replication->unpause(proxy::side::old_side).ok);
 
     auto on_new = new_->connect();

@@ -8,8 +8,14 @@ a writable primary, here an empty one). Then `rollback_ready` turns false and he
 old is down; within a few probe intervals of its return the probe sees old writable, fences it
 again (min-replicas-to-write, then REPLICAOF new), says so in the log and in `fence_reasserted`,
 and old refuses writes and follows new again: rollback ready, health OK.
+
+Scenario 87e is the mirror after a rollback: new was fenced and made a replica of old
+(rollback_replicaof); restarted without those settings it comes back a writable primary while
+clients go to old. The probe fences it again and makes it follow old, also after a tunneld
+restart in between (the state file keeps `new_fenced`).
 """
 
+import json
 import unittest
 
 from integration_support import SERVICE, IntegrationTest, daemon_config, service_config, tb
@@ -61,6 +67,47 @@ class FenceKeptTest(IntegrationTest):
         s = svc()
         self.assertEqual(s["active"], "new", s)
         self.assertIs(s["fenced"], True, s)
+
+    def test_87e_new_restarted_after_a_rollback_is_fenced_again_and_follows_old(self):
+        old = self.bed.redis("old")
+        new = self.bed.redis("new", replicaof=old)
+        port = tb.free_port()
+        daemon = self.bed.tunneld(daemon_config({SERVICE: service_config(
+            port, old.port, new.port, kind="redis", max_lag="1MiB", mode="pause",
+            pause_timeout="10s", probe_interval="250ms",
+            fence="replicaof", fence_replicaof=f"{tb.HOST}:{new.port}",
+            rollback_replicaof=f"{tb.HOST}:{old.port}")}))
+        svc = lambda: daemon.service(SERVICE)  # noqa: E731
+        self.eventually(lambda: svc()["lag"]["link"] == "up", 20, "the lag probe sees new follow old")
+        self.ctl_ok(daemon, "switch", SERVICE)
+        self.eventually(lambda: svc()["rollback_ready"], 20, "old follows new: rollback ready")
+        self.ctl_ok(daemon, "rollback", SERVICE)
+        with tb.RespClient(port, timeout=10) as client:
+            self.assertEqual(client.command("SET", "acknowledged", "on-old"), "OK")
+        self.assertEqual(new.info_replication().get("role"), "slave", "the rollback made new follow old")
+        state = json.loads(daemon.state_file.read_text())
+        self.assertIs(state["services"][SERVICE].get("new_fenced"), True, state)
+
+        # tunneld restarts (what it keeps comes from the state file), then new restarts without
+        # its REPLICAOF: an empty writable primary.
+        daemon.sigterm()
+        daemon.start()
+        self.eventually(lambda: svc()["state"] == "serving", 20, "tunneld back and serving")
+        new_port = new.port
+        new.stop()
+        restarted = self.bed.redis("new-restarted", port=new_port)
+
+        def fenced_again():
+            return restarted.info_replication().get("role") == "slave" and svc()["fence_reasserted"] >= 1
+        self.eventually(fenced_again, 20, "new fenced again and following old")
+        with self.assertRaises(tb.RespError, msg="the restarted new refuses writes"):
+            restarted.cli("SET", "split-brain", "1")
+        self.assertIn("fencing new again", daemon.log_text())
+        self.eventually(lambda: restarted.cli("GET", "acknowledged") == "on-old", 20, "new has old's writes again")
+        s = svc()
+        self.assertEqual((s["active"], s["state"]), ("old", "serving"), s)
+        with tb.RespClient(port, timeout=10) as client:
+            self.assertEqual(client.command("SET", "after", "1"), "OK", "clients still write to old")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ and before the next one can arrive.
   87a: new's writes paused (a canary write on new blocks): undone, clients stay on new.
   87b: new fenced (min-replicas-to-write 100): undone, new's fence lifted.
   87c: old promoted (role:master), its min-replicas-to-write not restored yet: finished
-       forward, old takes writes.
+       forward, old takes writes, new is made a replica of old.
   87d: new a replica of old: finished forward.
 """
 
@@ -104,6 +104,10 @@ class RollbackCrashTest(IntegrationTest):
         self.assert_one_writable_primary(self.old, self.new)
         self.assertEqual(self.min_replicas(self.old), "0", "old's fence from the switch lifted")
         self.assertIn("finishing it forward", self.daemon.log_text())
+        # ... and new follows old, as the rollback that died would have made it: a fenced primary
+        # left behind comes back writable when it restarts (the switch campaign found that).
+        self.eventually(lambda: f"master_port:{self.old.port}" in self.new.cli("INFO", "replication"), 20,
+                        "new made a replica of old (rollback_replicaof)")
 
     def test_87d_killed_with_new_following_old_finishes_forward(self):
         self.kill_when(lambda: self.new.info_replication()["role"] == "slave", "new follows old")

@@ -89,7 +89,7 @@ public:
         servers_->record("observe");
         return servers_->seen_by_observe;
     }
-    step_result follow(clock::time_point) override { return done("follow"); }
+    step_result follow(proxy::side, clock::time_point) override { return done("follow"); }
     step_result unpause(side) override { return done("unpause"); }
     step_result rollback(const rollback_options&, clock::time_point) override { return done("rollback"); }
     std::vector<preflight_check> preflight(clock::time_point) override

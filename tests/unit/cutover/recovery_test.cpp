@@ -63,9 +63,9 @@ struct model {
             new_server.replid = "b2";
             return step_done{step_kind::promote, true, "promoted"};
         }
-        if (std::holds_alternative<follow>(e)) {
-            old_server.role = server_role::replica;
-            old_server.replid = new_server.replid;
+        if (const auto* f = std::get_if<follow>(&e)) {
+            of(f->which).role = server_role::replica;
+            of(f->which).replid = of(proxy::other(f->which)).replid;
             return step_done{step_kind::follow, true, "follows"};
         }
         if (std::holds_alternative<persist>(e)) {
@@ -393,10 +393,52 @@ TEST(Recovery, RollbackFinishedForwardLiftsOldsFenceOnceNewIsFenced)
     const auto fenced = m.on(step_done{step_kind::fence, true, "new fenced"}, t0);
     ASSERT_FALSE(fenced.effects.empty());
     EXPECT_EQ(fenced.effects.front(), effect{unfence{side::old_side}});
-    EXPECT_EQ(fenced.effects.back(), effect{persist{}});
+    EXPECT_EQ(fenced.effects.back(), (effect{follow{side::new_side, t0 + 5s}}))
+        << "new follows old, as the rollback that died would have made it (rollback_replicaof)";
+    const auto followed = m.on(step_done{step_kind::follow, true, "new fenced: read-only replica of old"}, t0);
+    EXPECT_EQ(followed.effects.back(), effect{persist{}});
     m.on(step_done{step_kind::persist, true, ""}, t0);
     EXPECT_EQ(m.current_route(), proxy::route_to(side::old_side));
     EXPECT_EQ(m.state(), service_state::serving);
+    EXPECT_TRUE(m.new_fenced()) << "kept by the probe from now on";
+    EXPECT_TRUE(m.keeps_fence());
+}
+
+TEST(KeepFence, NewRestartedWritableAfterARollbackIsFencedAgainAndMadeToFollowOld)
+{
+    // After a rollback new is fenced (and a replica of old with rollback_replicaof); a restart
+    // loses both: it comes back a writable primary while clients go to old.
+    switch_machine m(service_kind::redis, route{}, "svc", false, std::nullopt, /*new_fenced=*/true);
+    ASSERT_TRUE(m.keeps_fence());
+    const auto old_primary = server(server_role::primary, "e5", "b2", false);
+    const auto restarted = server(server_role::primary, "f6", "00", false);
+    const auto s = m.on(fence_lost{{old_primary, restarted}}, t0);
+    ASSERT_EQ(s.effects.size(), 2u);
+    EXPECT_EQ(s.effects.back(), (effect{fence{side::new_side, t0 + 5s}}));
+    const auto fenced = m.on(step_done{step_kind::fence, true, "new fenced"}, t0);
+    EXPECT_EQ(fenced.effects.back(), (effect{follow{side::new_side, t0 + 5s}}));
+    EXPECT_EQ(m.fence_reasserted(), 1u);
+    m.on(step_done{step_kind::follow, true, "new follows old"}, t0);
+    EXPECT_FALSE(m.busy());
+    EXPECT_EQ(m.current_route(), proxy::route_to(side::old_side));
+
+    // Fenced, but its REPLICAOF failed: only the follow is retried.
+    const auto fenced_master = server(server_role::primary, "b2", "a1", true);
+    const auto again = m.on(fence_lost{{old_primary, fenced_master}}, t0);
+    ASSERT_EQ(again.effects.size(), 2u);
+    EXPECT_EQ(again.effects.back(), (effect{follow{side::new_side, t0 + 5s}}));
+    m.on(step_done{step_kind::follow, true, "new follows old"}, t0);
+    EXPECT_EQ(m.fence_reasserted(), 1u) << "nothing was unfenced";
+
+    // Old itself fenced (another host's switch under way): not ours to touch.
+    EXPECT_TRUE(m.on(fence_lost{{server(server_role::primary, "e5", "b2", true), restarted}}, t0).effects.empty());
+
+    // A switch to new ends what this host keeps.
+    switch_machine switched(service_kind::redis, route{}, "svc", false, std::nullopt, true);
+    model servers;
+    drive(switched, servers, command_to_new(), std::nullopt);
+    EXPECT_EQ(switched.current_route(), proxy::route_to(side::new_side));
+    EXPECT_FALSE(switched.new_fenced());
 }
 
 } // namespace

@@ -37,6 +37,7 @@ TEST_F(StateFile, SaveThenLoadRoundTrips)
                                          .split = false,
                                          .sticky = false,
                                          .fenced = true,
+                                         .new_fenced = false,
                                          .min_replicas_before_fence = {{"old", 1}, {"new", 0}},
                                          .updated = "2026-11-21T23:50:00Z",
                                          .journal = std::nullopt};
@@ -45,6 +46,7 @@ TEST_F(StateFile, SaveThenLoadRoundTrips)
                                        .split = true,
                                        .sticky = true,
                                        .fenced = false,
+                                       .new_fenced = true,
                                        .min_replicas_before_fence = {},
                                        .updated = "2026-11-21T23:51:00Z",
                                        .journal = std::nullopt};

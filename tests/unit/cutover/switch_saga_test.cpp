@@ -619,6 +619,8 @@ TEST(SwitchSaga, RollbackHoldsNewsClientsThenRollsBackTheServersThenMovesThem)
     EXPECT_EQ(all_of<move_clients>(d.effects).at(0), (move_clients{side::new_side, side::old_side, t0 + 5s}));
     EXPECT_EQ(d.machine.current_route(), route{});
     EXPECT_FALSE(d.machine.fenced());
+    EXPECT_TRUE(d.machine.new_fenced()) << "the rollback fenced new: the probe keeps it so";
+    EXPECT_TRUE(d.machine.keeps_fence());
 }
 
 TEST(SwitchSaga, PostgresRollbackStillCutsNewsClients)
@@ -665,6 +667,7 @@ TEST(SwitchSaga, RollbackFailingStaysOnNew)
     EXPECT_EQ(d.done->result, verdict::failed);
     EXPECT_EQ(d.machine.current_route(), proxy::route_to(side::new_side));
     EXPECT_EQ(d.done->message.rfind("switch failed: step failed; clients released to new", 0), 0u);
+    EXPECT_FALSE(d.machine.new_fenced());
 }
 
 // ---- the pause budget: the deadline fires while switching ----
