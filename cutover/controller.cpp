@@ -477,6 +477,8 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
         co_return co_await drain_clients_step(e, *d, progress);
     } else if (const auto* w = std::get_if<watch_drain>(&what)) {
         co_return co_await watch_drain_step(e, *w, progress);
+    } else if (std::holds_alternative<fleet_switched>(what)) {
+        if (e->gate && e->gate->on_switched) e->gate->on_switched();
     } else if (const auto* f = std::get_if<wait_fleet>(&what)) {
         auto gate = e->gate;
         if (!gate) co_return fleet_decision{fleet_go::abort, "no fleet switch is under way"};

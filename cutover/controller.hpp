@@ -65,6 +65,9 @@ public:
     std::int64_t epoch() const { return epoch_; }
     /// Called once the clients are held and quiesced.
     std::function<void()> on_held;
+    /// run_here: called once the servers are switched and the route is on disk (fleet_switched),
+    /// before this host's own clients are released: the fleet may commit meanwhile.
+    std::function<void()> on_switched;
     /// on_held, then the decision; abort when none came by `until`.
     asio::awaitable<fleet_decision> wait(std::chrono::steady_clock::time_point until);
 

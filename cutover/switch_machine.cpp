@@ -421,6 +421,7 @@ void switch_machine::take(const switch_command& c)
     limits_ = c.limits;
     replicated_ = c.replicated;
     adopted_ = false;
+    fleet_here_ = false;
     journal_.reset();
     journal_on_disk_ = false;
     writes_paused_ = false;
@@ -459,6 +460,7 @@ step switch_machine::on_fleet(const fleet_decision& d, time_point now)
     if (phase_ != phase::awaiting_fleet) return {}; // the budget ran out first: undone already
     switch (d.go) {
     case fleet_go::run_here:
+        fleet_here_ = true;
         return pause_step(now);
     case fleet_go::adopt: {
         // Another member switched the servers: this host only flips, as adopt() does.
@@ -719,13 +721,20 @@ step switch_machine::on_done(const step_done& d, time_point now)
             out.effects.insert(out.effects.begin(), progress{d.message});
             return out;
         }
-    case phase::persisting_commit:
+    case phase::persisting_commit: {
         if (!d.ok) persist_error_ = d.message;
+        step out;
         if (replicated_ && request_.to == side::new_side && !adopted_) {
             phase_ = phase::following;
-            return {{follow{side::old_side, now + std::chrono::seconds(5)}}, std::nullopt};
+            out.effects.push_back(follow{side::old_side, now + std::chrono::seconds(5)});
+        } else {
+            out = finish_pause_switch(now);
         }
-        return finish_pause_switch(now);
+        // Switched (even if the route could not be written: the others must go there too):
+        // the fleet commits while old follows new and this host releases its own clients.
+        if (std::exchange(fleet_here_, false)) out.effects.insert(out.effects.begin(), fleet_switched{});
+        return out;
+    }
     case phase::following:
         if (!d.ok) fence_problem_ = d.message;
         journal_.reset();

@@ -194,6 +194,12 @@ struct wait_fleet {
     time_point until;
     friend bool operator==(const wait_fleet&, const wait_fleet&) = default;
 };
+/// A fleet switch run here (fleet_go::run_here): the servers are switched and this host's route
+/// is on disk with them, so the fleet may commit now. The rest of this host's switch (old follows
+/// new, the state file again, its own clients' release) goes on meanwhile.
+struct fleet_switched {
+    friend bool operator==(const fleet_switched&, const fleet_switched&) = default;
+};
 /// One line of the switch's progress, for the operator who started it.
 struct progress {
     std::string line;
@@ -208,7 +214,7 @@ struct log_line {
 
 using effect = std::variant<hold_new_clients, release, pause_writes, drain_clients, wait_caught_up, promote,
                             check_roles, fence, unfence, follow, roll_back, unpause, persist, cut, watch_drain,
-                            progress, log_line, quiesce_clients, move_clients, wait_fleet>;
+                            progress, log_line, quiesce_clients, move_clients, wait_fleet, fleet_switched>;
 
 /// Which answering effect a step_done reports on.
 enum class step_kind {
@@ -455,6 +461,7 @@ private:
     bool journal_on_disk_ = false; ///< the journal was persisted: an undo clears it on disk too
     bool budget_spent_ = false;    ///< the deadline came while a server-changing step was out
     bool adopted_ = false;         ///< the switch under way adopts servers already switched
+    bool fleet_here_ = false;      ///< a fleet switch whose servers' steps run here; fleet_switched not said yet
     std::uint64_t fence_reasserted_ = 0;
     time_point held_since_{};
     std::optional<std::string> persist_error_; ///< first failed persist of a committed switch

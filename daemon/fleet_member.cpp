@@ -32,10 +32,11 @@ proxy::side proxy_side(fleet::side s)
     return s == fleet::side::new_side ? proxy::side::new_side : proxy::side::old_side;
 }
 
-/// Waits until `task` has its result (the member was released).
-template <class Task> boost::asio::awaitable<void> released(Task& task)
+/// Waits until `task` has its result (the member was released), or with `or_switched` until
+/// the servers' steps run here are done (the fleet may commit before this host releases).
+template <class Task> boost::asio::awaitable<void> released(Task& task, bool or_switched = false)
 {
-    while (!task.result)
+    while (!task.result && !(or_switched && task.switched))
         co_await task.done.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
 }
 
@@ -378,9 +379,14 @@ cutover::command_result fleet_member::recorded(const std::string& service, std::
 
 boost::asio::awaitable<void> fleet_member::hold(std::string service, std::shared_ptr<hold_task> task)
 {
-    task->gate->on_held = [this, task] {
+    task->gate->on_held = [this, task, service] {
         task->acknowledged = true;
+        spdlog::info("service={} fleet {} epoch {}: held, acknowledging", service, settings_.name, task->gate->epoch());
         membership_.publish_now();
+    };
+    task->gate->on_switched = [task] {
+        task->switched = true;
+        task->done.cancel();
     };
     // The operator sees this member's steps when the switch was typed here; the log has them anyway.
     cutover::progress_fn progress = [this, service](const std::string& line) {
@@ -444,12 +450,13 @@ boost::asio::awaitable<fleet::servers_switched> fleet_member::switch_servers_her
     }
     auto task = held->second;
     task->gate->decide(cutover::fleet_go::run_here, {});
-    co_await released(*task);
+    // The commit need not wait for old to follow new, nor for this host's own clients' release.
+    co_await released(*task, true);
     // Switched when this host's route is on the target, even if a later step (the state file,
     // old following new) failed: the others must then go there too.
     for (const auto& s : services_())
         if (s.name == service && fleet_side(s.route.active) == to) co_return fleet::servers_switched{true, {}};
-    co_return fleet::servers_switched{false, task->result->error};
+    co_return fleet::servers_switched{false, task->result ? task->result->error : "the route is not on the target"};
 }
 
 boost::asio::awaitable<void> fleet_member::take_over(std::string service, fleet::epoch_state found)
@@ -551,12 +558,18 @@ boost::asio::awaitable<cutover::command_result> fleet_member::switch_fleet(std::
     hooks.switch_servers = [this, service](std::int64_t epoch, fleet::side target) {
         return switch_servers_here(service, epoch, target);
     };
-    hooks.progress = progress;
+    // The operator's lines, and the log's (with their times: where a switch's hold went).
+    hooks.progress = [progress, service](const std::string& line) {
+        spdlog::info("service={} fleet coordinator: {}", service, line);
+        progress(line);
+    };
     // Named, not temporaries: g++ 12 destroys a co_await expression's temporaries twice.
     fleet::key_layout keys(settings_.name);
     std::string name = service;
     const auto outcome = co_await fleet::run_coordinator(client_, std::move(keys), std::move(name), machine,
                                                          membership_, std::move(hooks));
+    spdlog::info("service={} fleet {} epoch {}: {} (etcd has it)", service, settings_.name, outcome.epoch,
+                 fleet::to_string(outcome.outcome));
     // This member's own hold ends with the others' (the committed record releases it).
     std::optional<cutover::command_result> here;
     if (const auto held = holds_.find(service); held != holds_.end() && held->second->gate->epoch() == outcome.epoch) {

@@ -146,8 +146,9 @@ private:
         fleet::side to;
         std::shared_ptr<cutover::fleet_gate> gate;
         bool acknowledged = false;
+        bool switched = false;                         ///< run here: the servers are switched (on_switched)
         std::optional<cutover::command_result> result; ///< set when released
-        boost::asio::steady_timer done;                ///< never expires; cancelled when released
+        boost::asio::steady_timer done; ///< never expires; cancelled when switched and when released
     };
 
     config::fleet_config settings_;

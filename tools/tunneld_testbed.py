@@ -1054,9 +1054,11 @@ class Etcd:
 
     BIN = "/usr/bin/etcd"
 
-    def __init__(self, directory: Path, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, directory: Path, timeout: float = DEFAULT_TIMEOUT, data_dir: Path | None = None):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # `data_dir`: elsewhere than the bed (a tmpfs: etcd fsyncs its WAL at every write).
+        self.data_dir = Path(data_dir) if data_dir is not None else self.dir / "data"
         self.port = free_port()
         self.peer_port = free_port()
         self.log = self.dir / "etcd.log"
@@ -1077,7 +1079,7 @@ class Etcd:
         if not Path(self.BIN).exists():
             raise BedError(f"{self.BIN} not found (tools/deps installs etcd-server)")
         peer = f"http://{HOST}:{self.peer_port}"
-        argv = [self.BIN, "--name", "bed", "--data-dir", str(self.dir / "data"),
+        argv = [self.BIN, "--name", "bed", "--data-dir", str(self.data_dir),
                 "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", f"bed={peer}",

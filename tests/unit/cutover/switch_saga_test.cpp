@@ -151,6 +151,58 @@ TEST(FleetHold, RunHereRunsTheServerStepsOfAPauseSwitch)
     EXPECT_TRUE(d.machine.fenced());
 }
 
+/// Index of the first effect of type T in `effects` at or after `from` (effects.size(): none).
+template <class T> std::size_t index_of(const std::vector<effect>& effects, std::size_t from = 0)
+{
+    for (std::size_t i = from; i < effects.size(); ++i)
+        if (std::holds_alternative<T>(effects[i])) return i;
+    return effects.size();
+}
+
+TEST(FleetHold, RunHereSaysSwitchedOnceTheRouteIsOnDiskBeforeOldFollowsAndClientsGo)
+{
+    for (const side to : {side::new_side, side::old_side}) {
+        driver d(service_kind::redis, proxy::route_to(proxy::other(to)));
+        d.run(fleet_command(to));
+        d.run_step(fleet_decision{fleet_go::run_here, {}});
+        ASSERT_TRUE(d.done);
+        EXPECT_EQ(d.done->result, verdict::done) << d.done->message;
+        const auto& e = d.effects;
+        ASSERT_EQ(all_of<fleet_switched>(e).size(), 1u) << "said once";
+        const auto said = index_of<fleet_switched>(e);
+        // The last server step that makes `to` the primary, then the route's persist, then the signal.
+        const auto server_step = to == side::new_side ? index_of<promote>(e) : index_of<roll_back>(e);
+        ASSERT_LT(server_step, said);
+        EXPECT_LT(index_of<persist>(e, server_step), said) << "the route reaches the disk first";
+        EXPECT_GT(index_of<release>(e, server_step), said) << "this host's clients go after it";
+        EXPECT_GT(index_of<move_clients>(e), said);
+        if (to == side::new_side) {
+            EXPECT_GT(index_of<follow>(e), said) << "old follows new meanwhile";
+        }
+    }
+}
+
+TEST(FleetHold, OnlyTheMemberThatRunsTheServerStepsSaysSwitched)
+{
+    driver adopted(service_kind::redis);
+    adopted.run(fleet_command(side::new_side));
+    adopted.run_step(fleet_decision{fleet_go::adopt, "fleet bed committed epoch 1 on new"});
+    EXPECT_FALSE(has<fleet_switched>(adopted.effects));
+
+    driver failed(service_kind::redis);
+    failed.script[step_kind::promote] = {false};
+    failed.script[step_kind::check_roles] = {false};
+    failed.run(fleet_command(side::new_side));
+    failed.run_step(fleet_decision{fleet_go::run_here, {}});
+    ASSERT_TRUE(failed.done);
+    EXPECT_EQ(failed.done->result, verdict::failed);
+    EXPECT_FALSE(has<fleet_switched>(failed.effects)) << "undone: the fleet must not commit";
+
+    driver plain(service_kind::redis);
+    plain.run(command(side::new_side, switch_mode::pause));
+    EXPECT_FALSE(has<fleet_switched>(plain.effects)) << "a single host's switch";
+}
+
 TEST(FleetHold, AdoptReleasesOntoTheTargetAndChangesNoServer)
 {
     driver d(service_kind::redis);
