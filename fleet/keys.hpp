@@ -76,6 +76,7 @@ struct epoch_record {
 struct epoch_state {
     epoch_record record;
     std::int64_t mod_revision = 0; ///< 0: the key does not exist yet (epoch 0, side old)
+    friend bool operator==(const epoch_state&, const epoch_state&) = default;
 };
 
 std::string encode(const epoch_record&);

@@ -1,5 +1,6 @@
 #include "fleet/membership.hpp"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -12,27 +13,94 @@ namespace tunneld::fleet {
 namespace asio = boost::asio;
 using std::chrono::milliseconds;
 
+namespace {
+
+/// Puts `kv`, the value of the key `named`, into `service`: only this record is decoded.
+void put_record(fleet_view::service_entry& service, const key_layout::named& named, const etcd::key_value& kv)
+{
+    switch (named.what) {
+    case key_layout::named::kind::epoch:
+        service.epoch.reset();
+        service.epoch_malformed = false;
+        if (auto record = decode_epoch_record(kv.value))
+            service.epoch = epoch_state{std::move(*record), kv.mod_revision};
+        else
+            service.epoch_malformed = true;
+        return;
+    case key_layout::named::kind::pause:
+        service.pause = decode_pause_record(kv.value);
+        return;
+    case key_layout::named::kind::member:
+        break;
+    }
+    // Members stay sorted by name within a service.
+    auto& members = service.members;
+    const auto at = std::lower_bound(members.begin(), members.end(), named.member,
+                                     [](const member_entry& m, const std::string& name) { return m.member < name; });
+    member_entry entry{named.member, decode_member_record(kv.value), kv.mod_revision};
+    if (at != members.end() && at->member == named.member)
+        *at = std::move(entry);
+    else
+        members.insert(at, std::move(entry));
+}
+
+void erase_record(fleet_view::service_entry& service, const key_layout::named& named)
+{
+    switch (named.what) {
+    case key_layout::named::kind::epoch:
+        service.epoch.reset();
+        service.epoch_malformed = false;
+        return;
+    case key_layout::named::kind::pause:
+        service.pause.reset();
+        return;
+    case key_layout::named::kind::member:
+        break;
+    }
+    auto& members = service.members;
+    std::erase_if(members, [&](const member_entry& m) { return m.member == named.member; });
+}
+
+/// Whether any key the view reads for `service` is left in `mirror` (make_view lists a service
+/// exactly while one is).
+bool has_service_keys(const key_layout& keys, const prefix_mirror& mirror, const std::string& service)
+{
+    const auto prefix = keys.service_prefix(service);
+    for (auto it = mirror.entries().lower_bound(prefix); it != mirror.entries().end() && it->first.starts_with(prefix);
+         ++it) {
+        const auto named = keys.parse(it->first);
+        if (named && named->service == service) return true;
+    }
+    return false;
+}
+
+} // namespace
+
 fleet_view make_view(const key_layout& keys, const prefix_mirror& mirror)
 {
     fleet_view view;
     view.revision = mirror.revision();
-    for (const auto& [key, kv] : mirror.entries()) {
-        const auto named = keys.parse(key);
-        if (!named) continue;
-        auto& service = view.services[named->service];
-        if (named->what == key_layout::named::kind::epoch) {
-            if (auto record = decode_epoch_record(kv.value))
-                service.epoch = epoch_state{std::move(*record), kv.mod_revision};
-            else
-                service.epoch_malformed = true;
-        } else if (named->what == key_layout::named::kind::pause) {
-            service.pause = decode_pause_record(kv.value);
-        } else {
-            // entries() is ordered by key, so members come sorted by name within a service.
-            service.members.push_back({named->member, decode_member_record(kv.value), kv.mod_revision});
-        }
-    }
+    for (const auto& [key, kv] : mirror.entries())
+        if (const auto named = keys.parse(key)) put_record(view.services[named->service], *named, kv);
     return view;
+}
+
+void apply_events(fleet_view& view, const key_layout& keys, const prefix_mirror& mirror,
+                  const std::vector<etcd::event>& events)
+{
+    view.revision = mirror.revision();
+    for (const etcd::event& e : events) {
+        const auto named = keys.parse(e.kv.key);
+        if (!named) continue;
+        if (e.kind == etcd::event::type::put) {
+            put_record(view.services[named->service], *named, e.kv);
+            continue;
+        }
+        const auto service = view.services.find(named->service);
+        if (service == view.services.end()) continue;
+        erase_record(service->second, *named);
+        if (!has_service_keys(keys, mirror, named->service)) view.services.erase(service);
+    }
 }
 
 namespace {
@@ -218,11 +286,16 @@ struct membership::state : std::enable_shared_from_this<state> {
             } else {
                 mirror.apply(update.events);
             }
-            const bool reachable = view.reachable;
-            std::string last_error = view.last_error;
-            view = make_view(keys, mirror);
-            view.reachable = reachable;
-            view.last_error = std::move(last_error);
+            if (update.snapshot) {
+                const bool reachable = view.reachable;
+                std::string last_error = std::move(view.last_error);
+                view = make_view(keys, mirror);
+                view.reachable = reachable;
+                view.last_error = std::move(last_error);
+            } else {
+                // Only what changed is decoded: every member's watch sees every record put.
+                apply_events(view, keys, mirror, update.events);
+            }
             changed();
         };
         std::function<void(const watch_status&)> on_status = [this](const watch_status& status) {

@@ -24,6 +24,7 @@ struct member_entry {
     std::string member;
     std::optional<member_record> record; ///< nullopt: the value did not decode (reported, not skipped)
     std::int64_t mod_revision = 0;
+    friend bool operator==(const member_entry&, const member_entry&) = default;
 };
 
 /// Everything under the fleet's prefix, decoded.
@@ -36,12 +37,20 @@ struct fleet_view {
         bool epoch_malformed = false;
         std::vector<member_entry> members; ///< sorted by member name
         std::optional<pause_record> pause; ///< a fleet-wide pause (a malformed one reads as none)
+        friend bool operator==(const service_entry&, const service_entry&) = default;
     };
     std::map<std::string, service_entry> services;
+    friend bool operator==(const fleet_view&, const fleet_view&) = default;
 };
 
 /// The view a mirror of the fleet's prefix stands for. Pure.
 fleet_view make_view(const key_layout& keys, const prefix_mirror& mirror);
+
+/// Brings `view` (make_view of the mirror before `events`) to make_view of `mirror`, the mirror
+/// after them, decoding only the records the events changed: a watch message costs one decode
+/// per changed key, not one per key under the prefix. Pure.
+void apply_events(fleet_view& view, const key_layout& keys, const prefix_mirror& mirror,
+                  const std::vector<etcd::event>& events);
 
 /// The epoch a member runs once it has seen `epoch`: the committed epoch when the member is on
 /// the committed side (it belongs where the fleet is), else `current` (it is behind). Pure.

@@ -6,6 +6,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <random>
 
 namespace tunneld::fleet {
 namespace {
@@ -104,6 +105,50 @@ TEST(FleetView, DecodesTheMirrorByService)
     EXPECT_TRUE(pg.epoch_malformed);
     ASSERT_EQ(pg.members.size(), 1u);
     EXPECT_FALSE(pg.members[0].record);
+}
+
+TEST(FleetView, ApplyingEventsGivesTheViewOfTheWholeMirror)
+{
+    // A member's watch applies each message's events to its view instead of decoding every key
+    // again: after every message the view must be exactly make_view of the mirror. Events cover
+    // puts (valid, malformed), deletes of present and absent keys, foreign keys and a service
+    // whose last key goes; messages of one to three events.
+    const key_layout keys("f");
+    const std::vector<std::string> candidates{
+        keys.epoch_key("redis"), keys.member_key("redis", "web-1"), keys.member_key("redis", "web-2"),
+        keys.member_key("redis", "web-3"), keys.pause_key("redis"), keys.epoch_key("pg"),
+        keys.member_key("pg", "web-1"), keys.pause_key("pg"), "/tunneld/f/services/redis/other", "/tunneld/f/x"};
+    const auto value_for = [&](const std::string& key, unsigned pick) -> std::string {
+        if (pick % 5 == 0) return "garbage";
+        const auto n = static_cast<std::int64_t>(pick);
+        if (key.ends_with("/epoch"))
+            return pick % 2 ? encode(epoch_record{n, side::new_side, "committed", {}, std::nullopt})
+                            : encode(epoch_record{n, side::old_side, "hold", "web-1", side::new_side});
+        if (key.ends_with("/pause")) return encode(pause_record{n * 1000, "web-2"});
+        return encode(member_record{pick % 2 ? side::new_side : side::old_side, n, "serving", pick % 3, n});
+    };
+    std::mt19937 random(12); // fixed: the same sequence on every run
+    prefix_mirror mirror;
+    mirror.reset({1, {}, 0, false});
+    fleet_view view = make_view(keys, mirror);
+    std::int64_t revision = 1;
+    for (int message = 0; message < 2000; ++message) {
+        std::vector<etcd::event> events;
+        const auto count = 1 + random() % 3;
+        for (unsigned i = 0; i < count; ++i) {
+            const auto& key = candidates[random() % candidates.size()];
+            etcd::event e;
+            e.kind = random() % 3 == 0 ? etcd::event::type::del : etcd::event::type::put;
+            e.kv.key = key;
+            e.kv.mod_revision = ++revision;
+            if (e.kind == etcd::event::type::put) e.kv.value = value_for(key, static_cast<unsigned>(random() % 50));
+            events.push_back(std::move(e));
+        }
+        mirror.apply(events);
+        apply_events(view, keys, mirror, events);
+        ASSERT_EQ(view, make_view(keys, mirror)) << "after message " << message;
+    }
+    EXPECT_GT(view.services.size(), 0u);
 }
 
 TEST(FleetView, AMemberRunsTheCommittedEpochOnlyOnTheCommittedSide)
