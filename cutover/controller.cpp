@@ -527,10 +527,16 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
 
 namespace {
 
-/// How often a quiesce or a move looks at its clients: a held client waits this long at most.
-constexpr auto client_poll = std::chrono::milliseconds(2);
-
 } // namespace
+
+std::chrono::microseconds client_poll_after(unsigned looks) noexcept
+{
+    // A client ordered to hold or move usually gets there within one request's round trip
+    // (its next backend socket was prepared during the hold), so the first looks come soon;
+    // a client still busy then (a transaction, a slow command) is looked at every 2 ms.
+    constexpr std::chrono::microseconds first{250}, most{2000};
+    return looks >= 3 ? most : first * (1u << looks);
+}
 
 asio::awaitable<void> controller::quiesce_step(std::shared_ptr<entry> e, quiesce_clients what, progress_fn progress)
 {
@@ -543,8 +549,8 @@ asio::awaitable<void> controller::quiesce_step(std::shared_ptr<entry> e, quiesce
     // answers it -UNBLOCKED when its server turns replica: end its wait as a timeout would.
     std::set<std::int64_t> unblocked;
     std::size_t unblocked_count = 0;
-    while (census.busy() > 0 && steady::now() < what.until) {
-        poll.expires_after(client_poll);
+    for (unsigned looks = 0; census.busy() > 0 && steady::now() < what.until; ++looks) {
+        poll.expires_after(client_poll_after(looks));
         co_await poll.async_wait(as_tuple(use_awaitable));
         std::vector<std::int64_t> blocked;
         if (e->switch_replication)
@@ -582,15 +588,16 @@ asio::awaitable<void> controller::move_step(std::shared_ptr<entry> e, move_clien
     std::uint64_t cut = svc.move_clients(what.from, what.to);
     asio::steady_timer poll(loop_);
     // Pinned clients move as they unpin; whoever is still on `from` at `until` is cut.
-    while (svc.clients().count(what.from) > 0 && steady::now() < what.until) {
-        poll.expires_after(client_poll);
+    for (unsigned looks = 0; svc.clients().count(what.from) > 0 && steady::now() < what.until; ++looks) {
+        poll.expires_after(client_poll_after(looks));
         co_await poll.async_wait(as_tuple(use_awaitable));
     }
     cut += svc.cut_unmoved(what.from);
     // The last moves replay their session on the other side: wait for their answers (each is
     // bounded by connect_timeout).
-    while (counters.moves_in_flight.load() > 0 && steady::now() < what.until + e->settings->connect_timeout) {
-        poll.expires_after(client_poll);
+    for (unsigned looks = 0;
+         counters.moves_in_flight.load() > 0 && steady::now() < what.until + e->settings->connect_timeout; ++looks) {
+        poll.expires_after(client_poll_after(looks));
         co_await poll.async_wait(as_tuple(use_awaitable));
     }
     const auto moved = counters.clients_moved.load() - moved_before;

@@ -87,6 +87,11 @@ struct probe_endpoints {
 using replication_factory = std::function<std::unique_ptr<replication>(
     const config::service_config&, const config::endpoint& old_endpoint, const config::endpoint& new_endpoint)>;
 
+/// How long a quiesce or a move waits before its look number `looks` (0, 1, ...) at its
+/// clients: 250 us, then doubling to at most 2 ms. A held client waits about this long after it
+/// got there before the switch goes on. Pure.
+std::chrono::microseconds client_poll_after(unsigned looks) noexcept;
+
 class controller {
 public:
     controller(asio::io_context& loop, std::filesystem::path state_file, state initial,

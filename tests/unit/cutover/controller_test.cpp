@@ -165,6 +165,17 @@ struct harness {
     std::optional<command_result> result;
 };
 
+TEST(ClientPoll, FirstLooksComeSoonThenEveryTwoMilliseconds)
+{
+    // A held or moved client is usually there within a round trip: the switch looks again soon
+    // (each member's acknowledgement and release wait for this), then settles at 2 ms.
+    EXPECT_EQ(client_poll_after(0), 250us);
+    EXPECT_EQ(client_poll_after(1), 500us);
+    EXPECT_EQ(client_poll_after(2), 1000us);
+    EXPECT_EQ(client_poll_after(3), 2000us);
+    EXPECT_EQ(client_poll_after(40), 2000us) << "never longer than 2 ms apart, never overflowing";
+}
+
 TEST(Controller, PauseSwitchPerformsTheStepsInTheMachinesOrderAndPersists)
 {
     harness h;
