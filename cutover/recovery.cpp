@@ -57,7 +57,10 @@ recovery_decision decide_recovery(const switch_journal& journal, const observati
     }
     // The target is a primary.
     if (*source.role == server_role::replica) {
-        if (!target.replid.empty() && source.replid != target.replid)
+        // A replica that just began to follow the target (another host switched the servers, and
+        // this host restarts before the source's first sync) still shows the id the target
+        // continues: that is following it, as locate_servers reads it too.
+        if (!target.replid.empty() && source.replid != target.replid && source.replid != target.replid2)
             return {recovery_verdict::unresolved, fmt::format("{} follows another primary than {}: {}", name(from),
                                                               name(to), saw)};
         return {recovery_verdict::forward, fmt::format("{} was promoted and {} follows it: {}", name(to), name(from), saw)};

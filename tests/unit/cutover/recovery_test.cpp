@@ -180,6 +180,28 @@ TEST(Recovery, APromotedReplicaIsToldFromAnEmptiedRestartByItsReplicationIds)
     EXPECT_NE(gone.reason.find("cannot connect"), std::string::npos) << gone.reason;
 }
 
+TEST(Recovery, ASourceThatJustBeganToFollowThePromotedTargetGoesForward)
+{
+    // A fleet coordinator killed after it paused old's writes; another member took the switch
+    // over (promoted new, made old its replica); the coordinator restarts before old's first sync
+    // with new: old still shows the id new continues. That is the switch done, not a mystery.
+    switch_journal j{"svc-epoch-1", side::old_side, side::new_side, switch_mode::pause, journal_step::pause_writes,
+                     std::nullopt};
+    observations seen;
+    seen.old_server = {true, "", server_role::replica, "a1", "00", 100, std::nullopt, true};
+    seen.new_server = {true, "", server_role::primary, "b2", "a1", 100, 101, false};
+    const auto early = decide_recovery(j, seen);
+    EXPECT_EQ(early.verdict, recovery_verdict::forward) << early.reason;
+
+    seen.old_server.replid = "b2"; // synced
+    EXPECT_EQ(decide_recovery(j, seen).verdict, recovery_verdict::forward);
+
+    seen.old_server.replid = "c3"; // a replica of some third lineage
+    const auto other = decide_recovery(j, seen);
+    EXPECT_EQ(other.verdict, recovery_verdict::unresolved);
+    EXPECT_NE(other.reason.find("follows another primary than new"), std::string::npos) << other.reason;
+}
+
 TEST(Recovery, UnresolvedRefusesClientsAndResolveChecksTheTarget)
 {
     switch_journal j{"svc-1", side::old_side, side::new_side, switch_mode::pause, journal_step::promote, std::nullopt};
