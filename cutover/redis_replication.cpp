@@ -471,8 +471,7 @@ public:
             checks.push_back({"fence", check_verdict::unchecked,
                               "fence = none: old is not fenced and keeps accepting writes from other hosts", {}});
         }
-        if (service_.fence_command)
-            checks.push_back({"fence_command", check_verdict::unchecked, "a dry run does not run hooks", {}});
+        add_fence_hook_checks(service_, checks);
         return checks;
     }
 

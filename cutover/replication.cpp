@@ -66,6 +66,17 @@ step_result lift_fence_command(const config::service_config& service, const conf
     return step_result::success(joined("old unfenced: unfence_command " + describe(hook)));
 }
 
+void add_fence_hook_checks(const config::service_config& service, std::vector<preflight_check>& checks)
+{
+    if (!service.fence_command) return;
+    checks.push_back({"fence_command", check_verdict::unchecked, "a dry run does not run hooks", {}});
+    checks.push_back({"unfence_command", check_verdict::unchecked,
+                      service.unfence_command ? "a dry run does not run hooks"
+                                              : "not set: a switch undone after fence_command ran leaves old "
+                                                "fenced until it is lifted by hand",
+                      {}});
+}
+
 } // namespace detail
 
 std::string_view to_string(check_verdict v) noexcept
