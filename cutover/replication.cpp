@@ -79,6 +79,13 @@ void add_fence_hook_checks(const config::service_config& service, std::vector<pr
 
 } // namespace detail
 
+std::optional<config::endpoint> followed_primary(const config::service_config& service, proxy::side fenced)
+{
+    if (fenced == proxy::side::new_side) return service.rollback_replicaof;
+    if (service.fence != config::redis_fence::replicaof) return std::nullopt;
+    return service.fence_replicaof;
+}
+
 std::string_view to_string(check_verdict v) noexcept
 {
     switch (v) {
