@@ -42,7 +42,7 @@ write, with no sign that either stopped in between.
 
 After each cycle the script waits (with a deadline) for a consistent state: both services
 `serving` with no journal in the state file, the side tunneld routes to a primary that takes the
-canary write, the other side refusing it; then every write acknowledged so far must be on the
+canary write, the other side refusing it and a replica of the routed one; then every write acknowledged so far must be on the
 routed primary with its value. A service left `unresolved` is resolved as the operations runbook
 tells an operator (docs/operations.md, "Recovery at start"): look at both servers and run
 `tunnelctl resolve SERVICE --to SIDE` for the one side that answers as a primary. Each such
