@@ -40,13 +40,6 @@ template <class Task> boost::asio::awaitable<void> released(Task& task, bool or_
         co_await task.done.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
 }
 
-/// The wall clock in Unix ms (pause records' until_ms).
-std::int64_t wall_ms()
-{
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
 } // namespace
 
 fleet::member_record member_record_of(const cutover::service_snapshot& s, std::int64_t epoch)
@@ -312,7 +305,7 @@ void fleet_member::follow_pause()
 {
     const auto& view = membership_.view();
     if (stopped_ || !view.reachable) return; // a pause ends by its own timeout here
-    const auto now_ms = wall_ms();
+    const auto now_ms = fleet::unix_ms_now();
     for (const auto& [name, active] : sides_) {
         if (pausing_.contains(name) || holds_.contains(name)) continue;
         const auto entry = view.services.find(name);
@@ -350,7 +343,7 @@ void fleet_member::follow_pause()
 boost::asio::awaitable<cutover::command_result> fleet_member::pause_fleet(std::string service,
                                                                           config::duration timeout)
 {
-    const auto until = wall_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
+    const auto until = fleet::unix_ms_now() + std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
     fleet::key_layout keys(settings_.name);
     fleet::etcd::put_request request{keys.pause_key(service), fleet::encode(fleet::pause_record{until, settings_.member}),
                                      0};
@@ -511,7 +504,8 @@ boost::asio::awaitable<cutover::command_result> fleet_member::switch_fleet(std::
         }
         // Inside a fleet-wide pause the members' holds could not start: refused before any claim.
         if (auto refused = paused_refusal(service, to == proxy::side::old_side ? "rollback" : "switch",
-                                          entry != view.services.end() ? entry->second.pause : std::nullopt, wall_ms()))
+                                          entry != view.services.end() ? entry->second.pause : std::nullopt,
+                                          fleet::unix_ms_now()))
             co_return cutover::command_result::failure(cutover::verdict::refused, std::move(*refused));
     }
     coordinating_[service] = progress;
@@ -684,7 +678,7 @@ nlohmann::json fleet_member::listing(const std::string& service) const
 std::vector<cutover::preflight_check> fleet_member::readiness(const config::service_config& settings,
                                                               proxy::side to) const
 {
-    return fleet_readiness(membership_.view(), settings, to, wall_ms());
+    return fleet_readiness(membership_.view(), settings, to, fleet::unix_ms_now());
 }
 
 std::optional<std::string> fleet_member::refusal(const std::string& service, std::string_view command) const

@@ -124,6 +124,11 @@ bool lags_behind(const std::optional<epoch_state>& epoch, const member_record& m
     return member.active != fleet.committed || member.epoch < committed_epoch(fleet);
 }
 
+std::int64_t unix_ms_now() noexcept
+{
+    return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 struct membership::state : std::enable_shared_from_this<state> {
     etcd::client& client;
     key_layout keys;
@@ -182,9 +187,7 @@ struct membership::state : std::enable_shared_from_this<state> {
     asio::awaitable<bool> publish(bool heartbeat, bool& lease_lost)
     {
         const std::map<std::string, member_record> now = records ? records() : std::map<std::string, member_record>{};
-        const auto stamp = std::chrono::duration_cast<milliseconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
+        const auto stamp = unix_ms_now();
         for (const auto& [service, record] : now) {
             const auto it = published.find(service);
             member_record stamped = record;

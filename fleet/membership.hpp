@@ -60,6 +60,10 @@ std::int64_t epoch_run(const std::optional<epoch_state>& epoch, side active, std
 /// one, or on an older epoch. A missing epoch key reads as epoch 0 on old. Pure.
 bool lags_behind(const std::optional<epoch_state>& epoch, const member_record& member) noexcept;
 
+/// The wall clock in Unix milliseconds: the one clock of records' last_seen_ms and pause
+/// records' until_ms, which every member of the fleet compares.
+std::int64_t unix_ms_now() noexcept;
+
 class membership {
 public:
     /// This member's record for each service now; called on the client's executor.
