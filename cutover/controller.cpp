@@ -320,9 +320,7 @@ asio::awaitable<void> controller::keep_fence(std::shared_ptr<entry> e, std::shar
         if (!e->machine.keeps_fence() || e->settings->fence == config::redis_fence::none) co_return;
         timeout = e->settings->probe_timeout;
         left = proxy::other(e->machine.current_route().active);
-        left_follows = left == side::old_side
-                           ? e->settings->fence == config::redis_fence::replicaof && e->settings->fence_replicaof
-                           : e->settings->rollback_replicaof.has_value();
+        left_follows = followed_primary(*e->settings, left).has_value();
     }
     // A fence set with CONFIG SET or REPLICAOF does not survive a restart: look for it on the
     // side clients are not on; a fenced primary that should follow and does not is retried too.

@@ -342,7 +342,7 @@ public:
                               {}});
         }
         if (service_.fence_command)
-            checks.push_back({"fence_command", check_verdict::unchecked, "a dry run does not run hooks", {}});
+            add_fence_hook_checks(service_, checks);
         else
             checks.push_back({"fence", check_verdict::unchecked,
                               "postgres has no built-in fence and no fence_command is set: old will not be fenced",

@@ -313,16 +313,14 @@ public:
 
     step_result follow(proxy::side which, clock::time_point deadline) override
     {
-        if (which == proxy::side::new_side) {
-            if (!service_.rollback_replicaof)
-                return step_result::nothing_done("new stays fenced by min-replicas-to-write (rollback_replicaof unset)");
-            return fence_as_replica(new_, *service_.rollback_replicaof, deadline);
-        }
-        if (service_.fence != config::redis_fence::replicaof)
-            return step_result::nothing_done("old stays fenced by min-replicas-to-write");
-        if (!service_.fence_replicaof)
-            return step_result::nothing_done("old stays fenced by min-replicas-to-write (fence_replicaof unset)");
-        return fence_as_replica(old_, *service_.fence_replicaof, deadline);
+        const auto primary = followed_primary(service_, which);
+        if (!primary)
+            return step_result::nothing_done(which == proxy::side::new_side
+                                                 ? "new stays fenced by min-replicas-to-write (rollback_replicaof unset)"
+                                             : service_.fence != config::redis_fence::replicaof
+                                                 ? "old stays fenced by min-replicas-to-write"
+                                                 : "old stays fenced by min-replicas-to-write (fence_replicaof unset)");
+        return fence_as_replica(session(which), *primary, deadline);
     }
 
     step_result unpause(proxy::side which) override
@@ -471,8 +469,7 @@ public:
             checks.push_back({"fence", check_verdict::unchecked,
                               "fence = none: old is not fenced and keeps accepting writes from other hosts", {}});
         }
-        if (service_.fence_command)
-            checks.push_back({"fence_command", check_verdict::unchecked, "a dry run does not run hooks", {}});
+        add_fence_hook_checks(service_, checks);
         return checks;
     }
 

@@ -66,7 +66,25 @@ step_result lift_fence_command(const config::service_config& service, const conf
     return step_result::success(joined("old unfenced: unfence_command " + describe(hook)));
 }
 
+void add_fence_hook_checks(const config::service_config& service, std::vector<preflight_check>& checks)
+{
+    if (!service.fence_command) return;
+    checks.push_back({"fence_command", check_verdict::unchecked, "a dry run does not run hooks", {}});
+    checks.push_back({"unfence_command", check_verdict::unchecked,
+                      service.unfence_command ? "a dry run does not run hooks"
+                                              : "not set: a switch undone after fence_command ran leaves old "
+                                                "fenced until it is lifted by hand",
+                      {}});
+}
+
 } // namespace detail
+
+std::optional<config::endpoint> followed_primary(const config::service_config& service, proxy::side fenced)
+{
+    if (fenced == proxy::side::new_side) return service.rollback_replicaof;
+    if (service.fence != config::redis_fence::replicaof) return std::nullopt;
+    return service.fence_replicaof;
+}
 
 std::string_view to_string(check_verdict v) noexcept
 {

@@ -138,6 +138,11 @@ protected:
     std::function<void(int)> hook_observer_;
 };
 
+/// The primary a fenced redis side is made a replica of: fence_replicaof for old (under
+/// fence = "replicaof"), rollback_replicaof for new; nothing when that side stays fenced by
+/// min-replicas-to-write alone. The one rule `follow` and the probe that keeps a fence share.
+std::optional<config::endpoint> followed_primary(const config::service_config& service, proxy::side fenced);
+
 /// Replication for `service.kind` redis or postgres; nullptr for tcp.
 std::unique_ptr<replication> make_replication(const config::service_config& service,
                                               const config::endpoint& old_endpoint,

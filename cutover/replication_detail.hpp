@@ -45,6 +45,11 @@ inline constexpr std::chrono::seconds unfence_command_limit{10};
 step_result lift_fence_command(const config::service_config& service, const config::endpoint& old_endpoint,
                                const config::endpoint& new_endpoint, std::string lifted);
 
+/// A dry run's lines for the fence hooks: fence_command and unfence_command are never run by a
+/// dry run, so each is listed unchecked; a fence_command without unfence_command says that an
+/// undone switch leaves old fenced until it is lifted by hand.
+void add_fence_hook_checks(const config::service_config& service, std::vector<preflight_check>& checks);
+
 /// The pause between two polls of a catch-up or promotion wait.
 inline constexpr milliseconds poll_interval{5};
 

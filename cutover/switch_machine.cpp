@@ -715,7 +715,9 @@ step switch_machine::on_done(const step_done& d, time_point now)
         }
     case phase::rolling_back:
         if (!d.ok) return undo(d.message, now, false);
-        new_fenced_ = true; // the rollback fenced new before it promoted old
+        // A redis rollback fenced new before it promoted old; a postgres rollback fences nothing
+        // (a promoted postgres cannot be made a standby again by tunneld).
+        new_fenced_ = kind_ == config::service_kind::redis;
         {
             auto out = commit(now);
             out.effects.insert(out.effects.begin(), progress{d.message});

@@ -42,7 +42,7 @@ write, with no sign that either stopped in between.
 
 After each cycle the script waits (with a deadline) for a consistent state: both services
 `serving` with no journal in the state file, the side tunneld routes to a primary that takes the
-canary write, the other side refusing it; then every write acknowledged so far must be on the
+canary write, the other side refusing it and a replica of the routed one; then every write acknowledged so far must be on the
 routed primary with its value. A service left `unresolved` is resolved as the operations runbook
 tells an operator (docs/operations.md, "Recovery at start"): look at both servers and run
 `tunnelctl resolve SERVICE --to SIDE` for the one side that answers as a primary. Each such
@@ -255,10 +255,14 @@ class Campaign:
 
     @staticmethod
     def role(redis: tb.Redis) -> str | None:
+        return Campaign.replication(redis).get("role")
+
+    @staticmethod
+    def replication(redis: tb.Redis) -> dict:
         try:
-            return redis.info_replication().get("role")
+            return redis.info_replication()
         except (OSError, ConnectionError, tb.RespError, tb.BedError):
-            return None
+            return {}
 
     @staticmethod
     def takes_writes(redis: tb.Redis) -> bool:
@@ -418,6 +422,12 @@ class Campaign:
             return f"routed side {active} refuses writes"
         if self.takes_writes(svc.servers[other]):
             return f"the other side {other} takes writes"
+        # fence_replicaof and rollback_replicaof are both set: the side left behind is not only
+        # fenced but a replica of the routed one (a warm copy for the next step), as tunneld's
+        # probe keeps it. A fenced primary here refuses writes today and the next switch.
+        info = self.replication(svc.servers[other])
+        if info.get("role") != "slave" or info.get("master_port") != str(svc.servers[active].port):
+            return f"the other side {other} is not a replica of {active} (role {info.get('role')})"
         return None
 
     def check_writes(self, svc: Service) -> None:

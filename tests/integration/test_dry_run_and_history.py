@@ -9,6 +9,8 @@ afterwards who switched what and how it went.
      `switch --dry-run` exit 1 with the lag gate FAIL, and nothing changes.
  83. A new server whose ACL forbids REPLICAOF: `check` exits 1 naming the promotion, while the
      real switch would have failed halfway.
+ 85. A fence_command without an unfence_command: `check` lists both hooks as unchecked (a dry
+     run never runs a hook) and says that an undone switch would leave old fenced by hand.
  84. A switch and a rollback are in `tunnelctl history` with the operator (root, uid 0), the
      sides, the mode, how long clients were held and the result; the history survives a restart
      of tunneld and appears in /status.
@@ -25,7 +27,7 @@ SERVICE = "redis"
 
 
 class DryRunAndHistoryTest(IntegrationTest):
-    def start(self, relay: bool = False) -> None:
+    def start(self, relay: bool = False, **extra: str) -> None:
         self.old = self.bed.redis("old")
         if relay:
             self.relay = tb.StallableRelay(self.old.port)
@@ -38,7 +40,7 @@ class DryRunAndHistoryTest(IntegrationTest):
         self.port = tb.free_port()
         settings = {"max_lag": "64KiB", "pause_timeout": "5s", "probe_interval": "200ms",
                     "probe_timeout": "1s", "fence": "replicaof",
-                    "fence_replicaof": f"{tb.HOST}:{self.new.port}"}
+                    "fence_replicaof": f"{tb.HOST}:{self.new.port}", **extra}
         self.daemon = self.bed.tunneld(daemon_config(
             {SERVICE: service_config(self.port, self.old.port, self.new.port, kind="redis", **settings)}))
         self.eventually(lambda: (s := self.daemon.service(SERVICE))["lag"]["link"] == "up"
@@ -105,6 +107,16 @@ class DryRunAndHistoryTest(IntegrationTest):
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         self.assertRegex(result.stdout, r"FAIL       new accepts REPLICAOF NO ONE \(promote\): .*replicaof")
         self.assertEqual(self.servers_state(), before)
+
+    def test_85_a_fence_command_without_unfence_command_is_named(self):
+        marker = self.bed.dir / "fence-ran"
+        self.start(fence_command=f"touch {marker}")
+        result = self.daemon.ctl("check", SERVICE, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("UNCHECKED  fence_command: a dry run does not run hooks", result.stdout)
+        self.assertIn("UNCHECKED  unfence_command: not set: a switch undone after fence_command ran leaves old "
+                      "fenced until it is lifted by hand", result.stdout)
+        self.assertFalse(marker.exists(), "a dry run never runs fence_command")
 
     def test_84_history_records_who_switched_and_survives_a_restart(self):
         self.start()

@@ -684,6 +684,7 @@ TEST(SwitchSaga, PostgresRollbackStillCutsNewsClients)
         << "new's clients are cut before new is fenced";
     EXPECT_FALSE(has<quiesce_clients>(d.effects));
     EXPECT_FALSE(has<move_clients>(d.effects));
+    EXPECT_FALSE(d.machine.new_fenced()) << "a postgres rollback fences nothing: the state file must not say so";
 }
 
 TEST(SwitchSaga, FailedRedisSwitchReleasesTheHeldClientsToOld)
