@@ -2,6 +2,8 @@
 // A proxy is two pumps; half-close travels. The same template serves a TCP socket and a tunnel
 // channel, so routing and switching never know which kind of backend a client has.
 
+#include "tunnel/drained_read.hpp"
+
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -82,7 +84,10 @@ template <class Stream> void prepare_for_write_all(Stream& stream)
 /// again only once the last write completed, so a slow reader stalls its writer instead of
 /// making tunneld buffer without bound. On EOF it passes the half-close on to `to`. Each chunk
 /// read is shown to `observe` before it is written on. A TCP socket it writes to is switched to
-/// non-blocking mode (its synchronous calls then fail with would_block instead of waiting).
+/// non-blocking mode (its synchronous calls then fail with would_block instead of waiting). A
+/// short read from a TCP socket leaves the next read to the readiness event (no failing recv()
+/// first), and a reset that came with the last bytes is found by the reset sweep within
+/// tunnel::reset_sweep::interval (tunnel/drained_read.hpp).
 template <class From, class To, class Observe = no_observer>
 asio::awaitable<pump_end> pump(From& from, To& to, std::span<char> buffer, std::uint64_t& count,
                                std::atomic<std::uint64_t>& total, Observe observe = {})
@@ -90,8 +95,9 @@ asio::awaitable<pump_end> pump(From& from, To& to, std::span<char> buffer, std::
     using asio::as_tuple;
     using asio::use_awaitable;
     prepare_for_write_all(to);
+    [[maybe_unused]] const auto resets = tunnel::watch_resets(from);
     for (;;) {
-        auto [read_ec, n] = co_await from.async_read_some(asio::buffer(buffer), as_tuple(use_awaitable));
+        auto [read_ec, n] = co_await from.async_read_some(tunnel::drained(asio::buffer(buffer)), as_tuple(use_awaitable));
         if (read_ec == asio::error::eof) {
             close_write(to);
             co_return pump_end::eof;

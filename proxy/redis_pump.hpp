@@ -266,6 +266,8 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
 
     prepare_for_write_all(client);
     prepare_for_write_all(backend);
+    [[maybe_unused]] const auto client_resets = tunnel::watch_resets(client);
+    [[maybe_unused]] const auto backend_resets = tunnel::watch_resets(backend);
     const std::span<char> up_buffer(carry.buffer.get(), carry.size);
     auto up = [&]() -> asio::awaitable<pump_end> {
         for (;;) {
@@ -273,7 +275,7 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
                 if (moving) co_return pump_end::eof;
                 carry.begin = carry.end = 0;
                 reading_client = true;
-                auto [read_ec, n] = co_await client.async_read_some(asio::buffer(up_buffer), as_tuple(use_awaitable));
+                auto [read_ec, n] = co_await client.async_read_some(tunnel::drained(asio::buffer(up_buffer)), as_tuple(use_awaitable));
                 reading_client = false;
                 carry.end = n;
                 carry.used = std::max(carry.used, n);
@@ -339,7 +341,7 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
     };
     auto down = [&]() -> asio::awaitable<pump_end> {
         for (;;) {
-            auto [read_ec, n] = co_await backend.async_read_some(asio::buffer(down_buffer), as_tuple(use_awaitable));
+            auto [read_ec, n] = co_await backend.async_read_some(tunnel::drained(asio::buffer(down_buffer)), as_tuple(use_awaitable));
             if (moving) co_return pump_end::eof;
             if (read_ec == asio::error::eof) {
                 close_write(client);
