@@ -47,32 +47,41 @@ struct no_observer {
 /// A direct TCP socket: the pump can write to it without blocking.
 template <class Stream> inline constexpr bool is_tcp_socket = std::is_same_v<Stream, asio::ip::tcp::socket>;
 
+/// What a write has sent of its bytes so far, and how it failed (no error: not failed).
+struct write_progress {
+    boost::system::error_code ec;
+    std::size_t written = 0;
+    /// Neither failed nor done: the rest of `size` bytes is still to send (write_rest).
+    bool unfinished(std::size_t size) const noexcept { return !ec && written < size; }
+};
+
 /// Sends what `to` takes of `bytes` at once, without a coroutine frame: a TCP socket (set to
 /// non-blocking) nearly always takes all of it in one send(); would_block is no error (0 sent).
-/// A tunnel channel takes nothing this way. The caller sends the rest with write_all. Why:
+/// A tunnel channel takes nothing this way. The caller sends the rest with write_rest. Why:
 /// async_write alone completes even an immediate send through the event loop's queue, and a
 /// coroutine per write costs a frame and two resumptions, on every request of every client.
-template <class To> std::size_t write_at_once(To& to, std::string_view bytes, boost::system::error_code& ec)
+template <class To> write_progress write_at_once(To& to, std::string_view bytes)
 {
+    write_progress sent;
     if constexpr (is_tcp_socket<To>) {
-        const std::size_t written = to.write_some(asio::buffer(bytes), ec);
-        if (ec != asio::error::would_block) return written;
-        ec = {};
+        sent.written = to.write_some(asio::buffer(bytes), sent.ec);
+        if (sent.ec == asio::error::would_block) sent.ec = {};
     }
-    return 0;
+    return sent;
 }
 
-/// Writes all of `bytes` to `to` (what write_at_once left).
-template <class To>
-asio::awaitable<std::pair<boost::system::error_code, std::size_t>> write_all(To& to, std::string_view bytes)
+/// Sends what write_at_once left of `bytes` (from `sent.written` on) and adds it to `sent`.
+template <class To> asio::awaitable<void> write_rest(To& to, std::string_view bytes, write_progress& sent)
 {
-    auto [ec, n] = co_await asio::async_write(to, asio::buffer(bytes), asio::as_tuple(asio::use_awaitable));
-    co_return std::pair{ec, n};
+    auto [ec, n] = co_await asio::async_write(to, asio::buffer(bytes.substr(sent.written)),
+                                              asio::as_tuple(asio::use_awaitable));
+    sent.ec = ec;
+    sent.written += n;
 }
 
 /// Switches a TCP socket to non-blocking mode (its synchronous calls then fail with
-/// would_block instead of waiting), for write_all; a tunnel channel needs nothing.
-template <class Stream> void prepare_for_write_all(Stream& stream)
+/// would_block instead of waiting), for write_at_once; a tunnel channel needs nothing.
+template <class Stream> void prepare_for_write_at_once(Stream& stream)
 {
     if constexpr (is_tcp_socket<Stream>) {
         boost::system::error_code ignored;
@@ -94,7 +103,7 @@ asio::awaitable<pump_end> pump(From& from, To& to, std::span<char> buffer, std::
 {
     using asio::as_tuple;
     using asio::use_awaitable;
-    prepare_for_write_all(to);
+    prepare_for_write_at_once(to);
     [[maybe_unused]] const auto resets = tunnel::watch_resets(from);
     for (;;) {
         auto [read_ec, n] = co_await from.async_read_some(tunnel::drained(asio::buffer(buffer)), as_tuple(use_awaitable));
@@ -105,16 +114,11 @@ asio::awaitable<pump_end> pump(From& from, To& to, std::span<char> buffer, std::
         if (read_ec) co_return pump_end::read_error;
         observe(std::string_view(buffer.data(), n));
         const std::string_view chunk(buffer.data(), n);
-        boost::system::error_code write_ec;
-        std::size_t written = write_at_once(to, chunk, write_ec);
-        if (!write_ec && written < n) {
-            auto [rest_ec, rest] = co_await write_all(to, chunk.substr(written));
-            write_ec = rest_ec;
-            written += rest;
-        }
-        count += written;
-        total.fetch_add(written, std::memory_order_relaxed);
-        if (write_ec) co_return pump_end::write_error;
+        auto sent = write_at_once(to, chunk);
+        if (sent.unfinished(n)) co_await write_rest(to, chunk, sent);
+        count += sent.written;
+        total.fetch_add(sent.written, std::memory_order_relaxed);
+        if (sent.ec) co_return pump_end::write_error;
     }
 }
 

@@ -264,8 +264,8 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
     handle.on_order(evaluate);
     if (handle.current_order() != move_order::none) evaluate();
 
-    prepare_for_write_all(client);
-    prepare_for_write_all(backend);
+    prepare_for_write_at_once(client);
+    prepare_for_write_at_once(backend);
     [[maybe_unused]] const auto client_resets = tunnel::watch_resets(client);
     [[maybe_unused]] const auto backend_resets = tunnel::watch_resets(backend);
     const std::span<char> up_buffer(carry.buffer.get(), carry.size);
@@ -304,29 +304,25 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
             }
             log_not_resp_once();
             if (forward > 0) {
-                boost::system::error_code write_ec;
-                std::size_t written = 0;
+                write_progress sent;
                 if (ask_id) {
                     backend_id = id_query::asked;
                     const std::array<asio::const_buffer, 2> request{asio::buffer(client_id_request),
                                                                     asio::buffer(pending.data(), forward)};
                     auto [ec, all_written] = co_await asio::async_write(backend, request, as_tuple(use_awaitable));
-                    write_ec = ec;
-                    written = all_written > client_id_request.size() ? all_written - client_id_request.size() : 0;
+                    sent.ec = ec;
+                    sent.written = all_written > client_id_request.size() ? all_written - client_id_request.size() : 0;
                 } else {
                     // One buffer: send(), not the sendmsg() a buffer sequence costs on every request.
-                    written = write_at_once(backend, pending.substr(0, forward), write_ec);
-                    if (!write_ec && written < forward) {
-                        auto [ec, n] = co_await write_all(backend, pending.substr(written, forward - written));
-                        write_ec = ec;
-                        written += n;
-                    }
+                    const std::string_view request = pending.substr(0, forward);
+                    sent = write_at_once(backend, request);
+                    if (sent.unfinished(forward)) co_await write_rest(backend, request, sent);
                 }
-                outcome.bytes_up += written;
-                counters.bytes_up.fetch_add(written, std::memory_order_relaxed);
+                outcome.bytes_up += sent.written;
+                counters.bytes_up.fetch_add(sent.written, std::memory_order_relaxed);
                 carry.begin += forward;
                 // A move closes the old backend: a write cut short by it is no client error.
-                if (write_ec) co_return moving ? pump_end::eof : pump_end::write_error;
+                if (sent.ec) co_return moving ? pump_end::eof : pump_end::write_error;
             }
             while (holding && !moving && !down_done && !handle.was_cut()) {
                 evaluate();
@@ -374,17 +370,12 @@ asio::awaitable<void> pump_redis(asio::ip::tcp::socket& client, Backend& backend
             session.observe_backend(reply);
             log_not_resp_once();
             down_writing = true;
-            boost::system::error_code write_ec;
-            std::size_t written = write_at_once(client, reply, write_ec);
-            if (!write_ec && written < reply.size()) {
-                auto [rest_ec, rest] = co_await write_all(client, reply.substr(written));
-                write_ec = rest_ec;
-                written += rest;
-            }
+            auto sent = write_at_once(client, reply);
+            if (sent.unfinished(reply.size())) co_await write_rest(client, reply, sent);
             down_writing = false;
-            outcome.bytes_down += written;
-            counters.bytes_down.fetch_add(written, std::memory_order_relaxed);
-            if (write_ec) co_return pump_end::write_error;
+            outcome.bytes_down += sent.written;
+            counters.bytes_down.fetch_add(sent.written, std::memory_order_relaxed);
+            if (sent.ec) co_return pump_end::write_error;
             if (handle.current_order() != move_order::none) evaluate();
         }
     };

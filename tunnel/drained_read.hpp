@@ -1,7 +1,8 @@
 #pragma once
 // A read buffer that makes a TCP socket's async_read_some trust a short read as "drained": the
 // next read on that socket then waits for the reactor's readiness event instead of trying recv()
-// first. Used by every pump read and the gateway reader.
+// first. Used by every pump read; not by the gateway reader (tunnel/transport.cpp): a gateway's
+// reset must mark it down at once, not up to reset_sweep::interval later.
 //
 // Why: Asio's epoll reactor (Boost 1.81, detail/impl/epoll_reactor.ipp) tries each new read at
 // once (a speculative recv()) unless the last read on the descriptor said "exhausted", which its

@@ -2,7 +2,6 @@
 
 #include "tunnel/channel.hpp"
 #include "tunnel/decisions.hpp"
-#include "tunnel/drained_read.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -335,7 +334,6 @@ asio::awaitable<boost::system::error_code> transport::authenticate()
 asio::awaitable<void> transport::reader([[maybe_unused]] std::shared_ptr<transport> self)
 {
     constexpr std::size_t size = in_capacity + read_chunk;
-    const reset_sweep::watch resets(socket_); // before the first read: the handshake's too
     while (!failed_) {
         if (unread_input() >= in_capacity) {
             // libssh2 has not taken what we have: stop reading, TCP pushes back on the gateway.
@@ -354,7 +352,9 @@ asio::awaitable<void> transport::reader([[maybe_unused]] std::shared_ptr<transpo
             in_end_ -= in_begin_;
             in_begin_ = 0;
         }
-        auto [ec, n] = co_await socket_.async_read_some(drained(asio::buffer(in_.get() + in_end_, read_chunk)), use_tuple);
+        // A plain read, not a drained one (tunnel/drained_read.hpp): a gateway's reset must mark
+        // it down at once, not up to reset_sweep::interval later, while new clients go to it.
+        auto [ec, n] = co_await socket_.async_read_some(asio::buffer(in_.get() + in_end_, read_chunk), use_tuple);
         if (failed_) break;
         if (ec) {
             fail(make_error_code(tunnel_errc::session_lost),
