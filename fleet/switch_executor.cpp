@@ -30,9 +30,13 @@ asio::awaitable<fleet_result> run_coordinator(etcd::client& client, key_layout k
         queue.insert(queue.end(), step.effects.begin(), step.effects.end());
         if (step.done) done = std::move(step.done);
     };
+    // Every acknowledgement must be seen: the service's member records are watched live for the
+    // switch (read at R, then every change from R + 1), not taken from the every-few-seconds reads.
+    const auto watching = members.watch_members(service);
     take(machine.start(clock::now()));
     std::int64_t seen_revision = -1;
     bool seen_reachable = false;
+    bool seen_live = false;
     asio::steady_timer pause(client.get_executor());
     // A change of the view (an acknowledgement) ends the pause at once: no polling delay.
     struct listening {
@@ -44,9 +48,12 @@ asio::awaitable<fleet_result> run_coordinator(etcd::client& client, key_layout k
     while (!done || !queue.empty()) {
         if (queue.empty()) {
             const fleet_view& view = members.view();
-            if (view.revision != seen_revision || view.reachable != seen_reachable) {
+            const auto read = view.members_as_of.find(service);
+            const bool live = read != view.members_as_of.end() && read->second.live;
+            if (live && (view.revision != seen_revision || view.reachable != seen_reachable || !seen_live)) {
                 seen_revision = view.revision;
                 seen_reachable = view.reachable;
+                seen_live = true;
                 const auto entry = view.services.find(service);
                 take(machine.on(members_seen{entry == view.services.end() ? std::vector<member_entry>{}
                                                                           : entry->second.members},

@@ -40,6 +40,10 @@ private:
 class prefix_mirror {
 public:
     void reset(const etcd::range_response& snapshot);
+    /// Replaces every key under `prefix` with those of `read`, a read of that prefix, and leaves
+    /// the other keys alone: one mirror can hold several watched or read ranges. The mirror's
+    /// revision becomes the highest it has seen.
+    void replace(std::string_view prefix, const etcd::range_response& read);
     void apply(const std::vector<etcd::event>& events);
     std::int64_t revision() const { return revision_; }
     const std::map<std::string, etcd::key_value>& entries() const { return entries_; }

@@ -103,8 +103,10 @@ TEST(EtcdIntegration, LeaseExpiry_RemovesTheMemberRecordFromTheView)
     etcd::client watcher_client(loop.executor(), options({etcd.url()}));
     membership_options fast;
     fast.watch.stall_timeout = 2s;
+    fast.members_read_every = 200ms; // the member records are read, not watched: soon, for this test
     membership watcher(watcher_client, keys, "watcher", nullptr, fast);
     loop.on_loop([&] {
+        watcher.set_services({"redis"});
         watcher.start();
         return 0;
     });
@@ -144,9 +146,11 @@ TEST(EtcdIntegration, Membership_KeepsRecordsAliveReplacesALostLeaseAndLeavesCle
     fast.lease_ttl = 2s;
     fast.heartbeat = 500ms;
     fast.watch.stall_timeout = 2s;
+    fast.members_read_every = 200ms;
     member_record mine{side::old_side, 0, "serving", 0, 0};
     membership self(client, keys, "web-1", [&] { return std::map<std::string, member_record>{{"redis", mine}}; }, fast);
     loop.on_loop([&] {
+        self.set_services({"redis"});
         self.start();
         return 0;
     });
