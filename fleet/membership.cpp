@@ -398,13 +398,25 @@ struct membership::state : std::enable_shared_from_this<state> {
                 mirror.apply(update.events);
                 apply_events(view, keys, mirror, update.events); // only what changed is decoded
             }
-            if (!members_of.empty())
-                view.members_as_of[members_of] = {true, update.revision, unix_ms_now(), std::chrono::steady_clock::now()};
+            if (!members_of.empty()) {
+                auto& read = view.members_as_of[members_of];
+                read = {read.live, update.revision, unix_ms_now(), std::chrono::steady_clock::now()};
+            }
             changed();
         };
         std::function<void(const watch_status&)> on_status = [this, prefix, handle,
                                                                members_of](const watch_status& status) {
-            if (handle->stopped || !members_of.empty()) return;
+            if (handle->stopped) return;
+            if (!members_of.empty()) {
+                // Live once the stream is open: a stream opened late replays what it missed in one
+                // batch (a switch's acknowledgements all at once), so a coordinator waits for it.
+                if (!status.streaming) return;
+                auto& read = view.members_as_of[members_of];
+                if (read.live) return;
+                read.live = true;
+                changed();
+                return;
+            }
             links[prefix] = status;
             if (update_reachable() || status.error) changed();
         };

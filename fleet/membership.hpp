@@ -38,7 +38,8 @@ struct member_entry {
 
 /// When a service's member records in the view were read.
 struct members_read {
-    /// Watched now (membership::watch_members): every change is in the view as etcd sends it.
+    /// Watched now (membership::watch_members) and the watch's stream is open: every change is in
+    /// the view as etcd sends it.
     bool live = false;
     std::int64_t revision = 0; ///< etcd's revision of the read, or of the last change seen live; 0: never read
     std::int64_t read_ms = 0;  ///< the wall clock (Unix ms) then, for `tunnelctl fleet`
@@ -133,7 +134,8 @@ public:
     boost::asio::awaitable<void> read_members();
     /// Keeps `service`'s member records watched live until the returned guard goes (read at R,
     /// then every change from R + 1: no acknowledgement is missed): for a switch coordinated
-    /// here. members_as_of says `live` once the read is in. Several guards share one watch.
+    /// here. members_as_of says `live` once the read is in and the stream is open. Several
+    /// guards share one watch.
     /// Const: it changes no record, only how the view learns them.
     using members_watch = std::shared_ptr<void>;
     members_watch watch_members(const std::string& service) const;

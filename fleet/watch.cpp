@@ -96,7 +96,7 @@ asio::awaitable<void> watch_prefix(etcd::client& client, std::string prefix, wat
         bool compacted = false;
         etcd::watch_create request{prefix, etcd::prefix_end(prefix), cursor->next_revision(), true};
         std::function<void(const etcd::watch_message&)> on_message = [&](const etcd::watch_message& message) {
-            if (!delivered) on_status({true, std::nullopt});
+            if (!delivered) on_status({true, std::nullopt, true});
             delivered = true;
             retry_delay = options.retry_min;
             auto decision = cursor->on_message(message);

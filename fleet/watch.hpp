@@ -77,6 +77,9 @@ struct watch_options {
 struct watch_status {
     bool connected = false;
     std::optional<etcd::error> error;
+    /// The watch stream is open (etcd answered it), not only the read before it: from now on a
+    /// change is delivered as etcd sends it, not replayed later in one batch.
+    bool streaming = false;
 };
 
 /// Reads `prefix`, then watches it until `handle.stop()`: `on_update` gets a snapshot, then
