@@ -22,7 +22,15 @@ json member_json(const fleet::member_entry& m, const std::optional<fleet::epoch_
             {"behind", fleet::lags_behind(epoch, r)}};
 }
 
-json service_json(const std::string& name, const fleet::fleet_view::service_entry& s)
+/// When the members were read: `{"live", "revision", "at"}` (at: Unix ms), null before any read.
+json members_read_json(const fleet::fleet_view& view, const std::string& name)
+{
+    const auto read = view.members_as_of.find(name);
+    if (read == view.members_as_of.end()) return nullptr;
+    return {{"live", read->second.live}, {"revision", read->second.revision}, {"at", read->second.read_ms}};
+}
+
+json service_json(const std::string& name, const fleet::fleet_view::service_entry& s, json members_read)
 {
     json members = json::array();
     for (const auto& m : s.members)
@@ -38,7 +46,8 @@ json service_json(const std::string& name, const fleet::fleet_view::service_entr
             {"coordinator", e.held() ? json(e.coordinator) : json(nullptr)},
             {"target", e.target && e.held() ? json(fleet::to_string(*e.target)) : json(nullptr)},
             {"epoch_malformed", s.epoch_malformed},
-            {"members", std::move(members)}};
+            {"members", std::move(members)},
+            {"members_read", std::move(members_read)}};
 }
 
 } // namespace
@@ -49,11 +58,12 @@ json fleet_json(const fleet::fleet_view& view, std::string_view fleet_name, std:
     json services = json::array();
     if (!service.empty()) {
         const auto it = view.services.find(service);
-        services.push_back(service_json(service, it == view.services.end() ? fleet::fleet_view::service_entry{}
-                                                                           : it->second));
+        services.push_back(service_json(
+            service, it == view.services.end() ? fleet::fleet_view::service_entry{} : it->second,
+            members_read_json(view, service)));
     } else {
         for (const auto& [name, entry] : view.services)
-            services.push_back(service_json(name, entry));
+            services.push_back(service_json(name, entry, members_read_json(view, name)));
     }
     return {{"fleet", fleet_name},
             {"member", member},

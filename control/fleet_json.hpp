@@ -13,8 +13,9 @@ namespace tunneld::control {
 /// `{"fleet", "member", "etcd": "ok"|"unreachable", "error", "revision", "services": [...]}`:
 /// every service under the fleet's prefix (only `service` when it is not empty, listed even
 /// without keys), each with its epoch record and its members (`name`, `side`, `epoch`, `state`,
-/// `held`, `last_seen` in Unix ms, `behind`), sorted by name. A record that did not decode is
-/// listed with `malformed: true`.
+/// `held`, `last_seen` in Unix ms, `behind`), sorted by name, and `members_read` (`live`,
+/// `revision`, `at` in Unix ms: the epoch is live, the member records are as of that read; null
+/// before any read). A record that did not decode is listed with `malformed: true`.
 nlohmann::json fleet_json(const fleet::fleet_view& view, std::string_view fleet_name, std::string_view member,
                           const std::string& service = {});
 

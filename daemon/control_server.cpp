@@ -349,18 +349,23 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
     case command::fleet:
         if (!daemon_.fleet())
             co_return error_line({error_code::refused, "no [fleet] in the config: this host is not a member of a fleet"});
-        co_return ok_line(daemon_.fleet()->listing(service));
+    {
+        auto listed = co_await daemon_.fleet()->listing(service);
+        co_return ok_line(std::move(listed));
+    }
     case command::check: {
         std::string error;
         const auto report = co_await controller.check(service, to_side, r.mode, r.force, error);
         if (!report || !before) co_return error_line({error_code::unknown_service, error});
         auto checked = *report;
         // With [fleet] the switch acts on every member: each one's readiness, as etcd shows it.
-        if (const auto settings = controller.settings(service); settings && daemon_.fleet())
-            for (auto& c : daemon_.fleet()->readiness(*settings, to_side)) {
+        if (const auto settings = controller.settings(service); settings && daemon_.fleet()) {
+            auto fleet_checks = co_await daemon_.fleet()->readiness(*settings, to_side);
+            for (auto& c : fleet_checks) {
                 if (c.verdict == cutover::check_verdict::fail) checked.would_proceed = false;
                 checked.checks.push_back(std::move(c));
             }
+        }
         co_return ok_line(check_json(service, before->route.active, to_side, r.mode.value_or(before->mode), checked));
     }
     case command::tunnels:

@@ -194,6 +194,11 @@ void fleet_member::watch_services()
     if (stopped_) return;
     // Published only when something changed: membership writes changed records at once.
     auto now = records();
+    // Watched: the services configured here (a reload may add or remove one).
+    std::set<std::string> names;
+    for (const auto& [name, record] : now)
+        names.insert(name);
+    membership_.set_services(names);
     if (now != offered_) {
         offered_ = std::move(now);
         membership_.publish_now();
@@ -270,7 +275,9 @@ void fleet_member::follow_committed()
                                                std::chrono::duration_cast<std::chrono::milliseconds>(budget_(name)));
         auto& watch = takeovers_.try_emplace(name, wait).first->second;
         watch.set_wait(wait);
-        const bool due = watch.due(epoch, entry->second.members, now);
+        // The member records are as of the last read (every few seconds): the wait counts reads.
+        const auto read = view.members_as_of.find(name);
+        const bool due = read != view.members_as_of.end() && watch.due(epoch, entry->second.members, read->second);
         const bool ours = epoch && epoch->record.held() && epoch->record.coordinator == settings_.member;
         if ((due || ours) && !coordinating_.contains(name)) {
             coordinating_[name] = nullptr;
@@ -509,6 +516,9 @@ boost::asio::awaitable<cutover::command_result> fleet_member::switch_fleet(std::
             co_return cutover::command_result::failure(cutover::verdict::refused, std::move(*refused));
     }
     coordinating_[service] = progress;
+    // Each acknowledgement and release as it comes: the member records are watched live until
+    // this switch's last release is seen (the others only read them every few seconds).
+    const auto watching = membership_.watch_members(service);
     struct forget {
         std::map<std::string, cutover::progress_fn>& coordinating;
         std::string service;
@@ -670,15 +680,17 @@ control::fleet_status fleet_member::status() const
     return status_;
 }
 
-nlohmann::json fleet_member::listing(const std::string& service) const
+boost::asio::awaitable<nlohmann::json> fleet_member::listing(std::string service)
 {
-    return control::fleet_json(membership_.view(), settings_.name, settings_.member, service);
+    co_await membership_.read_members(); // the member records as etcd has them now, when it answers
+    co_return control::fleet_json(membership_.view(), settings_.name, settings_.member, service);
 }
 
-std::vector<cutover::preflight_check> fleet_member::readiness(const config::service_config& settings,
-                                                              proxy::side to) const
+boost::asio::awaitable<std::vector<cutover::preflight_check>>
+fleet_member::readiness(config::service_config settings, proxy::side to)
 {
-    return fleet_readiness(membership_.view(), settings, to, fleet::unix_ms_now());
+    co_await membership_.read_members();
+    co_return fleet_readiness(membership_.view(), settings, to, fleet::unix_ms_now());
 }
 
 std::optional<std::string> fleet_member::refusal(const std::string& service, std::string_view command) const

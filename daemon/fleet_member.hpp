@@ -1,8 +1,9 @@
 #pragma once
 // This host as a member of its fleet (`[fleet]`, docs/fleet.md): a record per service (side,
-// epoch, state, held clients) kept in etcd under this member's lease, and the live view of every
-// member. It runs on the control loop next to the controller; traffic never waits for it, and
-// etcd being away only shows in status, health and metrics.
+// epoch, state, held clients) kept in etcd under this member's lease, and the view of its
+// services (epoch and pause live, the member records as of the last read: fleet::fleet_view).
+// It runs on the control loop next to the controller; traffic never waits for it, and etcd
+// being away only shows in status, health and metrics.
 
 #include "config/config.hpp"
 #include "control/status_json.hpp"
@@ -92,13 +93,15 @@ public:
 
     /// Whether etcd answers and the epoch each service runs here. Thread-safe.
     control::fleet_status status() const;
-    /// The `fleet` command's result (every service, or the one named). On the loop.
-    nlohmann::json listing(const std::string& service) const;
+    /// The `fleet` command's result (every service, or the one named), the member records read
+    /// from etcd first (as of the last read when it does not answer). On the loop.
+    boost::asio::awaitable<nlohmann::json> listing(std::string service);
     /// Why `command` (switch, rollback, pause, resume) on `service` must be refused now: etcd does
     /// not answer, so the fleet cannot act as one. nullopt: it may go ahead. On the loop.
     std::optional<std::string> refusal(const std::string& service, std::string_view command) const;
-    /// fleet_readiness for `settings`' service now. On the loop.
-    std::vector<cutover::preflight_check> readiness(const config::service_config& settings, proxy::side to) const;
+    /// fleet_readiness for `settings`' service, the member records read from etcd first. On the loop.
+    boost::asio::awaitable<std::vector<cutover::preflight_check>> readiness(config::service_config settings,
+                                                                            proxy::side to);
 
     /// `tunnelctl pause SERVICE [--timeout T]` on a member: every member holds new clients of
     /// `service` until T (wall clock) or `resume_fleet`. Answers once etcd has the pause. On the loop.

@@ -333,22 +333,27 @@ std::chrono::milliseconds takeover_wait(std::chrono::seconds lease_ttl, std::chr
 }
 
 bool takeover_watch::due(const std::optional<epoch_state>& epoch, const std::vector<member_entry>& members,
-                         clock::time_point now)
+                         const members_read& read)
 {
     if (!epoch || !epoch->record.held()) {
         gone_since_.reset();
         return false;
     }
+    // Any write to the record (a phase, another takeover) means someone is at work: start over,
+    // and count only reads made after that write.
+    if (epoch->mod_revision != watched_revision_) {
+        watched_revision_ = epoch->mod_revision;
+        gone_since_.reset();
+    }
+    if (read.revision < epoch->mod_revision) return false;
     const bool present = std::any_of(members.begin(), members.end(),
                                      [&](const member_entry& m) { return m.member == epoch->record.coordinator; });
-    // Any write to the record (a phase, another takeover) means someone is at work: start over.
-    if (present || epoch->mod_revision != watched_revision_) {
-        watched_revision_ = epoch->mod_revision;
-        gone_since_ = present ? std::nullopt : std::optional(now);
+    if (present) {
+        gone_since_.reset();
         return false;
     }
-    if (!gone_since_) gone_since_ = now;
-    return now - *gone_since_ >= wait_;
+    if (!gone_since_) gone_since_ = read.read_at;
+    return read.read_at - *gone_since_ >= wait_;
 }
 
 } // namespace tunneld::fleet

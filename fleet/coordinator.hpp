@@ -202,16 +202,22 @@ member_action react(const std::optional<epoch_state>& epoch, const member_local&
 std::chrono::milliseconds takeover_wait(std::chrono::seconds lease_ttl, std::chrono::milliseconds longest_step) noexcept;
 
 /// Tells when a held epoch's coordinator has been gone long enough to take its switch over:
-/// its member record absent (its lease ended) for `wait` (takeover_wait).
+/// its member record absent (its lease ended) for `wait` (takeover_wait). The epoch record is
+/// watched, the member records are read every few seconds: absence counts only as reads show it,
+/// from the first read after the record's last write that misses the coordinator to a read at
+/// least `wait` later that still misses it (a few seconds late, never early).
 class takeover_watch {
 public:
     explicit takeover_watch(std::chrono::milliseconds wait) : wait_(wait) {}
     /// A new wait (the service's budget changed in a reload, a lease with another TTL); applies
     /// to the wait under way too.
     void set_wait(std::chrono::milliseconds wait) noexcept { wait_ = wait; }
-    /// True once the record is held by a coordinator whose member record has been missing for
-    /// `wait` without a change of the record in between.
-    bool due(const std::optional<epoch_state>& epoch, const std::vector<member_entry>& members, clock::time_point now);
+    /// True once the record is held by a coordinator whose member record has been missing from
+    /// every read for `wait` without a change of the record in between. `members` are as `read`
+    /// says: a read older than the record's last write (read.revision below its mod_revision)
+    /// tells nothing about this hold.
+    bool due(const std::optional<epoch_state>& epoch, const std::vector<member_entry>& members,
+             const members_read& read);
 
 private:
     std::chrono::milliseconds wait_;

@@ -124,6 +124,11 @@ bool lags_behind(const std::optional<epoch_state>& epoch, const member_record& m
     return member.active != fleet.committed || member.epoch < committed_epoch(fleet);
 }
 
+bool newer_members_read(const members_read& now, std::int64_t revision) noexcept
+{
+    return !now.live && revision >= now.revision;
+}
+
 std::int64_t unix_ms_now() noexcept
 {
     return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -141,7 +146,24 @@ struct membership::state : std::enable_shared_from_this<state> {
     int loops_running = 0;
     bool publish_requested = false;
     asio::steady_timer wake;
-    std::shared_ptr<etcd::watch_handle> watch_handle = std::make_shared<etcd::watch_handle>();
+
+    /// A watched service: its epoch and pause keys' watches.
+    struct watched_service {
+        std::shared_ptr<etcd::watch_handle> epoch = std::make_shared<etcd::watch_handle>();
+        std::shared_ptr<etcd::watch_handle> pause = std::make_shared<etcd::watch_handle>();
+    };
+    std::set<std::string> wanted;                  ///< set_services'
+    std::map<std::string, watched_service> watched; ///< the services whose watches run
+    /// Each epoch and pause watch's last report, by key (nullopt: none yet): the view's reachability.
+    std::map<std::string, std::optional<watch_status>> links;
+    /// A service's member records watched live, and how many watch_members guards want it.
+    struct members_watch_state {
+        std::shared_ptr<etcd::watch_handle> handle = std::make_shared<etcd::watch_handle>();
+        int guards = 0;
+    };
+    std::map<std::string, members_watch_state> members_watches;
+    asio::steady_timer read_wake; ///< the member reads' own timer (`wake` is the lease loop's)
+    bool read_requested = false;
 
     std::int64_t lease_id = 0;
     unsigned leases_granted = 0;
@@ -166,8 +188,87 @@ struct membership::state : std::enable_shared_from_this<state> {
 
     state(etcd::client& c, key_layout k, std::string m, records_source r, membership_options o)
         : client(c), keys(std::move(k)), member(std::move(m)), records(std::move(r)), options(o),
-          wake(c.get_executor())
+          wake(c.get_executor()), read_wake(c.get_executor())
     {
+    }
+
+    void spawn(asio::awaitable<void> loop)
+    {
+        ++loops_running;
+        asio::co_spawn(client.get_executor(), std::move(loop), asio::detached);
+    }
+
+    /// The view of the mirror, after a read replaced a range of it.
+    void rebuild()
+    {
+        fleet_view next = make_view(keys, mirror);
+        next.reachable = view.reachable;
+        next.last_error = std::move(view.last_error);
+        next.members_as_of = std::move(view.members_as_of);
+        view = std::move(next);
+    }
+
+    /// Reachable while every epoch and pause watch is connected; otherwise the first error.
+    /// True when that changed.
+    bool update_reachable()
+    {
+        bool reachable = !links.empty();
+        std::string error;
+        for (const auto& [key, link] : links) {
+            if (link && link->connected) continue;
+            reachable = false;
+            if (link && link->error && error.empty()) error = link->error->to_string();
+        }
+        if (view.reachable == reachable && view.last_error == error) return false;
+        view.reachable = reachable;
+        view.last_error = std::move(error);
+        return true;
+    }
+
+    /// Starts the watches of services newly wanted and stops those of services no longer wanted.
+    void sync_watches()
+    {
+        if (!started || stopped) return;
+        bool changed_view = false;
+        for (auto it = watched.begin(); it != watched.end();) {
+            if (wanted.contains(it->first)) {
+                ++it;
+                continue;
+            }
+            it->second.epoch->stop();
+            it->second.pause->stop();
+            links.erase(keys.epoch_key(it->first));
+            links.erase(keys.pause_key(it->first));
+            mirror.replace(keys.service_prefix(it->first), {});
+            view.members_as_of.erase(it->first);
+            it = watched.erase(it);
+            changed_view = true;
+        }
+        for (const auto& name : wanted) {
+            if (watched.contains(name)) continue;
+            const auto& w = watched[name];
+            links[keys.epoch_key(name)] = std::nullopt;
+            links[keys.pause_key(name)] = std::nullopt;
+            spawn(watch_loop(keys.epoch_key(name), w.epoch, {}));
+            spawn(watch_loop(keys.pause_key(name), w.pause, {}));
+            read_requested = true;
+            read_wake.cancel();
+            changed_view = true;
+        }
+        if (!changed_view) return;
+        rebuild();
+        update_reachable();
+        changed();
+    }
+
+    void release_members(const std::string& service)
+    {
+        const auto it = members_watches.find(service);
+        if (it == members_watches.end() || --it->second.guards > 0) return;
+        it->second.handle->stop();
+        members_watches.erase(it);
+        if (const auto read = view.members_as_of.find(service); read != view.members_as_of.end())
+            read->second.live = false; // as of the last change seen; the reads take over again
     }
 
     etcd::clock::time_point deadline() const { return etcd::clock::now() + options.call_timeout; }
@@ -279,38 +380,95 @@ struct membership::state : std::enable_shared_from_this<state> {
         --loops_running;
     }
 
-    asio::awaitable<void> watch_loop()
+    /// Watches the range under `prefix` into the mirror until `handle` stops: an epoch or a pause
+    /// key (whose link is the view's reachability), or with `members_of` that service's member
+    /// records (live; members_as_of says so).
+    asio::awaitable<void> watch_loop(std::string prefix, std::shared_ptr<etcd::watch_handle> handle,
+                                     std::string members_of)
     {
         auto self = shared_from_this();
         // Named outside co_await: g++ 12 destroys a co_await expression's temporaries twice (PR 100611).
-        std::function<void(const prefix_update&)> on_update = [this](const prefix_update& update) {
+        std::function<void(const prefix_update&)> on_update = [this, prefix, handle,
+                                                               members_of](const prefix_update& update) {
+            if (handle->stopped) return;
             if (update.snapshot) {
-                mirror.reset({update.revision, update.kvs, 0, false});
+                mirror.replace(prefix, {update.revision, update.kvs, 0, false});
+                rebuild();
             } else {
                 mirror.apply(update.events);
+                apply_events(view, keys, mirror, update.events); // only what changed is decoded
             }
-            if (update.snapshot) {
-                const bool reachable = view.reachable;
-                std::string last_error = std::move(view.last_error);
-                view = make_view(keys, mirror);
-                view.reachable = reachable;
-                view.last_error = std::move(last_error);
-            } else {
-                // Only what changed is decoded: every member's watch sees every record put.
-                apply_events(view, keys, mirror, update.events);
+            if (!members_of.empty()) {
+                auto& read = view.members_as_of[members_of];
+                read = {read.live, update.revision, unix_ms_now(), std::chrono::steady_clock::now()};
             }
             changed();
         };
-        std::function<void(const watch_status&)> on_status = [this](const watch_status& status) {
-            if (view.reachable == status.connected && !status.error) return;
-            view.reachable = status.connected;
-            view.last_error = status.error ? status.error->to_string() : std::string();
-            changed();
+        std::function<void(const watch_status&)> on_status = [this, prefix, handle,
+                                                               members_of](const watch_status& status) {
+            if (handle->stopped) return;
+            if (!members_of.empty()) {
+                // Live once the stream is open: a stream opened late replays what it missed in one
+                // batch (a switch's acknowledgements all at once), so a coordinator waits for it.
+                if (!status.streaming) return;
+                auto& read = view.members_as_of[members_of];
+                if (read.live) return;
+                read.live = true;
+                changed();
+                return;
+            }
+            links[prefix] = status;
+            if (update_reachable() || status.error) changed();
         };
-        std::string prefix = keys.root();
-        auto handle = watch_handle;
         co_await watch_prefix(client, std::move(prefix), options.watch, std::move(on_update), std::move(on_status),
                               std::move(handle));
+        --loops_running;
+    }
+
+    /// Reads the member records of each watched service not watched live; a read that brings
+    /// news replaces that service's records in the view. Stops at the first failure (etcd away:
+    /// the records stay as of the last read).
+    asio::awaitable<void> read_members_now()
+    {
+        auto self = shared_from_this();
+        std::vector<std::string> names;
+        for (const auto& [name, w] : watched)
+            names.push_back(name);
+        bool any = false;
+        for (const auto& name : names) {
+            if (stopped) co_return;
+            if (const auto read = view.members_as_of.find(name); read != view.members_as_of.end() && read->second.live)
+                continue;
+            auto prefix = keys.members_prefix(name);
+            auto request = etcd::range_request::prefix(prefix);
+            auto read = co_await client.range(std::move(request), deadline());
+            if (stopped) co_return;
+            if (!read) {
+                spdlog::debug("fleet: member records of {} not read: {}", name, read.err().to_string());
+                break;
+            }
+            if (!watched.contains(name) || !newer_members_read(view.members_as_of[name], read->revision)) continue;
+            mirror.replace(prefix, *read);
+            view.members_as_of[name] = {false, read->revision, unix_ms_now(), std::chrono::steady_clock::now()};
+            any = true;
+        }
+        if (!any) co_return;
+        rebuild();
+        changed();
+    }
+
+    asio::awaitable<void> read_loop()
+    {
+        auto self = shared_from_this();
+        while (!stopped) {
+            read_requested = false;
+            co_await read_members_now();
+            const auto until = etcd::clock::now() + options.members_read_every;
+            while (!stopped && !read_requested && etcd::clock::now() < until) {
+                read_wake.expires_at(until);
+                co_await read_wake.async_wait(asio::as_tuple(asio::use_awaitable));
+            }
+        }
         --loops_running;
     }
 
@@ -326,20 +484,48 @@ membership::membership(etcd::client& client, key_layout keys, std::string member
 
 membership::~membership() { stop(); }
 
+void membership::set_services(const std::set<std::string>& services)
+{
+    if (state_->wanted == services) return;
+    state_->wanted = services;
+    state_->sync_watches();
+}
+
 void membership::start()
 {
     if (state_->started) return;
     state_->started = true;
-    state_->loops_running = 2;
-    asio::co_spawn(state_->client.get_executor(), state_->lease_loop(), asio::detached);
-    asio::co_spawn(state_->client.get_executor(), state_->watch_loop(), asio::detached);
+    state_->spawn(state_->lease_loop());
+    state_->spawn(state_->read_loop());
+    state_->sync_watches();
 }
 
 void membership::stop()
 {
     state_->stopped = true;
     state_->wake.cancel();
-    state_->watch_handle->stop();
+    state_->read_wake.cancel();
+    for (auto& [name, w] : state_->watched) {
+        w.epoch->stop();
+        w.pause->stop();
+    }
+    for (auto& [name, w] : state_->members_watches)
+        w.handle->stop();
+}
+
+asio::awaitable<void> membership::read_members()
+{
+    auto state = state_;
+    if (state->view.reachable) co_await state->read_members_now(); // else no wait for a read bound to fail
+}
+
+membership::members_watch membership::watch_members(const std::string& service) const
+{
+    auto state = state_;
+    auto& w = state->members_watches[service];
+    if (w.guards++ == 0 && state->started && !state->stopped)
+        state->spawn(state->watch_loop(state->keys.members_prefix(service), w.handle, service));
+    return members_watch(state.get(), [state, service](void*) { state->release_members(service); });
 }
 
 bool membership::finished() const { return state_->loops_running == 0; }

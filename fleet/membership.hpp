@@ -1,11 +1,17 @@
 #pragma once
 // This member's presence in the fleet: its records (one per service) kept alive under a lease,
-// and a live view of every member's records and every service's epoch.
+// and a view of the services it runs: each one's epoch and fleet-wide pause live (watched), every
+// member's record as of the last read (read every few seconds and when asked; watched live only
+// while a switch coordinated here needs every acknowledgement as it comes). Watching the member
+// records all the time would wake every member for every other member's record: etcd fans each
+// put out to every watch, 20 acknowledgements and 20 releases per switch (docs/fleet.md).
 
 #include "fleet/keys.hpp"
 #include "fleet/watch.hpp"
 
+#include <boost/asio/awaitable.hpp>
 #include <map>
+#include <set>
 
 namespace tunneld::fleet {
 
@@ -16,6 +22,9 @@ struct membership_options {
     /// heartbeat (the lease's keep-alives are not visible to other members).
     std::chrono::milliseconds heartbeat = std::chrono::seconds(10);
     std::chrono::milliseconds call_timeout = std::chrono::seconds(2);
+    /// How often the member records of the watched services are read while not watched live:
+    /// the age of `tunnelctl fleet`'s metrics counts and of the takeover clock's view.
+    std::chrono::milliseconds members_read_every = std::chrono::seconds(2);
     watch_options watch;
 };
 
@@ -27,11 +36,30 @@ struct member_entry {
     friend bool operator==(const member_entry&, const member_entry&) = default;
 };
 
-/// Everything under the fleet's prefix, decoded.
+/// When a service's member records in the view were read.
+struct members_read {
+    /// Watched now (membership::watch_members) and the watch's stream is open: every change is in
+    /// the view as etcd sends it.
+    bool live = false;
+    std::int64_t revision = 0; ///< etcd's revision of the read, or of the last change seen live; 0: never read
+    std::int64_t read_ms = 0;  ///< the wall clock (Unix ms) then, for `tunnelctl fleet`
+    std::chrono::steady_clock::time_point read_at{}; ///< the same on the steady clock (the takeover clock)
+    friend bool operator==(const members_read&, const members_read&) = default;
+};
+
+/// Whether a read of a service's member records made at `revision` is news for the view whose
+/// records are as `now` says: not while they are watched live (the watch is newer), and not
+/// when older than what the view has (a read that was slower than a later one). Pure.
+bool newer_members_read(const members_read& now, std::int64_t revision) noexcept;
+
+/// The watched services' keys, decoded. What is live and what is not: each service's epoch and
+/// pause are watched (`reachable` says whether every one of those watches is connected); its
+/// member records are as of `members_as_of` (read every few seconds, or watched live during a
+/// switch coordinated here). A service is listed in `services` while any of its keys exists.
 struct fleet_view {
-    bool reachable = false;     ///< the watch is connected and has read the prefix
+    bool reachable = false;     ///< every epoch and pause watch is connected and has read its key
     std::string last_error;     ///< why not, when not reachable (for status and logs)
-    std::int64_t revision = 0;  ///< etcd's revision this view is at
+    std::int64_t revision = 0;  ///< the highest etcd revision of any read or change in the view
     struct service_entry {
         std::optional<epoch_state> epoch; ///< nullopt: no epoch key, or one that did not decode
         bool epoch_malformed = false;
@@ -40,6 +68,7 @@ struct fleet_view {
         friend bool operator==(const service_entry&, const service_entry&) = default;
     };
     std::map<std::string, service_entry> services;
+    std::map<std::string, members_read> members_as_of; ///< per watched service, once read
     friend bool operator==(const fleet_view&, const fleet_view&) = default;
 };
 
@@ -76,7 +105,11 @@ public:
     membership(const membership&) = delete;
     membership& operator=(const membership&) = delete;
 
-    /// Starts the lease loop and the watch on the client's executor.
+    /// The services to watch (this member's configured ones): their epoch and pause keys are
+    /// watched and their member records read. May change at any time (a reload); on the
+    /// client's executor.
+    void set_services(const std::set<std::string>& services);
+    /// Starts the lease loop, the watches and the member reads on the client's executor.
     void start();
     /// Ends both loops; the lease is revoked on the way out (the records vanish at once) when
     /// etcd answers within call_timeout.
@@ -94,6 +127,18 @@ public:
     std::uint64_t add_view_listener(std::function<void()> listener) const;
     void remove_view_listener(std::uint64_t id) const;
     const fleet_view& view() const;
+
+    /// Reads the member records of every watched service now (for `tunnelctl fleet`, `check`):
+    /// the view has them when this returns, unless etcd did not answer or the view is not
+    /// reachable (then they stay as of the last read). On the client's executor.
+    boost::asio::awaitable<void> read_members();
+    /// Keeps `service`'s member records watched live until the returned guard goes (read at R,
+    /// then every change from R + 1: no acknowledgement is missed): for a switch coordinated
+    /// here. members_as_of says `live` once the read is in and the stream is open. Several
+    /// guards share one watch.
+    /// Const: it changes no record, only how the view learns them.
+    using members_watch = std::shared_ptr<void>;
+    members_watch watch_members(const std::string& service) const;
     /// The lease this member's records are bound to (0 while it has none).
     std::int64_t lease() const;
     /// The TTL of this member's lease as etcd granted it (the one asked for before any grant).

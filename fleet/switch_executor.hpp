@@ -27,8 +27,9 @@ struct executor_options {
 
 /// Runs `machine` (fresh, or from coordinator::take_over) for `service` until it is done:
 /// performs each effect on `client` and feeds its answer back, and feeds the service's member
-/// records from `members.view()` as soon as the view changed (a view listener wakes it). Runs on the client's executor, like
-/// the membership.
+/// records from `members.view()` as soon as the view changed (a view listener wakes it). For its
+/// run the records are watched live (membership::watch_members); none is fed before that watch
+/// has read them. Runs on the client's executor, like the membership.
 boost::asio::awaitable<fleet_result> run_coordinator(etcd::client& client, key_layout keys, std::string service,
                                                      coordinator& machine, const membership& members,
                                                      executor_hooks hooks, executor_options options = {});

@@ -41,6 +41,16 @@ void prefix_mirror::reset(const etcd::range_response& snapshot)
     revision_ = snapshot.revision;
 }
 
+void prefix_mirror::replace(std::string_view prefix, const etcd::range_response& read)
+{
+    auto it = entries_.lower_bound(std::string(prefix));
+    while (it != entries_.end() && it->first.starts_with(prefix))
+        it = entries_.erase(it);
+    for (const etcd::key_value& kv : read.kvs)
+        entries_[kv.key] = kv;
+    revision_ = std::max(revision_, read.revision);
+}
+
 void prefix_mirror::apply(const std::vector<etcd::event>& events)
 {
     for (const etcd::event& e : events) {
@@ -86,7 +96,7 @@ asio::awaitable<void> watch_prefix(etcd::client& client, std::string prefix, wat
         bool compacted = false;
         etcd::watch_create request{prefix, etcd::prefix_end(prefix), cursor->next_revision(), true};
         std::function<void(const etcd::watch_message&)> on_message = [&](const etcd::watch_message& message) {
-            if (!delivered) on_status({true, std::nullopt});
+            if (!delivered) on_status({true, std::nullopt, true});
             delivered = true;
             retry_delay = options.retry_min;
             auto decision = cursor->on_message(message);

@@ -40,6 +40,10 @@ private:
 class prefix_mirror {
 public:
     void reset(const etcd::range_response& snapshot);
+    /// Replaces every key under `prefix` with those of `read`, a read of that prefix, and leaves
+    /// the other keys alone: one mirror can hold several watched or read ranges. The mirror's
+    /// revision becomes the highest it has seen.
+    void replace(std::string_view prefix, const etcd::range_response& read);
     void apply(const std::vector<etcd::event>& events);
     std::int64_t revision() const { return revision_; }
     const std::map<std::string, etcd::key_value>& entries() const { return entries_; }
@@ -73,6 +77,9 @@ struct watch_options {
 struct watch_status {
     bool connected = false;
     std::optional<etcd::error> error;
+    /// The watch stream is open (etcd answered it), not only the read before it: from now on a
+    /// change is delivered as etcd sends it, not replayed later in one batch.
+    bool streaming = false;
 };
 
 /// Reads `prefix`, then watches it until `handle.stop()`: `on_update` gets a snapshot, then

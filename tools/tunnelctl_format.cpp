@@ -274,6 +274,13 @@ std::string format_fleet(const json& result, std::int64_t now_unix_ms)
             line = fmt::format("{}: epoch {} held by {} towards {} (phase {}); committed on {}", name,
                                count_text(service, "epoch"), text_of(service, "coordinator"),
                                text_of(service, "target"), phase, text_of(service, "side"));
+        // The members are read for the listing; an older read means etcd did not answer then.
+        if (const auto* read = member(service, "members_read"); read && read->is_object()) {
+            const auto* at = member(*read, "at");
+            if (at && at->is_number_integer() && now_unix_ms - at->get<std::int64_t>() > 3000)
+                line += fmt::format(" (members as read {} ago)",
+                                    human_age(static_cast<std::uint64_t>(now_unix_ms - at->get<std::int64_t>())));
+        }
         std::vector<std::string> behind;
         const auto* members = member(service, "members");
         for (const auto& m : members && members->is_array() ? *members : json::array()) {

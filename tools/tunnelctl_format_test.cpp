@@ -296,6 +296,17 @@ TEST(FormatFleet, OneRowPerMemberWithWhoIsBehind)
               "redis    web-3   -     -      record malformed  -     -          -\n");
 }
 
+TEST(FormatFleet, SaysHowOldTheMemberRecordsAreWhenTheyWereNotReadJustNow)
+{
+    const json result = json::parse(R"({"fleet": "f", "member": "m", "etcd": "ok", "error": null,
+        "services": [{"name": "redis", "epoch": 0, "side": "old", "phase": "committed", "coordinator": null,
+                      "target": null, "members": [],
+                      "members_read": {"live": false, "revision": 7, "at": 1700000000000}}]})");
+    EXPECT_THAT(format_fleet(result, 1700000003000), HasSubstr("redis: epoch 0 committed on old\n"));
+    EXPECT_THAT(format_fleet(result, 1700000012000),
+                HasSubstr("redis: epoch 0 committed on old (members as read 12.0s ago)\n"));
+}
+
 TEST(FormatFleet, SaysWhenEtcdDoesNotAnswer)
 {
     const json result = {{"fleet", "f"}, {"member", "m"}, {"etcd", "unreachable"},

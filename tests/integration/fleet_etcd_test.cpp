@@ -103,8 +103,10 @@ TEST(EtcdIntegration, LeaseExpiry_RemovesTheMemberRecordFromTheView)
     etcd::client watcher_client(loop.executor(), options({etcd.url()}));
     membership_options fast;
     fast.watch.stall_timeout = 2s;
+    fast.members_read_every = 200ms; // the member records are read, not watched: soon, for this test
     membership watcher(watcher_client, keys, "watcher", nullptr, fast);
     loop.on_loop([&] {
+        watcher.set_services({"redis"});
         watcher.start();
         return 0;
     });
@@ -144,9 +146,11 @@ TEST(EtcdIntegration, Membership_KeepsRecordsAliveReplacesALostLeaseAndLeavesCle
     fast.lease_ttl = 2s;
     fast.heartbeat = 500ms;
     fast.watch.stall_timeout = 2s;
+    fast.members_read_every = 200ms;
     member_record mine{side::old_side, 0, "serving", 0, 0};
     membership self(client, keys, "web-1", [&] { return std::map<std::string, member_record>{{"redis", mine}}; }, fast);
     loop.on_loop([&] {
+        self.set_services({"redis"});
         self.start();
         return 0;
     });
@@ -203,6 +207,8 @@ struct watch_log {
     int snapshots = 0;
     int streams = 0;
     int unreachable = 0;
+    int streams_open = 0;               ///< statuses that say a stream is open (one per stream)
+    bool streaming_before_read = false; ///< a stream said open before the first snapshot
     std::vector<etcd::event> events;
     prefix_mirror mirror;
     std::optional<etcd::error> last_error;
@@ -232,6 +238,10 @@ std::shared_ptr<etcd::watch_handle> start_watch(event_loop& loop, etcd::client& 
                        [&log](const watch_status& s) {
                            if (s.connected && !log.connected) ++log.streams;
                            if (!s.connected) ++log.unreachable;
+                           if (s.streaming) {
+                               ++log.streams_open;
+                               log.streaming_before_read |= log.snapshots == 0 || !s.connected;
+                           }
                            log.connected = s.connected;
                            log.last_error = s.error;
                        },
@@ -264,6 +274,7 @@ TEST(EtcdIntegration, Watch_SurvivesAnEtcdRestartWithoutMissingAnEvent)
     for (int i = 0; i < 10; ++i)
         write(i);
     ASSERT_TRUE(eventually(loop, 3s, [&] { return log.events.size() == 10; }));
+    EXPECT_EQ(loop.on_loop([&] { return log.streams_open; }), 1) << "one stream, said open once";
 
     etcd.restart();
     // Written while the watcher is still backing off and reconnecting.
@@ -275,6 +286,8 @@ TEST(EtcdIntegration, Watch_SurvivesAnEtcdRestartWithoutMissingAnEvent)
     loop.on_loop([&] {
         EXPECT_EQ(log.events.size(), 31u) << "nothing twice";
         EXPECT_EQ(log.snapshots, 1) << "resumed, not re-read";
+        EXPECT_GE(log.streams_open, 2) << "the reopened stream says so too";
+        EXPECT_FALSE(log.streaming_before_read);
         for (int i = 0; i < 30; ++i) {
             EXPECT_EQ(log.events[i].kind, etcd::event::type::put);
             EXPECT_EQ(log.events[i].kv.value, std::to_string(i)) << "in order";

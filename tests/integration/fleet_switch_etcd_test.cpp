@@ -42,6 +42,7 @@ struct test_member {
     {
         loop.on_loop([this] {
             self.on_view_change([this](const fleet_view& view) { on_view(view); });
+            self.set_services({service});
             self.start();
             return 0;
         });
@@ -53,6 +54,7 @@ struct test_member {
         o.lease_ttl = 2s;
         o.heartbeat = 500ms;
         o.watch.stall_timeout = 2s;
+        o.members_read_every = 250ms; // the member records are read, not watched (the takeover's clock)
         return o;
     }
 
@@ -250,7 +252,9 @@ TEST_F(FleetSwitch, ACoordinatorGoneMidSwitchIsTakenOverAndFinished)
     std::optional<epoch_state> found;
     ASSERT_TRUE(eventually(loop, 5s, [&] {
         const auto& entry = members[1]->self.view().services.at(service);
-        if (!watch.due(entry.epoch, entry.members, clock::now())) return false;
+        const auto read = members[1]->self.view().members_as_of.find(service);
+        if (read == members[1]->self.view().members_as_of.end() || !watch.due(entry.epoch, entry.members, read->second))
+            return false;
         found = entry.epoch;
         return true;
     }));

@@ -378,18 +378,24 @@ TEST(TakeoverWait, IsTheLeaseTtlPlusTheLongestStepsDeadline)
     EXPECT_EQ(takeover_wait(10s, 1500ms), 11500ms);
 }
 
+/// Member records as read at `at`, at a revision after every record write in these tests.
+members_read read_at(clock::time_point at, std::int64_t revision = 40)
+{
+    return {false, revision, 0, at};
+}
+
 TEST(TakeoverWatch, ANewWaitAppliesToTheWaitUnderWay)
 {
     takeover_watch watch(takeover_wait(10s, 5s));
     const std::optional<epoch_state> held = epoch_state{{3, side::old_side, "hold", "web-1", side::new_side}, 30};
     const std::vector<member_entry> without{member("web-2", 3, "held")};
-    EXPECT_FALSE(watch.due(held, without, t0));
-    EXPECT_FALSE(watch.due(held, without, t0 + 15s - 1ms));
+    EXPECT_FALSE(watch.due(held, without, read_at(t0)));
+    EXPECT_FALSE(watch.due(held, without, read_at(t0 + 15s - 1ms)));
     // A reload raised the service's pause_timeout to 30 s: the coordinator may still be in a step.
     watch.set_wait(takeover_wait(10s, 30s));
-    EXPECT_FALSE(watch.due(held, without, t0 + 15s));
-    EXPECT_FALSE(watch.due(held, without, t0 + 40s - 1ms));
-    EXPECT_TRUE(watch.due(held, without, t0 + 40s));
+    EXPECT_FALSE(watch.due(held, without, read_at(t0 + 15s)));
+    EXPECT_FALSE(watch.due(held, without, read_at(t0 + 40s - 1ms)));
+    EXPECT_TRUE(watch.due(held, without, read_at(t0 + 40s)));
 }
 
 TEST(TakeoverWatch, WaitsTheLeaseAndTheLongestStepAfterTheCoordinatorWent)
@@ -398,19 +404,61 @@ TEST(TakeoverWatch, WaitsTheLeaseAndTheLongestStepAfterTheCoordinatorWent)
     const std::optional<epoch_state> held = epoch_state{{3, side::old_side, "switch", "web-1", side::new_side}, 30};
     const std::vector<member_entry> with{member("web-1", 3, "held"), member("web-2", 3, "held")};
     const std::vector<member_entry> without{member("web-2", 3, "held")};
-    EXPECT_FALSE(watch.due(held, with, t0));
-    EXPECT_FALSE(watch.due(held, without, t0 + 1s));
-    EXPECT_FALSE(watch.due(held, without, t0 + 12999ms));
-    EXPECT_TRUE(watch.due(held, without, t0 + 13s));
+    EXPECT_FALSE(watch.due(held, with, read_at(t0)));
+    EXPECT_FALSE(watch.due(held, without, read_at(t0 + 1s)));
+    EXPECT_FALSE(watch.due(held, without, read_at(t0 + 12999ms)));
+    EXPECT_TRUE(watch.due(held, without, read_at(t0 + 13s)));
 
     // A write to the record restarts the wait; so does the coordinator coming back.
     const std::optional<epoch_state> rewritten = epoch_state{held->record, 31};
-    EXPECT_FALSE(watch.due(rewritten, without, t0 + 14s));
-    EXPECT_FALSE(watch.due(rewritten, without, t0 + 25s));
-    EXPECT_TRUE(watch.due(rewritten, without, t0 + 26s));
-    EXPECT_FALSE(watch.due(rewritten, with, t0 + 27s));
+    EXPECT_FALSE(watch.due(rewritten, without, read_at(t0 + 14s)));
+    EXPECT_FALSE(watch.due(rewritten, without, read_at(t0 + 25s)));
+    EXPECT_TRUE(watch.due(rewritten, without, read_at(t0 + 26s)));
+    EXPECT_FALSE(watch.due(rewritten, with, read_at(t0 + 27s)));
     const std::optional<epoch_state> committed = epoch_state{{3, side::new_side, "committed", "", std::nullopt}, 32};
-    EXPECT_FALSE(watch.due(committed, without, t0 + 60s));
+    EXPECT_FALSE(watch.due(committed, without, read_at(t0 + 60s)));
+}
+
+TEST(TakeoverWatch, AReadOlderThanTheRecordsLastWriteTellsNothing)
+{
+    takeover_watch watch(12s);
+    const std::optional<epoch_state> held = epoch_state{{3, side::old_side, "hold", "web-1", side::new_side}, 30};
+    const std::vector<member_entry> without{member("web-2", 3, "held")};
+    // Reads made before phase hold was written (revision 29) miss the coordinator: not counted.
+    EXPECT_FALSE(watch.due(held, without, read_at(t0, 29)));
+    EXPECT_FALSE(watch.due(held, without, read_at(t0 + 20s, 29)));
+    // The first read after the write starts the wait.
+    EXPECT_FALSE(watch.due(held, without, read_at(t0 + 21s, 30)));
+    EXPECT_FALSE(watch.due(held, without, read_at(t0 + 33s - 1ms, 31)));
+    EXPECT_TRUE(watch.due(held, without, read_at(t0 + 33s, 31)));
+}
+
+TEST(TakeoverWatch, OnlyReadsMoveTheWaitOn)
+{
+    takeover_watch watch(12s);
+    const std::optional<epoch_state> held = epoch_state{{3, side::old_side, "hold", "web-1", side::new_side}, 30};
+    const std::vector<member_entry> with{member("web-1", 3, "held"), member("web-2", 3, "held")};
+    const std::vector<member_entry> without{member("web-2", 3, "held")};
+    EXPECT_FALSE(watch.due(held, without, read_at(t0)));
+    // Asked again and again without a newer read (the clock goes on, the read does not): not due.
+    for (int i = 0; i < 3; ++i)
+        EXPECT_FALSE(watch.due(held, without, read_at(t0)));
+    EXPECT_TRUE(watch.due(held, without, read_at(t0 + 12s)));
+    // A read that shows the coordinator again restarts it; the next one that misses it starts anew.
+    EXPECT_FALSE(watch.due(held, with, read_at(t0 + 14s)));
+    EXPECT_FALSE(watch.due(held, without, read_at(t0 + 16s)));
+    EXPECT_FALSE(watch.due(held, without, read_at(t0 + 28s - 1ms)));
+    EXPECT_TRUE(watch.due(held, without, read_at(t0 + 28s)));
+}
+
+TEST(MembersRead, AReadIsNewsUnlessWatchedLiveOrOlderThanTheView)
+{
+    const auto at = clock::time_point{};
+    EXPECT_TRUE(newer_members_read(members_read{}, 1));              // never read
+    EXPECT_TRUE(newer_members_read(members_read{false, 10, 0, at}, 10)); // the same revision: read again, no harm
+    EXPECT_TRUE(newer_members_read(members_read{false, 10, 0, at}, 11));
+    EXPECT_FALSE(newer_members_read(members_read{false, 10, 0, at}, 9)); // a slow read overtaken by a later one
+    EXPECT_FALSE(newer_members_read(members_read{true, 10, 0, at}, 12)); // watched live: the watch is newer
 }
 
 } // namespace

@@ -100,5 +100,29 @@ TEST(PrefixMirror, SnapshotThenChanges)
     EXPECT_TRUE(mirror.entries().empty());
 }
 
+TEST(PrefixMirror, AReadReplacesOnlyItsOwnRange)
+{
+    prefix_mirror mirror;
+    mirror.reset({5, {key_value{"s/epoch", "e", 2, 2, 1, 0}, key_value{"s/members/a", "1", 3, 3, 1, 0},
+                      key_value{"s/members/b", "1", 4, 4, 1, 0}, key_value{"s/pause", "p", 5, 5, 1, 0}},
+                  4, false});
+    // b left and c came: a read of the members' range at 12 replaces that range alone.
+    mirror.replace("s/members/",
+                   {12, {key_value{"s/members/a", "2", 3, 10, 2, 0}, key_value{"s/members/c", "1", 11, 11, 1, 0}}, 2,
+                    false});
+    EXPECT_EQ(mirror.revision(), 12);
+    ASSERT_EQ(mirror.entries().size(), 4u);
+    EXPECT_EQ(mirror.entries().at("s/epoch").value, "e");
+    EXPECT_EQ(mirror.entries().at("s/members/a").value, "2");
+    EXPECT_EQ(mirror.entries().at("s/members/c").value, "1");
+    EXPECT_EQ(mirror.entries().count("s/members/b"), 0u);
+    EXPECT_EQ(mirror.entries().at("s/pause").value, "p");
+    // An empty read empties the range; the revision never goes back.
+    mirror.replace("s/pause", {7, {}, 0, false});
+    EXPECT_EQ(mirror.revision(), 12);
+    EXPECT_EQ(mirror.entries().count("s/pause"), 0u);
+    EXPECT_EQ(mirror.entries().size(), 3u);
+}
+
 } // namespace
 } // namespace tunneld::fleet
