@@ -100,7 +100,7 @@ std::vector<MetricFamily> metric_families(const control::status_snapshot& status
                            "1 while the fleet's etcd answers, 0 while not."};
     family fleet_epoch{"tunneld_fleet_epoch", gauge, "The fleet epoch the service runs on this member."};
     family fleet_members{"tunneld_fleet_members", gauge,
-                         "Members of the service's fleet listed in etcd (this one too), as last seen."};
+                         "Members of the service's fleet listed in etcd (this one too), as last read (every 2 s)."};
     family fleet_behind{"tunneld_fleet_members_behind", gauge,
                         "Members on another side than the fleet's committed one, or on an older epoch."};
     family fleet_follows{"tunneld_fleet_follows_total", counter,
