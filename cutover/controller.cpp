@@ -433,7 +433,7 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
     const auto& name = e->settings->name;
     auto repl = e->switch_replication;
     const auto asked = [&](step_kind which, const step_result& r) -> std::optional<event> {
-        return step_done{which, r.ok, r.message, r.no_op};
+        return step_done{which, r.ok, r.message, r.no_op, r.unanswered};
     };
     // The machine asks a server step only of a service whose replication is set up.
     const auto missing = step_result::failure("no replication is set up for this service");
@@ -492,8 +492,8 @@ asio::awaitable<std::optional<event>> controller::perform_one(const std::shared_
     } else if (const auto* p = std::get_if<promote>(&what)) {
         const auto run = [repl, deadline = p->deadline] { return repl->promote(deadline); };
         co_return asked(step_kind::promote, co_await off_loop(run));
-    } else if (std::holds_alternative<check_roles>(what)) {
-        const auto run = [repl] { return repl->verify_promoted(); };
+    } else if (const auto* c = std::get_if<check_roles>(&what)) {
+        const auto run = [repl, until = c->until] { return repl->verify_promoted(until); };
         co_return asked(step_kind::check_roles, co_await off_loop(run));
     } else if (const auto* f = std::get_if<fence>(&what)) {
         const auto run = [repl, which = f->which, deadline = f->deadline] { return repl->fence(which, deadline); };

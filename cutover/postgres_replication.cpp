@@ -241,7 +241,7 @@ public:
                                             std::to_string(wait_seconds) + "s");
         }
         for (;;) {
-            auto verified = verify_promoted();
+            auto verified = verify_promoted(clock::now());
             if (verified.ok) return step_result::success("new promoted in " + since(start));
             if (clock::now() + poll_interval >= deadline)
                 return step_result::failure("promote: " + verified.message);
@@ -249,11 +249,15 @@ public:
         }
     }
 
-    step_result verify_promoted() override
+    step_result verify_promoted(clock::time_point until) override
     {
         std::string error;
-        const auto answer = new_.first_row("SELECT pg_is_in_recovery()", service_.probe_timeout, error);
-        if (!answer) return step_result::failure("verify promotion: " + error);
+        auto answer = new_.first_row("SELECT pg_is_in_recovery()", service_.probe_timeout, error);
+        while (!answer && clock::now() + reask_interval < until) {
+            std::this_thread::sleep_for(reask_interval);
+            answer = new_.first_row("SELECT pg_is_in_recovery()", service_.probe_timeout, error);
+        }
+        if (!answer) return step_result::no_answer("verify promotion: " + error);
         if (answer->empty() || (*answer)[0] != "f")
             return step_result::failure("verify promotion: new is still in recovery");
         return step_result::success("new is a primary (not in recovery)");

@@ -236,10 +236,14 @@ public:
         return step_result::success("new promoted (role:master) in " + since(start));
     }
 
-    step_result verify_promoted() override
+    step_result verify_promoted(clock::time_point until) override
     {
-        const auto info = replication_of(new_, clock::now() + service_.probe_timeout);
-        if (!info.ok) return step_result::failure("verify promotion: " + info.message);
+        auto info = replication_of(new_, clock::now() + service_.probe_timeout);
+        while (!info.ok && clock::now() + reask_interval < until) {
+            std::this_thread::sleep_for(reask_interval);
+            info = replication_of(new_, clock::now() + service_.probe_timeout);
+        }
+        if (!info.ok) return step_result::no_answer("verify promotion: " + info.message);
         return role_is(info.info, redis_role::master)
                    ? step_result::success("new is a primary (role:master)")
                    : step_result::failure("verify promotion: new is not a primary (" + info.message + ")");

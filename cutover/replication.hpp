@@ -29,10 +29,12 @@ struct step_result {
     bool ok = false;
     std::string message;
     bool no_op = false; ///< ok, but nothing could be done (no fence configured)
+    bool unanswered = false; ///< failed because the server never answered: what it is now is not known
 
     static step_result success(std::string message) { return {true, std::move(message), false}; }
     static step_result failure(std::string message) { return {false, std::move(message), false}; }
     static step_result nothing_done(std::string message) { return {true, std::move(message), true}; }
+    static step_result no_answer(std::string message) { return {false, std::move(message), false, true}; }
 };
 
 /// How one guardrail of a dry run came out. `unchecked`: the dry run cannot know without doing it
@@ -96,8 +98,10 @@ public:
     virtual step_result wait_caught_up(clock::time_point deadline) = 0;
     /// Makes new a primary (built-in, or promote_command), then verifies it before `deadline`.
     virtual step_result promote(clock::time_point deadline) = 0;
-    /// Checks that new is a primary now (redis role:master, postgres not in recovery).
-    virtual step_result verify_promoted() = 0;
+    /// Checks that new is a primary now (redis role:master, postgres not in recovery). While new
+    /// does not answer (a server restarting is away for a moment) it asks again until `until`
+    /// (at least once); never answered: no_answer, as new may or may not be a primary.
+    virtual step_result verify_promoted(clock::time_point until) = 0;
     /// Makes old refuse every further write from anyone in a way unfence() undoes (redis:
     /// min-replicas-to-write set to a number no deployment reaches, unless fence = "none"), then
     /// runs fence_command if configured; verifies what it can before `deadline`. Taken before new

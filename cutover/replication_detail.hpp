@@ -52,5 +52,8 @@ void add_fence_hook_checks(const config::service_config& service, std::vector<pr
 
 /// The pause between two polls of a catch-up or promotion wait.
 inline constexpr milliseconds poll_interval{5};
+/// How often a server that did not answer is asked again (a restart takes tens of milliseconds
+/// at least; faster asks only fill its log with refused connections).
+inline constexpr milliseconds reask_interval{100};
 
 } // namespace tunneld::cutover::detail

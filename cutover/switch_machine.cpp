@@ -700,8 +700,9 @@ step switch_machine::on_done(const step_done& d, time_point now)
         // after acting): ask new's role before routing anyone anywhere.
         failed_step_ = d.message;
         phase_ = phase::checking_roles;
-        return {{progress{d.message}, check_roles{side::new_side}}, std::nullopt};
+        return {{progress{d.message}, check_roles{side::new_side, deadline_.value_or(now)}}, std::nullopt};
     case phase::checking_roles:
+        if (!d.ok && d.unanswered) return promotion_unknown(d.message, now);
         if (!d.ok) return undo(failed_step_, now, false);
         {
             auto out = commit(now);
@@ -1025,6 +1026,26 @@ step switch_machine::undo(const std::string& why, time_point now, bool step_out)
         }
     }
     return out;
+}
+
+step switch_machine::promotion_unknown(const std::string& why, time_point now)
+{
+    // New may be a primary (promoted, then away before it said so): lifting old's fence could
+    // make two primaries. Old stays fenced and the journal stays, as after a crash at this step.
+    const auto held = held_ms(now);
+    abort_pause_switch();
+    budget_spent_ = false;
+    writes_paused_ = false; // CLIENT PAUSE ends by itself
+    fence_sent_ = false;
+    phase_ = phase::unresolved;
+    state_ = service_state::unresolved;
+    problem_ = fmt::format("switch {}: {}, and new has not answered since ({}): it may be a primary, so old stays "
+                           "fenced; clients are refused until `tunnelctl resolve {} --to old` or `--to new`",
+                           journal_ ? journal_->id : std::string("-"), failed_step_, why, name_);
+    route_.hold = false;
+    route_.refuse = true;
+    return {{release{route_}, log_line{true, problem_}},
+            fail(fmt::format("switch failed after holding clients {}ms: {}", held, problem_))};
 }
 
 step switch_machine::on_deadline(time_point now)

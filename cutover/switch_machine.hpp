@@ -117,9 +117,11 @@ struct promote {
     time_point deadline;
     friend bool operator==(const promote&, const promote&) = default;
 };
-/// Answers: ok when `primary` is a primary now. Asked after an ambiguous step, before routing.
+/// Answers: ok when `primary` is a primary now. Asked after an ambiguous step, before routing;
+/// a server that does not answer is asked again until `until` (unanswered then).
 struct check_roles {
     side primary = side::new_side;
+    time_point until;
     friend bool operator==(const check_roles&, const check_roles&) = default;
 };
 /// Answers. Makes `which` refuse every further write from anyone, in a way unfence undoes (redis:
@@ -276,6 +278,7 @@ struct step_done {
     bool ok = false;
     std::string message; ///< one human line (a persist failure: the error)
     bool no_op = false;  ///< ok, but nothing could be done (no fence configured)
+    bool unanswered = false; ///< failed without an answer from the server: its state is not known
 };
 /// The time in deadline() has come.
 struct deadline_reached {};
@@ -436,6 +439,7 @@ private:
     /// Releases held clients to the unchanged route; `step_out`: a step is still out on the
     /// servers, and the undo of what it may do waits for its answer.
     step undo(const std::string& why, time_point now, bool step_out);
+    step promotion_unknown(const std::string& why, time_point now);
     step finish_pause_switch(time_point now);
     command_outcome fail(std::string message);
     /// A switch's done outcome; says (and records) whether it was adopted.

@@ -45,7 +45,8 @@ After each cycle the script waits (with a deadline) for a consistent state: both
 canary write, the other side refusing it and a replica of the routed one; then every write acknowledged so far must be on the
 routed primary with its value. A service left `unresolved` is resolved as the operations runbook
 tells an operator (docs/operations.md, "Recovery at start"): look at both servers and run
-`tunnelctl resolve SERVICE --to SIDE` for the one side that answers as a primary. Each such
+`tunnelctl resolve SERVICE --to SIDE` for the one side that answers as a primary (of two
+primaries, the one that takes writes: the other is fenced). Each such
 resolve is counted and printed; with no single primary the script cannot act as an operator
 would and the cycle counts as inconsistent.
 
@@ -372,6 +373,10 @@ class Campaign:
     def resolve(self, name: str, status: dict) -> None:
         servers = self.services[name].servers
         primaries = [side for side, redis in servers.items() if self.role(redis) == "master"]
+        if len(primaries) == 2:
+            # A switch that lost new's answer after promoting it leaves old fenced: of two
+            # primaries the operator picks the one that takes writes (resolve fences the other).
+            primaries = [side for side in primaries if self.takes_writes(servers[side])]
         problem = status.get("problem")
         if len(primaries) != 1:
             raise TimeoutError(f"{name} unresolved ({problem}) and primaries are {primaries}: "

@@ -189,7 +189,7 @@ TEST_F(PostgresReplication, CommittedInsertsAreAllOnNewAfterPromotion)
     const auto promoted = replication->promote(clock::now() + 10s);
     ASSERT_TRUE(promoted.ok) << promoted.message;
     const auto took = clock::now() - start;
-    EXPECT_TRUE(replication->verify_promoted().ok);
+    EXPECT_TRUE(replication->verify_promoted(clock::now()).ok);
 
     session on_new(new_port_);
     ASSERT_TRUE(on_new.ok());

@@ -131,7 +131,7 @@ TEST_F(RedisReplication, SwitchUnderLoadLosesNoAcknowledgedWriteAndFencesOld)
     ASSERT_TRUE(fenced.ok) << fenced.message;
     const auto promoted = replication->promote(clock::now() + 2s);
     ASSERT_TRUE(promoted.ok) << promoted.message;
-    EXPECT_TRUE(replication->verify_promoted().ok);
+    EXPECT_TRUE(replication->verify_promoted(clock::now()).ok);
     const auto followed = replication->follow(proxy::side::old_side, clock::now() + 2s);
     ASSERT_TRUE(followed.ok) << followed.message;
     const auto unpaused = replication->unpause(proxy::side::old_side);
@@ -312,13 +312,49 @@ TEST_F(RedisReplication, PromoteCommandHookPromotes)
     auto replication = make();
     const auto promoted = replication->promote(clock::now() + 3s);
     ASSERT_TRUE(promoted.ok) << promoted.message;
-    EXPECT_TRUE(replication->verify_promoted().ok);
+    EXPECT_TRUE(replication->verify_promoted(clock::now()).ok);
 
     service_.promote_command = "sleep 5";
     const auto start = clock::now();
     const auto timed_out = make()->promote(start + 300ms);
     EXPECT_FALSE(timed_out.ok);
     EXPECT_LT(clock::now() - start, 2s);
+}
+
+TEST_F(RedisReplication, VerifyPromotedAsksAgainWhileNewIsAwayAndSaysWhenItNeverAnswered)
+{
+    start_pair();
+    service_.probe_timeout = 200ms;
+    auto replication = make();
+    ASSERT_TRUE(replication->promote(clock::now() + 3s).ok);
+
+    // Away for 600 ms (a restart): asked again until it answers as the primary it is.
+    ::kill(new_->pid(), SIGSTOP);
+    std::thread resume([pid = new_->pid()] {
+        std::this_thread::sleep_for(600ms);
+        ::kill(pid, SIGCONT);
+    });
+    const auto back = replication->verify_promoted(clock::now() + 5s);
+    resume.join();
+    EXPECT_TRUE(back.ok) << back.message;
+
+    // Away past `until`: a failure that says nobody answered, not that new is a replica.
+    ::kill(new_->pid(), SIGSTOP);
+    const auto start = clock::now();
+    const auto gone = replication->verify_promoted(start + 700ms);
+    const auto took = clock::now() - start;
+    ::kill(new_->pid(), SIGCONT);
+    EXPECT_FALSE(gone.ok);
+    EXPECT_TRUE(gone.unanswered) << gone.message;
+    EXPECT_GE(took, 500ms);
+    EXPECT_LT(took, 2s);
+
+    // Answering as a replica is an answer: unanswered stays false.
+    auto replica = new_->connect();
+    ASSERT_EQ(replica.command({"REPLICAOF", "127.0.0.1", std::to_string(old_->port())}), "OK");
+    const auto demoted = replication->verify_promoted(clock::now() + 2s);
+    EXPECT_FALSE(demoted.ok);
+    EXPECT_FALSE(demoted.unanswered) << demoted.message;
 }
 
 TEST_F(RedisReplication, UnreachableBackendIsUnknown)

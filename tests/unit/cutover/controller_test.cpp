@@ -76,7 +76,7 @@ public:
         if (!servers_->promote_answers) return step_result::failure("promote: connection lost");
         return step_result::success("promote ok");
     }
-    step_result verify_promoted() override
+    step_result verify_promoted(clock::time_point) override
     {
         servers_->record("verify_promoted");
         return servers_->new_is_primary ? step_result::success("new is a primary")

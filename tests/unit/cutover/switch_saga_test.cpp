@@ -528,7 +528,8 @@ TEST(SwitchSaga, PromoteFailingAsksTheRolesBeforeRouting)
     d.script[step_kind::promote] = {false};
     d.run(command(side::new_side, switch_mode::pause), step_kind::check_roles);
     ASSERT_TRUE(d.outstanding);
-    EXPECT_EQ(*d.outstanding, effect{check_roles{side::new_side}});
+    EXPECT_EQ(*d.outstanding, (effect{check_roles{side::new_side, t0 + 5s}}))
+        << "a new that does not answer is asked again until the pause budget ends";
     EXPECT_FALSE(d.done);
     EXPECT_EQ(all_of<release>(d.effects).size(), 0u) << "nobody is routed while the roles are unknown";
     EXPECT_TRUE(d.machine.current_route().hold);
@@ -548,6 +549,41 @@ TEST(SwitchSaga, PromoteFailedAndNewIsNoPrimaryUndoes)
     EXPECT_FALSE(has<follow>(d.effects));
     EXPECT_EQ(d.machine.current_route(), route{});
     EXPECT_FALSE(d.machine.fenced());
+}
+
+TEST(SwitchSaga, PromoteFailedAndNewNeverAnsweredKeepsOldFencedAndIsUnresolved)
+{
+    // New promoted, then gone before it said so (killed, restarting): lifting old's fence now
+    // would make two primaries once new is back (campaign seed 8, cycle 3).
+    driver d(service_kind::redis);
+    d.script[step_kind::promote] = {false};
+    d.run(command(side::new_side, switch_mode::pause), step_kind::check_roles);
+    ASSERT_TRUE(d.outstanding);
+    d.outstanding.reset();
+    d.run_step(step_done{step_kind::check_roles, false, "verify promotion: cannot connect", false, true});
+    ASSERT_TRUE(d.done);
+    EXPECT_EQ(d.done->result, verdict::failed);
+    EXPECT_NE(d.done->message.find("old stays fenced"), std::string::npos) << d.done->message;
+    EXPECT_NE(d.done->message.find("tunnelctl resolve svc --to old"), std::string::npos) << d.done->message;
+    EXPECT_FALSE(has<unfence>(d.effects)) << "old's fence stays while new may be a primary";
+    EXPECT_FALSE(has<unpause>(d.effects));
+    EXPECT_EQ(d.machine.state(), service_state::unresolved);
+    EXPECT_TRUE(d.machine.current_route().refuse) << "clients are refused, never sent to a side that may be stale";
+    EXPECT_FALSE(d.machine.current_route().hold);
+    EXPECT_TRUE(d.machine.fenced());
+    ASSERT_TRUE(d.machine.journal()) << "the journal stays: a restart recovers it like a crash at this step";
+    EXPECT_EQ(d.machine.journal()->step, journal_step::promote);
+
+    // The operator resolves to new once it answers as a primary: old is a fenced primary.
+    d.done.reset();
+    observations seen;
+    seen.old_server = {true, "", server_role::primary, "a1", "00", 100, std::nullopt, true};
+    seen.new_server = {true, "", server_role::primary, "c3", "a1", 100, std::nullopt, false};
+    d.run(resolve_command{side::new_side, seen});
+    ASSERT_TRUE(d.done);
+    EXPECT_EQ(d.machine.state(), service_state::serving);
+    EXPECT_EQ(d.machine.current_route(), proxy::route_to(side::new_side));
+    EXPECT_FALSE(d.machine.journal());
 }
 
 TEST(SwitchSaga, PromoteFailedButNewIsAPrimaryGoesForward)
