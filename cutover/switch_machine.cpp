@@ -705,7 +705,10 @@ step switch_machine::on_done(const step_done& d, time_point now)
         if (!d.ok && d.unanswered) return promotion_unknown(d.message, now);
         if (!d.ok) return undo(failed_step_, now, false);
         {
+            // The promotion may have stopped before it lifted the fence a rollback left on new.
+            const bool lift_new_fence = new_fenced_;
             auto out = commit(now);
+            if (lift_new_fence) out.effects.insert(out.effects.begin(), unfence{side::new_side});
             out.effects.insert(out.effects.begin(),
                                progress{fmt::format("new is a primary after all ({}): the switch goes on", d.message)});
             out.effects.insert(out.effects.begin(),

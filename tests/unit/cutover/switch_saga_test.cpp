@@ -602,6 +602,27 @@ TEST(SwitchSaga, PromoteFailedButNewIsAPrimaryGoesForward)
     }));
 }
 
+TEST(SwitchSaga, PromoteFailedButNewIsAPrimaryLiftsTheFenceARollbackLeftOnNew)
+{
+    // Back to new after a rollback fenced it; the promotion's reply was lost after REPLICAOF NO
+    // ONE and before new's fence was lifted: new must take writes before clients reach it.
+    switch_machine machine(service_kind::redis, route{}, "svc", false, std::nullopt, true);
+    driver d(service_kind::redis);
+    d.machine = machine;
+    d.script[step_kind::promote] = {false};
+    d.script[step_kind::check_roles] = {true};
+    d.run(command(side::new_side, switch_mode::pause));
+    ASSERT_TRUE(d.done);
+    EXPECT_EQ(d.done->result, verdict::done) << d.done->message;
+    const auto lifted = std::find(d.effects.begin(), d.effects.end(), effect{unfence{side::new_side}});
+    ASSERT_NE(lifted, d.effects.end());
+    const auto routed = std::find_if(d.effects.begin(), d.effects.end(), [](const effect& e) {
+        const auto* r = std::get_if<release>(&e);
+        return r && r->to.active == side::new_side;
+    });
+    EXPECT_LT(lifted, routed) << "new's fence goes before any client reaches it";
+}
+
 // ---- failure of each step after the commit: the switch stands, the outcome says what is wrong ----
 
 TEST(SwitchSaga, FenceFailingUndoesBeforeAnyPromotion)
