@@ -17,6 +17,8 @@ the bed on loopback; each serves a `kind = "tcp"` service in front of two echo s
       that cannot follow is listed behind: test_fleet_join 128).
  124. A single host without `[fleet]`: `epoch` and `fleet` are null, `tunnelctl fleet` is
       refused, health is OK and /metrics has no fleet samples: exactly as before.
+ 125. A reload that adds a service makes the member publish a record for it and follow its
+      committed epoch; one that removes it deletes that record, and the other service is untouched.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from integration_support import SERVICE, IntegrationTest, daemon_config, exchang
 
 FLEET = "bed"
 MEMBERS = ("a", "b", "c")
+EXTRA = "extra"
 
 
 class FleetMembershipTest(IntegrationTest):
@@ -39,13 +42,19 @@ class FleetMembershipTest(IntegrationTest):
         self.old = self.bed.echo_server(b"old")
         self.new = self.bed.echo_server(b"new")
 
-    def start_member(self, name: str | None, etcd: tb.Etcd | None = None) -> tb.Tunneld:
-        port, health_port = tb.free_port(), tb.free_port()
-        config = daemon_config({SERVICE: service_config(port, self.old.port, self.new.port)},
-                               health_listen=f"{tb.HOST}:{health_port}")
+    def member_config(self, name: str | None, etcd: tb.Etcd | None, port: int, health_port: int,
+                      extra_port: int | None = None) -> dict:
+        services = {SERVICE: service_config(port, self.old.port, self.new.port)}
+        if extra_port is not None:
+            services[EXTRA] = service_config(extra_port, self.old.port, self.new.port)
+        config = daemon_config(services, health_listen=f"{tb.HOST}:{health_port}")
         if etcd is not None:
             config["fleet"] = {"etcd": [etcd.url], "name": FLEET, "member": name}
-        daemon = self.bed.tunneld(config)
+        return config
+
+    def start_member(self, name: str | None, etcd: tb.Etcd | None = None) -> tb.Tunneld:
+        port, health_port = tb.free_port(), tb.free_port()
+        daemon = self.bed.tunneld(self.member_config(name, etcd, port, health_port))
         daemon.port, daemon.health_port = port, health_port
         return daemon
 
@@ -160,6 +169,37 @@ class FleetMembershipTest(IntegrationTest):
         self.eventually(lambda: record() == ("new", 1, "serving"), 10, "c's record says new, epoch 1")
         for daemon in members.values():
             self.assertEqual(exchange(daemon.port, b"ping"), b"newping")
+
+    def test_125_a_reload_adds_and_removes_a_service_in_the_fleet(self):
+        etcd, members = self.start_fleet()
+        a = members["a"]
+        self.eventually(lambda: self.member_names(a) == list(MEMBERS), 15, "all three listed")
+        members_of = lambda service: f"/tunneld/{FLEET}/services/{service}/members/"  # noqa: E731
+
+        extra_port = tb.free_port()
+        a.write_config(self.member_config("a", etcd, a.port, a.health_port, extra_port))
+        self.ctl_ok(a, "reload")
+        self.eventually(lambda: list(etcd.get_prefix(members_of(EXTRA))) == [members_of(EXTRA) + "a"], 10,
+                        "a's record for the added service in etcd")
+        services = {s["name"]: s for s in self.listing(a)["services"]}
+        self.assertEqual([m["name"] for m in services[EXTRA]["members"]], ["a"])
+        self.assertEqual(exchange(extra_port, b"ping"), b"oldping")
+
+        # The added service's committed epoch is watched: a follows it onto new.
+        etcd.put(f"/tunneld/{FLEET}/services/{EXTRA}/epoch",
+                 json.dumps({"epoch": 1, "side": "new", "phase": "committed"}))
+        self.eventually(lambda: a.service(EXTRA)["active"] == "new", 10, "a follows the added service's epoch")
+        self.assertEqual(exchange(extra_port, b"ping"), b"newping")
+        self.assertEqual(a.service(SERVICE)["active"], "old", "the other service stays where it was")
+
+        a.write_config(self.member_config("a", etcd, a.port, a.health_port))
+        self.ctl_ok(a, "reload")
+        self.eventually(lambda: not etcd.get_prefix(members_of(EXTRA)), 10,
+                        "a's record for the removed service deleted")
+        self.assertEqual(sorted(etcd.get_prefix(members_of(SERVICE))),
+                         [members_of(SERVICE) + name for name in MEMBERS], "the other service's records stay")
+        self.assertEqual([s["name"] for s in self.listing(a)["services"]], [SERVICE])
+        self.assertEqual(exchange(a.port, b"ping"), b"oldping")
 
     def test_124_a_single_host_without_fleet_is_unchanged(self):
         daemon = self.start_member(None)
