@@ -238,11 +238,7 @@ public:
 
     step_result verify_promoted(clock::time_point until) override
     {
-        auto info = replication_of(new_, clock::now() + service_.probe_timeout);
-        while (!info.ok && clock::now() + reask_interval < until) {
-            std::this_thread::sleep_for(reask_interval);
-            info = replication_of(new_, clock::now() + service_.probe_timeout);
-        }
+        const auto info = replication_once_answered(new_, until);
         if (!info.ok) return step_result::no_answer("verify promotion: " + info.message);
         return role_is(info.info, redis_role::master)
                    ? step_result::success("new is a primary (role:master)")
@@ -392,8 +388,16 @@ public:
         // 4. Promote old back and lift its min_replicas fence.
         answer = old_.run({"REPLICAOF", "NO", "ONE"}, time_left(deadline, service_.probe_timeout));
         if (!answer.ok) {
-            lift_new_fence();
-            return give_up("promote old: " + answer.text);
+            // The reply may be lost after old obeyed (old crashed, restarting): ask its role
+            // before lifting new's fence, or two primaries may take writes.
+            const auto seen = replication_once_answered(old_, deadline);
+            if (!seen.ok)
+                return step_result::no_answer("rollback: promote old: " + answer.text +
+                                              ", and old has not answered since (" + seen.message + ")");
+            if (!role_is(seen.info, redis_role::master)) {
+                lift_new_fence();
+                return give_up("promote old: " + answer.text + " (old is still a replica)");
+            }
         }
         // The value old had before it was fenced at the switch, when known: this object saw it, or
         // the controller gave it back from the state file after a restart or reload (a state file
@@ -581,6 +585,18 @@ private:
     };
 
     static bool role_is(const replication_info& info, redis_role role) { return info.role == role; }
+
+    /// `session`'s replication, asked again every reask_interval while it does not answer
+    /// (a server restarting is away for a moment), until `until`; at least once.
+    info_answer replication_once_answered(redis_session& session, clock::time_point until)
+    {
+        auto info = replication_of(session, clock::now() + service_.probe_timeout);
+        while (!info.ok && clock::now() + reask_interval < until) {
+            std::this_thread::sleep_for(reask_interval);
+            info = replication_of(session, clock::now() + service_.probe_timeout);
+        }
+        return info;
+    }
 
     info_answer replication_of(redis_session& session, clock::time_point deadline)
     {

@@ -702,7 +702,10 @@ step switch_machine::on_done(const step_done& d, time_point now)
         phase_ = phase::checking_roles;
         return {{progress{d.message}, check_roles{side::new_side, deadline_.value_or(now)}}, std::nullopt};
     case phase::checking_roles:
-        if (!d.ok && d.unanswered) return promotion_unknown(d.message, now);
+        if (!d.ok && d.unanswered)
+            return promotion_unknown(side::new_side,
+                                     fmt::format("{}, and new has not answered since ({})", failed_step_, d.message),
+                                     now);
         if (!d.ok) return undo(failed_step_, now, false);
         {
             // The promotion may have stopped before it lifted the fence a rollback left on new.
@@ -718,6 +721,7 @@ step switch_machine::on_done(const step_done& d, time_point now)
             return out;
         }
     case phase::rolling_back:
+        if (!d.ok && d.unanswered) return promotion_unknown(side::old_side, d.message, now);
         if (!d.ok) return undo(d.message, now, false);
         // A redis rollback fenced new before it promoted old; a postgres rollback fences nothing
         // (a promoted postgres cannot be made a standby again by tunneld).
@@ -1031,10 +1035,11 @@ step switch_machine::undo(const std::string& why, time_point now, bool step_out)
     return out;
 }
 
-step switch_machine::promotion_unknown(const std::string& why, time_point now)
+step switch_machine::promotion_unknown(side promoted, const std::string& what, time_point now)
 {
-    // New may be a primary (promoted, then away before it said so): lifting old's fence could
-    // make two primaries. Old stays fenced and the journal stays, as after a crash at this step.
+    // `promoted` may be a primary (promoted, then away before it said so): lifting the other
+    // side's fence could make two primaries. That fence and the journal stay, as after a crash
+    // at this step.
     const auto held = held_ms(now);
     abort_pause_switch();
     budget_spent_ = false;
@@ -1042,9 +1047,10 @@ step switch_machine::promotion_unknown(const std::string& why, time_point now)
     fence_sent_ = false;
     phase_ = phase::unresolved;
     state_ = service_state::unresolved;
-    problem_ = fmt::format("switch {}: {}, and new has not answered since ({}): it may be a primary, so old stays "
-                           "fenced; clients are refused until `tunnelctl resolve {} --to old` or `--to new`",
-                           journal_ ? journal_->id : std::string("-"), failed_step_, why, name_);
+    problem_ = fmt::format("switch {}: {}: {} may be a primary, so {} stays fenced; clients are refused until "
+                           "`tunnelctl resolve {} --to old` or `--to new`",
+                           journal_ ? journal_->id : std::string("-"), what, side_name(promoted),
+                           side_name(proxy::other(promoted)), name_);
     route_.hold = false;
     route_.refuse = true;
     return {{release{route_}, log_line{true, problem_}},

@@ -439,7 +439,7 @@ private:
     /// Releases held clients to the unchanged route; `step_out`: a step is still out on the
     /// servers, and the undo of what it may do waits for its answer.
     step undo(const std::string& why, time_point now, bool step_out);
-    step promotion_unknown(const std::string& why, time_point now);
+    step promotion_unknown(side promoted, const std::string& what, time_point now);
     step finish_pause_switch(time_point now);
     command_outcome fail(std::string message);
     /// A switch's done outcome; says (and records) whether it was adopted.

@@ -780,6 +780,28 @@ TEST(SwitchSaga, RollbackFailingStaysOnNew)
     EXPECT_FALSE(d.machine.new_fenced());
 }
 
+TEST(SwitchSaga, RollbackWhoseOldNeverAnsweredAfterItsPromotionKeepsNewFencedAndIsUnresolved)
+{
+    // REPLICAOF NO ONE sent to old, its reply lost and old gone (restarting): old may be a
+    // primary, so new's fence stays and nobody is routed anywhere.
+    driver d(service_kind::redis, proxy::route_to(side::new_side));
+    d.run(command(side::old_side, switch_mode::pause), step_kind::roll_back);
+    ASSERT_TRUE(d.outstanding);
+    d.outstanding.reset();
+    d.run_step(step_done{step_kind::roll_back, false,
+                         "rollback: promote old: connection reset, and old has not answered since (cannot connect)",
+                         false, true});
+    ASSERT_TRUE(d.done);
+    EXPECT_EQ(d.done->result, verdict::failed);
+    EXPECT_NE(d.done->message.find("old may be a primary, so new stays fenced"), std::string::npos)
+        << d.done->message;
+    EXPECT_EQ(d.machine.state(), service_state::unresolved);
+    EXPECT_TRUE(d.machine.current_route().refuse);
+    EXPECT_FALSE(has<unfence>(d.effects));
+    ASSERT_TRUE(d.machine.journal());
+    EXPECT_EQ(d.machine.journal()->step, journal_step::roll_back);
+}
+
 // ---- the pause budget: the deadline fires while switching ----
 
 TEST(SwitchSaga, BudgetExhaustedDuringCatchUpReleasesAtOnceAndUnpausesAfterTheStep)
