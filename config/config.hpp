@@ -64,8 +64,10 @@ struct tunnel_config {
     duration connect_timeout = std::chrono::seconds(10); ///< TCP connect + handshake + auth
     duration reconnect_max = std::chrono::seconds(30);   ///< cap of the jittered backoff
     /// Largest receive window a channel grows to (gateway -> client); a channel starts at
-    /// min(this, 2 MiB) and grows only while its client drains what arrives.
-    std::uint64_t channel_window = 16 * 1024 * 1024;
+    /// min(this, 2 MiB) and grows only while its client drains what arrives. 12 MiB: 1 Gbit/s at
+    /// 100 ms, and below OpenSSH's 16 MiB per-channel input cap (CHAN_INPUT_MAX), at which the
+    /// gateway's sshd spends a whole core and the 40 ms path collapses (docs/benchmarks.md).
+    std::uint64_t channel_window = 12 * 1024 * 1024;
 
     bool uses_agent() const { return identity == "agent"; }
     /// Every gateway, `address` first.

@@ -185,7 +185,7 @@ TEST(Parse, FillsEveryDefault)
     EXPECT_EQ(t.keepalive_max_missed, 3u);
     EXPECT_EQ(t.connect_timeout, 10s);
     EXPECT_EQ(t.reconnect_max, 30s);
-    EXPECT_EQ(t.channel_window, 16u << 20);
+    EXPECT_EQ(t.channel_window, 12u << 20);
 
     ASSERT_EQ(c->services.size(), 1u);
     const service_config& s = c->services[0];
