@@ -50,7 +50,8 @@ timeval to_timeval(milliseconds timeout)
 /// The text of a reply, or why there is none.
 struct redis_answer {
     bool ok = false;
-    std::string text; ///< status, bulk string or integer as text; the error message if !ok
+    std::string text;     ///< status, bulk string or integer as text; the error message if !ok
+    bool replied = false; ///< the server answered (an error reply too); false: no answer came
 };
 
 /// One authenticated connection to one redis server, named "old" or "new" in messages.
@@ -144,11 +145,11 @@ private:
         switch (reply->type) {
         case REDIS_REPLY_STATUS:
         case REDIS_REPLY_STRING:
-            return {true, std::string(reply->str, reply->len)};
+            return {true, std::string(reply->str, reply->len), true};
         case REDIS_REPLY_INTEGER:
-            return {true, std::to_string(reply->integer)};
+            return {true, std::to_string(reply->integer), true};
         case REDIS_REPLY_ERROR:
-            return {false, scrub(std::string(reply->str, reply->len), secret_)};
+            return {false, scrub(std::string(reply->str, reply->len), secret_), true};
         case REDIS_REPLY_ARRAY: {
             std::string text;
             for (std::size_t i = 0; i < reply->elements; ++i) {
@@ -157,10 +158,10 @@ private:
                 if (element->type == REDIS_REPLY_STRING || element->type == REDIS_REPLY_STATUS)
                     text.append(element->str, element->len);
             }
-            return {true, scrub(std::move(text), secret_)};
+            return {true, scrub(std::move(text), secret_), true};
         }
         default:
-            return {true, {}};
+            return {true, {}, true};
         }
     }
 
@@ -223,7 +224,10 @@ public:
             const auto answer =
                 new_.run({"REPLICAOF", "NO", "ONE"}, time_left(deadline, service_.probe_timeout));
             if (!answer.ok) return step_result::failure("promote: " + answer.text);
+            const auto kept = persist(new_, deadline);
+            if (!kept.ok) return step_result::failure("promote: " + kept.note);
         }
+        // Asked after persist(): a new restarted meanwhile answers with its config file's role.
         auto role = wait_for_role(new_, redis_role::master, deadline);
         if (!role.ok) return step_result::failure("promote: " + role.message);
         // A rollback fenced new (min-replicas-to-write): promoted again, it must take writes.
@@ -273,10 +277,10 @@ public:
                 return lift_fence_command(service_, old_endpoint_, new_endpoint_, "");
             return step_result::nothing_done(server.side() + ": nothing fenced");
         }
-        const auto restore = std::to_string(saved_min_replicas(which).value_or(0));
-        const auto answer = server.run({"CONFIG", "SET", "min-replicas-to-write", restore}, service_.probe_timeout);
-        if (!answer.ok) return step_result::failure("unfence: " + answer.text);
-        std::string message = server.side() + ": fence lifted (min-replicas-to-write " + restore + ")";
+        const auto restore = saved_min_replicas(which).value_or(0);
+        const auto lifted = set_min_replicas(server, restore, clock::now() + service_.probe_timeout);
+        if (!lifted.ok) return step_result::failure("unfence: " + lifted.message);
+        std::string message = server.side() + ": fence lifted (min-replicas-to-write " + std::to_string(restore) + ")";
         if (which != proxy::side::old_side) return step_result::success(std::move(message));
         return lift_fence_command(service_, old_endpoint_, new_endpoint_, std::move(message));
     }
@@ -362,8 +366,7 @@ public:
         if (!old_info.ok) return give_up(old_info.message);
         std::optional<unsigned> new_min_replicas = saved_min_replicas(proxy::side::new_side);
         const auto lift_new_fence = [&] {
-            new_.run({"CONFIG", "SET", "min-replicas-to-write", std::to_string(new_min_replicas.value_or(0))},
-                     service_.probe_timeout);
+            set_min_replicas(new_, new_min_replicas.value_or(0), clock::now() + service_.probe_timeout);
         };
         std::string caught_up =
             "old was not a replica of new: writes made on new since the switch are lost (forced)";
@@ -403,12 +406,13 @@ public:
         // the controller gave it back from the state file after a restart or reload (a state file
         // from before that was recorded knows none: then the configured default).
         const auto restore = saved_min_replicas(proxy::side::old_side).value_or(options.restore_min_replicas);
-        answer = old_.run({"CONFIG", "SET", "min-replicas-to-write", std::to_string(restore)},
-                          time_left(deadline, service_.probe_timeout));
-        if (!answer.ok)
+        const auto restored = set_min_replicas(old_, restore, deadline);
+        if (!restored.ok)
             return step_result::failure(
-                "rollback: old promoted but restoring min-replicas-to-write failed: " + answer.text +
+                "rollback: old promoted but restoring min-replicas-to-write failed: " + restored.message +
                 "; new still paused until the hold expires");
+        // Asked after set_min_replicas() persisted the role: an old restarted meanwhile answers
+        // with its config file's role.
         auto role = wait_for_role(old_, redis_role::master, deadline);
         if (!role.ok) return step_result::failure("rollback: old: " + role.message);
 
@@ -419,6 +423,10 @@ public:
             auto host = options.new_replicaof->host;
             answer = new_.run({"REPLICAOF", host, std::to_string(options.new_replicaof->port)},
                               time_left(deadline, service_.probe_timeout));
+            if (answer.ok) {
+                const auto kept = persist(new_, deadline);
+                if (!kept.ok) answer = {false, kept.note, false};
+            }
             // Old is the primary and new refuses writes: the rollback is done whatever this
             // answer says (failing it here would send clients back to a fenced new). The probe
             // makes new follow old later (keeps_fence).
@@ -467,6 +475,9 @@ public:
                                        {"CONFIG", "SET", "min-replicas-to-write",
                                         std::to_string(impossible_min_replicas)},
                                        deadline));
+        if (mode != config::redis_fence::none)
+            checks.push_back(permitted(old_, "old accepts CONFIG REWRITE (the fence survives a restart)",
+                                       {"CONFIG", "REWRITE"}, deadline));
         if (mode == config::redis_fence::replicaof && service_.fence_replicaof) {
             const auto& primary = *service_.fence_replicaof;
             checks.push_back(permitted(old_, "old accepts CONFIG SET replica-read-only (fence)",
@@ -666,6 +677,9 @@ private:
         answer = session.run({"REPLICAOF", primary.host, std::to_string(primary.port)},
                              time_left(deadline, service_.probe_timeout));
         if (!answer.ok) return step_result::failure("fence: " + answer.text);
+        const auto kept = persist(session, deadline);
+        if (!kept.ok) return step_result::failure("fence: " + kept.note);
+        // Asked after persist(): a server restarted meanwhile answers with its config file's role.
         auto role = wait_for_role(session, redis_role::slave, deadline);
         if (!role.ok) return step_result::failure("fence: " + role.message);
         return step_result::success(session.side() + " fenced: read-only replica of " +
@@ -688,13 +702,54 @@ private:
         answer = session.run({"CONFIG", "SET", "min-replicas-to-write", impossible},
                              time_left(deadline, service_.probe_timeout));
         if (!answer.ok) return step_result::failure("fence: " + answer.text);
+        const auto kept = persist(session, deadline);
+        if (!kept.ok) return step_result::failure("fence: " + kept.note);
+        // Read back after persist(): a server restarted between the SET and the rewrite answers
+        // with its config file's value, and the fence did not stick.
         answer = session.run({"CONFIG", "GET", "min-replicas-to-write"},
                              time_left(deadline, service_.probe_timeout));
         if (!answer.ok) return step_result::failure("fence: " + answer.text);
         if (answer.text != "min-replicas-to-write " + impossible)
             return step_result::failure("fence: min-replicas-to-write did not stick (" + answer.text + ")");
         return step_result::success(session.side() + " fenced: min-replicas-to-write " + impossible +
-                                    ", writes refused");
+                                    ", writes refused" +
+                                    (kept.note.empty() ? std::string() : " (" + kept.note + ")"));
+    }
+
+    /// Sets min-replicas-to-write on `session` to `value`, persisted, and reads it back.
+    step_result set_min_replicas(redis_session& session, unsigned value, clock::time_point deadline)
+    {
+        const auto wanted = std::to_string(value);
+        auto answer = session.run({"CONFIG", "SET", "min-replicas-to-write", wanted},
+                                  time_left(deadline, service_.probe_timeout));
+        if (!answer.ok) return step_result::failure(answer.text);
+        const auto kept = persist(session, deadline);
+        if (!kept.ok) return step_result::failure(kept.note);
+        answer = session.run({"CONFIG", "GET", "min-replicas-to-write"}, time_left(deadline, service_.probe_timeout));
+        if (!answer.ok) return step_result::failure(answer.text);
+        if (answer.text != "min-replicas-to-write " + wanted)
+            return step_result::failure(session.side() + ": min-replicas-to-write did not stick (" + answer.text + ")");
+        return step_result::success(session.side() + ": min-replicas-to-write " + wanted);
+    }
+
+    struct persisted {
+        bool ok = false;  ///< false: no answer came, the change may be lost with a restart
+        std::string note; ///< why not, if !ok; empty once written; else why it is in memory only
+    };
+
+    /// Writes `session`'s running configuration to its config file (CONFIG REWRITE), so that the
+    /// fence or role just set survives a restart of the server, as Redis Sentinel does after each
+    /// reconfiguration. Not ok when the server did not answer: it may have restarted and forgotten
+    /// the change, so the caller's step fails and reads the server again. A server that answers
+    /// with an error (it runs without a config file, or cannot write it) keeps the change in
+    /// memory only: `note` says so, and after a restart the probe's fence_lost sets it again.
+    persisted persist(redis_session& session, clock::time_point deadline)
+    {
+        const auto answer = session.run({"CONFIG", "REWRITE"}, time_left(deadline, service_.probe_timeout));
+        if (answer.ok) return {true, {}};
+        if (!answer.replied) return {false, "CONFIG REWRITE: " + answer.text};
+        return {true, "in memory only, a restart forgets it until the probe sets it again: CONFIG REWRITE: " +
+                          answer.text};
     }
 
     config::service_config service_;

@@ -639,11 +639,16 @@ class Redis:
 
     `durable` runs it with `appendonly yes` and `appendfsync always`: every acknowledged write
     is on disk before its reply, so `kill()` then `start()` (a crash and a restart) loses none.
+
+    `config_file` runs it from a redis.conf in its directory (its settings, and `replicaof`
+    when given) instead of command-line options, as a packaged redis runs: a CONFIG REWRITE
+    (tunneld's after each fence and role change) then writes there, and `start()` without
+    `replicaof` after `kill()` comes back as that file says.
     """
 
     def __init__(self, directory: Path, name: str, replicaof: "Redis | None" = None,
                  extra_args: Iterable[str] = (), port: int | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, durable: bool = False):
+                 timeout: float = DEFAULT_TIMEOUT, durable: bool = False, config_file: bool = False):
         self.name = name
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -656,19 +661,52 @@ class Redis:
         self.argv += ["--appendonly", "yes", "--appendfsync", "always"] if durable \
             else ["--appendonly", "no"]
         self.extra_args = list(extra_args)
-        self.start(replicaof=f"{HOST}:{replicaof.port}" if replicaof is not None else None)
+        self.config_path: Path | None = None
+        first_primary = f"{HOST}:{replicaof.port}" if replicaof is not None else None
+        if config_file:
+            self.config_path = self.dir / "redis.conf"
+            self.config_path.write_text(self._config_text(first_primary))
+            self.argv = ["redis-server", str(self.config_path)]
+            self.extra_args = []
+            first_primary = None  # in the file
+        self.start(replicaof=first_primary)
         if replicaof is not None:
             self.wait_link_up(timeout)
 
+    def _config_text(self, replicaof: str | None) -> str:
+        """The redis.conf lines for this server's options ("--key value ..." becomes "key value ...")."""
+        lines: list[str] = []
+        for arg in self.argv[1:] + self.extra_args:
+            if arg.startswith("--"):
+                lines.append(arg[2:])
+            else:
+                lines[-1] += " " + ('""' if arg == "" else arg)
+        if replicaof:
+            lines.append("replicaof " + " ".join(replicaof.rsplit(":", 1)))
+        return "\n".join(lines) + "\n"
+
     def start(self, replicaof: str | None = None) -> None:
         """Starts the server (again, after `kill`) on the same port and directory; `replicaof`
-        ("host:port") starts it as a replica, as a config file naming its primary would."""
+        ("host:port") starts it as a replica, as a config file naming its primary would. With
+        `config_file` and no `replicaof`, the file alone says what it is."""
         follow = ["--replicaof", *replicaof.rsplit(":", 1)] if replicaof else []
         self.started_as = replicaof
+        if self.config_path is not None and not replicaof:
+            self.started_as = self.configured_primary()
         self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         self.process = Process(self.argv + follow + self.extra_args, self.dir / "redis.stdout")
         wait_until(lambda: self.cli("PING") == "PONG", self.timeout,
                    f"redis {self.name} on port {self.port}", self.log, proc=self.process.popen)
+
+    def configured_primary(self) -> str | None:
+        """The primary ("host:port") its config file names, or None (a primary, or no file)."""
+        if self.config_path is None:
+            return None
+        for line in self.config_path.read_text().splitlines():
+            words = line.split()
+            if len(words) == 3 and words[0] in ("replicaof", "slaveof"):
+                return f"{words[1]}:{words[2]}"
+        return None
 
     def kill(self) -> str | None:
         """SIGKILLs the server (a crash); returns the primary it followed at that moment

@@ -8,8 +8,8 @@ whatever moment tunneld is SIGKILLed (and restarted at once, as systemd would), 
 crashes and restarts, or the tunnel's sshd stops and starts.
 
 The bed (tools/tunneld_testbed.py, everything on loopback in a temporary directory):
-  - two redis pairs, each `old` (primary) and `new` (its replica), run with `appendonly yes` and
-    `appendfsync always`, so a redis crash itself loses no acknowledged write;
+  - two redis pairs, each `old` (primary) and `new` (its replica), run from a redis.conf with
+    `appendonly yes` and `appendfsync always`, so a redis crash itself loses no acknowledged write;
   - one tunneld with two kind = "redis" services in pause mode: `direct` (new reached directly)
     and `tunnelled` (new reached through an SSH tunnel to the bed's sshd); fence = "replicaof"
     (old follows new after a switch), rollback_replicaof (new follows old after a rollback);
@@ -23,10 +23,10 @@ resyncing or the tunnel reconnecting) until a deadline. Meanwhile 0 to 2 faults 
 moments of the cycle's first seconds:
   - kill_tunneld: SIGKILL tunneld, start it again at once (same config and state file);
   - restart_old / restart_new: SIGKILL that redis-server of the cycle's pair, start it again after
-    0-1 s. It comes back in the replication role it last answered (a replica of the same primary,
-    as a config file naming the primary would say), but without what Redis keeps only in memory:
-    a CONFIG SET min-replicas-to-write fence and a CLIENT PAUSE are gone (the issue's "keep the
-    fence true" is about exactly that);
+    0-1 s from its redis.conf, as systemd would. It comes back as that file says: tunneld writes
+    its fence and each role change there (CONFIG REWRITE, as Sentinel does), so a change it made
+    but had not written yet when the kill came is gone, and so is what Redis keeps only in
+    memory (a CLIENT PAUSE);
   - restart_sshd: stop the tunnel's sshd (every session cut), start it again after 0.5-3 s (only
     in cycles of the tunnelled service).
 
@@ -204,8 +204,8 @@ class Campaign:
         self.services: dict[str, Service] = {}
         pairs = {}
         for name in SERVICES:
-            old = self.bed.redis(f"{name}-old", durable=True)
-            new = self.bed.redis(f"{name}-new", replicaof=old, durable=True)
+            old = self.bed.redis(f"{name}-old", durable=True, config_file=True)
+            new = self.bed.redis(f"{name}-new", replicaof=old, durable=True, config_file=True)
             pairs[name] = {"old": old, "new": new}
             port = tb.free_port()
             new_backend = f"{tb.HOST}:{new.port}"
@@ -289,9 +289,9 @@ class Campaign:
                 self.daemon.start()
             elif kind in ("restart_old", "restart_new"):
                 redis = svc.servers[kind.split("_")[1]]
-                follows = redis.kill()
+                redis.kill()
                 time.sleep(downtime)
-                redis.start(replicaof=follows)
+                redis.start()  # as its redis.conf says
             elif kind == "restart_sshd":
                 self.sshd.stop()
                 time.sleep(downtime)

@@ -68,7 +68,8 @@ class DryRunAndHistoryTest(IntegrationTest):
         out = result.stdout
         for line in ("PASS       lag gate", "PASS       old reachable, credentials accepted",
                      "PASS       new is a replica of old", "PASS       new accepts REPLICAOF NO ONE (promote)",
-                     "PASS       old accepts CLIENT PAUSE WRITE", "PASS       state file writable",
+                     "PASS       old accepts CLIENT PAUSE WRITE", "PASS       old accepts CONFIG REWRITE",
+                     "PASS       state file writable",
                      "PASS       estimated hold within pause_timeout",
                      "result: the switch would proceed; nothing was changed"):
             self.assertIn(line, out)

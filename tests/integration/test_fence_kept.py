@@ -109,6 +109,59 @@ class FenceKeptTest(IntegrationTest):
         with tb.RespClient(port, timeout=10) as client:
             self.assertEqual(client.command("SET", "after", "1"), "OK", "clients still write to old")
 
+    def test_87p_fences_and_roles_written_to_redis_conf_hold_from_a_restarted_servers_first_answer(self):
+        """Servers run from a redis.conf, as packaged: tunneld writes each fence and role change
+        there (CONFIG REWRITE), so a server restarted before the probe could fence it again comes
+        back fenced and in its role. The probe is slowed to a minute: only the file can do it."""
+        old = self.bed.redis("old", config_file=True, durable=True)
+        new = self.bed.redis("new", replicaof=old, config_file=True, durable=True)
+        port = tb.free_port()
+        daemon = self.bed.tunneld(daemon_config({SERVICE: service_config(
+            port, old.port, new.port, kind="redis", max_lag="1MiB", mode="pause",
+            pause_timeout="10s", probe_interval="60s",
+            fence="replicaof", fence_replicaof=f"{tb.HOST}:{new.port}",
+            rollback_replicaof=f"{tb.HOST}:{old.port}")}))
+        svc = lambda: daemon.service(SERVICE)  # noqa: E731
+        self.eventually(lambda: svc()["lag"]["link"] == "up", 20, "the lag probe sees new follow old")
+        self.assertIn("PASS       old accepts CONFIG REWRITE", daemon.ctl("check", SERVICE, timeout=60).stdout)
+
+        self.ctl_ok(daemon, "switch", SERVICE)
+        conf = old.config_path.read_text()
+        self.assertIn("min-replicas-to-write 100", conf, "old's fence is in its redis.conf")
+        self.assertIn(f"replicaof {tb.HOST} {new.port}", conf, "old's role is in its redis.conf")
+        self.assertIsNone(new.configured_primary(), "new's redis.conf says it is a primary")
+        with tb.RespClient(port, timeout=10) as client:
+            self.assertEqual(client.command("SET", "acknowledged", "on-new"), "OK")
+
+        old.kill()
+        old.start()  # from its redis.conf, as systemd would
+        with self.assertRaisesRegex(tb.RespError, "READONLY", msg="old refuses writes from its first answer"):
+            old.cli("SET", "split-brain", "1")
+        self.assertEqual(old.info_replication().get("role"), "slave")
+        new.kill()
+        new.start()
+        with tb.RespClient(port, timeout=10) as client:
+            self.assertEqual(client.command("SET", "after-restarts", "on-new"), "OK",
+                             "new came back a writable primary: clients write on")
+        self.assertEqual(svc()["fence_reasserted"], 0, "the file did it, not the probe")
+
+        old.wait_link_up()
+        self.ctl_ok(daemon, "rollback", SERVICE)
+        self.assertIn("min-replicas-to-write 100", new.config_path.read_text(), "new's fence is in its redis.conf")
+        self.assertEqual(new.configured_primary(), f"{tb.HOST}:{old.port}")
+        self.assertIsNone(old.configured_primary(), "old's redis.conf says it is a primary again")
+        self.assertNotIn("min-replicas-to-write 100", old.config_path.read_text(),
+                         "old's fence lifted in its redis.conf")
+        new.kill()
+        new.start()
+        with self.assertRaisesRegex(tb.RespError, "READONLY", msg="new refuses writes from its first answer"):
+            new.cli("SET", "split-brain", "1")
+        old.kill()
+        old.start()
+        with tb.RespClient(port, timeout=10) as client:
+            self.assertEqual(client.command("SET", "after-rollback", "on-old"), "OK")
+            self.assertEqual(client.command("GET", "acknowledged"), "on-new")
+
 
 if __name__ == "__main__":
     unittest.main()
