@@ -59,14 +59,14 @@ std::vector<std::string> plan_of(const dry_run_input& in)
         plan.push_back("old: CLIENT PAUSE WRITE (expires by itself if tunneld dies)");
         plan.push_back("wait until new's replication offset equals old's, link up");
         if (s.fence != config::redis_fence::none)
-            plan.push_back("fence old: CONFIG SET min-replicas-to-write 100 (refuses writes)");
+            plan.push_back("fence old: CONFIG SET min-replicas-to-write 100 (refuses writes); CONFIG REWRITE");
         else
             plan.push_back("old is not fenced by tunneld (fence = none)");
         if (s.fence_command) plan.push_back("fence old: run fence_command");
-        plan.push_back(s.promote_command ? "promote new: run promote_command" : "promote new: REPLICAOF NO ONE");
+        plan.push_back(s.promote_command ? "promote new: run promote_command" : "promote new: REPLICAOF NO ONE; CONFIG REWRITE");
         plan.push_back(fmt::format("persist the choice in {}", in.state_file));
         if (s.fence == config::redis_fence::replicaof && s.fence_replicaof)
-            plan.push_back(fmt::format("old follows new: REPLICAOF {} (a read-only replica, warm for a rollback)",
+            plan.push_back(fmt::format("old follows new: REPLICAOF {} (a read-only replica, warm for a rollback); CONFIG REWRITE",
                                        s.fence_replicaof->to_string()));
         plan.push_back(fmt::format("release held clients to new; CLIENT UNPAUSE old; move the {} clients from old "
                                    "to new with their sessions",
@@ -76,7 +76,7 @@ std::vector<std::string> plan_of(const dry_run_input& in)
                                    "their sessions on old meanwhile",
                                    in.clients_new));
         plan.push_back("new: CLIENT PAUSE WRITE; wait until old (a replica of new) caught up");
-        plan.push_back("promote old: REPLICAOF NO ONE; restore min-replicas-to-write");
+        plan.push_back("promote old: REPLICAOF NO ONE; restore min-replicas-to-write; CONFIG REWRITE");
         plan.push_back(s.rollback_replicaof
                            ? fmt::format("new becomes a replica of {}", s.rollback_replicaof->to_string())
                            : std::string("fence new: min-replicas-to-write 100"));
