@@ -252,11 +252,8 @@ public:
     step_result verify_promoted(clock::time_point until) override
     {
         std::string error;
-        auto answer = new_.first_row("SELECT pg_is_in_recovery()", service_.probe_timeout, error);
-        while (!answer && clock::now() + reask_interval < until) {
-            std::this_thread::sleep_for(reask_interval);
-            answer = new_.first_row("SELECT pg_is_in_recovery()", service_.probe_timeout, error);
-        }
+        const auto answer = ask_until_answered(
+            [&] { return new_.first_row("SELECT pg_is_in_recovery()", service_.probe_timeout, error); }, until);
         if (!answer) return step_result::no_answer("verify promotion: " + error);
         if (answer->empty() || (*answer)[0] != "f")
             return step_result::failure("verify promotion: new is still in recovery");

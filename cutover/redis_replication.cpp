@@ -593,6 +593,7 @@ private:
         replication_info info;
         std::string text;
         std::string message; ///< error, or "role:..." description
+        explicit operator bool() const { return ok; }
     };
 
     static bool role_is(const replication_info& info, redis_role role) { return info.role == role; }
@@ -601,12 +602,8 @@ private:
     /// (a server restarting is away for a moment), until `until`; at least once.
     info_answer replication_once_answered(redis_session& session, clock::time_point until)
     {
-        auto info = replication_of(session, clock::now() + service_.probe_timeout);
-        while (!info.ok && clock::now() + reask_interval < until) {
-            std::this_thread::sleep_for(reask_interval);
-            info = replication_of(session, clock::now() + service_.probe_timeout);
-        }
-        return info;
+        return ask_until_answered([&] { return replication_of(session, clock::now() + service_.probe_timeout); },
+                                  until);
     }
 
     info_answer replication_of(redis_session& session, clock::time_point deadline)

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -55,5 +56,17 @@ inline constexpr milliseconds poll_interval{5};
 /// How often a server that did not answer is asked again (a restart takes tens of milliseconds
 /// at least; faster asks only fill its log with refused connections).
 inline constexpr milliseconds reask_interval{100};
+
+/// Calls `ask` until its answer converts to true or `until` is near, every reask_interval (a
+/// server restarting is away for a moment); at least once. Returns the last answer.
+template <class Ask> auto ask_until_answered(Ask&& ask, clock::time_point until)
+{
+    auto answer = ask();
+    while (!answer && clock::now() + reask_interval < until) {
+        std::this_thread::sleep_for(reask_interval);
+        answer = ask();
+    }
+    return answer;
+}
 
 } // namespace tunneld::cutover::detail

@@ -855,13 +855,18 @@ step switch_machine::on_recovered(const recovered& r, time_point now)
     case recovery_verdict::unresolved:
         break;
     }
+    return {become_unresolved(fmt::format("{}: {}", head, decision.reason)), std::nullopt};
+}
+
+std::vector<effect> switch_machine::become_unresolved(const std::string& problem)
+{
     phase_ = phase::unresolved;
     state_ = service_state::unresolved;
-    problem_ = fmt::format("{}: {}; clients are refused until `tunnelctl resolve {} --to old` or `--to new`", head,
-                           decision.reason, name_);
+    problem_ = fmt::format("{}; clients are refused until `tunnelctl resolve {} --to old` or `--to new`", problem,
+                           name_);
     route_.hold = false;
     route_.refuse = true;
-    return {{release{route_}, log_line{true, problem_}}, std::nullopt};
+    return {release{route_}, log_line{true, problem_}};
 }
 
 step switch_machine::on_resolve(const resolve_command& r, time_point now)
@@ -1045,16 +1050,10 @@ step switch_machine::promotion_unknown(side promoted, const std::string& what, t
     budget_spent_ = false;
     writes_paused_ = false; // CLIENT PAUSE ends by itself
     fence_sent_ = false;
-    phase_ = phase::unresolved;
-    state_ = service_state::unresolved;
-    problem_ = fmt::format("switch {}: {}: {} may be a primary, so {} stays fenced; clients are refused until "
-                           "`tunnelctl resolve {} --to old` or `--to new`",
-                           journal_ ? journal_->id : std::string("-"), what, side_name(promoted),
-                           side_name(proxy::other(promoted)), name_);
-    route_.hold = false;
-    route_.refuse = true;
-    return {{release{route_}, log_line{true, problem_}},
-            fail(fmt::format("switch failed after holding clients {}ms: {}", held, problem_))};
+    auto effects = become_unresolved(fmt::format("switch {}: {}: {} may be a primary, so {} stays fenced",
+                                                 journal_ ? journal_->id : std::string("-"), what,
+                                                 side_name(promoted), side_name(proxy::other(promoted))));
+    return {std::move(effects), fail(fmt::format("switch failed after holding clients {}ms: {}", held, problem_))};
 }
 
 step switch_machine::on_deadline(time_point now)

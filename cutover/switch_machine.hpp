@@ -440,6 +440,8 @@ private:
     /// servers, and the undo of what it may do waits for its answer.
     step undo(const std::string& why, time_point now, bool step_out);
     step promotion_unknown(side promoted, const std::string& what, time_point now);
+    /// Enters `unresolved`: clients refused, `problem` (and how to resolve) in status and the log.
+    std::vector<effect> become_unresolved(const std::string& problem);
     step finish_pause_switch(time_point now);
     command_outcome fail(std::string message);
     /// A switch's done outcome; says (and records) whether it was adopted.
