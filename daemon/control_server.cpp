@@ -382,6 +382,19 @@ asio::awaitable<std::string> control_server::answer(const request& r, progress_f
     case command::resolve: {
         spdlog::warn("control: resolve {} to {} requested", service, to_string(r.to));
         auto result = co_await controller.resolve(service, to_side);
+        if (result.ok() && daemon_.fleet()) {
+            // The others were released onto the side this member's switch left (its servers'
+            // outcome unknown): the operator's answer goes to every member as a fleet switch to
+            // `to`, whose servers' part here finds this host there already.
+            progress(fmt::format("{} resolved to {} here; taking the fleet there", service, proxy::to_string(to_side)));
+            auto fleet_result = co_await daemon_.fleet()->switch_fleet(service, to_side, progress);
+            if (!fleet_result.ok())
+                result = cutover::command_result::failure(
+                    fleet_result.result, fmt::format("{} resolved to {} on this member, but the fleet did not "
+                                                     "follow: {}; run `tunnelctl {} {}` here to try again",
+                                                     service, proxy::to_string(to_side), fleet_result.error,
+                                                     to_side == proxy::side::old_side ? "rollback" : "switch", service));
+        }
         co_return finish(result);
     }
     case command::rollback: {

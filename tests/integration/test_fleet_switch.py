@@ -27,6 +27,11 @@ redis-servers, three real tunneld processes on loopback.
  138. A switch typed during a fleet-wide pause is refused up front (nothing claimed, the pause
       kept), naming `tunnelctl resume`; `tunnelctl check` lists every member's readiness and
       fails meanwhile; after the resume `switch --dry-run` passes and the switch runs.
+ 139. The coordinator's promotion obeyed but new stopped answering before it could say so: the
+      coordinator ends `unresolved` (old stays fenced, its clients refused), the others are
+      released onto old, which refuses writes: never a second writable primary. `tunnelctl
+      resolve svc --to new` on the coordinator takes every member to new (the next epoch,
+      committed on new), with no acknowledged write lost.
 """
 
 from __future__ import annotations
@@ -68,11 +73,11 @@ class FleetSwitchTest(IntegrationTest):
         for daemon in self.members.values():
             self.wait_in_sync(daemon)
 
-    def start_member(self, name: str) -> tb.Tunneld:
+    def start_member(self, name: str, **extra) -> tb.Tunneld:
         port, health_port = tb.free_port(), tb.free_port()
         settings = {"max_lag": "1MiB", "pause_timeout": f"{PAUSE_TIMEOUT:.0f}s",
                     "probe_interval": "200ms", "probe_timeout": "1s", "fence": "replicaof",
-                    "fence_replicaof": f"{tb.HOST}:{self.new.port}"}
+                    "fence_replicaof": f"{tb.HOST}:{self.new.port}", **extra}
         config = daemon_config({SERVICE: service_config(port, self.old.port, self.new.port,
                                                         kind="redis", **settings)},
                                health_listen=f"{tb.HOST}:{health_port}")
@@ -396,6 +401,48 @@ class FleetSwitchTest(IntegrationTest):
         self.assertIn("PASS       fleet epoch: epoch 0 (no fleet switch yet), on old", dry.stdout)
         self.ctl_ok(self.members["b"], "switch", SERVICE, timeout=60)
         self.eventually(lambda: self.on("new"), 15, "every member on new")
+
+    def test_139_a_promotion_the_coordinator_cannot_confirm_leaves_old_fenced_until_the_operator_resolves(self):
+        # a's promotion obeys, then new stops answering (SIGSTOP) before the coordinator can see it.
+        self.members["a"].sigterm()
+        stop_new = (f"redis-cli -h {tb.HOST} -p {self.new.port} REPLICAOF NO ONE >/dev/null && "
+                    f"kill -STOP {self.new.pid}")
+        self.members["a"] = self.start_member("a", promote_command=stop_new)
+        self.addCleanup(lambda: os.kill(self.new.pid, signal.SIGCONT))
+        self.eventually(lambda: len(self.listing(self.members["b"])["services"][0]["members"]) == 3, 30,
+                        "a registered again")
+        self.wait_in_sync(self.members["a"])
+        writers = [Writer(self.members[n].port, f"{n}-139", threads=2, pace=0.01).start() for n in ("b", "c")]
+        for w in writers:
+            self.addCleanup(w._stop.set)
+        self.writing(writers, 20, "writes on b and c")
+
+        result = self.members["a"].ctl("switch", SERVICE, timeout=90)
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, output)
+        self.assertIn("new may be a primary, so old stays fenced", output)
+        self.assertEqual(self.members["a"].service(SERVICE)["state"], "unresolved")
+        os.kill(self.new.pid, signal.SIGCONT)
+        # The others end the hold on old, which refuses writes: never a second writable primary.
+        self.eventually(lambda: all(self.members[n].service(SERVICE)["state"] == "serving"
+                                    for n in ("b", "c")), 3 * PAUSE_TIMEOUT, "b and c released")
+        self.assertEqual(self.new.info_replication().get("role"), "master", "new was promoted")
+        self.assertTrue(self.refuses_writes(self.old), "old stays fenced")
+
+        # The runbook: resolve on the coordinator; the answer goes to every member (a fleet switch
+        # whose servers' part finds a there already).
+        self.ctl_ok(self.members["a"], "resolve", SERVICE, "--to", "new", timeout=60)
+        epoch_key = f"/tunneld/{FLEET}/services/{SERVICE}/epoch"
+        record = json.loads(self.etcd.get_prefix(epoch_key)[epoch_key])
+        self.assertEqual((record["epoch"], record["phase"], record["side"]), (2, "committed", "new"), record)
+        self.eventually(lambda: self.on("new"), 15, "every member on new")
+        self.writing(writers, 20, "writes on new")
+        for w in writers:
+            w.stop()
+        self.assertTrue(self.refuses_writes(self.old), "old refuses writes")
+        for w in writers:
+            missing = missing_keys(self.new, w.acked, w.value_of)
+            self.assertEqual(missing, [], f"{len(missing)} acknowledged writes missing on new; {w.summary()}")
 
 
 if __name__ == "__main__":
