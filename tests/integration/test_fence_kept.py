@@ -9,6 +9,10 @@ old is down; within a few probe intervals of its return the probe sees old writa
 again (min-replicas-to-write, then REPLICAOF new), says so in the log and in `fence_reasserted`,
 and old refuses writes and follows new again: rollback ready, health OK.
 
+Scenarios 87p and 87q run the servers from a redis.conf: tunneld writes each fence and role
+change there (CONFIG REWRITE), so a server restarted before the probe's next look (slowed to a
+minute) comes back fenced and in its role from its first answer.
+
 Scenario 87e is the mirror after a rollback: new was fenced and made a replica of old
 (rollback_replicaof); restarted without those settings it comes back a writable primary while
 clients go to old. The probe fences it again and makes it follow old, also after a tunneld
@@ -161,6 +165,26 @@ class FenceKeptTest(IntegrationTest):
         with tb.RespClient(port, timeout=10) as client:
             self.assertEqual(client.command("SET", "after-rollback", "on-old"), "OK")
             self.assertEqual(client.command("GET", "acknowledged"), "on-new")
+
+    def test_87q_a_min_replicas_fence_holds_over_a_restart_from_redis_conf(self):
+        """fence = "min-replicas": old stays a primary that refuses writes. What CI's campaign hit
+        (old restarted after its fence, before it follows new) with the file as the only keeper."""
+        old = self.bed.redis("old", config_file=True, durable=True)
+        new = self.bed.redis("new", replicaof=old, config_file=True, durable=True)
+        port = tb.free_port()
+        daemon = self.bed.tunneld(daemon_config({SERVICE: service_config(
+            port, old.port, new.port, kind="redis", max_lag="1MiB", mode="pause",
+            pause_timeout="10s", probe_interval="60s", fence="min-replicas")}))
+        self.eventually(lambda: daemon.service(SERVICE)["lag"]["link"] == "up", 20, "new follows old")
+        self.ctl_ok(daemon, "switch", SERVICE)
+        self.assertIn("min-replicas-to-write 100", old.config_path.read_text())
+        old.kill()
+        old.start()
+        with self.assertRaisesRegex(tb.RespError, "NOREPLICAS", msg="old refuses writes from its first answer"):
+            old.cli("SET", "split-brain", "1")
+        self.assertEqual(old.info_replication().get("role"), "master", "a fenced primary, as configured")
+        with tb.RespClient(port, timeout=10) as client:
+            self.assertEqual(client.command("SET", "on-new", "1"), "OK")
 
 
 if __name__ == "__main__":
