@@ -11,6 +11,7 @@ keeps serving with the config it had.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import socket
@@ -109,6 +110,28 @@ def refuses(port: int) -> bool:
         return True
 
 
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` has a TCP socket listening on `port` (its socket inodes against
+    /proc/net/tcp): unlike a connect, not fooled by another program that took the port meanwhile
+    or by a connect that picks `port` as its own source port and reaches itself."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                return True
+    return False
+
+
 class ReloadUnderLoadTest(IntegrationTest):
     def setUp(self):
         super().setUp()
@@ -159,7 +182,9 @@ class ReloadUnderLoadTest(IntegrationTest):
     def test_reloads_while_eight_clients_stream_drop_none(self):
         daemon = self.bed.tunneld(self.config(self.echo_a.port, gone=True, added=False))
         self.assertEqual(greeting(self.port), b"A")
-        self.assertTrue(refuses(self.added_port), "the not-yet-added service's port answers")
+        self.assertTrue(listens_on(daemon.pid, self.port), "tunneld listens on svc's port")
+        self.assertFalse(listens_on(daemon.pid, self.added_port),
+                         "tunneld listens on the not-yet-added service's port")
 
         for i in range(8):
             self.streamers.append(Streamer(self.port, seed=i))
