@@ -279,7 +279,7 @@ public:
         }
         const auto restore = saved_min_replicas(which).value_or(0);
         const auto lifted = set_min_replicas(server, restore, clock::now() + service_.probe_timeout);
-        if (!lifted.ok) return step_result::failure("unfence: " + lifted.message);
+        if (!lifted.ok) return step_result::failure("unfence: " + lifted.note);
         std::string message = server.side() + ": fence lifted (min-replicas-to-write " + std::to_string(restore) + ")";
         if (which != proxy::side::old_side) return step_result::success(std::move(message));
         return lift_fence_command(service_, old_endpoint_, new_endpoint_, std::move(message));
@@ -409,7 +409,7 @@ public:
         const auto restored = set_min_replicas(old_, restore, deadline);
         if (!restored.ok)
             return step_result::failure(
-                "rollback: old promoted but restoring min-replicas-to-write failed: " + restored.message +
+                "rollback: old promoted but restoring min-replicas-to-write failed: " + restored.note +
                 "; new still paused until the hold expires");
         // Asked after set_min_replicas() persisted the role: an old restarted meanwhile answers
         // with its config file's role.
@@ -690,49 +690,40 @@ private:
                                    std::optional<unsigned>& previous)
     {
         const auto impossible = std::to_string(impossible_min_replicas);
-        auto answer = session.run({"CONFIG", "GET", "min-replicas-to-write"},
+        const auto answer = session.run({"CONFIG", "GET", "min-replicas-to-write"},
                                   time_left(deadline, service_.probe_timeout));
         if (!answer.ok) return step_result::failure("fence: " + answer.text);
         const auto space = answer.text.rfind(' ');
         const auto value = space == std::string::npos ? std::nullopt : parse_uint(answer.text.substr(space + 1));
         if (value && *value != impossible_min_replicas) previous = static_cast<unsigned>(*value);
-        answer = session.run({"CONFIG", "SET", "min-replicas-to-write", impossible},
-                             time_left(deadline, service_.probe_timeout));
-        if (!answer.ok) return step_result::failure("fence: " + answer.text);
-        const auto kept = persist(session, deadline);
-        if (!kept.ok) return step_result::failure("fence: " + kept.note);
-        // Read back after persist(): a server restarted between the SET and the rewrite answers
-        // with its config file's value, and the fence did not stick.
-        answer = session.run({"CONFIG", "GET", "min-replicas-to-write"},
-                             time_left(deadline, service_.probe_timeout));
-        if (!answer.ok) return step_result::failure("fence: " + answer.text);
-        if (answer.text != "min-replicas-to-write " + impossible)
-            return step_result::failure("fence: min-replicas-to-write did not stick (" + answer.text + ")");
+        const auto set = set_min_replicas(session, impossible_min_replicas, deadline);
+        if (!set.ok) return step_result::failure("fence: " + set.note);
         return step_result::success(session.side() + " fenced: min-replicas-to-write " + impossible +
-                                    ", writes refused" +
-                                    (kept.note.empty() ? std::string() : " (" + kept.note + ")"));
+                                    ", writes refused" + (set.note.empty() ? std::string() : " (" + set.note + ")"));
     }
 
-    /// Sets min-replicas-to-write on `session` to `value`, persisted, and reads it back.
-    step_result set_min_replicas(redis_session& session, unsigned value, clock::time_point deadline)
+    struct persisted {
+        bool ok = false;  ///< false: not done, or no answer came (the change may be lost with a restart)
+        std::string note; ///< why not, if !ok; empty once written; else why it is in memory only
+    };
+
+    /// Sets min-replicas-to-write on `session` to `value`, persist()s it and reads it back: a
+    /// server restarted between the SET and the rewrite answers with its config file's value, and
+    /// the value did not stick.
+    persisted set_min_replicas(redis_session& session, unsigned value, clock::time_point deadline)
     {
         const auto wanted = std::to_string(value);
         auto answer = session.run({"CONFIG", "SET", "min-replicas-to-write", wanted},
                                   time_left(deadline, service_.probe_timeout));
-        if (!answer.ok) return step_result::failure(answer.text);
-        const auto kept = persist(session, deadline);
-        if (!kept.ok) return step_result::failure(kept.note);
+        if (!answer.ok) return {false, answer.text};
+        auto kept = persist(session, deadline);
+        if (!kept.ok) return kept;
         answer = session.run({"CONFIG", "GET", "min-replicas-to-write"}, time_left(deadline, service_.probe_timeout));
-        if (!answer.ok) return step_result::failure(answer.text);
+        if (!answer.ok) return {false, answer.text};
         if (answer.text != "min-replicas-to-write " + wanted)
-            return step_result::failure(session.side() + ": min-replicas-to-write did not stick (" + answer.text + ")");
-        return step_result::success(session.side() + ": min-replicas-to-write " + wanted);
+            return {false, "min-replicas-to-write did not stick (" + answer.text + ")"};
+        return kept;
     }
-
-    struct persisted {
-        bool ok = false;  ///< false: no answer came, the change may be lost with a restart
-        std::string note; ///< why not, if !ok; empty once written; else why it is in memory only
-    };
 
     /// Writes `session`'s running configuration to its config file (CONFIG REWRITE), so that the
     /// fence or role just set survives a restart of the server, as Redis Sentinel does after each

@@ -26,14 +26,27 @@ from integration_support import SERVICE, IntegrationTest, daemon_config, service
 
 
 class FenceKeptTest(IntegrationTest):
-    def test_87_old_restarted_after_a_switch_is_fenced_again_and_rollback_readiness_follows(self):
-        old = self.bed.redis("old")
-        new = self.bed.redis("new", replicaof=old)
+    def start(self, fence: str = "replicaof", follows: tuple[str, ...] = ("new",),
+              probe_interval: str = "250ms", config_file: bool = False):
+        """old (primary), new (its replica) and a tunneld in front in pause mode; `follows` names
+        the sides the one left behind follows (fence_replicaof = new, rollback_replicaof = old).
+        `config_file`: both redis run from a redis.conf, durable (restarts keep their data)."""
+        files = {"config_file": True, "durable": True} if config_file else {}
+        old = self.bed.redis("old", **files)
+        new = self.bed.redis("new", replicaof=old, **files)
+        followed = {}
+        if "new" in follows:
+            followed["fence_replicaof"] = f"{tb.HOST}:{new.port}"
+        if "old" in follows:
+            followed["rollback_replicaof"] = f"{tb.HOST}:{old.port}"
         port = tb.free_port()
         daemon = self.bed.tunneld(daemon_config({SERVICE: service_config(
             port, old.port, new.port, kind="redis", max_lag="1MiB", mode="pause",
-            pause_timeout="10s", probe_interval="250ms",
-            fence="replicaof", fence_replicaof=f"{tb.HOST}:{new.port}")}))
+            pause_timeout="10s", probe_interval=probe_interval, fence=fence, **followed)}))
+        return old, new, port, daemon
+
+    def test_87_old_restarted_after_a_switch_is_fenced_again_and_rollback_readiness_follows(self):
+        old, new, port, daemon = self.start()
         svc = lambda: daemon.service(SERVICE)  # noqa: E731
         self.eventually(lambda: svc()["lag"]["link"] == "up", 20, "the lag probe sees new follow old")
         self.assertEqual(svc()["lag"]["replica"], "new")
@@ -73,14 +86,7 @@ class FenceKeptTest(IntegrationTest):
         self.assertIs(s["fenced"], True, s)
 
     def test_87e_new_restarted_after_a_rollback_is_fenced_again_and_follows_old(self):
-        old = self.bed.redis("old")
-        new = self.bed.redis("new", replicaof=old)
-        port = tb.free_port()
-        daemon = self.bed.tunneld(daemon_config({SERVICE: service_config(
-            port, old.port, new.port, kind="redis", max_lag="1MiB", mode="pause",
-            pause_timeout="10s", probe_interval="250ms",
-            fence="replicaof", fence_replicaof=f"{tb.HOST}:{new.port}",
-            rollback_replicaof=f"{tb.HOST}:{old.port}")}))
+        old, new, port, daemon = self.start(follows=("new", "old"))
         svc = lambda: daemon.service(SERVICE)  # noqa: E731
         self.eventually(lambda: svc()["lag"]["link"] == "up", 20, "the lag probe sees new follow old")
         self.ctl_ok(daemon, "switch", SERVICE)
@@ -117,14 +123,7 @@ class FenceKeptTest(IntegrationTest):
         """Servers run from a redis.conf, as packaged: tunneld writes each fence and role change
         there (CONFIG REWRITE), so a server restarted before the probe could fence it again comes
         back fenced and in its role. The probe is slowed to a minute: only the file can do it."""
-        old = self.bed.redis("old", config_file=True, durable=True)
-        new = self.bed.redis("new", replicaof=old, config_file=True, durable=True)
-        port = tb.free_port()
-        daemon = self.bed.tunneld(daemon_config({SERVICE: service_config(
-            port, old.port, new.port, kind="redis", max_lag="1MiB", mode="pause",
-            pause_timeout="10s", probe_interval="60s",
-            fence="replicaof", fence_replicaof=f"{tb.HOST}:{new.port}",
-            rollback_replicaof=f"{tb.HOST}:{old.port}")}))
+        old, new, port, daemon = self.start(follows=("new", "old"), probe_interval="60s", config_file=True)
         svc = lambda: daemon.service(SERVICE)  # noqa: E731
         self.eventually(lambda: svc()["lag"]["link"] == "up", 20, "the lag probe sees new follow old")
         self.assertIn("PASS       old accepts CONFIG REWRITE", daemon.ctl("check", SERVICE, timeout=60).stdout)
@@ -169,12 +168,8 @@ class FenceKeptTest(IntegrationTest):
     def test_87q_a_min_replicas_fence_holds_over_a_restart_from_redis_conf(self):
         """fence = "min-replicas": old stays a primary that refuses writes. What CI's campaign hit
         (old restarted after its fence, before it follows new) with the file as the only keeper."""
-        old = self.bed.redis("old", config_file=True, durable=True)
-        new = self.bed.redis("new", replicaof=old, config_file=True, durable=True)
-        port = tb.free_port()
-        daemon = self.bed.tunneld(daemon_config({SERVICE: service_config(
-            port, old.port, new.port, kind="redis", max_lag="1MiB", mode="pause",
-            pause_timeout="10s", probe_interval="60s", fence="min-replicas")}))
+        old, new, port, daemon = self.start(fence="min-replicas", follows=(), probe_interval="60s",
+                                            config_file=True)
         self.eventually(lambda: daemon.service(SERVICE)["lag"]["link"] == "up", 20, "new follows old")
         self.ctl_ok(daemon, "switch", SERVICE)
         self.assertIn("min-replicas-to-write 100", old.config_path.read_text())
