@@ -332,6 +332,9 @@ class FleetSwitchTest(IntegrationTest):
         self.addCleanup(writer._stop.set)
         self.writing([writer], 20, "writes on b")
         self.relay.stall()  # the coordinator's catch-up waits: phase switch lasts until the relay flows
+        # A write new cannot have: without it the writer's last write may have reached new before
+        # the stall, the catch-up finds nothing to wait for, and phase switch lasts a few ms.
+        self.assertEqual(self.old.cli("SET", "behind-the-stall", "1"), "OK")
         switch = self.members["a"].ctl_async("switch", SERVICE)
         self.addCleanup(switch.kill)
 
