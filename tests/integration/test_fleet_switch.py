@@ -225,6 +225,7 @@ class FleetSwitchTest(IntegrationTest):
         self.addCleanup(writer._stop.set)
         time.sleep(0.5)
         self.relay.stall()  # the coordinator's catch-up waits: phase "switch" lasts seconds
+        self.assertEqual(self.old.cli("SET", "behind-the-stall", "1"), "OK")  # as in 137
         coordinator = self.members["a"]
         switch = subprocess.Popen(coordinator.ctl_argv("switch", SERVICE), stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
