@@ -97,6 +97,13 @@ class FleetSwitchTest(IntegrationTest):
             return lag and lag["link"] == "up" and lag["bytes"] == 0
         self.eventually(in_sync, 30, "the probe reports link up and lag 0B")
 
+    def hold_new_behind(self) -> None:
+        """Stalls the replication relay and writes a key to old that new cannot have until the
+        relay flows, so a switch's catch-up waits (phase switch lasts) however the writers fell:
+        their last write may have reached new before the stall."""
+        self.relay.stall()
+        self.assertEqual(self.old.cli("SET", "behind-the-stall", "1"), "OK")
+
     def on(self, side: str, names=MEMBERS) -> bool:
         return all(self.members[n].service(SERVICE)["active"] == side and
                    self.members[n].service(SERVICE)["state"] == "serving" for n in names)
@@ -224,8 +231,7 @@ class FleetSwitchTest(IntegrationTest):
         writer = Writer(self.members["b"].port, "t", threads=2, pace=0.01).start()
         self.addCleanup(writer._stop.set)
         time.sleep(0.5)
-        self.relay.stall()  # the coordinator's catch-up waits: phase "switch" lasts seconds
-        self.assertEqual(self.old.cli("SET", "behind-the-stall", "1"), "OK")  # as in 137
+        self.hold_new_behind()  # the coordinator's catch-up waits: phase "switch" lasts seconds
         coordinator = self.members["a"]
         switch = subprocess.Popen(coordinator.ctl_argv("switch", SERVICE), stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
@@ -332,10 +338,7 @@ class FleetSwitchTest(IntegrationTest):
         writer = Writer(self.members["b"].port, "mid", threads=2, pace=0.01).start()
         self.addCleanup(writer._stop.set)
         self.writing([writer], 20, "writes on b")
-        self.relay.stall()  # the coordinator's catch-up waits: phase switch lasts until the relay flows
-        # A write new cannot have: without it the writer's last write may have reached new before
-        # the stall, the catch-up finds nothing to wait for, and phase switch lasts a few ms.
-        self.assertEqual(self.old.cli("SET", "behind-the-stall", "1"), "OK")
+        self.hold_new_behind()  # the coordinator's catch-up waits: phase switch lasts until the relay flows
         switch = self.members["a"].ctl_async("switch", SERVICE)
         self.addCleanup(switch.kill)
 
